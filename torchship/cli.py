@@ -1,0 +1,71 @@
+"""The ``torchship`` command: one CLI, a subcommand per pillar plus ``demo``.
+
+Each pillar owns its subcommands in ``torchship/<pillar>/cli.py`` through a function
+``add_commands(subparsers)``; this module only wires them together and imports a pillar when
+its subcommand runs, so ``torchship weights ...`` works without torch installed.
+
+Example:
+    $ torchship weights inspect model.safetensors
+    $ torchship demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+PILLARS = ("weights", "kernels", "edge")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full argument parser.
+
+    Example:
+        >>> build_parser().parse_args(["demo"]).command
+        'demo'
+    """
+    parser = argparse.ArgumentParser(prog="torchship", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for pillar in PILLARS:
+        pillar_parser = sub.add_parser(pillar, help=f"torchship.{pillar} commands")
+        pillar_sub = pillar_parser.add_subparsers(dest="subcommand", required=True)
+        try:
+            module = importlib.import_module(f"torchship.{pillar}.cli")
+        except ImportError as exc:  # an optional dependency of that pillar is missing
+            pillar_parser.set_defaults(_import_error=exc)
+            continue
+        module.add_commands(pillar_sub)
+    demo = sub.add_parser("demo", help="run the main job end to end on a built-in model")
+    demo.add_argument("--quick", action="store_true", help="smaller sizes")
+    demo.set_defaults(func=_run_demo)
+    return parser
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from torchship.demo import run_demo
+
+    return run_demo(quick=args.quick)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``torchship`` console script.
+
+    Example:
+        >>> main(["weights", "verify", "missing.safetensors"])  # doctest: +SKIP
+        1
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    error = getattr(args, "_import_error", None)
+    if error is not None:
+        parser.error(f"'{args.command}' needs an optional dependency: {error}")
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.error("missing subcommand")
+    return int(func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
