@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> build_parser().parse_args(["demo"]).command
         'demo'
     """
-    parser = argparse.ArgumentParser(prog="torchship", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="torchship", description="Ship PyTorch models to production: kernels, weights, edge.")
     sub = parser.add_subparsers(dest="command", required=True)
     for pillar in PILLARS:
         pillar_parser = sub.add_parser(pillar, help=f"torchship.{pillar} commands")
