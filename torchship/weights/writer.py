@@ -1,0 +1,193 @@
+"""Framework-neutral streaming writer: plan -> header -> tensor bytes streamed -> fsync -> rename.
+
+Callers describe each tensor with an :class:`Entry` (dtype name, shape, and its bytes or a
+zero-argument callable returning them). Tensors are written one at a time straight from their
+memory, so a huge checkpoint never sits in memory twice, and a file is only ever replaced
+atomically: the data goes to a temp file in the same directory, is fsync'd, then renamed over
+the destination (an mmap of the old file elsewhere keeps seeing the old bytes).
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.safetensors")
+    >>> save_entries({"w": Entry("F32", (2,), np.ones(2, np.float32))}, path)
+    >>> os.path.getsize(path)
+    80
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from torchship.weights.format import SafetensorError, TensorInfo, plan_layout, serialize_header
+
+WRITE_BUFFER = 8 << 20
+"""Write buffer size: small tensors are coalesced, larger ones go straight to the kernel."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor to write.
+
+    ``data`` is a C-contiguous little-endian bytes-like object (bytes, memoryview, numpy array)
+    holding exactly the tensor's bytes, or a zero-argument callable returning one (called
+    lazily, when the writer reaches this tensor).
+
+    Example:
+        >>> Entry("U8", (3,), b"abc").shape
+        (3,)
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: Any
+
+
+def plan(
+    entries: Mapping[str, Entry], metadata: Mapping[str, str] | None = None
+) -> tuple[bytes, list[tuple[str, TensorInfo]]]:
+    """Return (header bytes incl. the length prefix, tensors in write order with offsets).
+
+    Example:
+        >>> header, layout = plan({"a": Entry("U8", (1,), b"x")})
+        >>> len(header) % 8, layout[0][1]
+        (0, TensorInfo(dtype='U8', shape=(1,), start=0, end=1))
+    """
+    if not isinstance(entries, Mapping):
+        raise SafetensorError(f"expected a mapping of name -> Entry, got {type(entries).__name__}")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise SafetensorError(f"metadata must be a mapping of str to str, got {type(metadata).__name__}")
+    layout = plan_layout({k: (e.dtype, tuple(e.shape)) for k, e in entries.items()})
+    return serialize_header(layout, metadata), layout
+
+
+def as_byte_view(data: Any, *, name: str, nbytes: int) -> memoryview:
+    """Turn an entry's data into a flat byte memoryview of exactly ``nbytes`` bytes (no copy
+    unless a numpy array must be made contiguous or little-endian).
+
+    Example:
+        >>> as_byte_view(np.arange(2, dtype=np.int16), name="x", nbytes=4).tobytes()
+        b'\\x00\\x00\\x01\\x00'
+    """
+    if callable(data):
+        data = data()
+    if isinstance(data, np.ndarray):
+        if data.dtype.byteorder == ">":
+            data = data.astype(data.dtype.newbyteorder("<"))
+        if not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
+        view = memoryview(data.reshape(-1).view(np.uint8))
+    else:
+        try:
+            view = memoryview(data)
+        except TypeError as exc:
+            raise SafetensorError(
+                f"tensor {name!r}: data of type {type(data).__name__} is not bytes-like"
+            ) from exc
+        if not view.c_contiguous:
+            raise SafetensorError(f"tensor {name!r}: data buffer is not C-contiguous")
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+    if view.nbytes != nbytes:
+        raise SafetensorError(
+            f"tensor {name!r}: data holds {view.nbytes} bytes but its dtype and shape need {nbytes}"
+        )
+    return view
+
+
+def _write_all(fileobj: BinaryIO, view: memoryview) -> None:
+    while view.nbytes:
+        written = fileobj.write(view)
+        if written is None:  # non-blocking raw stream: nothing written yet
+            continue
+        view = view[written:]
+
+
+def write_entries(
+    fileobj: BinaryIO, entries: Mapping[str, Entry], metadata: Mapping[str, str] | None = None
+) -> int:
+    """Write a complete safetensors blob at the file's current position; return its size.
+
+    The header is planned first (so bad names, dtypes or shapes fail before any byte is
+    written), then each tensor's bytes are written in layout order.
+
+    Example:
+        >>> buf = io.BytesIO()
+        >>> write_entries(buf, {"a": Entry("U8", (2,), b"hi")})
+        80
+    """
+    header, layout = plan(entries, metadata)
+    _write_all(fileobj, memoryview(header))
+    total = len(header)
+    for key, info in layout:
+        view = as_byte_view(entries[key].data, name=key, nbytes=info.nbytes)
+        _write_all(fileobj, view)
+        total += info.nbytes
+        del view
+    return total
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> Any:
+    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename it to ``path``.
+
+    On any error the temp file is removed and ``path`` is untouched.
+
+    Example:
+        >>> import tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "x.bin")
+        >>> atomic_write(p, lambda f: f.write(b"ok"))
+        2
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with open(fd, "wb", buffering=WRITE_BUFFER, closefd=True) as fileobj:
+            result = write(fileobj)
+            fileobj.flush()
+            os.fsync(fileobj.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+    return result
+
+
+def save_entries(
+    entries: Mapping[str, Entry],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write ``entries`` as a safetensors file at ``path``, atomically (temp file + rename).
+
+    Example:
+        >>> import tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "e.safetensors")
+        >>> save_entries({}, p, metadata={"format": "np"})
+        >>> open(p, "rb").read()[8:]
+        b'{"__metadata__":{"format":"np"}}'
+    """
+    plan(entries, metadata)  # fail on bad input before creating any file
+    atomic_write(path, lambda f: write_entries(f, entries, metadata))
