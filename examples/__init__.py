@@ -1,0 +1,1 @@
+"""torchship examples: kernels written in the tile language, and models (import from repo root)."""

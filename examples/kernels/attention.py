@@ -1,0 +1,122 @@
+"""Flash-style attention ``softmax(q k^T / sqrt(d)) v`` on ``[B, H, S, D]``, causal option.
+
+Each program owns a block of query rows of one (batch, head) and streams key/value blocks,
+keeping a running max and normaliser (online softmax), so the ``S x S`` score matrix never
+exists in memory.
+
+Example:
+    >>> q, k, v = make_inputs("test", seed=0)
+    >>> attention(q, k, v, causal=True).shape  # doctest: +SKIP
+    torch.Size([2, 3, 67, 32])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+import torchship as ts
+from examples.kernels._common import FLOAT_DTYPES, check_key, generator, nbytes, randn
+
+
+@ts.kernel
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False
+) -> torch.Tensor:
+    """Scaled dot-product attention; ``causal`` masks keys after the query (top-left)."""
+    batch, heads, seq_q, head_dim = q.shape
+    seq_k = k.size(2)
+    qf = q.reshape(batch * heads, seq_q, head_dim)
+    kt = k.reshape(batch * heads, seq_k, head_dim).transpose(1, 2)  # [bh, d, s]: a view
+    vf = v.reshape(batch * heads, seq_k, head_dim)
+    out = torch.empty_like(qf)
+    scale = 1.0 / math.sqrt(head_dim)
+    for tb, tm in ts.tile([batch * heads, seq_q], block_size=[1, None]):
+        qb = qf[tb, tm, :]
+        row_max = ts.full([tb, tm, 1], float("-inf"), dtype=torch.float32)
+        denom = ts.zeros([tb, tm, 1], dtype=torch.float32)
+        acc = ts.zeros([tb, tm, head_dim], dtype=torch.float32)
+        for tn in ts.tile(seq_k):
+            scores = ts.dot(qb, kt[tb, :, tn]) * scale
+            if causal:
+                visible = tm.index[:, None] >= tn.index[None, :]
+                scores = torch.where(visible, scores, float("-inf"))
+            new_max = torch.maximum(row_max, scores.amax(dim=2, keepdim=True))
+            p = torch.exp(scores - new_max)
+            alpha = torch.exp(row_max - new_max)
+            denom = denom * alpha + p.sum(dim=2, keepdim=True)
+            acc = ts.dot(p.to(v.dtype), vf[tb, tn, :], acc=acc * alpha)
+            row_max = new_max
+        out[tb, tm, :] = (acc / denom).to(q.dtype)
+    return out.reshape(batch, heads, seq_q, head_dim)
+
+
+VARIANTS = {"attention": (attention, {}), "attention_causal": (attention, {"causal": True})}
+DTYPES = FLOAT_DTYPES
+TOLERANCE = {
+    torch.float32: {"atol": 1e-4, "rtol": 1e-4},
+    torch.float16: {"atol": 5e-3, "rtol": 5e-3},
+    torch.bfloat16: {"atol": 3e-2, "rtol": 3e-2},
+}
+SHAPES = {
+    "test": (2, 3, 67, 32),
+    "gpu_small": (4, 32, 2048, 64),
+    "gpu_large": (4, 32, 4096, 64),
+}
+
+
+def reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False
+) -> torch.Tensor:
+    """Plain torch, written out (works in float64 on any device).
+
+    Example:
+        >>> q = torch.zeros(1, 1, 2, 4); v = torch.arange(8.0).view(1, 1, 2, 4)
+        >>> reference(q, q, v, causal=True)[0, 0, 1].tolist()
+        [2.0, 3.0, 4.0, 5.0]
+    """
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.size(-1))
+    if causal:
+        visible = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~visible, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def make_inputs(
+    shape_key: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    *, seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v of shape ``[B, H, S, D]``.
+
+    Example:
+        >>> [tuple(t.shape) for t in make_inputs("test", seed=0)]
+        [(2, 3, 67, 32), (2, 3, 67, 32), (2, 3, 67, 32)]
+    """
+    shape = check_key(shape_key, SHAPES)
+    g = generator(device, seed)
+    return tuple(randn(shape, device, dtype, gen=g) for _ in range(3))  # type: ignore[return-value]
+
+
+def BYTES(args: tuple[torch.Tensor, ...], **kwargs: object) -> int:  # noqa: N802
+    """Read q, k, v once, write out once.
+
+    Example:
+        >>> BYTES(tuple(torch.zeros(1, 1, 2, 2) for _ in range(3)))
+        64
+    """
+    q, k, v = args[:3]
+    return nbytes(q, k, v) + nbytes(q)
+
+
+def FLOPS(args: tuple[torch.Tensor, ...], causal: bool = False, **kwargs: object) -> int:  # noqa: N802
+    """``4 B H S_q S_k D`` (two matmuls), halved when causal.
+
+    Example:
+        >>> FLOPS(tuple(torch.zeros(1, 1, 2, 2) for _ in range(3)))
+        32
+    """
+    q, k = args[:2]
+    b, h, s_q, d = q.shape
+    flops = 4 * b * h * s_q * k.shape[2] * d
+    return flops // 2 if causal else flops
