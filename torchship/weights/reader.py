@@ -1,0 +1,293 @@
+"""Reading: ``safe_open`` over a private (copy-on-write) mmap, zero-copy views, slices.
+
+The file is mapped with ``mmap.ACCESS_COPY``: tensors are views of the mapping, writing to
+one never touches the file, and a file replaced on disk (our writer renames a new file over the
+old one) leaves existing views intact. The header is validated completely by
+:func:`torchship.weights.format.parse_header` before any tensor is created.
+
+Files that embed a safetensors blob are accepted too: a torchship program file (``.tsp``)
+starts with ``b"TSHPPROG"`` and a little-endian u64 offset of its weights blob.
+
+Example:
+    >>> from torchship.weights import safe_open
+    >>> with safe_open("model.safetensors", framework="np") as f:  # doctest: +SKIP
+    ...     w = f.get_tensor("embeddings.weight")
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+from torchship.weights.format import DTYPES, Header, SafetensorError, TensorInfo, parse_header
+
+PROGRAM_MAGIC = b"TSHPPROG"
+"""First 8 bytes of a torchship program file; bytes 8..16 hold the weights blob offset."""
+
+_FRAMEWORKS = {"pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np"}
+
+
+class SliceError(SafetensorError, IndexError):
+    """An index passed to ``get_slice(...)[...]`` is invalid (also an IndexError).
+
+    Example:
+        >>> issubclass(SliceError, IndexError)
+        True
+    """
+
+
+def blob_offset(buf: Any, *, name: str) -> int:
+    """Offset of the safetensors blob in ``buf``: 0, or the weights offset of a program file.
+
+    Example:
+        >>> blob_offset(PROGRAM_MAGIC + (64).to_bytes(8, "little") + bytes(48), name="p.tsp")
+        64
+    """
+    if len(buf) >= 8 and bytes(buf[:8]) == PROGRAM_MAGIC:
+        if len(buf) < 16:
+            raise SafetensorError(f"{name}: program file is {len(buf)} bytes, too short for its weights offset")
+        (offset,) = struct.unpack_from("<Q", buf, 8)
+        if offset < 16 or offset > len(buf):
+            raise SafetensorError(
+                f"{name}: program weights offset {offset} is outside the file (16..{len(buf)})"
+            )
+        return offset
+    return 0
+
+
+def map_file(path: str | os.PathLike[str]) -> mmap.mmap | bytes:
+    """Map ``path`` privately (copy-on-write); an empty file gives ``b""``.
+
+    Example:
+        >>> map_file("model.safetensors")[:8]  # doctest: +SKIP
+        b'\\x90\\x00\\x00\\x00\\x00\\x00\\x00\\x00'
+    """
+    with open(path, "rb") as fileobj:
+        size = os.fstat(fileobj.fileno()).st_size
+        if size == 0:
+            return b""
+        return mmap.mmap(fileobj.fileno(), 0, access=mmap.ACCESS_COPY)
+
+
+def numpy_view(buf: Any, header: Header, key: str) -> np.ndarray:
+    """A numpy array for tensor ``key`` (a zero-copy view except F4, which numpy unpacks).
+
+    Example:
+        >>> from torchship.weights.format import serialize_header
+        >>> blob = serialize_header([("x", TensorInfo("I16", (2,), 0, 4))], None) + b"\\x01\\x00\\x02\\x00"
+        >>> numpy_view(blob, parse_header(blob), "x").tolist()
+        [1, 2]
+    """
+    info = header.tensors[key]
+    offset = header.data_start + info.start
+    if info.dtype == "F4":
+        packed = np.frombuffer(buf, dtype=np.uint8, count=info.nbytes, offset=offset)
+        pairs = np.stack([packed & 0x0F, packed >> 4], axis=-1)
+        return pairs.reshape(info.shape).view(ml_dtypes.float4_e2m1fn)
+    dtype = DTYPES[info.dtype].numpy
+    if dtype is None:
+        raise SafetensorError(f"tensor {key!r}: dtype {info.dtype} has no numpy representation")
+    count = info.nbytes // dtype.itemsize
+    if count == 0:
+        return np.empty(info.shape, dtype=dtype)
+    return np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(info.shape)
+
+
+def normalize_index(index: Any, shape: tuple[int, ...], *, name: str) -> tuple[Any, ...]:
+    """Check a slice index (ints incl. negative, ``start:stop:step`` with step > 0, one ``...``)
+    and return it as a full tuple of ints and slices with the ellipsis expanded.
+
+    Example:
+        >>> normalize_index((..., -1), (3, 4), name="x")
+        (slice(None, None, None), 3)
+    """
+    items = index if isinstance(index, tuple) else (index,)
+    if sum(1 for item in items if item is Ellipsis) > 1:
+        raise SliceError(f"tensor {name!r}: only one ellipsis (...) is allowed in a slice index")
+    concrete = [item for item in items if item is not Ellipsis]
+    if len(concrete) > len(shape):
+        raise SliceError(
+            f"tensor {name!r}: {len(concrete)} indices for a tensor with {len(shape)} dimensions {list(shape)}"
+        )
+    fill = (slice(None),) * (len(shape) - len(concrete))
+    expanded: list[Any] = []
+    for item in items:
+        if item is Ellipsis:
+            expanded.extend(fill)
+        else:
+            expanded.append(item)
+    if Ellipsis not in items:
+        expanded.extend(fill)
+    out: list[Any] = []
+    for axis, (item, size) in enumerate(zip(expanded, shape)):
+        if isinstance(item, slice):
+            for part in (item.start, item.stop, item.step):
+                if part is not None and (isinstance(part, bool) or not isinstance(part, (int, np.integer))):
+                    raise SliceError(f"tensor {name!r}: slice bounds must be integers, got {item!r}")
+            if item.step is not None and item.step <= 0:
+                raise SliceError(f"tensor {name!r}: slice step must be a positive integer, got {item.step}")
+            out.append(item)
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            pos = int(item) + size if item < 0 else int(item)
+            if not 0 <= pos < size:
+                raise SliceError(
+                    f"tensor {name!r}: index {int(item)} is out of bounds for dimension {axis} of size {size}"
+                )
+            out.append(pos)
+        else:
+            raise SliceError(
+                f"tensor {name!r}: unsupported index {item!r} at position {axis} (expected int, slice or ...)"
+            )
+    return tuple(out)
+
+
+class TensorSlice:
+    """Lazy handle on one tensor: ``get_shape()``, ``get_dtype()``, and ``[...]`` indexing.
+
+    Example:
+        >>> with safe_open("model.safetensors", framework="np") as f:  # doctest: +SKIP
+        ...     rows = f.get_slice("embeddings.weight")[:10]
+    """
+
+    def __init__(self, handle: safe_open, key: str) -> None:
+        self._handle = handle
+        self._key = key
+        self._info = handle._info(key)
+
+    def get_shape(self) -> list[int]:
+        """The tensor's shape as a list. Example: ``f.get_slice("w").get_shape()`` -> ``[3, 4]``."""
+        return list(self._info.shape)
+
+    def get_dtype(self) -> str:
+        """The safetensors dtype name. Example: ``f.get_slice("w").get_dtype()`` -> ``'F32'``."""
+        return self._info.dtype
+
+    def __getitem__(self, index: Any) -> Any:
+        shape = self._info.shape
+        if self._info.dtype == "F4" and self._handle._framework == "pt":
+            shape = (*shape[:-1], shape[-1] // 2)
+        normalized = normalize_index(index, shape, name=self._key)
+        tensor = self._handle._tensor(self._key)
+        return tensor[normalized]
+
+
+class safe_open:  # noqa: N801 - drop-in name
+    """Open a safetensors file (or a torchship program file) lazily, like ``safetensors.safe_open``.
+
+    ``framework`` is ``"pt"`` (torch tensors) or ``"np"`` (numpy arrays); ``device`` applies to
+    torch (``"cpu"``, ``"cuda"``, ``"cuda:1"``, an int or a ``torch.device``).
+
+    Example:
+        >>> with safe_open("model.safetensors", framework="pt") as f:  # doctest: +SKIP
+        ...     tensors = {k: f.get_tensor(k) for k in f.keys()}
+    """
+
+    def __init__(self, filename: str | os.PathLike[str], framework: str = "pt", device: Any = "cpu") -> None:
+        fw = _FRAMEWORKS.get(str(framework).lower())
+        if fw is None:
+            raise SafetensorError(f"framework {framework!r} is not supported (use 'pt' or 'np')")
+        self._framework = fw
+        self._name = os.fspath(filename)
+        if fw == "np" and str(device) != "cpu":
+            raise SafetensorError(f"framework 'np' loads to the CPU only, got device {device!r}")
+        self._device = device
+        try:
+            self._buf: Any = map_file(filename)
+        except OSError as exc:
+            raise SafetensorError(f"{self._name}: cannot open: {exc.strerror or exc}") from exc
+        base = blob_offset(self._buf, name=self._name)
+        self._header = parse_header(self._buf, name=self._name, base=base)
+        self._torch: Any = None
+        if fw == "pt":
+            from torchship.weights import torch as torch_adapter
+
+            self._torch = torch_adapter
+            self._device = torch_adapter.normalize_device(device)
+
+    # -- context manager -------------------------------------------------------------------
+    def __enter__(self) -> safe_open:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop this handle's reference to the mapping (tensors already returned stay valid).
+
+        Example:
+            >>> f = safe_open("model.safetensors", "np"); f.close()  # doctest: +SKIP
+        """
+        self._buf = None
+
+    # -- header ----------------------------------------------------------------------------
+    @property
+    def header(self) -> Header:
+        """The validated header (tensors, metadata, offsets)."""
+        return self._header
+
+    def keys(self) -> list[str]:
+        """Tensor names, sorted. Example: ``f.keys()`` -> ``['a', 'b']``."""
+        return sorted(self._header.tensors)
+
+    def offset_keys(self) -> list[str]:
+        """Tensor names in data-buffer order. Example: ``f.offset_keys()`` -> ``['b', 'a']``."""
+        items = sorted(self._header.tensors.items(), key=lambda kv: (kv[1].start, kv[1].end, kv[0]))
+        return [k for k, _ in items]
+
+    def metadata(self) -> dict[str, str] | None:
+        """The ``__metadata__`` map, or None. Example: ``f.metadata()`` -> ``{'format': 'pt'}``."""
+        return None if self._header.metadata is None else dict(self._header.metadata)
+
+    def _info(self, key: str) -> TensorInfo:
+        info = self._header.tensors.get(key)
+        if info is None:
+            raise SafetensorError(f"{self._name}: no tensor named {key!r}")
+        return info
+
+    def _live_buf(self) -> Any:
+        if self._buf is None:
+            raise SafetensorError(f"{self._name}: file is closed")
+        return self._buf
+
+    def _tensor(self, key: str) -> Any:
+        self._info(key)
+        buf = self._live_buf()
+        if self._framework == "np":
+            return numpy_view(buf, self._header, key)
+        return self._torch.cpu_view(buf, self._header, key, name=self._name)
+
+    # -- tensors ---------------------------------------------------------------------------
+    def get_tensor(self, name: str) -> Any:
+        """Load one tensor (a zero-copy view on CPU). Example: ``f.get_tensor("w").shape``."""
+        tensor = self._tensor(name)
+        if self._framework == "pt" and self._device.type != "cpu":
+            tensor = tensor.to(self._device)
+        return tensor
+
+    def get_tensors(self) -> dict[str, Any]:
+        """Load every tensor, in data order; to a GPU this streams through pinned buffers.
+
+        Example:
+            >>> with safe_open("model.safetensors", "np") as f:  # doctest: +SKIP
+            ...     state = f.get_tensors()
+        """
+        keys = self.offset_keys()
+        if self._framework == "pt" and self._device.type != "cpu":
+            return self._torch.load_to_device(self._live_buf(), self._header, keys, self._device, name=self._name)
+        return {key: self._tensor(key) for key in keys}
+
+    def get_slice(self, name: str) -> TensorSlice:
+        """A lazy slice handle. Example: ``f.get_slice("w")[1:, ..., -1]``."""
+        return TensorSlice(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._header.tensors)
