@@ -1,0 +1,421 @@
+"""The crash-isolating benchmark harness.
+
+Candidates are compiled in parallel worker processes (``spawn`` context, one timeout each) and
+then checked and timed, one at a time, in a persistent benchmark worker. A worker that dies
+(``os._exit``, a segfault, an illegal memory access that poisons the CUDA context) or runs past
+its timeout is killed and restarted; only the candidate it was running is lost and recorded
+as ``crash`` / ``timeout``. Every candidate's output (and every argument it may have written)
+is compared with the reference (the default config, or the ref mode) before it is timed; a
+mismatch is recorded as ``wrong`` and can never win.
+
+With ``isolate=False`` (or a target that cannot be re-imported) everything runs in this
+process: same checks, no crash isolation.
+
+Example:
+    >>> from torchship.kernels.autotune.target import LocalTarget
+    >>> Harness(LocalTarget(None, ()), isolate=False).isolate
+    False
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import time
+import traceback
+from collections import deque
+from multiprocessing.connection import wait
+from typing import Any
+
+from torchship.kernels.autotune.records import Result
+from torchship.kernels.autotune.target import Target, call_bound, compare_outputs
+from torchship.kernels.autotune.timing import Timer, default_timer
+
+
+class HarnessError(RuntimeError):
+    """The harness cannot run at all (the target does not build, the reference fails)."""
+
+
+def _clone(value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple):
+        return tuple(_clone(v) for v in value)
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    return value
+
+
+def _sync(device_type: str) -> None:
+    if device_type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _poison_like(ref: Any) -> None:
+    """Fill freed allocator blocks of the output sizes with NaN (or -1) so an output the
+    candidate forgets to write holds garbage, not the previous run's correct answer."""
+    import torch
+
+    from torchship.kernels.autotune.target import _flatten
+
+    junk = []
+    for _, t in _flatten(ref):
+        if isinstance(t, torch.Tensor):
+            fill = float("nan") if t.is_floating_point() else -1
+            junk.append(torch.full_like(t, fill))
+    del junk
+
+
+def _is_compile_error(exc: BaseException) -> bool:
+    names = {c.__name__ for c in type(exc).__mro__}
+    return any("Compil" in n or "KernelConfigError" in n for n in names)
+
+
+class _State:
+    """What a worker holds: the built target, the reference output, the timer."""
+
+    def __init__(self, target: Target, timer: Timer | None, role: str) -> None:
+        self.target = target
+        try:
+            self.bound, self.args, self.kwargs = target.build()
+        except Exception as exc:
+            raise HarnessError(f"cannot build the tuning target: {exc}") from exc
+        self.device_type = getattr(target, "device_type", "cpu")
+        self.timer = timer or default_timer(self.device_type)
+        self.role = role
+        self.ref_out: Any = None
+        self.ref_args: Any = None
+        if role == "bench":
+            try:
+                ref_args = _clone(self.args)
+                ref_kwargs = _clone(self.kwargs)
+                self.ref_out = target.reference(self.bound, ref_args, ref_kwargs)
+                _sync(self.device_type)
+                self.ref_args = (ref_args, ref_kwargs)
+            except Exception as exc:
+                raise HarnessError(
+                    f"the reference run failed, so no candidate can be checked: {exc}"
+                ) from exc
+            self.timer.prepare(self._device())
+
+    def _device(self) -> Any:
+        import torch
+
+        for a in list(self.args) + list(self.kwargs.values()):
+            if isinstance(a, torch.Tensor):
+                return a.device
+        return "cpu"
+
+    def compile(self, config: Any) -> dict[str, Any]:
+        """Compile and launch once (the launch triggers Triton's JIT and fills its disk cache)."""
+        t0 = time.perf_counter()
+        try:
+            fn = self.bound.compile(config)
+        except Exception as exc:
+            return {"status": "compile_error", "error": _format(exc)}
+        try:
+            call_bound(self.bound, fn, _clone(self.args), _clone(self.kwargs))
+            _sync(self.device_type)
+        except Exception as exc:
+            status = "compile_error" if _is_compile_error(exc) else "runtime_error"
+            return {"status": status, "error": _format(exc)}
+        return {"status": "ok", "compile_s": time.perf_counter() - t0}
+
+    def bench(self, config: Any) -> dict[str, Any]:
+        """Compile (cache hit when pre-compiled), check against the reference, then time."""
+        t0 = time.perf_counter()
+        try:
+            fn = self.bound.compile(config)
+        except Exception as exc:
+            return {"status": "compile_error", "error": _format(exc)}
+        args, kwargs = _clone(self.args), _clone(self.kwargs)
+        try:
+            _poison_like(self.ref_out)
+            out = call_bound(self.bound, fn, args, kwargs)
+            _sync(self.device_type)
+        except Exception as exc:
+            status = "compile_error" if _is_compile_error(exc) else "runtime_error"
+            return {"status": status, "error": _format(exc)}
+        compile_s = time.perf_counter() - t0
+        why = compare_outputs(out, self.ref_out)
+        if why is None:
+            why = compare_outputs((args, kwargs), self.ref_args, name="args")
+        if why is not None:
+            return {"status": "wrong", "error": why, "compile_s": compile_s}
+        t1 = time.perf_counter()
+        try:
+            ms = self.timer.measure(lambda: call_bound(self.bound, fn, args, kwargs), config)
+        except Exception as exc:
+            return {"status": "runtime_error", "error": _format(exc)}
+        return {
+            "status": "ok",
+            "time_ms": float(ms),
+            "compile_s": compile_s,
+            "bench_s": time.perf_counter() - t1,
+        }
+
+
+def _format(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text[-4000:]
+
+
+def _worker_main(conn: Any) -> None:
+    """Loop of a worker process: ('setup', bytes, timer, role) then ('compile'|'bench', cfg)."""
+    state: _State | None = None
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        op = msg[0]
+        try:
+            if op == "exit":
+                return
+            if op == "setup":
+                target = pickle.loads(msg[1])
+                state = _State(target, msg[2], msg[3])
+                conn.send(("ok", {"pid": os.getpid()}))
+            elif op in ("compile", "bench"):
+                assert state is not None, "worker used before setup"
+                conn.send(("ok", getattr(state, op)(msg[1])))
+            else:
+                conn.send(("error", f"unknown op {op!r}"))
+        except Exception as exc:
+            conn.send(("error", _format(exc) + "\n" + traceback.format_exc()[-3000:]))
+
+
+class _Worker:
+    """A restartable spawn-context worker process with a pipe."""
+
+    def __init__(self, payload: bytes, timer: Timer | None, role: str, setup_timeout: float):
+        self.payload, self.timer, self.role, self.setup_timeout = payload, timer, role, setup_timeout
+        self.proc: Any = None
+        self.conn: Any = None
+        self.restarts = -1
+
+    def ensure(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            return
+        self.kill()
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn = parent
+        self.restarts += 1
+        self.conn.send(("setup", self.payload, self.timer, self.role))
+        status, data = self.wait_reply(self.setup_timeout)
+        if status != "ok":
+            self.kill()
+            raise HarnessError(f"{self.role} worker failed to start: {data}")
+
+    def wait_reply(self, timeout: float) -> tuple[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                return "timeout", f"no answer within {timeout:g} s (worker killed)"
+            ready = wait([self.conn, self.proc.sentinel], timeout=min(left, 1.0))
+            if self.conn in ready or self.conn.poll():
+                try:
+                    return self.conn.recv()
+                except (EOFError, OSError):
+                    pass
+            if not self.proc.is_alive() or (ready and self.conn not in ready):
+                self.proc.join(1)
+                code = self.proc.exitcode
+                self.kill()
+                return "crash", f"worker process died (exit code {code})"
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.is_alive():
+                self.proc.kill()
+            self.proc.join(5)
+        if self.conn is not None:
+            self.conn.close()
+        self.proc = self.conn = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            try:
+                self.conn.send(("exit",))
+                self.proc.join(2)
+            except (OSError, BrokenPipeError):
+                pass
+        self.kill()
+
+
+class Harness:
+    """Evaluate candidate configs of a target with compile workers and a benchmark worker.
+
+    ``compile_workers=None`` uses ``min(8, cpus - 1)`` on a GPU and none on CPU (where the
+    Triton interpreter has nothing to compile ahead); pass a number to force it.
+
+    Example:
+        >>> from torchship.kernels.autotune.target import LocalTarget
+        >>> h = Harness(LocalTarget(None, ()), isolate=False)
+        >>> h.compile_workers
+        0
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        timer: Timer | None = None,
+        isolate: bool = True,
+        compile_workers: int | None = None,
+        compile_timeout_s: float = 120.0,
+        bench_timeout_s: float = 60.0,
+        setup_timeout_s: float = 300.0,
+    ) -> None:
+        self.target = target
+        self.timer = timer
+        self.isolate = bool(isolate and target.isolatable)
+        device_type = getattr(target, "device_type", "cpu")
+        if compile_workers is None:
+            compile_workers = min(8, max(1, (os.cpu_count() or 2) - 1)) if device_type == "cuda" else 0
+        self.compile_workers = compile_workers if self.isolate else 0
+        self.compile_timeout_s, self.bench_timeout_s = compile_timeout_s, bench_timeout_s
+        self.setup_timeout_s = setup_timeout_s
+        self._local: _State | None = None
+        self._bench: _Worker | None = None
+        self._compilers: list[_Worker] = []
+        self.crashes = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Harness:
+        """Start the workers (or build the target in-process); raises HarnessError if it can't."""
+        if not self.isolate:
+            self._local = _State(self.target, self.timer, "bench")
+            return self
+        payload = pickle.dumps(self.target)
+        self._bench = _Worker(payload, self.timer, "bench", self.setup_timeout_s)
+        self._bench.ensure()
+        self._compilers = [
+            _Worker(payload, None, "compile", self.setup_timeout_s)
+            for _ in range(self.compile_workers)
+        ]
+        return self
+
+    def close(self) -> None:
+        """Stop every worker."""
+        for w in [self._bench, *self._compilers]:
+            if w is not None:
+                w.close()
+        self._compilers, self._bench = [], None
+
+    def __enter__(self) -> Harness:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self, configs: list[Any]) -> list[Result]:
+        """Compile (in parallel) then check and time each config; one Result per config.
+
+        Example:
+            >>> # see tests/kernels/test_autotune_harness.py for real runs
+        """
+        results = [Result(config=c, status="skipped") for c in configs]
+        todo = list(range(len(configs)))
+        if self.isolate and self._compilers and len(configs) > 0:
+            compiled = self._compile_parallel(configs)
+            todo = []
+            for i, res in enumerate(compiled):
+                if res.get("status") == "ok":
+                    results[i].compile_s = res.get("compile_s")
+                    todo.append(i)
+                else:
+                    results[i].status = res.get("status", "compile_error")
+                    results[i].error = str(res.get("error", ""))
+        for i in todo:
+            res = self._bench_one(configs[i])
+            r = results[i]
+            r.status = res.get("status", "runtime_error")
+            r.error = str(res.get("error", ""))
+            r.time_ms = res.get("time_ms")
+            r.bench_s = res.get("bench_s")
+            if r.compile_s is None:
+                r.compile_s = res.get("compile_s")
+        return results
+
+    def _bench_one(self, config: Any) -> dict[str, Any]:
+        if not self.isolate:
+            assert self._local is not None, "call start() first"
+            return self._local.bench(config)
+        assert self._bench is not None, "call start() first"
+        self._bench.ensure()
+        self._bench.conn.send(("bench", config))
+        status, data = self._bench.wait_reply(self.bench_timeout_s)
+        if status == "ok":
+            return data
+        if status in ("crash", "timeout"):
+            self.crashes += 1
+            return {"status": status, "error": data}
+        return {"status": "runtime_error", "error": data}
+
+    def _compile_parallel(self, configs: list[Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{} for _ in configs]
+        queue = deque(range(len(configs)))
+        busy: dict[int, tuple[_Worker, float]] = {}
+        idle = list(self._compilers)
+        while queue or busy:
+            while queue and idle:
+                w = idle.pop()
+                i = queue.popleft()
+                try:
+                    w.ensure()
+                except HarnessError as exc:
+                    out[i] = {"status": "crash", "error": str(exc)}
+                    idle.append(w)
+                    continue
+                w.conn.send(("compile", configs[i]))
+                busy[i] = (w, time.monotonic() + self.compile_timeout_s)
+            if not busy:
+                continue
+            waitables = []
+            for w, _ in busy.values():
+                waitables += [w.conn, w.proc.sentinel]
+            wait(waitables, timeout=0.5)
+            for i in list(busy):
+                w, deadline = busy[i]
+                reply = None
+                if w.conn.poll():
+                    try:
+                        reply = w.conn.recv()
+                    except (EOFError, OSError):
+                        reply = None
+                if reply is not None:
+                    status, data = reply
+                    out[i] = data if status == "ok" else {"status": "runtime_error", "error": data}
+                elif not w.proc.is_alive() or w.conn.poll():
+                    w.proc.join(1)
+                    code = w.proc.exitcode
+                    w.kill()
+                    self.crashes += 1
+                    out[i] = {"status": "crash", "error": f"worker process died (exit code {code})"}
+                elif time.monotonic() > deadline:
+                    w.kill()
+                    self.crashes += 1
+                    out[i] = {
+                        "status": "timeout",
+                        "error": f"compile took over {self.compile_timeout_s:g} s (worker killed)",
+                    }
+                else:
+                    continue
+                del busy[i]
+                idle.append(w)
+        return out

@@ -1,0 +1,340 @@
+"""What the harness tunes, in a form a fresh worker process can rebuild.
+
+A *target* is a picklable recipe whose ``build()`` returns ``(bound, args, kwargs)`` inside a
+worker: ``bound`` has ``config_space`` and ``compile(config) -> callable`` (the contract's
+BoundKernel). :class:`KernelTarget` does this for a ``@ts.kernel`` defined at module level
+(re-imported by module name or file path in the worker, arguments shipped as ``torch.save``
+bytes and moved back to their device). Anything else (a kernel defined inside a function) is
+tuned in-process through :class:`LocalTarget`, without crash isolation.
+
+Also here: how outputs are compared (:func:`compare_outputs`), which every candidate must pass
+against the reference before it may win.
+
+Example:
+    >>> import torch
+    >>> compare_outputs(torch.ones(4), torch.ones(4)) is None
+    True
+    >>> "mismatch" in compare_outputs(torch.ones(4), torch.zeros(4))
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: relative tolerance per dtype name when comparing a candidate with the reference output.
+TOLERANCES = {
+    "float64": 1e-6,
+    "float32": 2e-3,
+    "float16": 2e-2,
+    "bfloat16": 3e-2,
+    "float8_e4m3fn": 1.5e-1,
+    "float8_e5m2": 2.5e-1,
+}
+
+
+class TargetError(RuntimeError):
+    """The target cannot be rebuilt in a worker (kernel not importable, bad arguments...)."""
+
+
+def _flatten(value: Any, prefix: str = "out") -> list[tuple[str, Any]]:
+    if isinstance(value, (list, tuple)):
+        items: list[tuple[str, Any]] = []
+        for i, v in enumerate(value):
+            items += _flatten(v, f"{prefix}[{i}]")
+        return items
+    if isinstance(value, dict):
+        items = []
+        for k in sorted(value, key=str):
+            items += _flatten(value[k], f"{prefix}[{k!r}]")
+        return items
+    return [(prefix, value)]
+
+
+def compare_outputs(out: Any, ref: Any, name: str = "out") -> str | None:
+    """Return None when ``out`` matches ``ref`` (nested tensors / scalars), else why not.
+
+    Floating tensors pass when the relative norm error and every element are within the
+    dtype's tolerance (elements: ``|a-b| <= tol * (|b| + rms(b))``) and NaNs sit at the same
+    places; other dtypes must be equal.
+
+    Example:
+        >>> import torch
+        >>> compare_outputs([torch.ones(2)], [torch.ones(2) * 1.0001]) is None
+        True
+    """
+    import torch
+
+    a_items, b_items = _flatten(out, name), _flatten(ref, name)
+    if len(a_items) != len(b_items):
+        return f"{name}: {len(a_items)} outputs, reference has {len(b_items)}"
+    for (where, a), (_, b) in zip(a_items, b_items):
+        if isinstance(b, torch.Tensor):
+            if not isinstance(a, torch.Tensor):
+                return f"{where}: expected a tensor, got {type(a).__name__}"
+            if a.shape != b.shape or a.dtype != b.dtype:
+                return (
+                    f"{where}: got {a.dtype} {tuple(a.shape)}, reference is "
+                    f"{b.dtype} {tuple(b.shape)}"
+                )
+            if not (a.is_floating_point() or a.is_complex()):
+                if not torch.equal(a, b):
+                    bad = int((a != b).sum())
+                    return f"{where}: {bad} of {b.numel()} elements mismatch (exact dtype)"
+                continue
+            tol = TOLERANCES.get(str(b.dtype).replace("torch.", ""), 2e-3)
+            a64, b64 = a.detach().double(), b.detach().double()
+            nan_a, nan_b = torch.isnan(a64), torch.isnan(b64)
+            if not torch.equal(nan_a, nan_b):
+                return f"{where}: NaN at {int((nan_a ^ nan_b).sum())} places where the reference has none (or the reverse)"
+            fin = ~nan_b
+            a64, b64 = a64[fin], b64[fin]
+            if b64.numel() == 0:
+                continue
+            inf_b = torch.isinf(b64)
+            if not torch.equal(a64[inf_b], b64[inf_b]):
+                return f"{where}: infinities differ from the reference"
+            a64, b64 = a64[~inf_b], b64[~inf_b]
+            if b64.numel() == 0:
+                continue
+            diff = (a64 - b64).abs()
+            rms = float(b64.pow(2).mean().sqrt())
+            norm_err = float(diff.norm() / max(float(b64.norm()), 1e-30))
+            bad = diff > tol * (b64.abs() + rms) + 1e-30
+            if norm_err > tol or bool(bad.any()):
+                return (
+                    f"{where}: mismatch against the reference: relative error {norm_err:.3g} "
+                    f"(tolerance {tol:g}), {int(bad.sum())} of {b.numel()} elements off, "
+                    f"max abs diff {float(diff.max()):.3g}"
+                )
+        elif isinstance(b, (int, float, bool)) and a != b and not (a != a and b != b):
+            return f"{where}: got {a!r}, reference {b!r}"
+    return None
+
+
+def pack_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, list[str | None]]:
+    """Serialise arguments for a worker: tensors go to CPU; their devices are remembered.
+
+    Example:
+        >>> import torch
+        >>> data, devices = pack_args((torch.ones(2), 3), {})
+        >>> devices
+        ['cpu', None]
+    """
+    import torch
+
+    flat = list(args) + [kwargs[k] for k in sorted(kwargs)]
+    devices = [str(x.device) if isinstance(x, torch.Tensor) else None for x in flat]
+    cpu_args = tuple(x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in args)
+    cpu_kwargs = {
+        k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()
+    }
+    buf = io.BytesIO()
+    torch.save((cpu_args, cpu_kwargs), buf)
+    return buf.getvalue(), devices
+
+
+def unpack_args(data: bytes, devices: list[str | None]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Inverse of :func:`pack_args` (tensors return to their original devices).
+
+    Example:
+        >>> import torch
+        >>> a, kw = unpack_args(*pack_args((torch.ones(2),), {"n": 1}))
+        >>> a[0].tolist(), kw
+        ([1.0, 1.0], {'n': 1})
+    """
+    import torch
+
+    # our own bytes from the parent process, never a user file: full unpickling is safe here
+    cpu_args, cpu_kwargs = torch.load(io.BytesIO(data), weights_only=False)
+    n = len(cpu_args)
+    args = tuple(
+        x.to(devices[i]) if isinstance(x, torch.Tensor) and devices[i] else x
+        for i, x in enumerate(cpu_args)
+    )
+    kwargs = {}
+    for j, k in enumerate(sorted(cpu_kwargs)):
+        v, dev = cpu_kwargs[k], devices[n + j]
+        kwargs[k] = v.to(dev) if isinstance(v, torch.Tensor) and dev else v
+    return args, kwargs
+
+
+@dataclass(frozen=True)
+class KernelRef:
+    """Where to find a module-level kernel object again: module name, qualname, file.
+
+    Example:
+        >>> KernelRef("json", "dumps", None).load().__name__
+        'dumps'
+    """
+
+    module: str
+    qualname: str
+    file: str | None
+
+    @classmethod
+    def of(cls, kernel: Any) -> KernelRef:
+        """Locate ``kernel`` (a ``@ts.kernel`` object or plain function); TargetError if local.
+
+        Example:
+            >>> import json
+            >>> KernelRef.of(json.dumps).qualname
+            'dumps'
+        """
+        fn = kernel
+        for attr in ("fn", "func", "__wrapped__"):
+            inner = getattr(kernel, attr, None)
+            if callable(inner) and hasattr(inner, "__qualname__"):
+                fn = inner
+                break
+        module = getattr(fn, "__module__", None)
+        qualname = getattr(fn, "__qualname__", None)
+        if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
+            raise TargetError(
+                f"kernel {qualname or kernel!r} is not defined at module level, so a worker "
+                "process cannot import it; define it at the top level of a module"
+            )
+        try:
+            file = inspect.getsourcefile(fn)
+        except TypeError:
+            file = None
+        return cls(module, qualname, file)
+
+    def load(self) -> Any:
+        """Import the module (by name, else from its file) and return the object."""
+        mod = None
+        if self.module != "__main__":
+            try:
+                mod = importlib.import_module(self.module)
+            except ImportError:
+                mod = None
+        if mod is None:
+            if not self.file or not Path(self.file).exists():
+                raise TargetError(f"cannot import module {self.module!r} of {self.qualname}")
+            name = "_torchship_user_" + hashlib.sha1(self.file.encode()).hexdigest()[:12]
+            mod = sys.modules.get(name)
+            if mod is None:
+                spec = importlib.util.spec_from_file_location(name, self.file)
+                if spec is None or spec.loader is None:
+                    raise TargetError(f"cannot load {self.file}")
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[name] = mod
+                spec.loader.exec_module(mod)
+        obj: Any = mod
+        for part in self.qualname.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+class Target:
+    """Interface: ``build() -> (bound, args, kwargs)`` in the process that runs candidates.
+
+    Example:
+        >>> Target.isolatable
+        True
+    """
+
+    isolatable = True
+    device_type = "cpu"
+
+    def build(self) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:  # pragma: no cover
+        raise NotImplementedError
+
+    def reference(self, bound: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the reference (default: ``bound.config_space.default()``); returns outputs."""
+        fn = bound.compile(bound.config_space.default())
+        return fn(*args, **kwargs)
+
+
+def call_bound(bound: Any, compiled: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Launch a compiled candidate (kept as a seam for kernels whose launcher wants kwargs)."""
+    return compiled(*args, **kwargs)
+
+
+class KernelTarget(Target):
+    """A module-level ``@ts.kernel`` plus concrete arguments, rebuilt by re-import in workers.
+
+    ``reference="default"`` compares candidates with the default config's output;
+    ``"ref"`` with the eager reference mode (``torchship.kernels.ref``), slower but independent.
+
+    Example:
+        >>> KernelTarget.isolatable
+        True
+    """
+
+    def __init__(
+        self,
+        kernel: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None = None,
+        reference: str = "default",
+    ) -> None:
+        import torch
+
+        self.ref = KernelRef.of(kernel)
+        kwargs = dict(kwargs or {})
+        self.data, self.devices = pack_args(tuple(args), kwargs)
+        self.reference_mode = reference
+        tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
+        self.device_type = tensors[0].device.type if tensors else "cpu"
+
+    def build(self) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        kernel = self.ref.load()
+        args, kwargs = unpack_args(self.data, self.devices)
+        return bind(kernel, args, kwargs), args, kwargs
+
+    def reference(self, bound: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.reference_mode == "ref":
+            from torchship.kernels import ref
+
+            fn = getattr(bound, "fn", None) or self.ref.load().fn
+            return ref.run(fn, args, kwargs)
+        return super().reference(bound, args, kwargs)
+
+
+class LocalTarget(Target):
+    """An already-bound kernel and its arguments, evaluated in this process (no isolation).
+
+    Example:
+        >>> LocalTarget(None, ()).isolatable
+        False
+    """
+
+    isolatable = False
+
+    def __init__(
+        self, bound: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+    ) -> None:
+        self.bound, self.args, self.kwargs = bound, tuple(args), dict(kwargs or {})
+        import torch
+
+        tensors = [a for a in self.args if isinstance(a, torch.Tensor)]
+        self.device_type = tensors[0].device.type if tensors else "cpu"
+
+    def build(self) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        return self.bound, self.args, self.kwargs
+
+
+def bind(kernel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``kernel.bind(args)`` (passing kwargs when the kernel's bind takes them).
+
+    Example:
+        >>> class K:
+        ...     def bind(self, args): return ("bound", args)
+        >>> bind(K(), (1,), {})
+        ('bound', (1,))
+    """
+    if kwargs:
+        try:
+            return kernel.bind(args, kwargs)
+        except TypeError:
+            return kernel.bind(tuple(args) + tuple(kwargs.values()))
+    return kernel.bind(args)
