@@ -1,0 +1,650 @@
+"""Checkpoint containers: torch zip, legacy stream, legacy tar, and a bare pickle file.
+
+Each container runs our pickle :class:`~torchship.weights.pickle.vm.Machine` over its pickle(s)
+with a persistent-id hook that turns storage records into :class:`StorageRef` values, and can
+later read any byte range of a storage record (``read``) without loading the rest: stored zip
+records and legacy storages are read with ``os.pread``; deflated records are inflated one at a
+time with a size bound. Zip archives are checked member by member (duplicate or conflicting
+names, mismatched local headers, encryption flags, odd compression, more than one root folder)
+and TorchScript archives are refused.
+
+Example:
+    >>> import torch, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.pt"); torch.save({"w": torch.ones(2)}, p)
+    >>> with open_container(p) as c:
+    ...     loaded = c.load()
+    >>> c.kind, loaded.value["w"].shape
+    ('zip', (2,))
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import posixpath
+import struct
+import tarfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from torchship.weights.pickle.allowlist import (
+    StorageRef,
+    StorageType,
+    TensorRef,
+    make_tensor,
+    resolve,
+)
+from torchship.weights.pickle.vm import Limits, Machine, PickleVMError, Trace, short_repr
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+MAX_PICKLE_BYTES = 1 << 30
+
+
+class ContainerError(ValueError):
+    """The file is not a checkpoint we accept (message names the file and the problem).
+
+    Example:
+        >>> str(ContainerError("x.pt", "bad"))
+        'x.pt: bad'
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+@dataclass
+class Loaded:
+    """The value a container's main pickle builds, plus what the machine saw.
+
+    Example:
+        >>> Loaded(None, [], []).findings
+        []
+    """
+
+    value: Any
+    traces: list[tuple[str, Trace]]
+    findings: list[str] = field(default_factory=list)
+
+
+def sniff(path: str) -> str:
+    """Guess a file's format from its first bytes: zip | tar | pickle | npy | safetensors | unknown.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "a"); open(p, "wb").write(b"\\x80\\x02N.")
+        4
+        >>> sniff(p)
+        'pickle'
+    """
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    if head[:6] == b"\x93NUMPY":
+        return "npy"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        n = int.from_bytes(head[:8], "little")
+        if 2 <= n <= 100_000_000:
+            return "safetensors"
+    if head[:1] in (b"(", b"}", b"]", b"c", b"N", b"I", b"S", b"V", b"L", b"F", b"K", b"J"):
+        return "pickle"  # protocol 0/1 stream
+    return "unknown"
+
+
+class Container:
+    """Base: a file, its kind, byte order, and the storage reader. Use :func:`open_container`.
+
+    Example:
+        >>> Container.__subclasses__()[0].kind
+        'zip'
+    """
+
+    kind = "?"
+
+    def __init__(self, path: str, limits: Limits | None = None) -> None:
+        self.path = path
+        self.limits = limits or Limits()
+        self.byteorder = "little"
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self.size = os.fstat(self.fd).st_size
+        self.storages: list[StorageRef] = []
+        self.findings: list[str] = []
+
+    def close(self) -> None:
+        """Release the file. Example: ``c.close()``."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset`` of the file. Example: ``c.pread(0, 4)``."""
+        chunks = []
+        while length:
+            chunk = os.pread(self.fd, min(length, 1 << 30), offset)
+            if not chunk:
+                raise ContainerError(self.path, f"file ends at byte {offset}, {length} bytes short")
+            chunks.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def read(self, storage: StorageRef, start: int, length: int) -> bytes:
+        """Bytes ``[start, start+length)`` of a storage (relative to the storage's first byte).
+
+        Example: see :func:`open_container`."""
+        raise NotImplementedError
+
+    def load(self, strict: bool = True) -> Loaded:
+        """Run the main pickle (and its helpers) through our machine. Example: see module."""
+        raise NotImplementedError
+
+    def machine(self, data: Any, *, strict: bool, source: str, start: int = 0,
+                persistent: Any = None) -> Machine:
+        """A machine wired to the allowlist and this container's limits. Example: internal."""
+        return Machine(data, resolve=resolve, persistent_load=persistent, strict=strict,
+                       limits=self.limits, source=source, start=start)
+
+    def _storage(self, pid_where: str, storage_type: Any, key: Any, location: Any, numel: Any,
+                 offset: int) -> StorageRef:
+        if not isinstance(storage_type, StorageType):
+            raise PickleVMError(f"persistent id names storage type {short_repr(storage_type)}, "
+                                "expected torch.<X>Storage", offset, pid_where)
+        if not isinstance(key, str | int) or not isinstance(location, str):
+            raise PickleVMError("persistent id key/location must be strings", offset, pid_where)
+        if type(numel) is not int or numel < 0:
+            raise PickleVMError(f"storage numel {numel!r} is not a non-negative int", offset,
+                                pid_where)
+        ref = StorageRef(str(key), storage_type.dtype, numel, location, self)
+        self.storages.append(ref)
+        return ref
+
+
+# --------------------------------------------------------------------------- zip
+
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_ALLOWED_FLAGS = 0x0008 | 0x0800 | 0x0002 | 0x0004  # data descriptor, utf-8, deflate levels
+
+
+@dataclass
+class Member:
+    """One zip member as the central directory and its local header describe it.
+
+    Example:
+        >>> Member("a/data.pkl", 0, 0, 0, 0, 0, 0).name
+        'a/data.pkl'
+    """
+
+    name: str
+    method: int
+    flags: int
+    header_offset: int
+    compress_size: int
+    file_size: int
+    crc: int = 0
+    data_offset: int = -1
+
+
+class ZipContainer(Container):
+    """A ``torch.save`` zip archive: ``<root>/data.pkl``, ``<root>/data/<key>``, ``byteorder``.
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.pt"); torch.save([torch.arange(3)], p)
+        >>> with ZipContainer(p) as c:
+        ...     t = c.load().value[0]
+        ...     c.read(t.storage, 0, 8)
+        b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00'
+    """
+
+    kind = "zip"
+
+    def __init__(self, path: str, limits: Limits | None = None, *, lenient: bool = False) -> None:
+        super().__init__(path, limits)
+        self.lenient = lenient  # scanner: record problems as findings and keep reading
+        self._inflated: tuple[str, bytes] | None = None
+        try:
+            with open(path, "rb") as f:
+                infos = zipfile.ZipFile(f).infolist()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            self.close()
+            raise ContainerError(path, f"not a readable zip archive: {exc}") from None
+        self.members: dict[str, Member] = {}
+        seen: dict[str, str] = {}
+        for info in infos:
+            name = info.filename
+            norm = posixpath.normpath(name.replace("\\", "/")).lower()
+            if name in self.members or norm in seen:
+                other = seen.get(norm, name)
+                self._problem(f"zip members {other!r} and {name!r} conflict (same name after "
+                              "normalisation): a loader could pick either")
+            seen[norm] = name
+            if name.startswith("/") or ".." in name.split("/") or "\\" in name:
+                self._problem(f"zip member name {name!r} is not a plain relative path")
+            member = Member(name, info.compress_type, info.flag_bits, info.header_offset,
+                            info.compress_size, info.file_size, info.CRC)
+            self._check_member(member)
+            self.members.setdefault(name, member)
+        names = list(self.members)
+        roots = {n.split("/", 1)[0] for n in names if "/" in n}
+        if not names:
+            self._problem("empty zip archive")
+        self.root = names[0].split("/", 1)[0] if names else ""
+        if len(roots) > 1:
+            self._problem(f"zip archive has {len(roots)} root folders ({', '.join(sorted(roots)[:4])}); "
+                          "torch archives have exactly one")
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names) and not lenient:
+            self.close()
+            raise ContainerError(path, "this is a TorchScript archive (constants.pkl / code/): it "
+                                 "holds a program, not just weights, and is refused; export the "
+                                 "state_dict with torch.save instead")
+        bo = self.members.get(f"{self.root}/byteorder")
+        if bo is not None:
+            order = self.member_bytes(bo).decode("ascii", "replace")
+            if order not in ("little", "big"):
+                self._problem(f"byteorder record says {order!r}, expected 'little' or 'big'")
+            else:
+                self.byteorder = order
+
+    def _problem(self, message: str) -> None:
+        if self.lenient:
+            self.findings.append(message)
+            return
+        self.close()
+        raise ContainerError(self.path, message)
+
+    def _check_member(self, m: Member) -> None:
+        if m.flags & 0x0001 or m.flags & 0x0040:
+            self._problem(f"zip member {m.name!r} is flagged encrypted (flags 0x{m.flags:04x})")
+        elif m.flags & ~_ALLOWED_FLAGS:
+            self._problem(f"zip member {m.name!r} has unexpected flag bits 0x{m.flags:04x}")
+        if m.method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            self._problem(f"zip member {m.name!r} uses compression method {m.method}; only stored "
+                          "and deflated are accepted")
+        if m.method == zipfile.ZIP_STORED and m.compress_size != m.file_size:
+            self._problem(f"stored zip member {m.name!r} has compressed size {m.compress_size} "
+                          f"!= size {m.file_size}")
+        head = os.pread(self.fd, _LOCAL.size, m.header_offset)
+        if len(head) < _LOCAL.size or head[:4] != b"PK\x03\x04":
+            self._problem(f"zip member {m.name!r}: no local header at byte {m.header_offset}")
+            return
+        fields = _LOCAL.unpack(head)
+        name_len, extra_len = fields[9], fields[10]
+        raw_name = os.pread(self.fd, name_len, m.header_offset + _LOCAL.size)
+        local_name = raw_name.decode("utf-8" if fields[2] & 0x800 else "cp437", "replace")
+        if local_name != m.name:
+            self._problem(f"zip member {m.name!r}: local header names it {local_name!r}")
+        if fields[3] != m.method:
+            self._problem(f"zip member {m.name!r}: local header says compression {fields[3]}, "
+                          f"central directory says {m.method}")
+        if fields[2] & 0x0001:
+            self._problem(f"zip member {m.name!r}: local header flagged encrypted")
+        m.data_offset = m.header_offset + _LOCAL.size + name_len + extra_len
+        if m.data_offset + m.compress_size > self.size:
+            self._problem(f"zip member {m.name!r} runs past the end of the file")
+
+    def member_bytes(self, m: Member, limit: int = MAX_PICKLE_BYTES) -> bytes:
+        """The whole (inflated) content of one member, bounded by ``limit`` bytes.
+
+        Example: ``c.member_bytes(c.members['archive/byteorder'])`` -> ``b'little'``."""
+        if m.file_size > limit:
+            raise ContainerError(self.path, f"zip member {m.name!r} is {m.file_size} bytes, over "
+                                 f"the {limit}-byte limit")
+        raw = self.pread(m.data_offset, m.compress_size)
+        if m.method == zipfile.ZIP_STORED:
+            data = raw
+        else:
+            inflater = zlib.decompressobj(-15)
+            try:
+                data = inflater.decompress(raw, m.file_size + 1)
+            except zlib.error as exc:
+                raise ContainerError(self.path, f"zip member {m.name!r}: bad deflate data: {exc}") from None
+        if len(data) != m.file_size:
+            raise ContainerError(self.path, f"zip member {m.name!r} inflates to {len(data)} bytes, "
+                                 f"the directory says {m.file_size}")
+        if zlib.crc32(data) != m.crc:
+            raise ContainerError(self.path, f"zip member {m.name!r}: CRC mismatch (corrupted)")
+        return data
+
+    def pickle_members(self) -> list[Member]:
+        """Members that hold pickles: ``*.pkl`` plus any non-storage member starting like one.
+
+        Example: ``[m.name for m in c.pickle_members()]`` -> ``['archive/data.pkl']``."""
+        out = []
+        for m in self.members.values():
+            if m.name.endswith(".pkl"):
+                out.append(m)
+            elif "/data/" not in m.name and m.file_size >= 2:
+                head = self.member_bytes(m)[:2] if m.method else self.pread(m.data_offset, 2)
+                if head[:1] == b"\x80" and head[1] <= 5:
+                    out.append(m)
+        return out
+
+    def load(self, strict: bool = True) -> Loaded:
+        main = self.members.get(f"{self.root}/data.pkl")
+        if main is None:
+            raise ContainerError(self.path, f"zip archive has no {self.root}/data.pkl; not a "
+                                 "torch.save checkpoint")
+        source = f"{self.path}!{main.name}"
+
+        def persistent(pid: Any, offset: int) -> StorageRef:
+            if not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage":
+                raise PickleVMError(f"unexpected persistent id {short_repr(pid)}", offset, source)
+            ref = self._storage(source, pid[1], pid[2], pid[3], pid[4], offset)
+            member = self.members.get(f"{self.root}/data/{ref.key}")
+            if member is None:
+                raise PickleVMError(f"storage {ref.key!r} has no record data/{ref.key}", offset,
+                                    source)
+            if member.file_size != ref.nbytes:
+                raise PickleVMError(f"storage {ref.key!r} needs {ref.nbytes} bytes, its record "
+                                    f"holds {member.file_size}", offset, source)
+            return ref
+
+        m = self.machine(self.member_bytes(main), strict=strict, source=source,
+                         persistent=persistent)
+        value = m.run()
+        if m.trace.end != main.file_size:
+            message = f"{main.name} has {main.file_size - m.trace.end} bytes after STOP"
+            if strict:
+                raise ContainerError(self.path, message)
+            self.findings.append(message)
+        return Loaded(value, [(main.name, m.trace)], list(self.findings))
+
+    def read(self, storage: StorageRef, start: int, length: int) -> bytes:
+        m = self.members[f"{self.root}/data/{storage.key}"]
+        start += storage.base
+        if start < 0 or start + length > m.file_size:
+            raise ContainerError(self.path, f"read of {length} bytes at {start} outside record "
+                                 f"{m.name} ({m.file_size} bytes)")
+        if m.method == zipfile.ZIP_STORED:
+            return self.pread(m.data_offset + start, length)
+        if self._inflated is None or self._inflated[0] != m.name:
+            self._inflated = None
+            self._inflated = (m.name, self.member_bytes(m, limit=1 << 62))
+        return self._inflated[1][start:start + length]
+
+
+# --------------------------------------------------------------------------- legacy stream
+
+class LegacyContainer(Container):
+    """``torch.save(..., _use_new_zipfile_serialization=False)``: magic, protocol 1001, sys_info,
+    the main pickle, the storage key list, then each storage as int64 count + raw bytes.
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.pt")
+        >>> torch.save({"w": torch.ones(2)}, p, _use_new_zipfile_serialization=False)
+        >>> with LegacyContainer(p) as c:
+        ...     c.load().value["w"].storage.numel
+        2
+    """
+
+    kind = "legacy"
+
+    def __init__(self, path: str, limits: Limits | None = None) -> None:
+        super().__init__(path, limits)
+        self.map = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ) if self.size else b""
+        self.records: dict[str, tuple[int, int]] = {}  # key -> (file offset, nbytes)
+
+    def close(self) -> None:
+        if isinstance(getattr(self, "map", None), mmap.mmap):
+            self.map.close()
+        super().close()
+
+    @staticmethod
+    def looks_legacy(path: str) -> bool:
+        """True when the file starts with the pickled legacy magic number.
+
+        Example: ``LegacyContainer.looks_legacy('model.bin')`` -> ``True`` for old torch files."""
+        with open(path, "rb") as f:
+            head = f.read(16)
+        return LEGACY_MAGIC.to_bytes(10, "little") in head[:16]
+
+    def load(self, strict: bool = True) -> Loaded:
+        traces: list[tuple[str, Trace]] = []
+        pos = 0
+        header = []
+        for what in ("magic number", "protocol version", "sys_info"):
+            m = self.machine(self.map, strict=True, source=f"{self.path} ({what})", start=pos)
+            header.append(m.run())
+            traces.append((what, m.trace))
+            pos = m.trace.end
+        if header[0] != LEGACY_MAGIC:
+            raise ContainerError(self.path, "not a legacy torch file (wrong magic number)")
+        if header[1] != LEGACY_PROTOCOL:
+            raise ContainerError(self.path, f"legacy protocol {header[1]!r}, expected 1001")
+        if not isinstance(header[2], dict):
+            raise ContainerError(self.path, "legacy sys_info is not a dict")
+        source = f"{self.path} (main pickle)"
+        views: list[tuple[StorageRef, int]] = []
+
+        def persistent(pid: Any, offset: int) -> Any:
+            if not isinstance(pid, tuple) or not pid:
+                raise PickleVMError(f"unexpected persistent id {short_repr(pid)}", offset, source)
+            if pid[0] == "module" and not strict:
+                return None  # the class itself is a global the scanner already recorded
+            if pid[0] != "storage" or len(pid) != 6:
+                raise PickleVMError(f"unexpected persistent id {short_repr(pid)} (whole-module "
+                                    "pickles are not weights)", offset, source)
+            ref = self._storage(source, pid[1], pid[2], pid[3], pid[4], offset)
+            view = pid[5]
+            if view is not None:
+                if (not isinstance(view, tuple) or len(view) != 3
+                        or any(type(v) is not int for v in view[1:])):
+                    raise PickleVMError(f"bad storage view {short_repr(view)}", offset, source)
+                ref.base = view[1] * ref.dtype.itemsize
+                ref.numel = view[2]
+            views.append((ref, offset))
+            return ref
+
+        m = self.machine(self.map, strict=strict, source=source, start=pos, persistent=persistent)
+        value = m.run()
+        traces.append(("main pickle", m.trace))
+        m2 = self.machine(self.map, strict=True, source=f"{self.path} (storage keys)",
+                          start=m.trace.end)
+        keys = m2.run()
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ContainerError(self.path, "legacy storage key list is not a list of strings")
+        pos = m2.trace.end
+        for key in keys:
+            if key in self.records:
+                raise ContainerError(self.path, f"storage key {key!r} listed twice")
+            count = int.from_bytes(self.pread(pos, 8), "little", signed=True)
+            elem = next((r.dtype.itemsize for r in self.storages if r.key == key), 1)
+            nbytes = count * elem
+            if count < 0 or pos + 8 + nbytes > self.size:
+                raise ContainerError(self.path, f"storage {key!r} of {count} elements runs past "
+                                     "the end of the file")
+            self.records[key] = (pos + 8, nbytes)
+            pos += 8 + nbytes
+        for ref, offset in views:
+            rec = self.records.get(ref.key)
+            if rec is None:
+                raise PickleVMError(f"storage {ref.key!r} is not in the storage key list", offset,
+                                    source)
+            if ref.base + ref.nbytes > rec[1]:
+                raise PickleVMError(f"storage {ref.key!r} view needs {ref.base + ref.nbytes} "
+                                    f"bytes, the file holds {rec[1]}", offset, source)
+        if pos != self.size:
+            message = f"{self.size - pos} unexpected bytes after the last storage"
+            if strict:
+                raise ContainerError(self.path, message)
+            self.findings.append(message)
+        return Loaded(value, traces, list(self.findings))
+
+    def read(self, storage: StorageRef, start: int, length: int) -> bytes:
+        offset, nbytes = self.records[storage.key]
+        start += storage.base
+        if start < 0 or start + length > nbytes:
+            raise ContainerError(self.path, f"read outside storage {storage.key!r}")
+        return self.pread(offset + start, length)
+
+
+# --------------------------------------------------------------------------- bare pickle
+
+class PickleContainer(Container):
+    """A bare pickle file (no storages): plain data and numpy arrays only.
+
+    Example:
+        >>> import pickle, tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "d.pkl"); open(p, "wb").write(pickle.dumps({"a": 1}))
+        20
+        >>> with PickleContainer(p) as c:
+        ...     c.load().value
+        {'a': 1}
+    """
+
+    kind = "pickle"
+
+    def load(self, strict: bool = True) -> Loaded:
+        with open(self.path, "rb") as f:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
+        try:
+            m = self.machine(data, strict=strict, source=self.path)
+            value = m.run()
+            if m.trace.end != self.size:
+                message = f"{self.size - m.trace.end} bytes after STOP"
+                if strict:
+                    raise ContainerError(self.path, message)
+                self.findings.append(message)
+        finally:
+            if isinstance(data, mmap.mmap):
+                data.close()
+        return Loaded(value, [("pickle", m.trace)], list(self.findings))
+
+
+# --------------------------------------------------------------------------- legacy tar
+
+class TarContainer(Container):
+    """The oldest torch format: a tar of ``sys_info``, ``storages``, ``tensors``, ``pickle``.
+
+    Example: ``TarContainer('old.pt').load().value`` -> the checkpoint with :class:`TensorRef`s.
+    """
+
+    kind = "tar"
+
+    def __init__(self, path: str, limits: Limits | None = None) -> None:
+        super().__init__(path, limits)
+        try:
+            with tarfile.open(path, mode="r:") as tar:
+                self.entries = {t.name: (t.offset_data, t.size) for t in tar.getmembers()
+                                if t.isfile()}
+        except (tarfile.TarError, OSError) as exc:
+            self.close()
+            raise ContainerError(path, f"not a readable tar archive: {exc}") from None
+        for need in ("storages", "tensors", "pickle"):
+            if need not in self.entries:
+                self.close()
+                raise ContainerError(path, f"legacy tar checkpoint without a {need!r} member")
+        self.records: dict[str, tuple[int, int]] = {}
+
+    def _member(self, name: str) -> tuple[bytes, int]:
+        offset, size = self.entries[name]
+        return self.pread(offset, size), offset
+
+    def load(self, strict: bool = True) -> Loaded:
+        traces: list[tuple[str, Trace]] = []
+        objects: dict[str, Any] = {}
+        data, base = self._member("storages")
+
+        def run(start: int, what: str, blob: bytes) -> tuple[Any, int]:
+            m = self.machine(blob, strict=strict, source=f"{self.path}!{what}", start=start)
+            value = m.run()
+            traces.append((what, m.trace))
+            return value, m.trace.end
+
+        count, pos = run(0, "storages", data)
+        if type(count) is not int or count < 0:
+            raise ContainerError(self.path, "storages member does not start with a count")
+        for _ in range(count):
+            args, pos = run(pos, "storages", data)
+            if not isinstance(args, tuple) or len(args) != 3 or not isinstance(args[2], StorageType):
+                raise ContainerError(self.path, f"bad storage header {short_repr(args)}")
+            key, location, stype = args
+            numel = int.from_bytes(data[pos:pos + 8], "little", signed=True)
+            nbytes = numel * stype.dtype.itemsize
+            if numel < 0 or pos + 8 + nbytes > len(data):
+                raise ContainerError(self.path, f"storage {key!r} runs past its member")
+            ref = StorageRef(str(key), stype.dtype, numel, str(location), self)
+            self.records[ref.key] = (base + pos + 8, nbytes)
+            objects[ref.key] = ref
+            pos += 8 + nbytes
+        views, pos = run(pos, "storages", data)
+        for view in views if isinstance(views, list) else []:
+            target, root, offset, numel = view
+            root_ref = objects[str(root)]
+            objects[str(target)] = StorageRef(root_ref.key, root_ref.dtype, numel, root_ref.location,
+                                              self, root_ref.base + offset * root_ref.dtype.itemsize)
+        data, base = self._member("tensors")
+        count, pos = run(0, "tensors", data)
+        for _ in range(count if type(count) is int else 0):
+            args, pos = run(pos, "tensors", data)
+            key, storage_id = args[0], args[1]
+            (ndim,) = struct.unpack_from("<i", data, pos)
+            pos += 8
+            shape = struct.unpack_from(f"<{ndim}q", data, pos)
+            stride = struct.unpack_from(f"<{ndim}q", data, pos + 8 * ndim)
+            (offset,) = struct.unpack_from("<q", data, pos + 16 * ndim)
+            pos += 16 * ndim + 8
+            storage = objects[str(storage_id)]
+            objects[str(key)] = make_tensor(storage, offset, shape, stride, None)
+        main, _ = self._member("pickle")
+
+        def persistent(pid: Any, offset: int) -> Any:
+            if isinstance(pid, str | int) and str(pid) in objects:
+                return objects[str(pid)]
+            raise PickleVMError(f"unexpected persistent id {short_repr(pid)}", offset,
+                                f"{self.path}!pickle")
+
+        m = self.machine(main, strict=strict, source=f"{self.path}!pickle", persistent=persistent)
+        value = m.run()
+        traces.append(("pickle", m.trace))
+        return Loaded(value, traces, list(self.findings))
+
+    def read(self, storage: StorageRef, start: int, length: int) -> bytes:
+        offset, nbytes = self.records[storage.key]
+        start += storage.base
+        if start < 0 or start + length > nbytes:
+            raise ContainerError(self.path, f"read outside storage {storage.key!r}")
+        return self.pread(offset + start, length)
+
+
+def open_container(path: str | os.PathLike[str], limits: Limits | None = None, *,
+                   lenient: bool = False) -> Container:
+    """Open a checkpoint by sniffing its bytes (not its name).
+
+    Example:
+        >>> import torch, tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "m.bin"); torch.save({}, p)
+        >>> open_container(p).kind
+        'zip'
+    """
+    path = os.fspath(path)
+    kind = sniff(path)
+    if kind == "zip":
+        return ZipContainer(path, limits, lenient=lenient)
+    if kind == "tar":
+        return TarContainer(path, limits)
+    if kind == "pickle":
+        if LegacyContainer.looks_legacy(path):
+            return LegacyContainer(path, limits)
+        return PickleContainer(path, limits)
+    raise ContainerError(path, f"not a pickle checkpoint (looks like: {kind}); expected a torch "
+                         "zip archive, a legacy torch file or a pickle stream")
+
+
+__all__ = ["ContainerError", "Loaded", "open_container", "sniff", "ZipContainer",
+           "LegacyContainer", "PickleContainer", "TarContainer", "TensorRef"]

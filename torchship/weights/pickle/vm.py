@@ -1,0 +1,884 @@
+"""Our own pickle machine: decodes and interprets protocols 0-5 without running any code.
+
+Nothing here calls ``pickle.load``, ``find_class`` or ``importlib``. A global named by the file
+is handed to a ``resolve(module, name)`` callback (the allowlist), which returns one of our own
+data-only implementations or ``None``; an unknown global becomes an :class:`Opaque` value, and
+every place where real pickle would *run* something (REDUCE, INST, OBJ, NEWOBJ, NEWOBJ_EX,
+BUILD via ``__setstate__``, SETITEM/APPEND on a foreign object, extension codes) is recorded as
+an :class:`Event`. In ``strict`` mode (conversion) the first such call raises
+:class:`PickleVMError` naming the global, the opcode offset and what it would have called; in
+observe mode (the scanner) the machine keeps going so every reference is reported.
+
+Memo, stack, mark nesting and output size are bounded (:class:`Limits`); FRAME lengths are
+checked strictly (an opcode may not straddle a frame end, frames may not nest).
+
+Example:
+    >>> import pickle
+    >>> Machine(pickle.dumps({"a": [1, 2.5, "x"]}, protocol=4)).run()
+    {'a': [1, 2.5, 'x']}
+"""
+
+from __future__ import annotations
+
+import codecs
+import mmap
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+HIGHEST_PROTOCOL = 5
+
+
+class PickleVMError(ValueError):
+    """The stream is malformed, exceeds a limit, or would run code (the message says which).
+
+    Example:
+        >>> try:
+        ...     Machine(b"\\x80\\x02cos\\nsystem\\n(S'id'\\ntR.").run()
+        ... except PickleVMError as exc:
+        ...     print(exc.offset)
+        17
+    """
+
+    def __init__(self, message: str, offset: int = -1, source: str = "<pickle>") -> None:
+        self.offset = offset
+        self.source = source
+        self.detail = message
+        where = f"{source}, opcode at byte {offset}" if offset >= 0 else source
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one pickle stream may build.
+
+    Example:
+        >>> Limits(max_stack=10).max_stack
+        10
+    """
+
+    max_stack: int = 1 << 22
+    max_memo: int = 1 << 22
+    max_marks: int = 4096
+    max_bytes: int = 1 << 30  # str/bytes payload built by the stream
+    max_items: int = 1 << 24  # container items added by the stream
+    max_int_digits: int = 4096
+
+
+@dataclass(frozen=True)
+class GlobalRef:
+    """A global named by the stream (``module.name``) and where.
+
+    Example:
+        >>> GlobalRef("os", "system", 3, "GLOBAL").qualname
+        'os.system'
+    """
+
+    module: str
+    name: str
+    offset: int
+    opcode: str
+
+    @property
+    def qualname(self) -> str:
+        """Dotted name. Example: ``GlobalRef('a', 'b', 0, 'GLOBAL').qualname == 'a.b'``."""
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(eq=False)
+class Opaque:
+    """Stand-in for an object real pickle would have imported or built by running code.
+
+    Example:
+        >>> Opaque(GlobalRef("os", "system", 0, "GLOBAL")).describe()
+        'os.system'
+    """
+
+    ref: GlobalRef
+    action: str = "global"
+    args: Any = None
+
+    def describe(self) -> str:
+        """Short text: the global, or the call that produced this value.
+
+        Example:
+            >>> Opaque(GlobalRef("os", "system", 0, "GLOBAL"), "call", ("id",)).describe()
+            "os.system('id')"
+        """
+        if self.action == "global":
+            return self.ref.qualname
+        return f"{self.ref.qualname}{short_args(self.args)}"
+
+    def __repr__(self) -> str:
+        return f"<opaque {self.describe()}>"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something real unpickling would have executed: ``action`` is call / instantiate /
+    setstate / setitem / append / extension / persistent.
+
+    Example:
+        >>> Event(5, "REDUCE", "call", "os.system('id')", "os.system").offset
+        5
+    """
+
+    offset: int
+    opcode: str
+    action: str
+    description: str
+    qualname: str
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters, safe on cycles and opaque values.
+
+    Example:
+        >>> short_repr("x" * 100, 10)
+        "'xxxxxx..."
+    """
+    try:
+        text = reprlib_repr(value)
+    except Exception:  # a hostile structure should never break an error message
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def reprlib_repr(value: Any) -> str:
+    """A bounded repr (depth and length limited) used for error messages.
+
+    Example:
+        >>> reprlib_repr([1, [2, [3, [4, [5]]]]])
+        '[1, [2, [3, [...]]]]'
+    """
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel = 3
+    r.maxstring = 60
+    r.maxother = 60
+    return r.repr(value)
+
+
+def short_args(args: Any) -> str:
+    """Render call arguments as ``(a, b)`` for messages.
+
+    Example:
+        >>> short_args(("ls", 1))
+        "('ls', 1)"
+    """
+    if isinstance(args, tuple):
+        inner = ", ".join(short_repr(a, 60) for a in args)
+        return f"({inner})"
+    return f"(*{short_repr(args, 60)})"
+
+
+class Callable_:
+    """Base of our own implementations of allowlisted globals (see ``allowlist.py``).
+
+    ``call`` handles REDUCE, ``new`` handles NEWOBJ/NEWOBJ_EX/OBJ/INST.
+
+    Example:
+        >>> Callable_("x.y").qualname
+        'x.y'
+    """
+
+    def __init__(self, qualname: str) -> None:
+        self.qualname = qualname
+
+    def call(self, args: tuple[Any, ...]) -> Any:
+        """Build the value real pickle would get from ``qualname(*args)``. Example: see allowlist."""
+        raise TypeError(f"{self.qualname} cannot be called")
+
+    def new(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:
+        """Build the value for ``cls.__new__(cls, *args)``. Example: see allowlist."""
+        if kwargs:
+            raise TypeError(f"{self.qualname} takes no keyword arguments")
+        return self.call(args)
+
+    def __repr__(self) -> str:
+        return f"<{self.qualname}>"
+
+
+class _Mark:
+    pass
+
+
+# --------------------------------------------------------------------------- decoding
+
+# opcode byte -> (name, argument kind). Argument kinds are decoded by Decoder.read_arg.
+OPCODES: dict[int, tuple[str, str]] = {
+    ord("("): ("MARK", ""), ord("."): ("STOP", ""), ord("0"): ("POP", ""),
+    ord("1"): ("POP_MARK", ""), ord("2"): ("DUP", ""), ord("F"): ("FLOAT", "line"),
+    ord("I"): ("INT", "line"), ord("J"): ("BININT", "i4"), ord("K"): ("BININT1", "u1"),
+    ord("L"): ("LONG", "line"), ord("M"): ("BININT2", "u2"), ord("N"): ("NONE", ""),
+    ord("P"): ("PERSID", "line"), ord("Q"): ("BINPERSID", ""), ord("R"): ("REDUCE", ""),
+    ord("S"): ("STRING", "line"), ord("T"): ("BINSTRING", "b4s"),
+    ord("U"): ("SHORT_BINSTRING", "b1"), ord("V"): ("UNICODE", "line"),
+    ord("X"): ("BINUNICODE", "b4"), ord("a"): ("APPEND", ""), ord("b"): ("BUILD", ""),
+    ord("c"): ("GLOBAL", "line2"), ord("d"): ("DICT", ""), ord("}"): ("EMPTY_DICT", ""),
+    ord("e"): ("APPENDS", ""), ord("g"): ("GET", "line"), ord("h"): ("BINGET", "u1"),
+    ord("i"): ("INST", "line2"), ord("j"): ("LONG_BINGET", "u4"), ord("l"): ("LIST", ""),
+    ord("]"): ("EMPTY_LIST", ""), ord("o"): ("OBJ", ""), ord("p"): ("PUT", "line"),
+    ord("q"): ("BINPUT", "u1"), ord("r"): ("LONG_BINPUT", "u4"), ord("s"): ("SETITEM", ""),
+    ord("t"): ("TUPLE", ""), ord(")"): ("EMPTY_TUPLE", ""), ord("u"): ("SETITEMS", ""),
+    ord("G"): ("BINFLOAT", "f8"),
+    0x80: ("PROTO", "u1"), 0x81: ("NEWOBJ", ""), 0x82: ("EXT1", "u1"), 0x83: ("EXT2", "u2"),
+    0x84: ("EXT4", "i4"), 0x85: ("TUPLE1", ""), 0x86: ("TUPLE2", ""), 0x87: ("TUPLE3", ""),
+    0x88: ("NEWTRUE", ""), 0x89: ("NEWFALSE", ""), 0x8A: ("LONG1", "b1"), 0x8B: ("LONG4", "b4s"),
+    ord("B"): ("BINBYTES", "b4"), ord("C"): ("SHORT_BINBYTES", "b1"),
+    0x8C: ("SHORT_BINUNICODE", "b1"), 0x8D: ("BINUNICODE8", "b8"), 0x8E: ("BINBYTES8", "b8"),
+    0x8F: ("EMPTY_SET", ""), 0x90: ("ADDITEMS", ""), 0x91: ("FROZENSET", ""),
+    0x92: ("NEWOBJ_EX", ""), 0x93: ("STACK_GLOBAL", ""), 0x94: ("MEMOIZE", ""),
+    0x95: ("FRAME", "u8"), 0x96: ("BYTEARRAY8", "b8"), 0x97: ("NEXT_BUFFER", ""),
+    0x98: ("READONLY_BUFFER", ""),
+}
+
+_STRUCTS = {"u1": struct.Struct("<B"), "u2": struct.Struct("<H"), "i4": struct.Struct("<i"),
+            "u4": struct.Struct("<I"), "u8": struct.Struct("<Q"), "f8": struct.Struct(">d")}
+_LEN = {"b1": 1, "b4": 4, "b4s": 4, "b8": 8}
+
+
+class Decoder:
+    """Reads opcodes and their arguments from a buffer, enforcing FRAME boundaries.
+
+    Example:
+        >>> d = Decoder(b"K\\x07.")
+        >>> d.next()[1:], d.next()[1:]
+        (('BININT1', 7), ('STOP', None))
+    """
+
+    def __init__(self, data: bytes | mmap.mmap | memoryview, start: int = 0, source: str = "<pickle>",
+                 max_bytes: int = 1 << 30) -> None:
+        # bytes or mmap (both slice to bytes and have .find); anything else is copied once
+        self.data = data if isinstance(data, bytes | mmap.mmap) else bytes(data)
+        self.pos = start
+        self.end = len(self.data)
+        self.frame_end = -1  # -1: not inside a frame
+        self.source = source
+        self.max_bytes = max_bytes
+
+    def _take(self, n: int, offset: int) -> bytes:
+        stop = self.pos + n
+        if stop > self.end:
+            raise PickleVMError(f"stream ends inside an opcode (needs {n} more bytes at {self.pos})",
+                                offset, self.source)
+        if self.frame_end >= 0 and stop > self.frame_end:
+            raise PickleVMError(f"opcode crosses the end of its FRAME at byte {self.frame_end}",
+                                offset, self.source)
+        chunk = self.data[self.pos:stop]
+        self.pos = stop
+        if self.pos == self.frame_end:
+            self.frame_end = -1
+        return chunk
+
+    def _line(self, offset: int) -> bytes:
+        limit = self.end if self.frame_end < 0 else self.frame_end
+        nl = self.data.find(b"\n", self.pos, limit)
+        if nl < 0:
+            raise PickleVMError("text argument is not terminated by a newline", offset, self.source)
+        return self._take(nl + 1 - self.pos, offset)[:-1]
+
+    def next(self) -> tuple[int, str, Any]:
+        """Decode one opcode: returns (offset, name, argument).
+
+        Example:
+            >>> Decoder(b"J\\x01\\x00\\x00\\x00").next()
+            (0, 'BININT', 1)
+        """
+        offset = self.pos
+        if self.frame_end < 0 and self.pos >= self.end:
+            raise PickleVMError("stream ends without STOP", offset, self.source)
+        code = self._take(1, offset)[0]
+        spec = OPCODES.get(code)
+        if spec is None:
+            raise PickleVMError(f"unknown opcode byte 0x{code:02x}", offset, self.source)
+        name, kind = spec
+        if not kind:
+            return offset, name, None
+        if kind in _STRUCTS:
+            value = _STRUCTS[kind].unpack(self._take(_STRUCTS[kind].size, offset))[0]
+            if name == "FRAME":
+                if self.frame_end >= 0:
+                    raise PickleVMError("FRAME starts before the previous frame ended", offset,
+                                        self.source)
+                if value > self.end - self.pos:
+                    raise PickleVMError(f"FRAME of {value} bytes runs past the end of the stream "
+                                        f"({self.end - self.pos} left)", offset, self.source)
+                if value:
+                    self.frame_end = self.pos + value
+            return offset, name, value
+        if kind == "line":
+            return offset, name, self._line(offset)
+        if kind == "line2":
+            return offset, name, (self._line(offset), self._line(offset))
+        width = _LEN[kind]
+        raw = self._take(width, offset)
+        n = int.from_bytes(raw, "little", signed=(kind == "b4s"))
+        if n < 0:
+            raise PickleVMError(f"negative length {n}", offset, self.source)
+        if n > self.max_bytes:
+            raise PickleVMError(f"{name} of {n} bytes exceeds the limit of {self.max_bytes}",
+                                offset, self.source)
+        return offset, name, self._take(n, offset)
+
+
+# --------------------------------------------------------------------------- the machine
+
+Resolver = Callable[[str, str], Any]
+PersistentLoad = Callable[[Any, int], Any]
+
+
+@dataclass
+class Trace:
+    """What one run saw: every global referenced and every code-running event.
+
+    Example:
+        >>> Trace().globals
+        []
+    """
+
+    globals: list[tuple[GlobalRef, bool]] = field(default_factory=list)  # (ref, allowed)
+    events: list[Event] = field(default_factory=list)
+    protocol: int = 0
+    end: int = 0
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _decode_str(raw: bytes) -> Any:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+class Machine:
+    """Interprets one pickle stream (up to and including STOP) into plain data.
+
+    ``resolve(module, name)`` returns our implementation of an allowlisted global or None;
+    ``persistent_load(pid, offset)`` turns a persistent id into a value (torch storages).
+
+    Example:
+        >>> m = Machine(b"\\x80\\x02]q\\x00(K\\x01K\\x02e.")
+        >>> m.run(), m.trace.protocol
+        ([1, 2], 2)
+    """
+
+    def __init__(
+        self,
+        data: bytes | mmap.mmap | memoryview,
+        *,
+        resolve: Resolver | None = None,
+        persistent_load: PersistentLoad | None = None,
+        strict: bool = True,
+        limits: Limits | None = None,
+        source: str = "<pickle>",
+        start: int = 0,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.decoder = Decoder(data, start, source, self.limits.max_bytes)
+        self.resolve = resolve or (lambda module, name: None)
+        self.persistent_load = persistent_load
+        self.strict = strict
+        self.source = source
+        self.stack: list[Any] = []
+        self.metastack: list[list[Any]] = []
+        self.memo: dict[int, Any] = {}
+        self.trace = Trace()
+        self.bytes_built = 0
+        self.items_built = 0
+        self.offset = start
+        self.opcode = ""
+
+    # -- helpers
+    def fail(self, message: str) -> PickleVMError:
+        """Build an error at the current opcode. Example: ``raise m.fail('bad')``."""
+        return PickleVMError(message, self.offset, self.source)
+
+    def _push(self, value: Any) -> None:
+        if len(self.stack) >= self.limits.max_stack:
+            raise self.fail(f"stack exceeds {self.limits.max_stack} items")
+        self.stack.append(value)
+
+    def _pop(self) -> Any:
+        if not self.stack:
+            raise self.fail(f"{self.opcode} on an empty stack")
+        return self.stack.pop()
+
+    def _top(self) -> Any:
+        if not self.stack:
+            raise self.fail(f"{self.opcode} on an empty stack")
+        return self.stack[-1]
+
+    def _pop_mark(self) -> list[Any]:
+        if not self.metastack:
+            raise self.fail(f"{self.opcode} without a MARK")
+        items = self.stack
+        self.stack = self.metastack.pop()
+        return items
+
+    def _count(self, nbytes: int = 0, items: int = 0) -> None:
+        self.bytes_built += nbytes
+        self.items_built += items
+        if self.bytes_built > self.limits.max_bytes:
+            raise self.fail(f"stream builds more than {self.limits.max_bytes} bytes of data")
+        if self.items_built > self.limits.max_items:
+            raise self.fail(f"stream builds more than {self.limits.max_items} container items")
+
+    def _event(self, action: str, target: Opaque | Any, description: str) -> None:
+        qual = target.ref.qualname if isinstance(target, Opaque) else type(target).__name__
+        event = Event(self.offset, self.opcode, action, description, qual)
+        self.trace.events.append(event)
+        if self.strict:
+            ref = target.ref if isinstance(target, Opaque) else None
+            where = f"global {ref.qualname!r} (named at byte {ref.offset}, {ref.opcode})" if ref else "it"
+            raise self.fail(f"refusing to run code: {self.opcode} would {description} — "
+                            f"{where} is not on the allowlist of data-only constructors")
+
+    def _global(self, module: Any, name: Any, opcode: str) -> Any:
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise self.fail(f"{opcode} needs two strings, got {short_repr(module)} and {short_repr(name)}")
+        ref = GlobalRef(module, name, self.offset, opcode)
+        impl = self.resolve(module, name)
+        self.trace.globals.append((ref, impl is not None))
+        return impl if impl is not None else Opaque(ref)
+
+    def _call(self, func: Any, args: Any, action: str, kwargs: Any = None) -> Any:
+        if not isinstance(args, tuple):
+            if isinstance(func, Opaque):
+                args = (args,)
+            else:
+                raise self.fail(f"{self.opcode} arguments must be a tuple, got {type(args).__name__}")
+        if isinstance(func, Opaque):
+            verb = "call" if action == "call" else "instantiate"
+            kw = "" if not kwargs else f", **{short_repr(kwargs, 60)}"
+            desc = f"{verb} {func.describe()}{short_args(args)[:-1]}{kw})"
+            self._event(action, func, desc)
+            return Opaque(func.ref, action, args)
+        if isinstance(func, Callable_):
+            if kwargs is not None and not isinstance(kwargs, dict):
+                raise self.fail(f"{self.opcode} keyword arguments must be a dict")
+            try:
+                return func.call(args) if action == "call" else func.new(args, kwargs)
+            except PickleVMError:
+                raise
+            except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+                raise self.fail(f"{func.qualname}{short_args(args)}: {exc}") from None
+        raise self.fail(f"{self.opcode} on a non-callable {short_repr(func)}")
+
+    # -- main loop
+    def run(self) -> Any:
+        """Execute up to STOP and return the value; ``trace.end`` is the offset after STOP.
+
+        Example:
+            >>> Machine(b"N.").run() is None
+            True
+        """
+        d = self.decoder
+        while True:
+            self.offset, self.opcode, arg = d.next()
+            if self.opcode == "STOP":
+                value = self._pop()
+                if self.stack or self.metastack:
+                    raise self.fail(f"STOP leaves {len(self.stack)} extra stack items and "
+                                    f"{len(self.metastack)} open MARKs")
+                if d.frame_end >= 0:
+                    raise self.fail("STOP inside an unfinished FRAME")
+                self.trace.end = d.pos
+                unknown = [ref for ref, allowed in self.trace.globals if not allowed]
+                if self.strict and unknown:
+                    ref = unknown[0]
+                    raise PickleVMError(
+                        f"refusing global {ref.qualname!r}: loading would import it "
+                        f"({ref.opcode}); it is not on the allowlist", ref.offset, self.source)
+                return value
+            getattr(self, "op_" + self.opcode)(arg)
+
+    # -- opcodes (one method each; argument already decoded)
+    def op_PROTO(self, arg: int) -> None:
+        if arg > HIGHEST_PROTOCOL:
+            raise self.fail(f"unsupported pickle protocol {arg}")
+        self.trace.protocol = arg
+
+    def op_FRAME(self, arg: int) -> None:
+        pass
+
+    def op_MARK(self, arg: None) -> None:
+        if len(self.metastack) >= self.limits.max_marks:
+            raise self.fail(f"more than {self.limits.max_marks} nested MARKs")
+        self.metastack.append(self.stack)
+        self.stack = []
+
+    def op_POP(self, arg: None) -> None:
+        if self.stack:
+            self.stack.pop()
+        else:
+            self._pop_mark()
+
+    def op_POP_MARK(self, arg: None) -> None:
+        self._pop_mark()
+
+    def op_DUP(self, arg: None) -> None:
+        self._push(self._top())
+
+    def op_NONE(self, arg: None) -> None:
+        self._push(None)
+
+    def op_NEWTRUE(self, arg: None) -> None:
+        self._push(True)
+
+    def op_NEWFALSE(self, arg: None) -> None:
+        self._push(False)
+
+    def _int_text(self, raw: bytes) -> int:
+        text = raw.strip()
+        if len(text) > self.limits.max_int_digits:
+            raise self.fail(f"integer literal of {len(text)} digits")
+        try:
+            return int(text)
+        except ValueError:
+            raise self.fail(f"bad integer literal {short_repr(raw)}") from None
+
+    def op_INT(self, arg: bytes) -> None:
+        if arg == b"00":
+            self._push(False)
+        elif arg == b"01":
+            self._push(True)
+        else:
+            self._push(self._int_text(arg))
+
+    def op_LONG(self, arg: bytes) -> None:
+        self._push(self._int_text(arg[:-1] if arg.endswith(b"L") else arg))
+
+    def op_BININT(self, arg: int) -> None:
+        self._push(arg)
+
+    op_BININT1 = op_BININT
+    op_BININT2 = op_BININT
+
+    def _long_bytes(self, raw: bytes) -> None:
+        if len(raw) * 2.41 > self.limits.max_int_digits:
+            raise self.fail(f"integer of {len(raw)} bytes")
+        self._push(int.from_bytes(raw, "little", signed=True))
+
+    op_LONG1 = _long_bytes
+    op_LONG4 = _long_bytes
+
+    def op_FLOAT(self, arg: bytes) -> None:
+        try:
+            self._push(float(arg))
+        except ValueError:
+            raise self.fail(f"bad float literal {short_repr(arg)}") from None
+
+    def op_BINFLOAT(self, arg: float) -> None:
+        self._push(arg)
+
+    def op_STRING(self, arg: bytes) -> None:
+        if len(arg) < 2 or arg[:1] != arg[-1:] or arg[:1] not in (b"'", b'"'):
+            raise self.fail("STRING argument is not a quoted literal")
+        try:
+            raw = codecs.escape_decode(arg[1:-1])[0]
+        except ValueError as exc:
+            raise self.fail(f"bad STRING escape: {exc}") from None
+        self._count(len(raw))
+        self._push(_decode_str(raw))
+
+    def _binstring(self, arg: bytes) -> None:
+        self._count(len(arg))
+        self._push(_decode_str(arg))
+
+    op_BINSTRING = _binstring
+    op_SHORT_BINSTRING = _binstring
+
+    def op_UNICODE(self, arg: bytes) -> None:
+        self._count(len(arg))
+        try:
+            self._push(arg.decode("raw-unicode-escape"))
+        except UnicodeDecodeError as exc:
+            raise self.fail(f"bad UNICODE literal: {exc}") from None
+
+    def _binunicode(self, arg: bytes) -> None:
+        self._count(len(arg))
+        try:
+            self._push(arg.decode("utf-8", "surrogatepass"))
+        except UnicodeDecodeError as exc:
+            raise self.fail(f"bad UTF-8 string: {exc}") from None
+
+    op_BINUNICODE = _binunicode
+    op_SHORT_BINUNICODE = _binunicode
+    op_BINUNICODE8 = _binunicode
+
+    def _binbytes(self, arg: bytes) -> None:
+        self._count(len(arg))
+        self._push(arg)
+
+    op_BINBYTES = _binbytes
+    op_SHORT_BINBYTES = _binbytes
+    op_BINBYTES8 = _binbytes
+
+    def op_BYTEARRAY8(self, arg: bytes) -> None:
+        self._count(len(arg))
+        self._push(bytearray(arg))
+
+    def op_NEXT_BUFFER(self, arg: None) -> None:
+        raise self.fail("NEXT_BUFFER needs out-of-band buffers, which a file cannot provide")
+
+    def op_READONLY_BUFFER(self, arg: None) -> None:
+        if not isinstance(self._top(), bytes | bytearray):
+            raise self.fail("READONLY_BUFFER on a non-buffer")
+
+    def op_EMPTY_TUPLE(self, arg: None) -> None:
+        self._push(())
+
+    def op_TUPLE(self, arg: None) -> None:
+        items = self._pop_mark()
+        self._count(items=len(items))
+        self._push(tuple(items))
+
+    def _tuple_n(self, n: int) -> None:
+        if len(self.stack) < n:
+            raise self.fail(f"{self.opcode} needs {n} stack items")
+        items = tuple(self.stack[-n:])
+        del self.stack[-n:]
+        self._count(items=n)
+        self._push(items)
+
+    def op_TUPLE1(self, arg: None) -> None:
+        self._tuple_n(1)
+
+    def op_TUPLE2(self, arg: None) -> None:
+        self._tuple_n(2)
+
+    def op_TUPLE3(self, arg: None) -> None:
+        self._tuple_n(3)
+
+    def op_EMPTY_LIST(self, arg: None) -> None:
+        self._push([])
+
+    def op_LIST(self, arg: None) -> None:
+        items = self._pop_mark()
+        self._count(items=len(items))
+        self._push(items)
+
+    def op_EMPTY_DICT(self, arg: None) -> None:
+        self._push({})
+
+    def op_DICT(self, arg: None) -> None:
+        items = self._pop_mark()
+        if len(items) % 2:
+            raise self.fail("DICT with an odd number of items")
+        out: dict[Any, Any] = {}
+        self._setitems(out, items)
+        self._push(out)
+
+    def op_EMPTY_SET(self, arg: None) -> None:
+        self._push(set())
+
+    def op_FROZENSET(self, arg: None) -> None:
+        items = self._pop_mark()
+        self._count(items=len(items))
+        try:
+            self._push(frozenset(items))
+        except TypeError as exc:
+            raise self.fail(f"FROZENSET of unhashable items: {exc}") from None
+
+    def op_ADDITEMS(self, arg: None) -> None:
+        items = self._pop_mark()
+        target = self._top()
+        if isinstance(target, Opaque):
+            self._event("append", target, f"call {target.describe()}.add(...)")
+            return
+        if not isinstance(target, set):
+            raise self.fail(f"ADDITEMS on a {type(target).__name__}, expected a set")
+        self._count(items=len(items))
+        try:
+            target.update(items)
+        except TypeError as exc:
+            raise self.fail(f"ADDITEMS of unhashable items: {exc}") from None
+
+    def _setitems(self, target: Any, items: list[Any]) -> None:
+        if isinstance(target, Opaque):
+            self._event("setitem", target, f"call {target.describe()}.__setitem__"
+                        f"({short_repr(items[0]) if items else ''}, ...)")
+            return
+        if not isinstance(target, dict):
+            raise self.fail(f"{self.opcode} on a {type(target).__name__}, expected a dict")
+        self._count(items=len(items) // 2)
+        try:
+            for i in range(0, len(items), 2):
+                target[items[i]] = items[i + 1]
+        except TypeError as exc:
+            raise self.fail(f"unhashable dict key: {exc}") from None
+
+    def op_SETITEM(self, arg: None) -> None:
+        value = self._pop()
+        key = self._pop()
+        self._setitems(self._top(), [key, value])
+
+    def op_SETITEMS(self, arg: None) -> None:
+        items = self._pop_mark()
+        if len(items) % 2:
+            raise self.fail("SETITEMS with an odd number of items")
+        self._setitems(self._top(), items)
+
+    def _appends(self, items: list[Any]) -> None:
+        target = self._top()
+        if isinstance(target, Opaque):
+            self._event("append", target, f"call {target.describe()}.extend(...)")
+            return
+        if not isinstance(target, list):
+            raise self.fail(f"{self.opcode} on a {type(target).__name__}, expected a list")
+        self._count(items=len(items))
+        target.extend(items)
+
+    def op_APPEND(self, arg: None) -> None:
+        value = self._pop()
+        self._appends([value])
+
+    def op_APPENDS(self, arg: None) -> None:
+        self._appends(self._pop_mark())
+
+    # memo
+    def _memo_get(self, index: int) -> None:
+        if index not in self.memo:
+            raise self.fail(f"memo key {index} was never stored")
+        self._push(self.memo[index])
+
+    def _memo_put(self, index: int) -> None:
+        if index < 0:
+            raise self.fail(f"negative memo key {index}")
+        if index not in self.memo and len(self.memo) >= self.limits.max_memo:
+            raise self.fail(f"memo exceeds {self.limits.max_memo} entries")
+        self.memo[index] = self._top()
+
+    def op_GET(self, arg: bytes) -> None:
+        self._memo_get(self._int_text(arg))
+
+    def op_BINGET(self, arg: int) -> None:
+        self._memo_get(arg)
+
+    op_LONG_BINGET = op_BINGET
+
+    def op_PUT(self, arg: bytes) -> None:
+        self._memo_put(self._int_text(arg))
+
+    def op_BINPUT(self, arg: int) -> None:
+        self._memo_put(arg)
+
+    op_LONG_BINPUT = op_BINPUT
+
+    def op_MEMOIZE(self, arg: None) -> None:
+        self._memo_put(len(self.memo))
+
+    # globals and calls
+    def op_GLOBAL(self, arg: tuple[bytes, bytes]) -> None:
+        self._push(self._global(_text(arg[0]), _text(arg[1]), "GLOBAL"))
+
+    def op_STACK_GLOBAL(self, arg: None) -> None:
+        name = self._pop()
+        module = self._pop()
+        self._push(self._global(module, name, "STACK_GLOBAL"))
+
+    def op_REDUCE(self, arg: None) -> None:
+        args = self._pop()
+        func = self._pop()
+        self._push(self._call(func, args, "call"))
+
+    def op_NEWOBJ(self, arg: None) -> None:
+        args = self._pop()
+        cls = self._pop()
+        self._push(self._call(cls, args, "instantiate"))
+
+    def op_NEWOBJ_EX(self, arg: None) -> None:
+        kwargs = self._pop()
+        args = self._pop()
+        cls = self._pop()
+        self._push(self._call(cls, args, "instantiate", kwargs))
+
+    def op_OBJ(self, arg: None) -> None:
+        items = self._pop_mark()
+        if not items:
+            raise self.fail("OBJ without a class")
+        self._push(self._call(items[0], tuple(items[1:]), "instantiate"))
+
+    def op_INST(self, arg: tuple[bytes, bytes]) -> None:
+        cls = self._global(_text(arg[0]), _text(arg[1]), "INST")
+        args = tuple(self._pop_mark())
+        self._push(self._call(cls, args, "instantiate"))
+
+    def op_BUILD(self, arg: None) -> None:
+        state = self._pop()
+        target = self._top()
+        if isinstance(target, Opaque):
+            self._event("setstate", target,
+                        f"call {target.describe()}.__setstate__({short_repr(state, 60)})")
+            return
+        if hasattr(type(target), "setstate"):  # one of our own data objects
+            try:
+                target.setstate(state)
+            except (TypeError, ValueError) as exc:
+                raise self.fail(f"BUILD on {short_repr(target)}: {exc}") from None
+            return
+        if state is None or state == {}:
+            return
+        raise self.fail(f"BUILD with state {short_repr(state)} on a {type(target).__name__}")
+
+    def op_PERSID(self, arg: bytes) -> None:
+        self._persistent(_text(arg))
+
+    def op_BINPERSID(self, arg: None) -> None:
+        self._persistent(self._pop())
+
+    def _persistent(self, pid: Any) -> None:
+        if self.persistent_load is None:
+            if self.strict:
+                raise self.fail(f"persistent id {short_repr(pid)} but this container has none")
+            self.trace.events.append(Event(self.offset, self.opcode, "persistent",
+                                           f"persistent id {short_repr(pid)}", "persistent_load"))
+            self._push(Opaque(GlobalRef("<persistent>", "load", self.offset, self.opcode),
+                              "call", (pid,)))
+            return
+        self._push(self.persistent_load(pid, self.offset))
+
+    def _ext(self, code: int) -> None:
+        target = Opaque(GlobalRef("copyreg", f"extension[{code}]", self.offset, self.opcode))
+        self.trace.globals.append((target.ref, False))
+        self._event("extension", target,
+                    f"look up extension code {code} in the copyreg registry (any global)")
+        self._push(target)
+
+    op_EXT1 = _ext
+    op_EXT2 = _ext
+    op_EXT4 = _ext
+
+
+def scan_globals_static(data: bytes | mmap.mmap | memoryview, start: int, source: str = "<pickle>"
+                        ) -> tuple[list[GlobalRef], int, str | None]:
+    """Decode opcodes from ``start`` without executing, collecting GLOBAL/INST names (used by
+    the scanner on the part of a stream that follows an error). Returns (refs, position, error).
+
+    Example:
+        >>> refs, pos, err = scan_globals_static(b"cos\\nsystem\\n.", 0)
+        >>> refs[0].qualname, err
+        ('os.system', None)
+    """
+    d = Decoder(data, start, source)
+    refs: list[GlobalRef] = []
+    while True:
+        try:
+            offset, name, arg = d.next()
+        except PickleVMError as exc:
+            return refs, d.pos, exc.detail
+        if name in ("GLOBAL", "INST"):
+            refs.append(GlobalRef(_text(arg[0]), _text(arg[1]), offset, name))
+        elif name == "STACK_GLOBAL":
+            refs.append(GlobalRef("<unknown>", "<built at run time>", offset, name))
+        elif name == "STOP":
+            return refs, d.pos, None
