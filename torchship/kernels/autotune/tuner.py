@@ -15,6 +15,7 @@ import platform
 import random
 import sys
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,7 +347,8 @@ def autotune(
                   meta={"effort": eff.name, "evaluated": len(report.results),
                         "tune_s": round(report.elapsed_s, 3), "strategy": strat.name})
     path = Path(log_path) if log_path else (
-        store.root / "logs" / f"{key_hash(key)}.json" if store is not None else None)
+        store.root / "logs" / f"{key['kernel']}-{key_hash(key)[:12]}-"
+        f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.json" if store is not None else None)
     if path is not None:
         atomic_write_json(path, report.to_json())
         report.log_path = str(path)

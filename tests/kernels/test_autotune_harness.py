@@ -1,0 +1,97 @@
+"""The crash-isolating harness: real worker processes (spawn), real crashes, a real Triton
+kernel run through Triton's interpreter with the wall-clock timer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.kernels.test_autotune_fakes import FakeConfig, FakeTarget, TritonTarget, cost
+from torchship.kernels.autotune import Harness, HarnessError, ModelTimer, WallTimer, autotune
+from torchship.kernels.autotune.target import Target
+
+pytestmark = pytest.mark.xdist_group("autotune-harness")
+
+BAD = {
+    "crash": "crash",  # os._exit(7) inside the launch
+    "segfault": "crash",  # SIGSEGV through ctypes
+    "wrong": "wrong",  # one element off
+    "scribble": "wrong",  # overwrites its input
+    "compile_error": "compile_error",
+    "raise": "runtime_error",
+    "hang": "timeout",
+}
+
+
+def test_bench_worker_survives_crashes_hangs_and_wrong_results():
+    configs = [FakeConfig(64, 4, 2)]
+    for mode in BAD:
+        configs.append(FakeConfig(256, 4, 3, mode=mode))
+    configs.append(FakeConfig(512, 4, 3))
+    with Harness(FakeTarget(), timer=ModelTimer(cost), bench_timeout_s=4) as h:
+        results = h.evaluate(configs)
+        pids_restarts = h._bench.restarts
+    statuses = [r.status for r in results]
+    assert statuses == ["ok", *BAD.values(), "ok"], [(r.status, r.error) for r in results]
+    by_mode = {r.config.mode: r for r in results[1:-1]}
+    assert "exit code 7" in by_mode["crash"].error
+    assert "exit code -11" in by_mode["segfault"].error
+    assert "mismatch" in by_mode["wrong"].error and "args" in by_mode["scribble"].error
+    assert by_mode["hang"].time_ms is None
+    # the worker was restarted after each of the three deaths and still measured the last one
+    assert pids_restarts == 3
+    assert results[-1].time_ms == cost(FakeConfig(512, 4, 3))
+
+
+def test_parallel_compile_workers_isolate_crashes():
+    configs = [FakeConfig(64, 4, 2), FakeConfig(128, 4, 3, mode="crash"),
+               FakeConfig(256, 4, 3, mode="compile_error"), FakeConfig(128, 4, 3, mode="hang"),
+               FakeConfig(256, 4, 3)]
+    with Harness(FakeTarget(), timer=ModelTimer(cost), compile_workers=2,
+                 compile_timeout_s=4) as h:
+        results = h.evaluate(configs)
+        assert h.crashes == 2
+    assert [r.status for r in results] == ["ok", "crash", "compile_error", "timeout", "ok"]
+    # compile workers recorded compile times for the candidates that went on to the benchmark
+    assert results[0].compile_s is not None and results[-1].time_ms == cost(FakeConfig(256, 4, 3))
+
+
+def test_autotune_with_isolation_picks_the_fast_correct_config_despite_a_crasher():
+    # the "crash" candidate is listed first among the fast ones: the run must survive it
+    configs = [FakeConfig(256, 4, 3, mode="segfault"), FakeConfig(256, 4, 3, mode="wrong"),
+               FakeConfig(128, 4, 3)]
+    x = torch.randn(10)
+    from tests.kernels.test_autotune_fakes import FakeBound
+
+    rep = autotune(FakeBound(x), (x,), strategy=configs, target=FakeTarget(),
+                   timer=ModelTimer(cost), cache=False, progress=False, patience=0)
+    assert [r.status for r in rep.results] == ["ok", "crash", "wrong", "ok"]
+    assert rep.config == FakeConfig(128, 4, 3)
+
+
+def test_real_triton_kernel_in_the_interpreter_with_wall_clock():
+    configs = [FakeConfig(64), FakeConfig(128, mode="nomask"), FakeConfig(1024), FakeConfig(16)]
+    with Harness(TritonTarget(1000), timer=WallTimer(reps=3)) as h:
+        results = h.evaluate(configs)
+    assert [r.status for r in results] == ["ok", "wrong", "ok", "ok"]
+    # the ragged tail (1000 = 7*128 + 104) was not loaded by the unmasked variant
+    assert "104 of 1000 elements" in results[1].error
+    # interpreter cost scales with the number of programs: 1 program beats 63
+    assert results[2].time_ms < results[3].time_ms
+
+
+class _BrokenTarget(Target):
+    def build(self):
+        raise ImportError("no module named 'user_kernels'")
+
+
+def test_target_that_cannot_build_is_a_clear_error():
+    with pytest.raises(HarnessError, match="no module named 'user_kernels'"), Harness(_BrokenTarget()):
+        pass
+
+
+def test_in_process_mode_has_the_same_checks_without_isolation():
+    configs = [FakeConfig(64, 4, 2), FakeConfig(256, 4, 3, mode="wrong"), FakeConfig(512, 4, 3)]
+    with Harness(FakeTarget(), timer=ModelTimer(cost), isolate=False) as h:
+        results = h.evaluate(configs)
+    assert [r.status for r in results] == ["ok", "wrong", "ok"]

@@ -1,0 +1,170 @@
+"""Search logic of the autotuner, in-process with a model timer (no worker processes).
+
+The fake space's cost surface has a known optimum (found by exhaustive enumeration here), so
+the tests check against an independent reference: the true best config.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import pytest
+import torch
+
+from tests.kernels.test_autotune_fakes import (
+    FakeBound,
+    FakeConfig,
+    FakeSpace,
+    cost,
+    flat_cost,
+    slow_cost,
+)
+from torchship.kernels.autotune import (
+    ExhaustiveSearch,
+    GuidedSearch,
+    ListSearch,
+    ModelTimer,
+    RandomSearch,
+    autotune,
+    tune,
+)
+from torchship.kernels.autotune.records import resolve_effort
+from torchship.kernels.autotune.search import Surrogate, make_strategy
+
+OPT = min(cost(c) for c in FakeSpace().enumerate())
+
+
+def _run(strategy, seed=0, **kw):
+    x = torch.randn(100)
+    opts = dict(effort="quick", cache=False, timer=ModelTimer(cost), isolate=False, seed=seed,
+                progress=False)
+    opts.update(kw)
+    return autotune(FakeBound(x), (x,), strategy=strategy, **opts)
+
+
+def _evals_to_within(report, factor=1.02):
+    for i, r in enumerate(report.results, 1):
+        if r.ok and r.time_ms <= OPT * factor:
+            return i
+    return math.inf
+
+
+def test_guided_finds_the_optimum_faster_than_random():
+    guided = [_evals_to_within(_run("guided", s, patience=0, budget_s=60)) for s in range(6)]
+    rand = [_evals_to_within(_run("random", s, patience=0, budget_s=60)) for s in range(6)]
+    # the guided search reaches within 2% of the true optimum within the quick budget
+    assert max(guided) <= 40, guided
+    assert statistics.median(guided) < statistics.median(rand), (guided, rand)
+
+
+def test_guided_result_is_the_best_evaluated_and_valid():
+    rep = _run(None, seed=3)
+    assert rep.strategy == "guided"  # 175 configs > quick cap of 64
+    best = min(r.time_ms for r in rep.results if r.ok)
+    assert rep.best_ms == best == cost(rep.config)
+    FakeSpace().validate(rep.config)
+    # the default config is always evaluated first, and recorded as the baseline
+    assert rep.results[0].config == FakeSpace().default()
+    assert rep.default_ms == cost(FakeSpace().default())
+    # no config is evaluated twice
+    ids = [r.config for r in rep.results]
+    assert len(ids) == len(set(ids))
+
+
+def test_exhaustive_visits_every_config_once_and_finds_the_optimum():
+    rep = _run("exhaustive", max_evals=10_000, patience=0, budget_s=60)
+    seen = [r.config for r in rep.results]
+    assert len(seen) == FakeSpace().size() == len(set(seen))
+    assert rep.best_ms == OPT
+    assert rep.stop_reason == "search space exhausted"
+
+
+def test_auto_strategy_is_exhaustive_for_small_spaces():
+    assert make_strategy(None, FakeSpace(), cap=10_000).name == "exhaustive"
+    assert make_strategy(None, FakeSpace(), cap=10).name == "guided"
+    with pytest.raises(ValueError, match="unknown autotune strategy 'nope'"):
+        make_strategy("nope", FakeSpace(), 10)
+
+
+def test_list_strategy_evaluates_exactly_the_list_after_the_default():
+    configs = [FakeConfig(512, 8, 1), FakeConfig(256, 4, 3), FakeConfig(16, 1, 1)]
+    rep = _run(configs, patience=0)
+    assert [r.config for r in rep.results] == [FakeSpace().default(), *configs]
+    assert rep.config == FakeConfig(256, 4, 3)
+
+
+def test_random_strategy_samples_without_repeats():
+    s = RandomSearch()
+    s.start(FakeSpace(), [FakeSpace().default()], random.Random(0))
+    got = s.ask(40) + s.ask(40)
+    assert got[0] == FakeSpace().default()
+    assert len(got) == len(set(got)) == 80
+
+
+def test_early_stop_when_progress_stalls():
+    rep = _run("random", timer=ModelTimer(flat_cost), patience=10, budget_s=60, batch=1)
+    # first candidate sets the best; ten more without a 1% gain stop the run
+    assert len(rep.results) == 11
+    assert "no 1% improvement" in rep.stop_reason
+
+
+def test_time_budget_is_respected():
+    rep = _run("random", timer=ModelTimer(slow_cost), budget_s=0.6, patience=0, batch=2)
+    # each candidate takes 50 ms: the budget allows about 12, checked between batches of 2
+    assert 6 <= len(rep.results) <= 16, len(rep.results)
+    assert "time budget" in rep.stop_reason
+    assert rep.elapsed_s < 0.6 + 0.5
+
+
+def test_effort_levels(monkeypatch):
+    assert resolve_effort("quick").max_evals < resolve_effort("full").max_evals
+    rep = _run("random", effort="none")
+    assert rep.results == [] and rep.config == FakeSpace().default()
+    monkeypatch.setenv("TORCHSHIP_AUTOTUNE_EFFORT", "none")
+    x = torch.randn(10)
+    assert tune(FakeBound(x), (x,), cache=False, isolate=False) == FakeSpace().default()
+    monkeypatch.setenv("TORCHSHIP_AUTOTUNE_EFFORT", "bogus")
+    with pytest.raises(ValueError, match="none\\|quick\\|full"):
+        tune(FakeBound(x), (x,), cache=False, isolate=False)
+    monkeypatch.delenv("TORCHSHIP_AUTOTUNE_EFFORT")
+    rep = _run("random", effort="quick", patience=0, budget_s=60)
+    assert len(rep.results) == resolve_effort("quick").max_evals
+
+
+def test_failures_never_win_and_search_continues():
+    # candidates that fail (raise) are recorded and the search still returns a working config
+    configs = [FakeConfig(256, 4, 3, mode="raise"), FakeConfig(256, 4, 3, mode="wrong"),
+               FakeConfig(512, 4, 3)]
+    rep = _run(configs, patience=0)
+    statuses = [r.status for r in rep.results]
+    assert statuses == ["ok", "runtime_error", "wrong", "ok"]
+    assert rep.config == FakeConfig(512, 4, 3)
+    assert "mismatch" in rep.results[2].error
+
+
+def test_surrogate_ranks_by_a_learned_surface():
+    rng = random.Random(0)
+    space = FakeSpace()
+    train = [space.sample(rng) for _ in range(30)]
+    s = Surrogate(random.Random(1))
+    s.fit([space.encode(c) for c in train], [cost(c) for c in train])
+    test = [space.sample(rng) for _ in range(40)]
+    mean, _ = s.predict([space.encode(c) for c in test])
+    true = [math.log(cost(c)) for c in test]
+    # rank correlation between prediction and truth is strong
+    pr = sorted(range(40), key=lambda i: mean[i])
+    tr = sorted(range(40), key=lambda i: true[i])
+    rank_p = {i: r for r, i in enumerate(pr)}
+    rank_t = {i: r for r, i in enumerate(tr)}
+    d2 = sum((rank_p[i] - rank_t[i]) ** 2 for i in range(40))
+    spearman = 1 - 6 * d2 / (40 * (40**2 - 1))
+    assert spearman > 0.8, spearman
+
+
+def test_strategy_instances_are_accepted():
+    for strat in (GuidedSearch(), RandomSearch(), ExhaustiveSearch(), ListSearch([FakeConfig()])):
+        rep = _run(strat, max_evals=5, patience=0)
+        assert rep.strategy == strat.name
+        assert 1 <= len(rep.results) <= 5
