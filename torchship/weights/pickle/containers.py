@@ -117,6 +117,7 @@ class Container:
         self.size = os.fstat(self.fd).st_size
         self.storages: list[StorageRef] = []
         self.findings: list[str] = []
+        self.machines: list[Machine] = []  # every machine run, kept for the scanner
 
     def close(self) -> None:
         """Release the file. Example: ``c.close()``."""
@@ -155,8 +156,10 @@ class Container:
     def machine(self, data: Any, *, strict: bool, source: str, start: int = 0,
                 persistent: Any = None) -> Machine:
         """A machine wired to the allowlist and this container's limits. Example: internal."""
-        return Machine(data, resolve=resolve, persistent_load=persistent, strict=strict,
-                       limits=self.limits, source=source, start=start)
+        m = Machine(data, resolve=resolve, persistent_load=persistent, strict=strict,
+                    limits=self.limits, source=source, start=start)
+        self.machines.append(m)
+        return m
 
     def _storage(self, pid_where: str, storage_type: Any, key: Any, location: Any, numel: Any,
                  offset: int) -> StorageRef:
@@ -223,6 +226,7 @@ class ZipContainer(Container):
             self.close()
             raise ContainerError(path, f"not a readable zip archive: {exc}") from None
         self.members: dict[str, Member] = {}
+        self.entries: list[Member] = []  # every central-directory entry, duplicates included
         seen: dict[str, str] = {}
         for info in infos:
             name = info.filename
@@ -238,6 +242,7 @@ class ZipContainer(Container):
                             info.compress_size, info.file_size, info.CRC)
             self._check_member(member)
             self.members.setdefault(name, member)
+            self.entries.append(member)
         names = list(self.members)
         roots = {n.split("/", 1)[0] for n in names if "/" in n}
         if not names:
@@ -324,7 +329,7 @@ class ZipContainer(Container):
 
         Example: ``[m.name for m in c.pickle_members()]`` -> ``['archive/data.pkl']``."""
         out = []
-        for m in self.members.values():
+        for m in self.entries:
             if m.name.endswith(".pkl"):
                 out.append(m)
             elif "/data/" not in m.name and m.file_size >= 2:
