@@ -1,0 +1,158 @@
+"""``torchship.edge.export``: nn.Module + example inputs -> torch.export -> core ops -> Program.
+
+Example:
+    >>> import torch
+    >>> from torchship.edge import export
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
+    >>> prog = export(model, (torch.randn(2, 8),))
+    >>> prog.run(torch.ones(2, 8).numpy()).shape
+    (2, 4)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from torchship.edge import lower_ops  # noqa: F401  (registers the ATen handlers)
+from torchship.edge.graph import Graph
+from torchship.edge.lower import ExportError, Lowering, sym_to_dim
+from torchship.edge.passes import run_passes
+from torchship.edge.program import Program
+
+aten = torch.ops.aten
+# CompositeImplicit ops we lower ourselves rather than let torch decompose them
+_PRESERVE = (
+    aten.linear.default,
+    aten.matmul.default,
+    aten.layer_norm.default,
+    aten.scaled_dot_product_attention.default,
+    aten.hardswish.default,
+    aten.hardsigmoid.default,
+)
+
+
+class _Method(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, name: str) -> None:
+        super().__init__()
+        self.m = model
+        self.method_name = name
+
+    def forward(self, *args: Any) -> Any:
+        return getattr(self.m, self.method_name)(*args)
+
+
+def _exported(model: torch.nn.Module, name: str, inputs: tuple[Any, ...], dynamic_shapes: Any) -> tuple[torch.export.ExportedProgram, str]:
+    mod, prefix = (model, "") if name == "forward" else (_Method(model, name), "m.")
+    if prefix and dynamic_shapes is not None:  # the wrapper takes *args: nest the spec
+        if isinstance(dynamic_shapes, dict):
+            params = list(inspect.signature(getattr(model, name)).parameters)
+            dynamic_shapes = tuple(dynamic_shapes.get(p) for p in params[: len(inputs)])
+        dynamic_shapes = (tuple(dynamic_shapes),)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            ep = torch.export.export(mod, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)
+            ep = ep.run_decompositions(_table())
+    except Exception as exc:  # torch.export's own diagnostics are the most useful here
+        raise ExportError(f"torchship.edge.export: torch.export failed for method {name!r}: {exc}") from exc
+    return ep, prefix
+
+
+def _table() -> Any:
+    table = torch.export.default_decompositions()
+    for op in _PRESERVE:
+        table.pop(op, None)
+    return table
+
+
+def lower_method(model: torch.nn.Module, name: str, inputs: tuple[Any, ...], dynamic_shapes: Any = None) -> Graph:
+    """Export one method of ``model`` and lower it to a core-op ``Graph`` (no passes yet).
+
+    Example:
+        >>> g = lower_method(torch.nn.ReLU(), "forward", (torch.randn(3),))
+        >>> [i.op for i in g.instrs]
+        ['relu']
+    """
+    ep, prefix = _exported(model, name, inputs, dynamic_shapes)
+    graph = Graph(name)
+    for sym, rng in ep.range_constraints.items():
+        lo, hi = rng.lower, rng.upper
+        if not getattr(hi, "is_finite", True) or (isinstance(hi, float) and math.isinf(hi)) or str(hi) in ("oo", "int_oo"):
+            raise ExportError(
+                f"torchship.edge.export: dynamic dim {sym} of method {name!r} has no maximum; give it one "
+                "(torch.export.Dim(name, max=N)) so the arena can be planned for the upper bound"
+            )
+        graph.symbols[str(sym)] = (int(lo), int(hi))
+    names = {}
+    for fqn in list(ep.state_dict) + list(ep.constants):
+        names[fqn] = fqn[len(prefix):] if prefix and fqn.startswith(prefix) else fqn
+    Lowering(graph, ep, names).run()
+    out_spec = ep.call_spec.out_spec
+    graph.output_tuple = not (out_spec is not None and out_spec.is_leaf()) and len(graph.outputs) >= 1
+    if out_spec is not None and out_spec.is_leaf():
+        graph.output_tuple = False
+    used = set()
+    for ins in graph.instrs:
+        used.update(ins.inputs)
+    _ = used
+    for vid in graph.inputs:
+        for d in graph.values[vid].shape:
+            if not isinstance(d, (int, str)):
+                raise ExportError(f"torchship.edge.export: input {graph.values[vid].name} has a derived dim {d}; mark plain dims dynamic")
+    for sym in list(graph.symbols):
+        if not any(sym in graph.values[v].shape for v in graph.inputs):
+            del graph.symbols[sym]
+    return graph
+
+
+def export(
+    model: torch.nn.Module,
+    example_inputs: tuple[Any, ...] | None,
+    dynamic_shapes: Any = None,
+    methods: Mapping[str, Any] | None = None,
+    quantize: str | None = None,
+) -> Program:
+    """Export ``model`` to a program with one or more methods.
+
+    ``example_inputs``/``dynamic_shapes`` define ``forward`` (as for ``torch.export.export``;
+    every dynamic dim needs a max). ``methods`` adds more: ``{"encode": (inputs,
+    dynamic_shapes)}`` exports ``model.encode``. ``quantize="int8"`` stores linear/conv2d
+    weights as per-channel int8. Ops outside the core set fail here, naming the op and the
+    model's source line.
+
+    Example:
+        >>> m = torch.nn.Linear(3, 2).eval()
+        >>> export(m, (torch.randn(1, 3),)).summary()["methods"]["forward"]["ops"]
+        {'linear': 1}
+    """
+    model = model.eval()
+    specs: dict[str, tuple[tuple[Any, ...], Any]] = {}
+    if example_inputs is not None:
+        specs["forward"] = (tuple(example_inputs), dynamic_shapes)
+    for name, spec in (methods or {}).items():
+        if not (isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], (tuple, list))):
+            raise ExportError(f"torchship.edge.export: methods[{name!r}] must be (example_inputs tuple, dynamic_shapes or None)")
+        if not callable(getattr(model, name, None)):
+            raise ExportError(f"torchship.edge.export: the model has no method {name!r}")
+        specs[name] = (tuple(spec[0]), spec[1])
+    if not specs:
+        raise ExportError("torchship.edge.export: give example_inputs (for forward) or methods")
+    graphs, plans = {}, {}
+    with torch.no_grad():
+        for name, (inputs, dyn) in specs.items():
+            g = lower_method(model, name, inputs, dyn)
+            plans[name] = run_passes(g, quantize)
+            graphs[name] = g
+    meta = {"producer": f"torchship.edge (torch {torch.__version__})", "model": type(model).__name__}
+    if quantize:
+        meta["quantize"] = quantize
+    return Program(graphs, plans, meta)
+
+
+__all__ = ["ExportError", "export", "lower_method", "sym_to_dim"]

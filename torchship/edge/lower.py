@@ -1,0 +1,255 @@
+"""Lower a decomposed ``torch.export`` graph (ATen ops) to the edge core op set.
+
+Each supported ATen op has one handler here that emits core instructions into a ``Graph``;
+anything else fails with the op, the model's source line and what to do.
+
+Example:
+    >>> # used by torchship.edge.export.export(); see there
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import sympy
+import torch
+from torch.utils._sympy.functions import FloorDiv
+
+from torchship.edge.graph import Graph
+
+aten = torch.ops.aten
+INT64_MAX = 2**63 - 1
+
+
+class ExportError(Exception):
+    """A model that cannot be lowered to the core op set (message says where and what to do)."""
+
+
+def source_of(node: torch.fx.Node) -> tuple[str, str]:
+    """(``file:line``, code line) of the model code that produced ``node``, best effort.
+
+    Example:
+        >>> # ("model.py:42", "return self.fc(x).cumsum(0)")
+    """
+    trace = node.meta.get("stack_trace") or ""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)', trace)
+    if not frames:
+        return "", ""
+    for f, line, code in reversed(frames):  # innermost frame of the user's code
+        if "/torch/" not in f and "torchship/edge/" not in f:
+            return f"{f}:{line}", code.strip()
+    f, line, code = frames[-1]
+    return f"{f}:{line}", code.strip()
+
+
+def torch_dtype(dt: torch.dtype) -> str:
+    """Program dtype name for a torch dtype.
+
+    Example:
+        >>> torch_dtype(torch.float32)
+        'F32'
+    """
+    table = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+    if dt not in table:
+        raise ExportError(f"dtype {dt} is not supported by torchship.edge (supported: {sorted(table.values())}); convert the model/input to float32")
+    return table[dt]
+
+
+def sym_to_dim(expr: Any) -> Any:
+    """Convert a sympy size expression from torch.export to a program dimension.
+
+    Example:
+        >>> s = sympy.Symbol("s0", positive=True, integer=True)
+        >>> sym_to_dim(2 * s + 1)
+        ['+', 1, ['*', 2, 's0']]
+    """
+    if isinstance(expr, torch.SymInt):
+        expr = expr.node.expr
+    if isinstance(expr, int):
+        return expr
+    expr = sympy.sympify(expr)
+    if expr.is_Integer:
+        return int(expr)
+    if expr.is_Symbol:
+        return str(expr)
+    if isinstance(expr, sympy.Add):
+        return ["+", *(sym_to_dim(a) for a in expr.args)]
+    if isinstance(expr, sympy.Mul):
+        args = [sym_to_dim(a) for a in expr.args]
+        if any(isinstance(a, int) and a < 0 for a in args):
+            raise ExportError(f"size expression {expr} multiplies by a negative number")
+        return ["*", *args]
+    if isinstance(expr, FloorDiv):
+        return ["//", sym_to_dim(expr.args[0]), sym_to_dim(expr.args[1])]
+    if isinstance(expr, sympy.Max):
+        return ["max", *(sym_to_dim(a) for a in expr.args)]
+    if isinstance(expr, sympy.Min):
+        return ["min", *(sym_to_dim(a) for a in expr.args)]
+    raise ExportError(f"size expression {expr} ({type(expr).__name__}) is not supported in dynamic shapes")
+
+
+def meta_shape(node: Any) -> list[Any]:
+    """Program shape of an fx node's fake tensor.
+
+    Example:
+        >>> # [1, 's0', 384]
+    """
+    return [sym_to_dim(d) for d in node.meta["val"].shape]
+
+
+Handler = Callable[["Lowering", torch.fx.Node], Any]
+HANDLERS: dict[Any, Handler] = {}
+
+
+def handles(*targets: Any) -> Callable[[Handler], Handler]:
+    """Register a lowering handler for ATen overloads.
+
+    Example:
+        >>> # @handles(aten.relu.default) def _relu(lw, node): ...
+    """
+
+    def wrap(fn: Handler) -> Handler:
+        for t in targets:
+            HANDLERS[t] = fn
+        return fn
+
+    return wrap
+
+
+class Lowering:
+    """State while lowering one method: fx node -> value id (or list / dim / scalar).
+
+    Example:
+        >>> # Lowering(graph, ep, weight_names).run()
+    """
+
+    def __init__(self, graph: Graph, ep: torch.export.ExportedProgram, names: dict[str, str]) -> None:
+        self.g = graph
+        self.ep = ep
+        self.names = names
+        self.env: dict[torch.fx.Node, Any] = {}
+        self.node: torch.fx.Node | None = None
+        self.source = ""
+
+    # ------------------------------------------------------------------ helpers
+    def fail(self, msg: str) -> ExportError:
+        node = self.node
+        where, code = source_of(node) if node is not None else ("", "")
+        loc = f"\n  at {where}\n    {code}" if where else "\n  (no source location recorded)"
+        return ExportError(f"torchship.edge.export: {msg}{loc}")
+
+    def val(self, arg: Any) -> Any:
+        if isinstance(arg, torch.fx.Node):
+            return self.env[arg]
+        if isinstance(arg, (list, tuple)):
+            return [self.val(a) for a in arg]
+        return arg
+
+    def dim(self, arg: Any) -> Any:
+        """An int argument that may be symbolic."""
+        if isinstance(arg, torch.fx.Node):
+            v = arg.meta.get("val")
+            if isinstance(v, (torch.SymInt, int)):
+                return sym_to_dim(v)
+            raise self.fail(f"expected an integer argument, got {arg}")
+        if isinstance(arg, torch.SymInt):
+            return sym_to_dim(arg)
+        return int(arg)
+
+    def out(self) -> tuple[str, list[Any]]:
+        v = self.node.meta["val"]
+        return torch_dtype(v.dtype), meta_shape(self.node)
+
+    def emit(self, op: str, inputs: list[int], attrs: dict[str, Any] | None = None, dtype: str | None = None, shape: list[Any] | None = None) -> int:
+        if dtype is None or shape is None:
+            d, s = self.out()
+            dtype, shape = dtype or d, shape if shape is not None else s
+        return self.g.emit(op, inputs, dtype, shape, attrs, self.source, name=self.node.name if self.node is not None else "")
+
+    def const(self, value: Any, dtype: str) -> int:
+        arr = np.asarray(value, dtype={"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}[dtype])
+        return self.g.add_const(f"{self.g.name}.scalar", arr)
+
+    def tensor(self, arg: Any, dtype: str) -> int:
+        """Value id for a tensor argument or a Python scalar, cast to ``dtype``."""
+        if isinstance(arg, torch.fx.Node):
+            vid = self.env[arg]
+            if not isinstance(vid, int):
+                raise self.fail(f"expected a tensor argument, got {arg}")
+            if self.g.values[vid].dtype != dtype:
+                vid = self.g.emit("cast", [vid], dtype, self.g.values[vid].shape, {"dtype": dtype}, self.source)
+            return vid
+        if isinstance(arg, (bool, int, float)):
+            return self.const(arg, dtype)
+        raise self.fail(f"unsupported argument {arg!r}")
+
+    def shape_of(self, vid: int) -> list[Any]:
+        return self.g.values[vid].shape
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> None:
+        sig = self.ep.graph_signature
+        consts = {**self.ep.state_dict, **self.ep.constants}
+        param_names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+        for node in self.ep.graph.nodes:
+            self.node = node
+            self.source = source_of(node)[0]
+            if node.op == "placeholder":
+                if node.name in param_names:
+                    fqn = param_names[node.name]
+                    t = consts[fqn].detach()
+                    torch_dtype(t.dtype)
+                    self.env[node] = self.g.add_const(self.names.get(fqn, fqn), t.contiguous().numpy().copy())
+                else:
+                    v = node.meta["val"]
+                    if isinstance(v, torch.Tensor):
+                        self.env[node] = self.g.add_input(node.name, torch_dtype(v.dtype), meta_shape(node))
+                    else:
+                        raise self.fail(f"input {node.name} is not a tensor ({type(v).__name__}); pass tensors only")
+            elif node.op == "call_function":
+                handler = HANDLERS.get(node.target)
+                if handler is None:
+                    raise self.fail(
+                        f"op {node.target} is not supported by the edge core op set. Supported ops are listed in "
+                        "docs/edge-ops.md; rewrite this part of the model with supported operations"
+                    )
+                self.env[node] = handler(self, node)
+            elif node.op == "output":
+                outs = node.args[0]
+                flat = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+                ids = []
+                for o in flat:
+                    v = self.env.get(o) if isinstance(o, torch.fx.Node) else None
+                    if not isinstance(v, int):
+                        raise self.fail(f"output {o} is not a tensor")
+                    ids.append(v)
+                self.g.outputs = ids
+            else:
+                raise self.fail(f"fx node kind {node.op!r} is not supported")
+
+
+def _identity(lw: Lowering, node: torch.fx.Node) -> Any:
+    return lw.val(node.args[0])
+
+
+def _skip(lw: Lowering, node: torch.fx.Node) -> Any:
+    return None
+
+
+for _t in (aten.clone.default, aten.alias.default, aten.detach.default, aten.lift_fresh_copy.default, aten.contiguous.default):
+    HANDLERS[_t] = _identity
+for _t in (aten._assert_tensor_metadata.default, aten._assert_scalar.default, aten.sym_constrain_range_for_size.default, aten.sym_constrain_range.default):
+    HANDLERS[_t] = _skip
+HANDLERS[operator.getitem] = lambda lw, node: lw.val(node.args[0])[node.args[1]]
+
+
+def _sym(lw: Lowering, node: torch.fx.Node) -> Any:
+    return sym_to_dim(node.meta["val"])
+
+
+for _t in (aten.sym_size.int, operator.mul, operator.add, operator.floordiv, operator.sub, torch.sym_max, torch.sym_min):
+    HANDLERS[_t] = _sym

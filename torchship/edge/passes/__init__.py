@@ -1,0 +1,42 @@
+"""Graph passes run by ``torchship.edge.export`` in this order (see ``run_passes``):
+
+1. ``cleanup.simplify``: identity views/casts/expands removed, reshape chains collapsed
+2. ``fold.constant_fold``: instructions whose inputs are all constants are evaluated once
+3. ``fold.fold_affine``: per-channel ``mul``/``add`` after conv2d/linear (batch norm) folded in
+4. ``quantize`` (optional): int8 weight-only linear/conv2d
+5. ``cleanup.dce``: unused instructions and constants removed
+6. ``memory.plan``: lifetimes and best-fit offsets in one 64-byte aligned arena
+
+Example:
+    >>> from torchship.edge.passes import run_passes  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from torchship.edge.graph import Graph
+from torchship.edge.passes.cleanup import dce, simplify
+from torchship.edge.passes.fold import constant_fold, fold_affine
+from torchship.edge.passes.memory import MemoryPlan, plan
+from torchship.edge.passes.quantize import quantize_int8
+
+
+def run_passes(graph: Graph, quantize: str | None = None) -> MemoryPlan:
+    """Run the whole pipeline on ``graph`` in place and return its memory plan.
+
+    Example:
+        >>> # plan = run_passes(graph, quantize="int8")
+    """
+    simplify(graph)
+    constant_fold(graph)
+    fold_affine(graph)
+    simplify(graph)
+    dce(graph)
+    if quantize == "int8":
+        quantize_int8(graph)
+    elif quantize is not None:
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    dce(graph)
+    return plan(graph)
+
+
+__all__ = ["MemoryPlan", "constant_fold", "dce", "fold_affine", "plan", "quantize_int8", "run_passes", "simplify"]

@@ -1,0 +1,230 @@
+"""Load a program file and run its methods with numpy (no torch anywhere).
+
+The file is memory-mapped; weights become read-only numpy views of the map (zero copy); each
+method gets one preallocated arena, and every value is a view at its planned offset. For each
+set of symbol values (dynamic dims) the bound steps — kernel, input arrays, output arrays,
+attributes — are built once and cached, so a call is a tight loop of kernel calls.
+
+Example:
+    >>> prog = load("model.tsp")  # doctest: +SKIP
+    >>> prog.run(x)  # doctest: +SKIP
+    >>> prog.method("encode")(ids, mask)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from torchship.edge.runtime.dims import DTYPES, ProgramError, evaluate_shape, nbytes
+from torchship.edge.runtime.format import MethodSpec, ProgramSpec, check_shapes, parse
+from torchship.edge.runtime.registry import OPS, resolve_attrs
+
+_CACHE = 16
+
+
+class Method:
+    """One runnable method: validated spec, arena, weights, cached bound steps.
+
+    Example:
+        >>> out = load("model.tsp").method("forward")(x)  # doctest: +SKIP
+    """
+
+    def __init__(self, spec: MethodSpec, weights: dict[str, np.ndarray], where: str) -> None:
+        self.spec = spec
+        self.where = where
+        self.arena = np.empty(spec.arena_size + 64, np.uint8)
+        base = (-self.arena.ctypes.data) % 64  # 64-byte aligned base
+        self._buf = self.arena[base : base + spec.arena_size]
+        self._weights = {vid: weights[v.weight] for vid, v in enumerate(spec.values) if v.weight is not None}
+        self._bound: OrderedDict[tuple[int, ...], tuple[list[Any], list[np.ndarray], list[np.ndarray]]] = OrderedDict()
+        self._symbol_of = [[(pos, d) for d, _ in enumerate(spec.values[vid].shape)] for pos, vid in enumerate(spec.inputs)]
+        self.symbols = list(spec.symbols)
+
+    @property
+    def name(self) -> str:
+        """The method name.
+
+        Example:
+            >>> load("model.tsp").method("forward").name  # doctest: +SKIP
+            'forward'
+        """
+        return self.spec.name
+
+    def _bind_symbols(self, arrays: list[np.ndarray]) -> dict[str, int]:
+        env: dict[str, int] = {}
+        spec = self.spec
+        for pos, (vid, x) in enumerate(zip(spec.inputs, arrays)):
+            v = spec.values[vid]
+            if x.ndim != len(v.shape):
+                raise ProgramError(f"{self.where}: input {pos} ({v.name}) must have rank {len(v.shape)} {v.shape}, got shape {list(x.shape)}")
+            for d, (want, got) in enumerate(zip(v.shape, x.shape)):
+                if isinstance(want, str):
+                    lo, hi = spec.symbols[want]
+                    if env.setdefault(want, got) != got:
+                        raise ProgramError(f"{self.where}: input {pos} ({v.name}) dim {d} is {got} but symbol {want!r} is already {env[want]}")
+                    if not lo <= got <= hi:
+                        raise ProgramError(
+                            f"{self.where}: input {pos} ({v.name}) dim {d} = {got} is outside the planned range "
+                            f"[{lo}, {hi}] of {want!r}; re-export with a larger max for that dynamic dim"
+                        )
+                elif want != got:
+                    raise ProgramError(f"{self.where}: input {pos} ({v.name}) dim {d} must be {want}, got {got}")
+        return env
+
+    def _bind(self, env: dict[str, int]) -> tuple[list[Any], list[np.ndarray], list[np.ndarray]]:
+        key = tuple(env[s] for s in self.symbols)
+        hit = self._bound.get(key)
+        if hit is not None:
+            self._bound.move_to_end(key)
+            return hit
+        spec = self.spec
+        if self.symbols:
+            check_shapes(spec, env, self.where)
+        arrays: list[np.ndarray | None] = [None] * len(spec.values)
+        for vid, v in enumerate(spec.values):
+            if v.kind == "weight":
+                arrays[vid] = self._weights[vid]
+            elif v.kind in ("input", "arena"):
+                shape = evaluate_shape(v.shape, env)
+                arrays[vid] = np.ndarray(shape, DTYPES[v.dtype], self._buf, v.offset)
+        steps: list[Any] = []
+        for ins in spec.instrs:
+            op = OPS[ins.op]
+            attrs = resolve_attrs(op, ins.attrs, env) if ins.symbolic else ins.attrs
+            if op.alias:
+                out = spec.values[ins.outputs[0]]
+                arrays[ins.outputs[0]] = arrays[ins.inputs[0]].reshape(evaluate_shape(out.shape, env))
+                continue
+            steps.append((op.kernel, [arrays[i] for i in ins.inputs], [arrays[o] for o in ins.outputs], attrs, ins))
+        bound = (steps, [arrays[v] for v in spec.inputs], [arrays[v] for v in spec.outputs])
+        self._bound[key] = bound  # type: ignore[assignment]
+        if len(self._bound) > _CACHE:
+            self._bound.popitem(last=False)
+        return bound  # type: ignore[return-value]
+
+    def __call__(self, *inputs: Any) -> Any:
+        """Run the method on numpy arrays; returns an array, or a tuple for several outputs.
+
+        Example:
+            >>> load("mlp.tsp").method("forward")(np.zeros((4, 64), np.float32)).shape  # doctest: +SKIP
+            (4, 10)
+        """
+        spec = self.spec
+        if len(inputs) != len(spec.inputs):
+            raise ProgramError(f"{self.where}: takes {len(spec.inputs)} inputs, got {len(inputs)}")
+        arrays = []
+        for pos, (vid, x) in enumerate(zip(spec.inputs, inputs)):
+            x = np.asarray(x)
+            want = DTYPES[spec.values[vid].dtype]
+            if x.dtype != want:
+                raise ProgramError(f"{self.where}: input {pos} ({spec.values[vid].name}) must be {want}, got {x.dtype}")
+            arrays.append(x)
+        env = self._bind_symbols(arrays)
+        steps, in_arrays, out_arrays = self._bind(env)
+        for dst, src in zip(in_arrays, arrays):
+            np.copyto(dst, src)
+        for kernel, ins, outs, attrs, instr in steps:
+            try:
+                kernel(ins, outs, attrs)
+            except (ProgramError, ValueError, TypeError, IndexError, FloatingPointError) as exc:
+                where = f" at {instr.source}" if instr.source else ""
+                raise ProgramError(f"{self.where}: {instr.op}{where}: {exc}") from None
+        result = tuple(np.array(o, copy=True) for o in out_arrays)
+        return result if spec.output_tuple else result[0]
+
+    def arena_bytes(self) -> int:
+        """Planned arena size in bytes.
+
+        Example:
+            >>> load("mlp.tsp").method("forward").arena_bytes()  # doctest: +SKIP
+            8192
+        """
+        return self.spec.arena_size
+
+    def tensor_bytes(self) -> int:
+        """Sum of the upper-bound sizes of every arena tensor (what a plan without reuse needs).
+
+        Example:
+            >>> load("mlp.tsp").method("forward").tensor_bytes()  # doctest: +SKIP
+            12288
+        """
+        upper = {s: hi for s, (_, hi) in self.spec.symbols.items()}
+        return sum(nbytes(v.dtype, evaluate_shape(v.shape, upper)) for v in self.spec.values if v.kind in ("input", "arena"))
+
+
+class Program:
+    """A loaded program: methods by name, weights mapped from the file.
+
+    Example:
+        >>> prog = load("model.tsp")  # doctest: +SKIP
+        >>> sorted(prog.methods)  # doctest: +SKIP
+        ['encode', 'forward']
+    """
+
+    def __init__(self, spec: ProgramSpec, buf: Any, path: str) -> None:
+        self.spec = spec
+        self.path = path
+        self._buf = buf
+        weights: dict[str, np.ndarray] = {}
+        base = spec.weights.data_start
+        for key, info in spec.weights.tensors.items():
+            if info.dtype not in DTYPES:
+                continue  # not referenced by any value (parse() checked the referenced ones)
+            arr = np.frombuffer(buf, DTYPES[info.dtype], count=int(np.prod(info.shape, dtype=np.int64)), offset=base + info.start)
+            weights[key] = arr.reshape(info.shape)
+        self.weights = weights
+        self.methods = {name: Method(m, weights, f"{path}: {name}") for name, m in spec.methods.items()}
+        self.metadata = spec.metadata
+
+    def method(self, name: str) -> Method:
+        """The method called ``name``.
+
+        Example:
+            >>> load("model.tsp").method("encode")  # doctest: +SKIP
+        """
+        if name not in self.methods:
+            raise ProgramError(f"{self.path}: no method {name!r} (has {sorted(self.methods)})")
+        return self.methods[name]
+
+    def run(self, *inputs: Any) -> Any:
+        """Run ``forward`` (or the only method).
+
+        Example:
+            >>> load("mlp.tsp").run(x)  # doctest: +SKIP
+        """
+        name = "forward" if "forward" in self.methods or len(self.methods) != 1 else next(iter(self.methods))
+        return self.method(name)(*inputs)
+
+
+def load(path: str | os.PathLike[str]) -> Program:
+    """Map, validate and prepare a program file for running.
+
+    Example:
+        >>> prog = load("mlp.tsp")  # doctest: +SKIP
+    """
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            buf: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    except OSError as exc:
+        raise ProgramError(f"{path}: cannot open: {exc}") from None
+    return Program(parse(buf, name=path), buf, path)
+
+
+def loads(data: bytes, name: str = "<bytes>") -> Program:
+    """Validate and prepare a program held in memory.
+
+    Example:
+        >>> loads(Path("mlp.tsp").read_bytes())  # doctest: +SKIP
+    """
+    return Program(parse(data, name=name), data, name)
+
+
+__all__ = ["Method", "Program", "ProgramError", "load", "loads", "Path"]
