@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ def read_header(path: Path) -> Header:
         return parse_header(buf, name=str(path), base=blob_offset(buf, name=str(path)))
     finally:
         if hasattr(buf, "close"):
-            buf.close()
+            with contextlib.suppress(BufferError):  # a view still exported: the GC closes it
+                buf.close()
 
 
 def verify_path(path: str | Path) -> tuple[list[Path], list[str]]:
@@ -135,9 +137,9 @@ def _verify(args: argparse.Namespace) -> int:
         if problems:
             status = 1
             for problem in problems:
-                console.print(f"[red]INVALID[/] {problem}")
+                console.print(f"[red]INVALID[/] {problem}", soft_wrap=True)
         else:
-            console.print(f"[green]OK[/] {path} ({len(files)} file(s))")
+            console.print(f"[green]OK[/] {path} ({len(files)} file(s))", soft_wrap=True)
     return status
 
 

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -278,14 +279,14 @@ def parse_header(buf: Any, *, name: str = "<buffer>", base: int = 0) -> Header:
         >>> parse_header(serialize_header([], None)).tensors
         {}
     """
-    view = memoryview(buf).cast("B") if not isinstance(buf, (bytes, bytearray)) else buf
+    view = buf if isinstance(buf, (bytes, bytearray, mmap.mmap)) else memoryview(buf).cast("B")
     total = len(view)
     if base < 0 or base > total:
         raise SafetensorError(f"{name}: blob offset {base} is outside the file ({total} bytes)")
     size = total - base
     if size < 8:
         raise SafetensorError(f"{name}: file is {size} bytes, shorter than the 8-byte header length")
-    (n,) = struct.unpack_from("<Q", view, base)
+    (n,) = struct.unpack("<Q", bytes(view[base : base + 8]))
     if n > MAX_HEADER_SIZE:
         raise SafetensorError(f"{name}: header length {n} exceeds the limit of {MAX_HEADER_SIZE} bytes")
     if 8 + n > size:

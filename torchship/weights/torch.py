@@ -193,7 +193,7 @@ def _entries(tensors: Mapping[str, torch.Tensor]) -> dict[str, Entry]:
 
 
 def _storage_key(t: torch.Tensor) -> tuple[Any, int, int] | None:
-    if t.device.type == "meta":
+    if t.device.type == "meta" or t.layout != torch.strided:
         return None
     storage = t.untyped_storage()
     if storage.data_ptr() == 0 or storage.nbytes() == 0:
@@ -281,9 +281,10 @@ def save(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None
         >>> len(save({"x": torch.zeros(2, dtype=torch.uint8)}))
         66
     """
+    entries = _entries(tensors)
     _refuse_shared(tensors)
     buf = io.BytesIO()
-    write_entries(buf, _entries(tensors), metadata)
+    write_entries(buf, entries, metadata)
     return buf.getvalue()
 
 
@@ -308,8 +309,9 @@ def save_file(
     Example:
         >>> save_file({"w": torch.randn(3)}, "w.safetensors")  # doctest: +SKIP
     """
+    entries = _entries(tensors)
     _refuse_shared(tensors)
-    save_entries(_entries(tensors), filename, metadata)
+    save_entries(entries, filename, metadata)
 
 
 def save_sharded(
@@ -323,8 +325,9 @@ def save_sharded(
     Example:
         >>> save_sharded(model.state_dict(), "ckpt", "2GB")  # doctest: +SKIP
     """
+    entries = _entries(tensors)
     _refuse_shared(tensors)
-    return _shards.save_sharded(_entries(tensors), directory, max_shard_size, metadata)
+    return _shards.save_sharded(entries, directory, max_shard_size, metadata)
 
 
 def load(data: bytes, device: Any = "cpu") -> dict[str, torch.Tensor]:

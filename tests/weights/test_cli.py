@@ -1,0 +1,70 @@
+"""``torchship weights inspect|verify`` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from tests.weights._util import minilm_path
+from torchship.cli import main
+from torchship.weights import numpy as ours_np
+from torchship.weights.reader import PROGRAM_MAGIC
+
+
+@pytest.fixture()
+def good(tmp_path):
+    path = tmp_path / "good.safetensors"
+    ours_np.save_file({"w": np.ones((2, 3), np.float32), "ids": np.arange(4, dtype=np.int64)}, path, {"format": "np"})
+    return path
+
+
+def test_inspect_table(good, capsys) -> None:
+    assert main(["weights", "inspect", str(good)]) == 0
+    out = capsys.readouterr().out
+    for fragment in ("ids", "I64", "[4]", "w", "F32", "[2, 3]", "24", "format", "2 tensors"):
+        assert fragment in out, fragment
+
+
+def test_inspect_json_matches_header(good, capsys) -> None:
+    assert main(["weights", "inspect", "--json", str(good)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    entry = data[str(good)]
+    assert entry["metadata"] == {"format": "np"}
+    assert entry["tensors"]["ids"] == {"dtype": "I64", "shape": [4], "data_offsets": [0, 32]}
+    assert entry["tensors"]["w"] == {"dtype": "F32", "shape": [2, 3], "data_offsets": [32, 56]}
+
+
+def test_verify_exit_codes(good, tmp_path, capsys) -> None:
+    assert main(["weights", "verify", str(good)]) == 0
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(good.read_bytes() + b"\0")  # trailing byte
+    assert main(["weights", "verify", str(bad)]) == 1
+    assert main(["weights", "verify", str(good), str(bad)]) == 1
+    assert main(["weights", "verify", str(tmp_path / "missing")]) == 1
+    out = capsys.readouterr().out
+    assert "trailing bytes" in out and "no such file" in out
+    assert main(["weights", "inspect", str(bad)]) == 1
+
+
+def test_verify_sharded_directory(tmp_path) -> None:
+    ours_np.save_sharded({f"t{i}": np.full(100, i, np.float32) for i in range(4)}, tmp_path, 500)
+    assert main(["weights", "verify", str(tmp_path)]) == 0
+    shard = sorted(tmp_path.glob("model-*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:-1])
+    assert main(["weights", "verify", str(tmp_path)]) == 1
+
+
+def test_program_file_inspect_and_verify(tmp_path, capsys) -> None:
+    blob = ours_np.save({"layer.weight": np.eye(3, dtype=np.float32)})
+    path = tmp_path / "prog.tsp"
+    path.write_bytes(PROGRAM_MAGIC + struct.pack("<Q", 32) + b"\x00" * 16 + blob)
+    assert main(["weights", "verify", str(path)]) == 0
+    assert main(["weights", "inspect", str(path)]) == 0
+    assert "layer.weight" in capsys.readouterr().out
+
+
+def test_verify_real_minilm() -> None:
+    assert main(["weights", "verify", str(minilm_path())]) == 0

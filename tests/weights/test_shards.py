@@ -1,0 +1,92 @@
+"""Sharded checkpoints: the transformers layout, transparent loading, index validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from torchship.weights import SafetensorError
+from torchship.weights import numpy as ours_np
+from torchship.weights import torch as ours_pt
+from torchship.weights.shards import parse_size, plan_shards
+from torchship.weights.writer import Entry
+
+
+def _state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return {f"layer.{i}.weight": torch.randn(16, 16) for i in range(5)} | {"bias": torch.randn(16), "big": torch.randn(64, 64)}
+
+
+def test_sharded_layout_and_roundtrip(tmp_path) -> None:
+    state = _state()
+    names = ours_pt.save_sharded(state, tmp_path, max_shard_size=2500, metadata={"format": "pt"})
+    n = len(names)
+    assert n > 2 and names == [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(state)
+    assert set(index["weight_map"].values()) == set(names)
+    assert index["metadata"]["total_size"] == sum(t.nbytes for t in state.values())
+    for name in names:  # each shard respects the limit unless it holds a single bigger tensor
+        loaded = ours_pt.load_file(tmp_path / name)
+        assert sum(t.nbytes for t in loaded.values()) <= 2500 or len(loaded) == 1
+    for source in (tmp_path, tmp_path / "model.safetensors.index.json"):
+        back = ours_pt.load_file(source)
+        assert back.keys() == state.keys()
+        assert all(torch.equal(back[k], v) for k, v in state.items())
+    back_np = ours_np.load_file(tmp_path)
+    assert all(np.array_equal(back_np[k], v.numpy()) for k, v in state.items())
+
+
+def test_transformers_reads_our_index(tmp_path) -> None:
+    from transformers.utils.hub import get_checkpoint_shard_files
+
+    ours_pt.save_sharded(_state(), tmp_path, max_shard_size=3000)
+    files, meta = get_checkpoint_shard_files(str(tmp_path), str(tmp_path / "model.safetensors.index.json"))
+    assert sorted(f.rsplit("/", 1)[-1] for f in files) == sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+
+
+def test_single_shard_is_plain_model_file(tmp_path) -> None:
+    names = ours_np.save_sharded({"x": np.zeros(4, np.float32)}, tmp_path, "1MB")
+    assert names == ["model.safetensors"]
+    assert not (tmp_path / "model.safetensors.index.json").exists()
+    assert ours_np.load_file(tmp_path)["x"].shape == (4,)
+
+
+def test_plan_shards_and_sizes() -> None:
+    entries = {"a": Entry("U8", (6,), b""), "b": Entry("U8", (3,), b""), "c": Entry("U8", (20,), b""), "d": Entry("U8", (1,), b"")}
+    assert plan_shards(entries, 10) == [["a", "b"], ["c"], ["d"]]  # in layout order, like transformers
+    assert parse_size("5GB") == 5 * 10**9 and parse_size("1.5KiB") == 1536 and parse_size(" 7 ") == 7
+    for bad in ("-1", "5XB", 0, "GB"):
+        with pytest.raises(SafetensorError, match="shard size"):
+            parse_size(bad)
+
+
+def test_index_problems_are_reported(tmp_path) -> None:
+    ours_pt.save_sharded(_state(), tmp_path, max_shard_size=3000)
+    index_path = tmp_path / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+
+    def write(mutated: dict) -> None:
+        index_path.write_text(json.dumps(mutated))
+
+    write({**index, "weight_map": {**index["weight_map"], "layer.0.weight": "../evil.safetensors"}})
+    with pytest.raises(SafetensorError, match="not a file name in the index's directory"):
+        ours_pt.load_file(tmp_path)
+    write({**index, "weight_map": {**index["weight_map"], "ghost": "model-00099-of-00099.safetensors"}})
+    with pytest.raises(SafetensorError, match="does not exist"):
+        ours_pt.load_file(tmp_path)
+    wm = dict(index["weight_map"])
+    crowded = next(k for k, f in wm.items() if list(wm.values()).count(f) > 1)
+    wm.pop(crowded)  # its shard still holds it: the index no longer matches
+    write({**index, "weight_map": wm})
+    with pytest.raises(SafetensorError, match="does not match the index"):
+        ours_pt.load_file(tmp_path)
+    index_path.write_text("{not json")
+    with pytest.raises(SafetensorError, match="cannot read shard index"):
+        ours_np.load_file(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SafetensorError, match="neither"):
+        ours_np.load_file(tmp_path / "empty")
