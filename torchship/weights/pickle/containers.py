@@ -344,6 +344,11 @@ class ZipContainer(Container):
             raise ContainerError(self.path, f"zip archive has no {self.root}/data.pkl; not a "
                                  "torch.save checkpoint")
         source = f"{self.path}!{main.name}"
+        if strict:
+            extra = [m.name for m in self.pickle_members() if m is not main]
+            if extra:
+                raise ContainerError(self.path, f"zip member {extra[0]!r} is another pickle "
+                                     "stream; torch checkpoints have only data.pkl")
 
         def persistent(pid: Any, offset: int) -> StorageRef:
             if not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage":
