@@ -187,6 +187,11 @@ class Tile:
         """Actual number of elements (``end - begin``)."""
         return self.end - self.begin
 
+    @property
+    def count(self) -> int:
+        """Actual number of elements (``end - begin``; same as :attr:`size`)."""
+        return self.end - self.begin
+
     def __len__(self) -> int:
         return self.end - self.begin
 
