@@ -108,7 +108,41 @@ def lower_method(model: torch.nn.Module, name: str, inputs: tuple[Any, ...], dyn
     for sym in list(graph.symbols):
         if not any(sym in graph.values[v].shape for v in graph.inputs):
             del graph.symbols[sym]
+    _rename_symbols(graph, model, name, inputs, dynamic_shapes)
     return graph
+
+
+def _rename_symbols(graph: Graph, model: torch.nn.Module, name: str, inputs: tuple[Any, ...], spec: Any) -> None:
+    """Use the user's Dim names (``seq``) instead of torch's (``s27``) where unambiguous."""
+    if isinstance(spec, dict):
+        params = list(inspect.signature(getattr(model, name)).parameters)
+        spec = [spec.get(p) for p in params[: len(inputs)]]
+    if not isinstance(spec, (list, tuple)):
+        return
+    rename: dict[str, str] = {}
+    for vid, axes in zip(graph.inputs, spec):
+        if not isinstance(axes, dict):
+            continue
+        for axis, dim in axes.items():
+            shape = graph.values[vid].shape
+            dname = getattr(dim, "__name__", None)
+            if isinstance(dname, str) and 0 <= axis < len(shape) and isinstance(shape[axis], str):
+                rename.setdefault(shape[axis], dname)
+    if len(set(rename.values())) != len(rename) or set(rename.values()) & (set(graph.symbols) - set(rename)):
+        return
+
+    def sub(d: Any) -> Any:
+        if isinstance(d, str):
+            return rename.get(d, d)
+        if isinstance(d, list):
+            return [sub(x) for x in d]
+        return d
+
+    for v in graph.values:
+        v.shape = [sub(d) for d in v.shape]
+    for ins in graph.instrs:
+        ins.attrs = {k: sub(v) if k in ("shape", "start", "end") else v for k, v in ins.attrs.items()}
+    graph.symbols = {rename.get(s, s): r for s, r in graph.symbols.items()}
 
 
 def export(
