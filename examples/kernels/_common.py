@@ -23,13 +23,17 @@ ROW_TOLERANCE: dict[torch.dtype, dict[str, float]] = {
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def generator(device: str | torch.device, seed: int | None) -> torch.Generator:
+def generator(device: str | torch.device, seed: int | None) -> torch.Generator | None:
     """A torch generator on ``device``, seeded by ``seed`` (fresh random seed if None).
+
+    The meta device (shapes only, for benchmark tables) has no generator: None.
 
     Example:
         >>> generator("cpu", 3).initial_seed()
         3
     """
+    if torch.device(device).type == "meta":
+        return None
     g = torch.Generator(device=torch.device(device))
     g.manual_seed(random.getrandbits(62) if seed is None else seed)
     return g
