@@ -463,6 +463,10 @@ def _table() -> dict[tuple[str, str], Callable_]:
     for name, dtype_name in STORAGE_TYPES.items():
         for mod in ("torch", "torch.cuda"):
             t[(mod, name)] = StorageType(f"{mod}.{name}", TORCH_DTYPES[dtype_name])
+    for name, dtype_name in STORAGE_TYPES.items():  # legacy tensor type names (tar format)
+        tname = name.replace("Storage", "Tensor")
+        for mod in ("torch", "torch.cuda"):
+            t[(mod, tname)] = StorageType(f"{mod}.{tname}", TORCH_DTYPES[dtype_name])
     t[("torch.storage", "UntypedStorage")] = StorageType("torch.storage.UntypedStorage",
                                                          TORCH_DTYPES["uint8"])
     return t

@@ -101,20 +101,23 @@ def flatten(value: Any, prefix: str = "") -> Flat:
     budget = [MAX_NODES]
     path: set[int] = set()
 
-    def leaf(name: str, node: Any) -> None:
+    def leaf(name: str, node: Any, record: bool = True) -> bool:
         name = name or "value"
         if isinstance(node, Opaque):
             out.dropped[name] = f"built by non-allowlisted code ({node.describe()})"
-            return
+            return False
         try:
             text = json.dumps(_jsonable(node), ensure_ascii=False)
-        except (ValueError, TypeError) as exc:
-            out.dropped[name] = str(exc)
-            return
+        except (ValueError, TypeError, RecursionError) as exc:
+            if record:
+                out.dropped[name] = str(exc)
+            return False
         if len(text) > MAX_VALUE_BYTES:
-            out.dropped[name] = f"JSON form is {len(text)} bytes, over {MAX_VALUE_BYTES}"
-            return
+            if record:
+                out.dropped[name] = f"JSON form is {len(text)} bytes, over {MAX_VALUE_BYTES}"
+            return False
         out.values[name] = text
+        return True
 
     def walk(name: str, node: Any) -> None:
         budget[0] -= 1
@@ -137,8 +140,10 @@ def flatten(value: Any, prefix: str = "") -> Flat:
                 out.dropped[name or "value"] = "refers back to itself (cycle)"
                 return
             if not _has_tensor(node, [MAX_NODES], set()):
-                leaf(name, node)
-                return
+                # a tensor-free subtree is one JSON value; if that fails, a dict is split into
+                # its entries (so one bad leaf does not drop its siblings), a list is dropped
+                if leaf(name, node, record=not isinstance(node, dict)) or not isinstance(node, dict):
+                    return
             path.add(id(node))
             items = node.items() if isinstance(node, dict) else enumerate(node)
             for key, child in items:
