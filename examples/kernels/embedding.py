@@ -26,7 +26,20 @@ def embedding(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return out
 
 
-VARIANTS = {"embedding": (embedding, {})}
+@ts.kernel
+def embedding_rows(ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The same lookup with one program per id (``ts.grid``) copying its row in tiles."""
+    n = ids.size(0)
+    dim = weight.size(1)
+    out = torch.empty([n, dim], dtype=weight.dtype, device=weight.device)
+    for i in ts.grid(n):
+        row = ids[i]
+        for td in ts.tile(dim):
+            out[i, td] = weight[row, td]
+    return out
+
+
+VARIANTS = {"embedding": (embedding, {}), "embedding_rows": (embedding_rows, {})}
 DTYPES = FLOAT_DTYPES
 TOLERANCE = {dt: {"atol": 0.0, "rtol": 0.0} for dt in FLOAT_DTYPES}  # a copy: exact
 SHAPES = {

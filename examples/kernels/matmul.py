@@ -30,7 +30,25 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
-VARIANTS = {"matmul": (matmul, {})}
+@ts.kernel
+def matmul_split_k(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` with the k dimension split across programs, partial tiles summed with
+    ``ts.atomic_add`` into a float32 buffer (more parallelism when m and n are small)."""
+    m, k = a.size()
+    k2, n = b.size()
+    if k != k2:
+        raise ValueError(f"matmul_split_k: inner sizes differ: a is {m}x{k}, b is {k2}x{n}")
+    out = torch.zeros([m, n], dtype=torch.float32, device=a.device)
+    split = ts.register_block_size(64, 1024)
+    for tm, tn, ts_k in ts.tile([m, n, k], block_size=[None, None, split]):
+        acc = ts.zeros([tm, tn], dtype=torch.float32)
+        for tk in ts.tile(ts_k.begin, ts_k.end):
+            acc = ts.dot(a[tm, tk], b[tk, tn], acc=acc)
+        ts.atomic_add(out, [tm, tn], acc)
+    return out.to(a.dtype)
+
+
+VARIANTS = {"matmul": (matmul, {}), "matmul_split_k": (matmul_split_k, {})}
 DTYPES = FLOAT_DTYPES
 # Inputs have unit variance, so outputs grow like sqrt(k): tolerances are relative to that
 # and to the output dtype's rounding.
