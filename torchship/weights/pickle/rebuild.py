@@ -139,11 +139,12 @@ def flatten(value: Any, prefix: str = "") -> Flat:
             if id(node) in path:
                 out.dropped[name or "value"] = "refers back to itself (cycle)"
                 return
-            if not _has_tensor(node, [MAX_NODES], set()):
-                # a tensor-free subtree is one JSON value; if that fails, a dict is split into
-                # its entries (so one bad leaf does not drop its siblings), a list is dropped
-                if leaf(name, node, record=not isinstance(node, dict)) or not isinstance(node, dict):
-                    return
+            # a tensor-free subtree is one JSON value; if that fails, a dict is split into its
+            # entries (so one bad leaf does not drop its siblings), a list is dropped
+            is_dict = isinstance(node, dict)
+            if not _has_tensor(node, [MAX_NODES], set()) and (
+                    leaf(name, node, record=not is_dict) or not is_dict):
+                return
             path.add(id(node))
             items = node.items() if isinstance(node, dict) else enumerate(node)
             for key, child in items:
