@@ -95,3 +95,22 @@ def test_in_process_mode_has_the_same_checks_without_isolation():
     with Harness(FakeTarget(), timer=ModelTimer(cost), isolate=False) as h:
         results = h.evaluate(configs)
     assert [r.status for r in results] == ["ok", "wrong", "ok"]
+
+
+def test_kept_workers_are_reused_for_the_next_target():
+    from torchship.kernels.autotune.harness import shutdown_workers
+
+    try:
+        with Harness(FakeTarget(n=1000), timer=ModelTimer(cost), compile_workers=1,
+                     keep_workers=True) as h:
+            first = h.evaluate([FakeConfig(64, 4, 2)])
+            pids = {h._bench.proc.pid, h._compilers[0].proc.pid}
+        # a different target (other input size): same processes, new reference
+        with Harness(FakeTarget(n=500, seed=3), timer=ModelTimer(cost), compile_workers=1,
+                     keep_workers=True) as h:
+            assert {h._bench.proc.pid, h._compilers[0].proc.pid} == pids
+            second = h.evaluate([FakeConfig(256, 4, 3), FakeConfig(256, 4, 3, mode="wrong")])
+    finally:
+        shutdown_workers()
+    assert first[0].ok
+    assert [r.status for r in second] == ["ok", "wrong"]

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import pickle
@@ -200,23 +201,41 @@ class _Worker:
         self.proc: Any = None
         self.conn: Any = None
         self.restarts = -1
+        self.pending = False
 
-    def ensure(self) -> None:
-        if self.proc is not None and self.proc.is_alive():
-            return
-        self.kill()
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
-        self.conn = parent
-        self.restarts += 1
+    def begin(self, payload: bytes | None = None, timer: Timer | None = None) -> None:
+        """Start the process if needed and send it the setup message (no waiting)."""
+        if payload is not None:
+            self.payload, self.timer = payload, timer
+        if self.proc is None or not self.proc.is_alive():
+            self.kill()
+            ctx = mp.get_context("spawn")
+            parent, child = ctx.Pipe()
+            self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+            self.proc.start()
+            child.close()
+            self.conn = parent
+            self.restarts += 1
         self.conn.send(("setup", self.payload, self.timer, self.role))
+        self.pending = True
+
+    def finish(self) -> None:
+        """Wait for the answer to :meth:`begin`; HarnessError when setup failed."""
+        if not self.pending:
+            return
+        self.pending = False
         status, data = self.wait_reply(self.setup_timeout)
         if status != "ok":
             self.kill()
             raise HarnessError(f"{self.role} worker failed to start: {data}")
+
+    def ensure(self) -> None:
+        """A live, set-up worker (restarted after a crash)."""
+        if self.proc is not None and self.proc.is_alive() and not self.pending:
+            return
+        if not self.pending:
+            self.begin()
+        self.finish()
 
     def wait_reply(self, timeout: float) -> tuple[str, Any]:
         deadline = time.monotonic() + timeout
@@ -256,6 +275,24 @@ class _Worker:
         self.kill()
 
 
+#: live workers kept between Harness instances (``keep_workers=True``), by role
+_IDLE: dict[str, list[_Worker]] = {}
+
+
+def shutdown_workers() -> None:
+    """Stop every kept worker process.
+
+    Example:
+        >>> shutdown_workers()
+    """
+    for pool in _IDLE.values():
+        while pool:
+            pool.pop().close()
+
+
+atexit.register(shutdown_workers)
+
+
 class Harness:
     """Evaluate candidate configs of a target with compile workers and a benchmark worker.
 
@@ -279,7 +316,9 @@ class Harness:
         compile_timeout_s: float = 120.0,
         bench_timeout_s: float = 60.0,
         setup_timeout_s: float = 300.0,
+        keep_workers: bool = False,
     ) -> None:
+        self.keep_workers = keep_workers
         self.target = target
         self.timer = timer
         self.isolate = bool(isolate and target.isolatable)
@@ -301,18 +340,41 @@ class Harness:
             self._local = _State(self.target, self.timer, "bench")
             return self
         payload = pickle.dumps(self.target)
-        self._bench = _Worker(payload, self.timer, "bench", self.setup_timeout_s)
-        self._bench.ensure()
-        self._compilers = [
-            _Worker(payload, None, "compile", self.setup_timeout_s)
-            for _ in range(self.compile_workers)
-        ]
+        self._bench = self._take("bench")
+        self._compilers = [self._take("compile") for _ in range(self.compile_workers)]
+        workers = [self._bench, *self._compilers]
+        for w in workers:  # all set up in parallel
+            w.setup_timeout = self.setup_timeout_s
+            w.begin(payload, self.timer if w.role == "bench" else None)
+        errors = []
+        for w in workers:
+            try:
+                w.finish()
+            except HarnessError as exc:
+                errors.append((w, exc))
+        bench_errors = [exc for w, exc in errors if w is self._bench]
+        if bench_errors or (errors and len(errors) == len(self._compilers)):
+            self.close()
+            raise (bench_errors or [errors[0][1]])[0]
         return self
 
+    def _take(self, role: str) -> _Worker:
+        pool = _IDLE.get(role, []) if self.keep_workers else []
+        while pool:
+            w = pool.pop()
+            if w.proc is not None and w.proc.is_alive():
+                return w
+            w.kill()
+        return _Worker(b"", None, role, self.setup_timeout_s)
+
     def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker (or keep them for the next Harness when ``keep_workers``)."""
         for w in [self._bench, *self._compilers]:
-            if w is not None:
+            if w is None:
+                continue
+            if self.keep_workers and w.proc is not None and w.proc.is_alive():
+                _IDLE.setdefault(w.role, []).append(w)
+            else:
                 w.close()
         self._compilers, self._bench = [], None
 

@@ -263,6 +263,7 @@ def autotune(
     compile_workers: int | None = None,
     progress: bool | None = None,
     log_path: str | os.PathLike[str] | None = None,
+    keep_workers: bool = False,
 ) -> TuneReport:
     """Tune ``bound`` on ``args`` and return a :class:`TuneReport` (see :func:`tune`).
 
@@ -296,7 +297,8 @@ def autotune(
     seeds = [default] + (nearby_winners(store, key, space) if store is not None else [])
     strat.start(space, seeds, random.Random(seed))
     tgt = target or make_target(bound, args, kwargs, kernel, isolate)
-    harness = Harness(tgt, timer=timer, isolate=isolate, compile_workers=compile_workers)
+    harness = Harness(tgt, timer=timer, isolate=isolate, compile_workers=compile_workers,
+                      keep_workers=keep_workers)
     if batch is None:
         batch = max(4, harness.compile_workers)
     report = TuneReport(config=default, key=key, effort=eff.name, strategy=strat.name)
