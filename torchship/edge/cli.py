@@ -172,9 +172,8 @@ def _print_summary(path: str) -> None:
         t = Table(title=f"method {name}", show_header=True)
         t.add_column("what")
         t.add_column("value")
-        sig = lambda vids: ", ".join(f"{spec.values[v].dtype}{spec.values[v].shape}" for v in vids)  # noqa: E731
-        t.add_row("inputs", sig(spec.inputs))
-        t.add_row("outputs", sig(spec.outputs))
+        t.add_row("inputs", _sig(spec, spec.inputs))
+        t.add_row("outputs", _sig(spec, spec.outputs))
         t.add_row("symbols", ", ".join(f"{s} in [{lo}, {hi}]" for s, (lo, hi) in spec.symbols.items()) or "-")
         t.add_row("instructions", str(len(spec.instrs)))
         ops = Counter(i.op for i in spec.instrs)
@@ -182,6 +181,10 @@ def _print_summary(path: str) -> None:
         tb = m.tensor_bytes()
         t.add_row("arena (planned)", f"{_fmt(spec.arena_size)} vs {_fmt(tb)} sum of tensors ({spec.arena_size / max(tb, 1):.0%})")
         console.print(t)
+
+
+def _sig(spec: Any, vids: list[int]) -> str:
+    return ", ".join(f"{spec.values[v].dtype}{spec.values[v].shape}" for v in vids)
 
 
 def _inspect(args: argparse.Namespace) -> int:

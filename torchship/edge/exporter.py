@@ -81,7 +81,13 @@ def lower_method(model: torch.nn.Module, name: str, inputs: tuple[Any, ...], dyn
     """
     ep, prefix = _exported(model, name, inputs, dynamic_shapes)
     graph = Graph(name)
+    input_syms = set()
+    for node in ep.graph.nodes:
+        if node.op == "placeholder" and isinstance(node.meta.get("val"), torch.Tensor):
+            input_syms.update(str(d.node.expr) for d in node.meta["val"].shape if isinstance(d, torch.SymInt))
     for sym, rng in ep.range_constraints.items():
+        if str(sym) not in input_syms:
+            continue
         lo, hi = rng.lower, rng.upper
         if not getattr(hi, "is_finite", True) or (isinstance(hi, float) and math.isinf(hi)) or str(hi) in ("oo", "int_oo"):
             raise ExportError(

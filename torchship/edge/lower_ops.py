@@ -80,6 +80,12 @@ def _rsub(lw: Lowering, node: Node) -> int:
     return lw.emit("sub", [lw.tensor(node.args[1], out), lw.tensor(node.args[0], out)])
 
 
+@handles(aten.pow.Scalar)
+def _pow_scalar(lw: Lowering, node: Node) -> int:
+    out = _out_dtype(lw, node)
+    return lw.emit("pow", [lw.tensor(node.args[0], out), lw.tensor(node.args[1], out)])
+
+
 @handles(*_CMP)
 def _compare(lw: Lowering, node: Node) -> int:
     dt = _compute_dtype(node, "BOOL")
@@ -106,6 +112,12 @@ def _unary(lw: Lowering, node: Node) -> int:
     if node.target is aten.bitwise_not.default and _out_dtype(lw, node) != "BOOL":
         raise lw.fail("bitwise_not is only supported on bool tensors")
     return lw.emit(_UNARY[node.target], [lw.tensor(node.args[0], _out_dtype(lw, node))])
+
+
+@handles(aten.reciprocal.default)
+def _reciprocal(lw: Lowering, node: Node) -> int:
+    out = _out_dtype(lw, node)
+    return lw.emit("div", [lw.const(1.0, out), lw.tensor(node.args[0], out)])
 
 
 @handles(aten.gelu.default)
@@ -379,6 +391,32 @@ def _reduce(lw: Lowering, node: Node) -> int:
         x = lw.tensor(node.args[0], out)
     axes = _axes(node) if node.target not in (aten.mean.default, aten.sum.default) else []
     return lw.emit(name, [x], {"axes": axes, "keepdim": keep})
+
+
+@handles(aten.max.default, aten.min.default)
+def _max_all(lw: Lowering, node: Node) -> int:
+    op = "amax" if node.target is aten.max.default else "amin"
+    return lw.emit(op, [lw.val(node.args[0])], {"axes": [], "keepdim": False})
+
+
+@handles(aten.max.dim, aten.min.dim)
+def _max_dim(lw: Lowering, node: Node) -> list[Any]:
+    x = lw.val(node.args[0])
+    axis = int(node.args[1])
+    keep = bool(node.args[2]) if len(node.args) > 2 else False
+    from torchship.edge.lower import sym_to_dim
+
+    vals, idx = node.meta["val"]
+    dt = lw.g.values[x].dtype
+    shape = [sym_to_dim(d) for d in vals.shape]
+    op = "amax" if node.target is aten.max.dim else "amin"
+    v = lw.g.emit(op, [x], dt, shape, {"axes": [axis], "keepdim": keep}, lw.source)
+    if node.target is aten.max.dim:
+        i = lw.g.emit("argmax", [x], "I64", shape, {"axis": axis, "keepdim": keep}, lw.source)
+    else:
+        neg = lw.g.emit("neg", [x], dt, lw.shape_of(x), {}, lw.source)
+        i = lw.g.emit("argmax", [neg], "I64", shape, {"axis": axis, "keepdim": keep}, lw.source)
+    return [v, i]
 
 
 @handles(aten.linalg_vector_norm.default)

@@ -1,0 +1,128 @@
+"""Core ops through export + numpy runtime against torch eager in float64."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.edge._util import rel_err
+from torchship.edge import export
+from torchship.edge.runtime.ops import erfc
+
+
+class Fn(torch.nn.Module):
+    def __init__(self, fn, *params: torch.Tensor) -> None:
+        super().__init__()
+        self.fn = fn
+        self.params = torch.nn.ParameterList([torch.nn.Parameter(p, requires_grad=False) for p in params])
+
+    def forward(self, *xs):
+        return self.fn(*xs, *self.params)
+
+
+def check(fn, inputs, params=(), tol=2e-6) -> None:
+    model = Fn(fn, *params).eval()
+    prog = export(model, tuple(inputs))
+    got = prog.run(*inputs)
+    with torch.no_grad():
+        ref64 = Fn(fn, *(p.double() for p in params))(*(x.double() if x.is_floating_point() else x for x in inputs))
+    ref = ref64.numpy()
+    if ref.dtype == np.float64:
+        ref = ref.astype(np.float32)
+        assert float(np.abs(got.astype(np.float64) - ref64.numpy()).max() / max(np.abs(ref64.numpy()).max(), 1e-30)) <= tol
+    else:
+        np.testing.assert_array_equal(got, ref)
+
+
+torch.manual_seed(0)
+
+CONV = [
+    dict(stride=1, padding=1, dilation=1, groups=1, k=3, c=4, o=6),
+    dict(stride=2, padding=0, dilation=1, groups=1, k=3, c=3, o=5),
+    dict(stride=1, padding=2, dilation=2, groups=1, k=3, c=4, o=4),
+    dict(stride=2, padding=1, dilation=1, groups=2, k=3, c=4, o=6),
+    dict(stride=1, padding=1, dilation=1, groups=4, k=3, c=4, o=4),  # depthwise
+    dict(stride=2, padding=1, dilation=1, groups=4, k=5, c=4, o=8),  # depthwise, multiplier 2
+    dict(stride=2, padding=0, dilation=1, groups=1, k=1, c=8, o=3),  # strided 1x1
+    dict(stride=1, padding=0, dilation=1, groups=1, k=1, c=8, o=3),  # plain 1x1 (matmul path)
+]
+
+
+@pytest.mark.parametrize("cfg", CONV, ids=[str(i) for i in range(len(CONV))])
+def test_conv2d(cfg) -> None:
+    x = torch.randn(2, cfg["c"], 11, 9)
+    w = torch.randn(cfg["o"], cfg["c"] // cfg["groups"], cfg["k"], cfg["k"])
+    b = torch.randn(cfg["o"])
+    kw = {k: cfg[k] for k in ("stride", "padding", "dilation", "groups")}
+    check(lambda x, w, b: F.conv2d(x, w, b, **kw), [x], [w, b])
+
+
+def test_conv1d() -> None:
+    check(lambda x, w: F.conv1d(x, w, stride=2, padding=1), [torch.randn(2, 3, 17)], [torch.randn(4, 3, 3)])
+
+
+POOL = [
+    lambda x: F.max_pool2d(x, 3, 2, 1),
+    lambda x: F.max_pool2d(x, 2, ceil_mode=True),
+    lambda x: F.max_pool2d(x, 3, 1, 1, dilation=2),
+    lambda x: F.avg_pool2d(x, 3, 2, 1),
+    lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+    lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True),
+    lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+    lambda x: F.avg_pool2d(x, 2, divisor_override=3),
+    lambda x: F.adaptive_avg_pool2d(x, (5, 3)),
+    lambda x: F.adaptive_avg_pool2d(x, 1),
+]
+
+
+@pytest.mark.parametrize("i", range(len(POOL)))
+def test_pooling(i: int) -> None:
+    check(POOL[i], [torch.randn(2, 3, 11, 10)])
+
+
+ELEMENTWISE = [
+    lambda x: F.gelu(x),
+    lambda x: F.gelu(x, approximate="tanh"),
+    lambda x: torch.erf(x),
+    lambda x: torch.sigmoid(x) * torch.tanh(x) + F.silu(x),
+    lambda x: F.hardswish(x) + F.hardsigmoid(x) + F.relu6(x),
+    lambda x: torch.rsqrt(x.abs() + 1) - torch.sqrt(x.abs()) + torch.exp(-x * x) + torch.log(x.abs() + 2),
+    lambda x: torch.where(x > 0.5, x, -x) + (x <= 0).float() * 3,
+    lambda x: torch.clamp(x, -0.5, 0.7) + x.clamp(min=0.1) + x.clamp(max=-0.1),
+    lambda x: F.softmax(x, -1) + F.log_softmax(x, 1).exp(),
+    lambda x: F.layer_norm(x, (5, 6), eps=1e-6),
+    lambda x: x.mean((1, 2), keepdim=True) + x.sum(-1, keepdim=True) - x.amax(0) + x.amin(1, keepdim=True),
+    lambda x: torch.cat([x[:, 1:3], x[:, -2:], x[:, :2, ::2].sum(-1, keepdim=True).expand(4, 2, 6)], 1),
+    lambda x: x.transpose(0, 2).reshape(6, -1) @ x.reshape(20, 6) + x.select(1, 2).sum(),
+    lambda x: torch.linalg.vector_norm(x, dim=-1) + F.normalize(x, dim=-1).sum(-1),
+    lambda x: x ** 2 + 2 ** x.clamp(-3, 3) + x / 3 - 1 / (x.abs() + 1),
+]
+
+
+@pytest.mark.parametrize("i", range(len(ELEMENTWISE)))
+def test_elementwise_reduction_shape(i: int) -> None:
+    check(ELEMENTWISE[i], [torch.randn(4, 5, 6) * 2])
+
+
+def test_integer_and_bool_ops() -> None:
+    check(lambda x: (x * 3 - 1).argmax(-1), [torch.randn(3, 7)])
+    check(lambda i: (i + 1) * 2 - i.max(), [torch.arange(12).reshape(3, 4)])
+
+
+def test_sdpa_causal_and_mask() -> None:
+    q, k, v = (torch.randn(2, 3, 5, 8) for _ in range(3))
+    mask = torch.rand(5, 5) > 0.3
+    mask[:, 0] = True
+    check(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), [q, k, v])
+    check(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m), [q, k, v, mask])
+
+
+def test_erfc_relative_accuracy() -> None:
+    xs = np.linspace(-6, 9, 20001)
+    want = np.array([math.erfc(x) for x in xs])
+    got = erfc(xs)
+    assert np.max(np.abs(got - want) / want) < 2e-7
