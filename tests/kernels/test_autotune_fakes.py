@@ -118,7 +118,7 @@ class FakeBound:
         if config.mode == "compile_error":
             raise SyntaxError("fake compile error in generated code")
 
-        def launch(x: torch.Tensor) -> torch.Tensor:
+        def launch(x: torch.Tensor, *scalars: Any) -> torch.Tensor:
             if config.mode == "crash":
                 os._exit(7)
             if config.mode == "segfault":

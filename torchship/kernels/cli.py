@@ -105,7 +105,10 @@ def load_kernel(spec: str) -> tuple[Any, Any]:
         spec_.loader.exec_module(module)
     kernel = getattr(module, name, None)
     if kernel is None or not hasattr(kernel, "bind"):
-        found = sorted(k for k, v in vars(module).items() if hasattr(v, "bind") and not k.startswith("_"))
+        found = sorted(
+            k for k, v in vars(module).items()
+            if hasattr(v, "bind") and not isinstance(v, type) and not k.startswith("_")
+        )
         raise CliError(f"{file_part}: no kernel named {name!r} (kernels here: {', '.join(found) or 'none'})")
     return module, kernel
 
@@ -162,7 +165,7 @@ def _cmd_autotune(args: argparse.Namespace) -> int:
     from torchship.kernels.autotune.plot import plot_report
     from torchship.kernels.autotune.records import config_dict
 
-    console = Console()
+    console = Console(soft_wrap=True)
     try:
         module, kernel = load_kernel(args.target)
         inputs = build_inputs(module, kernel, args)
@@ -210,7 +213,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
     from torchship.kernels.autotune import AutotuneCache
 
-    console = Console()
+    console = Console(soft_wrap=True)
     cache = AutotuneCache(args.dir)
     if args.cache_action == "list":
         table = Table(title=f"autotune cache: {cache.root}")
