@@ -1,0 +1,624 @@
+"""Emit Triton source for one launch of the Tile IR under one Config.
+
+One statement per IR value, named after the user's variables, with ``# file.py:LINE  source``
+comments. Full (``:``) dimensions are either one padded block (persistent reduction) or, when
+``Config.reduction_loops`` says so, rolled into chunk loops: values that contain a rolled dim
+are not emitted where they are defined but recomputed inside the loop of each consumer that
+removes the dim (a reduction over it, a ``dot`` contracting it, a store).
+
+Example (see tests/kernels/test_codegen.py):
+    >>> TritonCodegen.tl_dtype(__import__("torch").bfloat16)
+    'tl.bfloat16'
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+import re
+from typing import Any
+
+import torch
+
+from torchship.kernels.backends.triton import indexing
+from torchship.kernels.config import Config
+from torchship.kernels.errors import KernelTypeError
+from torchship.kernels.ir import ConstDim, FullDim, Launch, Loop, Node, TileDim, TileInfo, Value
+from torchship.kernels.ops import OPS
+from torchship.kernels.ops import reduce as red
+from torchship.kernels.ops.matmul import compute_dtype, emit_dot
+
+_TL = {torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16", torch.float32: "tl.float32",
+       torch.float64: "tl.float64", torch.int8: "tl.int8", torch.int16: "tl.int16",
+       torch.int32: "tl.int32", torch.int64: "tl.int64", torch.uint8: "tl.uint8",
+       torch.bool: "tl.int1"}
+
+
+class _Ctx:
+    """Names visible at one point of the emitted code (chunk loops open child contexts)."""
+
+    def __init__(self, parent: _Ctx | None = None) -> None:
+        self.parent = parent
+        self.names: dict[int, str] = {}
+        self.dims: dict[int, tuple[str, str | None, str, str]] = {}  # id -> (idx, mask, blk, off)
+        self.rolled: set[int] = set() if parent is None else set(parent.rolled)
+
+    def lookup(self, vid: int) -> str | None:
+        c: _Ctx | None = self
+        while c is not None:
+            if vid in c.names:
+                return c.names[vid]
+            c = c.parent
+        return None
+
+    def dim(self, did: int) -> tuple[str, str | None, str, str] | None:
+        c: _Ctx | None = self
+        while c is not None:
+            if did in c.dims:
+                return c.dims[did]
+            c = c.parent
+        return None
+
+
+class TritonCodegen:
+    """Generate the Triton kernel for ``launch`` with ``config``.
+
+    ``reduction_index`` maps a full dim's root id to its ``Config.reduction_loops`` slot.
+    """
+
+    def __init__(self, launch: Launch, config: Config, reduction_index: dict[int, int],
+                 kernel_name: str, indexing_mode: str) -> None:
+        self.launch = launch
+        self.config = config
+        self.reduction_index = reduction_index
+        self.kernel_name = kernel_name
+        self.indexing = indexing_mode
+        self.lines: list[str] = []
+        self.indent = 1
+        self.used: set[str] = set(keyword.kwlist) | {"tl", "triton", "float", "range", "min",
+                                                      "max", "abs", "int"}
+        self.constexprs: dict[str, str] = {}  # name -> host expression (for the launcher)
+        self.block_names: dict[int, str] = {}
+        self.tile_vars: dict[int, dict[str, str]] = {}
+        self.ctx = _Ctx()
+        self.last_loc: Any = None
+        for p in launch.args:
+            self.used.add(p.name)
+            if p.value is not None:
+                self.ctx.names[p.value.id] = p.name
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def tl_dtype(dtype: torch.dtype) -> str:
+        """The ``tl`` dtype for a torch dtype."""
+        if dtype not in _TL:
+            raise KernelTypeError(f"dtype {dtype} is not supported in kernels")
+        return _TL[dtype]
+
+    tl = tl_dtype
+
+    def fresh(self, hint: str) -> str:
+        base = re.sub(r"\W", "_", hint or "v") or "v"
+        if base[0].isdigit():
+            base = "v" + base
+        name, k = base, 1
+        while name in self.used:
+            name = f"{base}_{k}"
+            k += 1
+        self.used.add(name)
+        return name
+
+    def line(self, text: str) -> None:
+        self.lines.append("    " * self.indent + text)
+
+    def comment_for(self, node: Any) -> None:
+        loc = getattr(node, "loc", None)
+        if loc is not None and loc != self.last_loc:
+            self.last_loc = loc
+            self.line(f"# {loc.short()}  {loc.source}")
+
+    def literal(self, v: Any) -> str:
+        if isinstance(v, bool):
+            return "True" if v else "False"
+        if isinstance(v, float):
+            if math.isinf(v):
+                return 'float("inf")' if v > 0 else 'float("-inf")'
+            if math.isnan(v):
+                return 'float("nan")'
+        return repr(v)
+
+    def coerce(self, operand: Any, expr: str, dtype: torch.dtype | None,
+               force: bool = False) -> str:
+        if not isinstance(operand, Value):
+            if dtype is not None and isinstance(operand, (int, float)) and force:
+                return f"tl.full([], {self.literal(operand)}, {self.tl(dtype)})"
+            return expr
+        if dtype is None or operand.dtype == dtype:
+            return expr
+        return f"{expr}.to({self.tl(dtype)})"
+
+    def ref(self, x: Any) -> str:
+        """Triton expression of an operand (emitting a deferred value when needed)."""
+        if not isinstance(x, Value):
+            return self.literal(x)
+        name = self.ctx.lookup(x.id)
+        if name is not None:
+            return name
+        if x.node is not None and self.is_deferred(x):
+            return self.emit_value_node(x.node)
+        raise AssertionError(f"value {x!r} used before it was emitted")
+
+    def rolled_root(self, d: Any) -> FullDim | None:
+        r = d.find()
+        if isinstance(r, FullDim) and self.chunk_of(r) is not None:
+            return r
+        return None
+
+    def chunk_of(self, root: FullDim) -> int | None:
+        slot = self.reduction_index.get(root.id)
+        if slot is None or slot >= len(self.config.reduction_loops):
+            return None
+        return self.config.reduction_loops[slot]
+
+    def is_deferred(self, v: Value) -> bool:
+        """True for a value with a rolled dim that is not open in the current context."""
+        for d in v.shape:
+            r = self.rolled_root(d)
+            if r is not None and self.ctx.dim(r.id) is None:
+                return True
+        return False
+
+    def dim_info(self, d: Any) -> tuple[str, str | None, str]:
+        """(index expr, mask expr or None, block size expr) of a dim."""
+        return self._dim4(d)[:3]
+
+    def dim_offset(self, d: Any) -> str:
+        """Where the block of dim ``d`` starts (tile begin, chunk offset or 0)."""
+        return self._dim4(d)[3]
+
+    def _dim4(self, d: Any) -> tuple[str, str | None, str, str]:
+        r = d.find()
+        if isinstance(r, ConstDim):
+            return ("0", None, str(r.n), "0")
+        info = self.ctx.dim(r.id) if isinstance(r, FullDim) else None
+        if isinstance(r, TileDim):
+            info = self.ctx.dim(id(r.tile))
+        if info is None:
+            raise AssertionError(f"dim {r!r} is not open here")
+        return info
+
+    @staticmethod
+    def b_stride(ref: Any, axis: int) -> Value:
+        return ref.strides[axis].value
+
+    def block(self, d: Any) -> str:
+        return self.dim_info(d)[2]
+
+    @staticmethod
+    def expand(expr: str, pos: int, rank: int) -> str:
+        if rank <= 1:
+            return expr
+        parts = ["None"] * rank
+        parts[pos] = ":"
+        return f"{expr}[{', '.join(parts)}]"
+
+    def mask_of(self, shape: tuple[Any, ...]) -> str | None:
+        masks = []
+        for pos, d in enumerate(shape):
+            _, m, _ = self.dim_info(d)
+            if m is not None:
+                masks.append(self.expand(m, pos, len(shape)))
+        return " & ".join(masks) if masks else None
+
+    # ------------------------------------------------------------------ tiles
+    def block_name(self, tile: TileInfo) -> str:
+        if tile.fixed is not None:
+            return str(tile.fixed)
+        key = tile.param
+        if key not in self.block_names:
+            name = self.fresh(f"BLOCK_{tile.name.upper()}")
+            self.block_names[key] = name
+            self.constexprs[name] = str(self.config.block_sizes[key])
+        return self.block_names[key]
+
+    def open_tile(self, tile: TileInfo, begin_expr: str) -> None:
+        """Emit index/mask of a tile whose block starts at ``begin_expr`` (a name)."""
+        blk = self.block_name(tile)
+        idx = self.fresh(f"{tile.name}_index")
+        mask = self.fresh(f"{tile.name}_mask")
+        self.line(f"{idx} = {begin_expr} + tl.arange(0, {blk})")
+        self.line(f"{mask} = {idx} < {self.ref(tile.end)}")
+        self.ctx.dims[id(tile)] = (idx, mask, blk, begin_expr)
+        self.tile_vars[id(tile)] = {"begin": begin_expr, "block_size": blk}
+
+    def tile_index(self, tile: TileInfo) -> str:
+        return self.ctx.dim(id(tile))[0]
+
+    def tile_attr(self, tile: TileInfo, attr: str) -> str:
+        tv = self.tile_vars[id(tile)]
+        if attr == "begin":
+            return tv["begin"]
+        if attr == "block_size":
+            return f"tl.full([], {tv['block_size']}, tl.int32)"
+        if attr == "end":
+            return f"tl.minimum({tv['begin']} + {tv['block_size']}, {self.ref(tile.end)})"
+        if attr == "count":
+            return f"tl.minimum({self.ref(tile.end)} - {tv['begin']}, {tv['block_size']})"
+        if attr == "id":
+            return f"({tv['begin']} - {self.ref(tile.begin)}) // {tv['block_size']}"
+        raise AssertionError(attr)
+
+    # ------------------------------------------------------------------ structure
+    def generate(self) -> str:
+        la = self.launch
+        # full dims: persistent ones are opened once at the top
+        for d in la.full_dims:
+            r = d.find()
+            if self.ctx.dim(r.id) is not None or self.chunk_of(r) is not None:
+                continue
+            rname = self.fresh(f"R_{r.label.replace('.size(', '').replace(')', '')}".upper())
+            size = self.ref(r.size)
+            self.constexprs[rname] = f"_pad({self.host_expr(r.size)})"
+            idx = self.fresh(f"{r.label.split('.')[0]}_r{r.label[-2]}")
+            self.line(f"{idx} = tl.arange(0, {rname})")
+            self.line(f"{idx}_mask = {idx} < {size}")
+            self.ctx.dims[r.id] = (idx, f"{idx}_mask", rname, "0")
+            self.used.add(f"{idx}_mask")
+        self.emit_grid()
+        header = self.signature()
+        return "\n".join([header, *self.lines]) + "\n"
+
+    def host_expr(self, x: Any) -> str:
+        if isinstance(x, Value):
+            for p in self.launch.args:
+                if p.value is x:
+                    return p.getter
+            raise KernelTypeError("a grid bound must come from host values (sizes, ints)")
+        return repr(x)
+
+    def signature(self) -> str:
+        params = [p.name for p in self.launch.args]
+        params += [f"{n}: tl.constexpr" for n in self.constexprs]
+        return f"def {self.kernel_name}({', '.join(params)}):"
+
+    def emit_grid(self) -> None:
+        la = self.launch
+        loc = la.loc
+        self.line(f"# {loc.short()}  {loc.source}  (one program per tile)")
+        self.last_loc = loc
+        dims = la.grid_tiles
+        counts = []
+        for t in dims:
+            if isinstance(t, TileInfo):
+                n = self.fresh(f"num_{t.name}")
+                blk = self.block_name(t)
+                self.line(f"{n} = ({self.ref(t.end)} - {self.ref(t.begin)} + {blk} - 1) // {blk}")
+            else:
+                idx = dims.index(t)
+                n = self.fresh(f"num_{t.name}")
+                self.line(f"{n} = {self.ref(la.ends[idx])} - {self.ref(la.begins[idx] or 0)}")
+            counts.append(n)
+        persistent = self.config.pid_type == "persistent"
+        if persistent:
+            total = self.fresh("num_tiles")
+            self.line(f"{total} = {' * '.join(counts)}")
+            pid = self.fresh("virtual_pid")
+            self.line(f"for {pid} in tl.range(tl.program_id(0), {total}, tl.num_programs(0)):")
+            self.indent += 1
+        else:
+            pid = self.fresh("pid")
+            self.line(f"{pid} = tl.program_id(0)")
+        ids = self.decompose(pid, counts)
+        for t, i, pid_i in zip(dims, range(len(dims)), ids):
+            if isinstance(t, TileInfo):
+                b = self.fresh(f"{t.name}_begin")
+                self.line(f"{b} = {self.ref(t.begin)} + {pid_i} * {self.block_name(t)}")
+                self.open_tile(t, b)
+            else:
+                name = self.fresh(t.name)
+                self.line(f"{name} = {self.ref(la.begins[i] or 0)} + {pid_i}")
+                self.ctx.names[t.id] = name
+        self.emit_items(la.body)
+        if persistent:
+            self.indent -= 1
+
+    def decompose(self, pid: str, counts: list[str]) -> list[str]:
+        n = len(counts)
+        if n == 1:
+            return [pid]
+        order = list(range(n))
+        if self.config.loop_orders:
+            idx = getattr(self.launch, "order_slot", None)
+            if idx is not None and idx < len(self.config.loop_orders):
+                order = self.config.loop_orders[idx]
+        ids: list[str] = [""] * n
+        group = self.config.l2_grouping
+        rest = pid
+        # order[-1] varies fastest
+        if group > 1 and n >= 2:
+            a, b = order[-2], order[-1]
+            outer = order[:-2]
+            inner_total = self.fresh("tiles_ab")
+            self.line(f"{inner_total} = {counts[a]} * {counts[b]}")
+            if outer:
+                rest_outer = self.fresh("pid_outer")
+                self.line(f"{rest_outer} = {pid} // {inner_total}")
+                rest = self.fresh("pid_inner")
+                self.line(f"{rest} = {pid} % {inner_total}")
+            in_group = self.fresh("tiles_in_group")
+            self.line(f"{in_group} = {group} * {counts[b]}")
+            gid = self.fresh("group_id")
+            self.line(f"{gid} = {rest} // {in_group}")
+            first = self.fresh("first_tile")
+            self.line(f"{first} = {gid} * {group}")
+            gsize = self.fresh("group_size")
+            self.line(f"{gsize} = tl.minimum({counts[a]} - {first}, {group})")
+            ids[a] = self.fresh("pid_" + str(a))
+            self.line(f"{ids[a]} = {first} + ({rest} % {in_group}) % {gsize}")
+            ids[b] = self.fresh("pid_" + str(b))
+            self.line(f"{ids[b]} = ({rest} % {in_group}) // {gsize}")
+            if outer:
+                self._split(rest_outer, [counts[i] for i in outer], outer, ids)
+            return ids
+        self._split(pid, counts if order == list(range(n)) else [counts[i] for i in order],
+                    order, ids)
+        return ids
+
+    def _split(self, pid: str, counts: list[str], dims: list[int], ids: list[str]) -> None:
+        rest = pid
+        for k in range(len(dims) - 1, -1, -1):
+            name = self.fresh(f"pid_{dims[k]}")
+            if k == 0:
+                self.line(f"{name} = {rest}")
+            else:
+                self.line(f"{name} = {rest} % {counts[k]}")
+                nxt = self.fresh("pid_rest")
+                self.line(f"{nxt} = {rest} // {counts[k]}")
+                rest = nxt
+            ids[dims[k]] = name
+
+    # ------------------------------------------------------------------ items
+    def emit_items(self, items: list[Any]) -> None:
+        for it in items:
+            if isinstance(it, Loop):
+                self.emit_loop(it)
+            else:
+                self.emit_node(it)
+
+    def emit_loop(self, loop: Loop) -> None:
+        self.comment_for(loop)
+        for c in loop.carried:
+            name = self.fresh(c.name)
+            init = self.ref(c.init)
+            self.line(f"{name} = {init}")
+            self.ctx.names[c.phi.id] = name
+        opened = 0
+        if loop.tiles:
+            for t in loop.tiles:
+                b = self.fresh(f"{t.name}_begin")
+                self.line(f"for {b} in tl.range({self.ref(t.begin)}, {self.ref(t.end)}, "
+                          f"{self.block_name(t)}):")
+                self.indent += 1
+                opened += 1
+                self.open_tile(t, b)
+        else:
+            for v, b, e in zip(loop.scalar_vars, loop.begins, loop.ends):
+                name = self.fresh(v.name)
+                self.line(f"for {name} in tl.range({self.ref(b)}, {self.ref(e)}):")
+                self.indent += 1
+                opened += 1
+                self.ctx.names[v.id] = name
+        self.emit_items(loop.body)
+        for c in loop.carried:
+            final = self.ref(c.final)
+            name = self.ctx.names[c.phi.id]
+            if final != name:
+                self.line(f"{name} = {final}")
+        self.indent -= opened
+
+    def emit_node(self, node: Node) -> None:
+        if node.out is not None and self.is_deferred(node.out):
+            return  # recomputed inside the chunk loop of each consumer
+        rolled = self.consumer_rolled(node)
+        self.comment_for(node)
+        if rolled is not None:
+            self.emit_chunk_loop(node, rolled)
+            return
+        self.emit_value_node(node)
+
+    def consumer_rolled(self, node: Node) -> FullDim | None:
+        """The rolled dim this node removes (so it needs a chunk loop), if any."""
+        cands: list[Any] = []
+        if node.op == "reduce":
+            cands = [node.inputs[0].shape[node.attrs["dim"]]]
+        elif node.op == "dot":
+            cands = [node.inputs[0].shape[-1]]
+        elif node.op in ("store", "atomic_add"):
+            from torchship.kernels.ops.memory import index_shape
+
+            cands = list(index_shape(node.attrs["index"]))
+            if isinstance(node.inputs[0], Value):
+                cands += list(node.inputs[0].shape)
+        for d in cands:
+            r = self.rolled_root(d)
+            if r is not None and self.ctx.dim(r.id) is None:
+                return r
+        return None
+
+    def emit_value_node(self, node: Node) -> str:
+        op = OPS[node.op]
+        if node.op == "tile_index":
+            name = self.tile_index(node.attrs["tile"])
+            self.ctx.names[node.out.id] = name
+            return name
+        if node.op == "to" and isinstance(node.inputs[0], Value) and \
+                node.inputs[0].dtype == node.out.dtype:
+            name = self.ref(node.inputs[0])  # a no-op cast: no statement
+            self.ctx.names[node.out.id] = name
+            return name
+        if node.op == "reduce":
+            expr = self.reduce_expr(node)
+        elif node.op == "dot":
+            expr = self.dot_expr(node, None)
+        else:
+            args = [self.ref(i) for i in node.inputs]
+            expr = op.emit(self, node, args)
+        if node.out is None:
+            self.line(expr)
+            return ""
+        name = self.fresh(node.out.name or ("load" if node.op == "load" else "v"))
+        self.line(f"{name} = {expr}")
+        self.ctx.names[node.out.id] = name
+        return name
+
+    # ------------------------------------------------------------------ reductions / dots
+    def masked_for(self, v: Value, pos: int, fill: str) -> str:
+        """Operand ``v`` with lanes outside dim ``pos``'s mask set to ``fill``."""
+        expr = self.ref(v)
+        _, m, _ = self.dim_info(v.shape[pos])
+        if m is None or (fill in ("0", "0.0") and _zero_padded(v, v.shape[pos])):
+            return expr
+        tmp = self.fresh(f"{v.name or 'v'}_masked")
+        self.line(f"{tmp} = tl.where({self.expand(m, pos, v.ndim)}, {expr}, {fill})")
+        return tmp
+
+    def reduce_operand(self, node: Node) -> str:
+        x = node.inputs[0]
+        kind = node.attrs["kind"]
+        work = red.work_dtype(kind, x.dtype)
+        base = self.masked_for(x, node.attrs["dim"], red.identity(kind, x.dtype))
+        return self.coerce(x, base, work)
+
+    def reduce_expr(self, node: Node) -> str:
+        x = node.inputs[0]
+        expr = red.emit_part(self, node, self.reduce_operand(node))
+        return self._finish_reduce(node, expr, x)
+
+    def _finish_reduce(self, node: Node, expr: str, x: Value) -> str:
+        kind = node.attrs["kind"]
+        work = red.work_dtype(kind, x.dtype)
+        out = node.out.dtype
+        if red.KINDS[kind].index:
+            return f"({expr}).to(tl.int64)"
+        if work != out:
+            return f"({expr}).to({self.tl(out)})"
+        return expr
+
+    def dot_operands(self, node: Node) -> tuple[str, str]:
+        a, b = node.inputs[0], node.inputs[1]
+        work = compute_dtype(a, b)
+        ae = self.coerce(a, self.masked_for(a, a.ndim - 1, "0.0"), work)
+        be = self.coerce(b, self.masked_for(b, b.ndim - 2, "0.0"), work)
+        return ae, be
+
+    def dot_expr(self, node: Node, acc: str | None) -> str:
+        ae, be = self.dot_operands(node)
+        acc_in = node.inputs[2] if len(node.inputs) > 2 else None
+        if acc is None and acc_in is not None:
+            acc = self.coerce(acc_in, self.ref(acc_in), torch.float32)
+        expr = emit_dot(self, node, ae, be, acc)
+        work = compute_dtype(node.inputs[0], node.inputs[1])
+        dot_out = torch.float64 if work == torch.float64 else torch.float32
+        if node.out.dtype != dot_out:
+            expr = f"({expr}).to({self.tl(node.out.dtype)})"
+        return expr
+
+    # ------------------------------------------------------------------ chunk loops
+    def emit_chunk_loop(self, node: Node, root: FullDim) -> None:
+        chunk = self.chunk_of(root)
+        size = self.ref(root.size)
+        out = node.out
+        acc = acc_i = None
+        if node.op == "reduce":
+            x = node.inputs[0]
+            kind = node.attrs["kind"]
+            work = red.work_dtype(kind, x.dtype)
+            shape = self._shape_str(out.shape)
+            acc = self.fresh(f"{out.name or 'v'}_acc")
+            self.line(f"{acc} = tl.full({shape}, {red.identity(kind, x.dtype)}, "
+                      f"{self.tl(work)})")
+            if red.KINDS[kind].index:
+                acc_i = self.fresh(f"{out.name or 'v'}_idx")
+                self.line(f"{acc_i} = tl.zeros({shape}, tl.int32)")
+        elif node.op == "dot":
+            work = compute_dtype(node.inputs[0], node.inputs[1])
+            dot_out = torch.float64 if work == torch.float64 else torch.float32
+            acc = self.fresh(f"{out.name or 'v'}_acc")
+            if len(node.inputs) > 2:
+                self.line(f"{acc} = {self.coerce(node.inputs[2], self.ref(node.inputs[2]), dot_out)}")
+            else:
+                self.line(f"{acc} = tl.zeros({self._shape_str(out.shape)}, {self.tl(dot_out)})")
+        off = self.fresh(f"{root.label.split('.')[0]}_roff")
+        self.line(f"for {off} in tl.range(0, {size}, {chunk}):")
+        self.indent += 1
+        parent = self.ctx
+        self.ctx = _Ctx(parent)
+        idx = self.fresh(f"{root.label.split('.')[0]}_r")
+        mask = self.fresh(f"{idx}_mask")
+        self.line(f"{idx} = {off} + tl.arange(0, {chunk})")
+        self.line(f"{mask} = {idx} < {size}")
+        self.ctx.dims[root.id] = (idx, mask, str(chunk), off)
+        if node.op == "reduce":
+            x = node.inputs[0]
+            kind = node.attrs["kind"]
+            part = red.emit_part(self, node, self.reduce_operand(node))
+            if red.KINDS[kind].index:
+                vfn = "tl.max" if red.KINDS[kind].larger else "tl.min"
+                operand = self.reduce_operand(node)
+                kd = ", keep_dims=True" if node.attrs["keepdim"] else ""
+                cv = self.fresh("chunk_best")
+                self.line(f"{cv} = {vfn}({operand}, axis={node.attrs['dim']}{kd})")
+                ci = self.fresh("chunk_arg")
+                self.line(f"{ci} = {part} + {off}")
+                better = self.fresh("better")
+                cmp = ">" if red.KINDS[kind].larger else "<"
+                self.line(f"{better} = {cv} {cmp} {acc}")
+                self.line(f"{acc_i} = tl.where({better}, {ci}, {acc_i})")
+                self.line(f"{acc} = tl.where({better}, {cv}, {acc})")
+            else:
+                self.line(f"{acc} = {red.KINDS[kind].combine.format(acc=acc, part=part)}")
+        elif node.op == "dot":
+            ae, be = self.dot_operands(node)
+            self.line(f"{acc} = {emit_dot(self, node, ae, be, acc)}")
+        else:
+            self.emit_value_node(node)
+        self.ctx = parent
+        self.indent -= 1
+        if out is None:
+            return
+        name = self.fresh(out.name or "v")
+        if node.op == "reduce":
+            x = node.inputs[0]
+            if acc_i is not None:
+                self.line(f"{name} = {acc_i}.to(tl.int64)")
+            else:
+                self.line(f"{name} = {self._finish_reduce(node, acc, x)}")
+        else:
+            work = compute_dtype(node.inputs[0], node.inputs[1])
+            dot_out = torch.float64 if work == torch.float64 else torch.float32
+            cast = f".to({self.tl(out.dtype)})" if out.dtype != dot_out else ""
+            self.line(f"{name} = {acc}{cast}")
+        self.ctx.names[out.id] = name
+
+    def _shape_str(self, shape: tuple[Any, ...]) -> str:
+        return "[" + ", ".join(self.block(d) for d in shape) + "]"
+
+    # ------------------------------------------------------------------ memory
+    def emit_load(self, node: Node) -> str:
+        return indexing.load(self, node)
+
+    def emit_store(self, node: Node, args: list[str], atomic: bool = False) -> str:
+        return indexing.store(self, node, args, atomic)
+
+
+def _zero_padded(v: Value, d: Any) -> bool:
+    """True when ``v``'s lanes outside dim ``d`` are known to be 0 (a masked load)."""
+    node = v.node
+    while node is not None and node.op == "to":
+        src = node.inputs[0]
+        if not isinstance(src, Value):
+            return False
+        node = src.node
+    if node is None or node.op != "load":
+        return False
+    return any(x.same(d) for x in node.out.shape)

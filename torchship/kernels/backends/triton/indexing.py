@@ -1,0 +1,216 @@
+"""Address code for loads, stores and atomic adds: one helper per indexing strategy.
+
+- ``pointer``: ``base + sum(index_d * stride_d)`` with a broadcast mask (always available).
+- ``block_ptr``: ``tl.make_block_ptr`` + ``boundary_check`` (Triton versions that still have
+  block pointers; removed in Triton 3.7+, where the ConfigSpace does not offer it).
+- ``tensor_descriptor``: ``tl.make_tensor_descriptor`` (TMA on Hopper; the interpreter emulates
+  it) for tensors whose last stride is 1 and whose other strides/base are 16-byte aligned.
+
+Accesses a strategy cannot express (gathers, scalar-only loads, ``None`` entries in stores)
+use pointer code; the generated source says so in a comment.
+
+Example:
+    >>> pointer_terms.__name__
+    'pointer_terms'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchship.kernels.ir import Node, Value
+from torchship.kernels.ops.memory import Index, index_shape
+
+
+def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
+    """(pointer expression, mask expression or None, rank) of an access."""
+    ref = node.attrs["tensor"]
+    index: list[Index] = node.attrs["index"]
+    shape = index_shape(index)
+    rank = len(shape)
+    terms = [ref.ptr.name]
+    masks: list[str] = []
+    pos = 0
+    for e in index:
+        if e.kind == "none":
+            pos += 1
+            continue
+        stride = cg.ref(cg.b_stride(ref, e.axis))
+        if e.kind == "scalar":
+            terms.append(f"{cg.ref(e.value)} * {stride}")
+            continue
+        if e.kind == "gather":
+            g = e.value
+            idx = cg.ref(g)
+            for k, d in enumerate(g.shape):
+                del k
+                _, m, _ = cg.dim_info(d)
+                if m is not None:
+                    masks.append(cg.expand(m, pos, rank))
+            terms.append(f"{cg.expand(idx, pos, rank)} * {stride}")
+            pos += g.ndim
+            continue
+        d = shape[pos]
+        idx, m, _ = cg.dim_info(d)
+        terms.append(f"{cg.expand(idx, pos, rank)} * {stride}")
+        if m is not None:
+            masks.append(cg.expand(m, pos, rank))
+        pos += 1
+    return " + ".join(terms), (" & ".join(masks) if masks else None), rank
+
+
+def _block_ptr_ok(node: Node) -> bool:
+    index: list[Index] = node.attrs["index"]
+    kinds = {e.kind for e in index}
+    if "gather" in kinds or not (kinds & {"tile", "full"}):
+        return False
+    return not (node.op != "load" and "none" in kinds)
+
+
+def _block_ptr(cg: Any, node: Node) -> tuple[str, str, list[str]]:
+    """(block pointer expr, boundary_check tuple, view spec for None entries)."""
+    ref = node.attrs["tensor"]
+    index: list[Index] = node.attrs["index"]
+    base = [ref.ptr.name]
+    shape, strides, offsets, blocks, spec = [], [], [], [], []
+    for e in index:
+        if e.kind == "none":
+            spec.append("None")
+            continue
+        stride = cg.ref(cg.b_stride(ref, e.axis))
+        if e.kind == "scalar":
+            base.append(f"{cg.ref(e.value)} * {stride}")
+            continue
+        d = e.tile.dim if e.kind == "tile" else e.full
+        idx, _, blk = cg.dim_info(d)
+        if e.kind == "tile":
+            extent = cg.ref(e.tile.end)
+            begin = cg.tile_vars[id(e.tile)]["begin"]
+        else:
+            extent = cg.ref(e.full.find().size)
+            begin = cg.dim_offset(e.full)
+        shape.append(extent)
+        strides.append(stride)
+        offsets.append(begin)
+        blocks.append(blk)
+        spec.append(":")
+    n = len(shape)
+    order = tuple(range(n - 1, -1, -1))
+    bp = (f"tl.make_block_ptr({' + '.join(base)}, shape=({', '.join(shape)},), "
+          f"strides=({', '.join(strides)},), offsets=({', '.join(offsets)},), "
+          f"block_shape=({', '.join(blocks)},), order={order})")
+    check = f"({', '.join(str(i) for i in range(n))},)"
+    return bp, check, spec
+
+
+def load(cg: Any, node: Node) -> str:
+    """Triton expression loading the node's block."""
+    other = "0.0" if node.out.dtype.is_floating_point else "0"
+    if cg.indexing == "block_ptr" and _block_ptr_ok(node):
+        bp, check, spec = _block_ptr(cg, node)
+        expr = f"tl.load({bp}, boundary_check={check}, padding_option=\"zero\")"
+        if "None" in spec:
+            expr = f"{expr}[{', '.join(spec)}]"
+        return expr
+    if cg.indexing == "tensor_descriptor" and _tdesc_ok(cg, node):
+        return _tdesc_load(cg, node)
+    ptr, mask, _ = pointer_terms(cg, node)
+    if mask is None:
+        return f"tl.load({ptr})"
+    return f"tl.load({ptr}, mask={mask}, other={other})"
+
+
+def _value_for(cg: Any, node: Node, args: list[str], target_rank: int) -> str:
+    value = node.inputs[0]
+    ref = node.attrs["tensor"]
+    expr = cg.coerce(value, args[0], ref.dtype)
+    if isinstance(value, Value):
+        if value.ndim < target_rank and value.ndim > 0:
+            expr = f"{expr}[{', '.join(['None'] * (target_rank - value.ndim) + [':'] * value.ndim)}]"
+    return expr
+
+
+def store(cg: Any, node: Node, args: list[str], atomic: bool) -> str:
+    """Triton statement storing (or atomically adding) the node's value."""
+    shape = index_shape(node.attrs["index"])
+    rank = len(shape)
+    value = _value_for(cg, node, args, rank)
+    if not atomic and cg.indexing == "block_ptr" and _block_ptr_ok(node):
+        bp, check, _ = _block_ptr(cg, node)
+        full = "[" + ", ".join(cg.block(d) for d in shape) + "]"
+        return f"tl.store({bp}, tl.broadcast_to({value}, {full}), boundary_check={check})"
+    if not atomic and cg.indexing == "tensor_descriptor" and _tdesc_ok(cg, node):
+        return _tdesc_store(cg, node, value)
+    ptr, mask, _ = pointer_terms(cg, node)
+    if atomic:
+        if rank:
+            full = "[" + ", ".join(cg.block(d) for d in shape) + "]"
+            value = f"tl.broadcast_to({value}, {full})"
+        m = f", mask={mask}" if mask else ""
+        return f"tl.atomic_add({ptr}, {value}{m}, sem=\"relaxed\")"
+    if mask is None:
+        return f"tl.store({ptr}, {value})"
+    return f"tl.store({ptr}, {value}, mask={mask})"
+
+
+# ------------------------------------------------------------------ tensor descriptors
+def _tdesc_ok(cg: Any, node: Node) -> bool:
+    ref = node.attrs["tensor"]
+    index: list[Index] = node.attrs["index"]
+    if not getattr(ref, "tdesc_ok", False):
+        return False
+    if any(e.kind in ("gather", "scalar") for e in index):
+        return False
+    if node.op != "load" and any(e.kind == "none" for e in index):
+        return False
+    real = [e for e in index if e.kind != "none"]
+    if not real or real[-1].axis != ref.ndim - 1:
+        return False
+    last = real[-1]
+    d = last.tile.dim if last.kind == "tile" else last.full
+    blk = cg.dim_info(d)[2]
+    try:
+        width = int(cg.constexprs.get(blk, blk))
+    except ValueError:
+        return False
+    return width * ref.dtype.itemsize >= 16
+
+
+def _tdesc(cg: Any, node: Node) -> tuple[str, str, list[str]]:
+    ref = node.attrs["tensor"]
+    index: list[Index] = node.attrs["index"]
+    shape, strides, offsets, blocks, spec = [], [], [], [], []
+    for e in index:
+        if e.kind == "none":
+            spec.append("None")
+            continue
+        stride = cg.ref(cg.b_stride(ref, e.axis))
+        d = e.tile.dim if e.kind == "tile" else e.full
+        idx, _, blk = cg.dim_info(d)
+        if e.kind == "tile":
+            shape.append(cg.ref(e.tile.end))
+            offsets.append(cg.tile_vars[id(e.tile)]["begin"])
+        else:
+            shape.append(cg.ref(e.full.find().size))
+            offsets.append(cg.dim_offset(e.full))
+        strides.append(stride if e.axis != ref.ndim - 1 else "1")
+        blocks.append(blk)
+        spec.append(":")
+    desc = (f"tl.make_tensor_descriptor({ref.ptr.name}, shape=[{', '.join(shape)}], "
+            f"strides=[{', '.join(strides)}], block_shape=[{', '.join(blocks)}])")
+    return desc, f"[{', '.join(offsets)}]", spec
+
+
+def _tdesc_load(cg: Any, node: Node) -> str:
+    desc, offs, spec = _tdesc(cg, node)
+    expr = f"{desc}.load({offs})"
+    if "None" in spec:
+        expr = f"{expr}[{', '.join(spec)}]"
+    return expr
+
+
+def _tdesc_store(cg: Any, node: Node, value: str) -> str:
+    desc, offs, _ = _tdesc(cg, node)
+    shape = index_shape(node.attrs["index"])
+    full = "[" + ", ".join(cg.block(d) for d in shape) + "]"
+    return f"{desc}.store({offs}, tl.broadcast_to({value}, {full}))"

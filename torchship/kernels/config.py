@@ -1,0 +1,531 @@
+"""``Config`` (one point of a kernel's tuning space) and ``ConfigSpace`` (all of them).
+
+A :class:`Config` fixes every knob of the generated code: block sizes (one per tile block
+parameter, in order of appearance), warps, pipeline stages, the order in which the grid
+dimensions of each launch are walked, L2 grouping of 2-D grids, flat or persistent programs,
+the indexing strategy of loads/stores and, per full-dimension reduction, persistent (``None``)
+or a looped reduction with a chunk size. A :class:`ConfigSpace` is derived from a kernel's IR
+by the compiler (see :mod:`torchship.kernels.runtime`) and lists the valid choices.
+
+Example:
+    >>> c = Config(block_sizes=[64, 32], num_warps=8)
+    >>> Config.from_dict(c.to_dict()) == c
+    True
+    >>> c.block_sizes
+    [64, 32]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torchship.kernels.errors import KernelConfigError
+
+__all__ = ["BlockParamSpec", "Config", "ConfigSpace", "LaunchSpec", "ReductionSpec"]
+
+PID_TYPES = ("flat", "persistent")
+INDEXINGS = ("pointer", "block_ptr", "tensor_descriptor")
+_KNOWN = {
+    "block_sizes",
+    "num_warps",
+    "num_stages",
+    "loop_orders",
+    "l2_grouping",
+    "pid_type",
+    "indexing",
+    "reduction_loops",
+}
+
+
+class Config:
+    """One choice for every knob of a kernel; JSON-able, hashable, equal by value.
+
+    Unknown keyword arguments are user tunables (``ts.register_tunable``).
+
+    Example:
+        >>> Config(block_sizes=[32], unroll=2).tunables
+        {'unroll': 2}
+        >>> hash(Config(num_warps=4)) == hash(Config(num_warps=4))
+        True
+    """
+
+    __slots__ = (
+        "_key",
+        "block_sizes",
+        "indexing",
+        "l2_grouping",
+        "loop_orders",
+        "num_stages",
+        "num_warps",
+        "pid_type",
+        "reduction_loops",
+        "tunables",
+    )
+
+    def __init__(
+        self,
+        block_sizes: Sequence[int] = (),
+        num_warps: int = 4,
+        num_stages: int = 2,
+        loop_orders: Sequence[Sequence[int]] = (),
+        l2_grouping: int = 1,
+        pid_type: str = "flat",
+        indexing: str = "pointer",
+        reduction_loops: Sequence[int | None] = (),
+        **tunables: Any,
+    ) -> None:
+        self.block_sizes = [int(b) for b in block_sizes]
+        self.num_warps = int(num_warps)
+        self.num_stages = int(num_stages)
+        self.loop_orders = [[int(i) for i in order] for order in loop_orders]
+        self.l2_grouping = int(l2_grouping)
+        self.pid_type = str(pid_type)
+        self.indexing = str(indexing)
+        self.reduction_loops = [None if r is None else int(r) for r in reduction_loops]
+        self.tunables = dict(tunables)
+        if self.pid_type not in PID_TYPES:
+            raise KernelConfigError(f"Config(pid_type={pid_type!r}): expected one of {PID_TYPES}")
+        if self.indexing not in INDEXINGS:
+            raise KernelConfigError(f"Config(indexing={indexing!r}): expected one of {INDEXINGS}")
+        self._key = json.dumps(self.to_dict(), sort_keys=True, default=repr)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; :meth:`from_dict` reverses it.
+
+        Example:
+            >>> Config(num_warps=2).to_dict()["num_warps"]
+            2
+        """
+        d: dict[str, Any] = {
+            "block_sizes": list(self.block_sizes),
+            "num_warps": self.num_warps,
+            "num_stages": self.num_stages,
+            "loop_orders": [list(o) for o in self.loop_orders],
+            "l2_grouping": self.l2_grouping,
+            "pid_type": self.pid_type,
+            "indexing": self.indexing,
+            "reduction_loops": list(self.reduction_loops),
+        }
+        d.update(self.tunables)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Rebuild a Config from :meth:`to_dict` output.
+
+        Example:
+            >>> Config.from_dict({"block_sizes": [16], "pid_type": "persistent"}).pid_type
+            'persistent'
+        """
+        if not isinstance(data, dict):
+            raise KernelConfigError(f"Config.from_dict: expected a dict, got {type(data).__name__}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some knobs changed.
+
+        Example:
+            >>> Config(num_warps=4).replace(num_warps=8).num_warps
+            8
+        """
+        d = self.to_dict()
+        d.update(changes)
+        return Config.from_dict(d)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={v!r}" for k, v in self.to_dict().items()]
+        return f"Config({', '.join(parts)})"
+
+
+@dataclass
+class BlockParamSpec:
+    """One tunable block size: bounds, the largest extent it tiles, and whether a ``tl.dot``
+    uses it (then it must be >= 16)."""
+
+    name: str
+    lo: int
+    hi: int
+    extent: int
+    in_dot: bool = False
+    grid: bool = True  # tiles a launch grid dimension (else an inner device loop)
+
+
+@dataclass
+class ReductionSpec:
+    """A full (``:``) dimension: its size when bound and whether it can be a looped reduction."""
+
+    name: str
+    size: int
+    rollable: bool
+    in_dot: bool = False
+
+
+@dataclass
+class LaunchSpec:
+    """One device launch: its grid dims, the block params and full dims its values combine."""
+
+    grid_dims: int
+    block_params: list[int] = field(default_factory=list)  # per grid dim (-1 = fixed)
+    value_shapes: list[tuple[tuple[str, int], ...]] = field(default_factory=list)
+    has_dot: bool = False
+    dot_itemsize: int = 2
+
+
+def _pow2_range(lo: int, hi: int) -> list[int]:
+    lo = 1 << max(0, math.ceil(math.log2(max(lo, 1))))
+    out = []
+    b = lo
+    while b <= hi:
+        out.append(b)
+        b *= 2
+    return out or [lo]
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
+
+
+class ConfigSpace:
+    """The valid configs of one bound kernel (derived from its IR by the compiler).
+
+    ``params`` maps a knob name to its choices; a config is valid when every knob takes one of
+    its choices and each launch's largest block fits the element budget of the device.
+
+    Example:
+        >>> space = ConfigSpace([BlockParamSpec("tm", 1, 1024, 100)],
+        ...                     [LaunchSpec(1, [0], [(("B", 0), ("R", 0))])],
+        ...                     [ReductionSpec("x.size(1)", 300, True)], device="cpu")
+        >>> space.validate(space.default())
+        >>> cfg = space.sample(random.Random(0))
+        >>> space.validate(cfg)
+    """
+
+    def __init__(
+        self,
+        block_params: Sequence[BlockParamSpec],
+        launches: Sequence[LaunchSpec],
+        reductions: Sequence[ReductionSpec] = (),
+        tunables: dict[str, Sequence[Any]] | None = None,
+        indexing: Sequence[str] = ("pointer",),
+        device: str = "cpu",
+    ) -> None:
+        self.block_params = list(block_params)
+        self.launches = list(launches)
+        self.reductions = list(reductions)
+        self.tunables = {k: tuple(v) for k, v in (tunables or {}).items()}
+        self.device = device
+        gpu = device == "cuda"
+        self.max_elems = (1 << 16) if gpu else (1 << 14)
+        params: dict[str, list[Any]] = {}
+        for i, bp in enumerate(self.block_params):
+            lo = max(bp.lo, 16 if bp.in_dot else 1)
+            cap = _next_pow2(bp.extent)
+            hi = min(bp.hi, max(cap, lo), 256 if bp.in_dot else 4096)
+            if not gpu:
+                lo = max(lo, min(16, hi))  # the interpreter pays per program: no tiny blocks
+            params[f"block_sizes[{i}]"] = _pow2_range(lo, max(lo, hi))
+        params["num_warps"] = [1, 2, 4, 8, 16] if gpu else [1, 2, 4, 8]
+        params["num_stages"] = [1, 2, 3, 4, 5] if gpu else [1, 2, 3]
+        n_orders = 0
+        for launch in self.launches:
+            if launch.grid_dims >= 2:
+                perms = [list(p) for p in itertools.permutations(range(launch.grid_dims))]
+                params[f"loop_orders[{n_orders}]"] = perms
+                n_orders += 1
+        self._n_orders = n_orders
+        params["l2_grouping"] = [1, 4, 8, 16, 32, 64] if n_orders else [1]
+        params["pid_type"] = list(PID_TYPES)
+        params["indexing"] = list(indexing)
+        for i, red in enumerate(self.reductions):
+            choices: list[int | None] = [None]
+            if red.rollable:
+                lo = 16 if red.in_dot else 32
+                top = min(_next_pow2(red.size) // 2, 4096 if gpu else 1024)
+                choices += _pow2_range(lo, top) if top >= lo else []
+            params[f"reduction_loops[{i}]"] = choices
+        for name, choices in self.tunables.items():
+            params[name] = list(choices)
+        self.params = params
+
+    # ---------------------------------------------------------------- construction helpers
+    def _from_choice(self, choice: dict[str, Any]) -> Config:
+        tun = {k: choice[k] for k in self.tunables}
+        return Config(
+            block_sizes=[choice[f"block_sizes[{i}]"] for i in range(len(self.block_params))],
+            num_warps=choice["num_warps"],
+            num_stages=choice["num_stages"],
+            loop_orders=[choice[f"loop_orders[{i}]"] for i in range(self._n_orders)],
+            l2_grouping=choice["l2_grouping"],
+            pid_type=choice["pid_type"],
+            indexing=choice["indexing"],
+            reduction_loops=[
+                choice[f"reduction_loops[{i}]"] for i in range(len(self.reductions))
+            ],
+            **tun,
+        )
+
+    def _to_choice(self, config: Config) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for i in range(len(self.block_params)):
+            d[f"block_sizes[{i}]"] = (
+                config.block_sizes[i] if i < len(config.block_sizes) else "<missing>"
+            )
+        d["num_warps"] = config.num_warps
+        d["num_stages"] = config.num_stages
+        for i in range(self._n_orders):
+            d[f"loop_orders[{i}]"] = (
+                config.loop_orders[i] if i < len(config.loop_orders) else "<missing>"
+            )
+        d["l2_grouping"] = config.l2_grouping
+        d["pid_type"] = config.pid_type
+        d["indexing"] = config.indexing
+        for i in range(len(self.reductions)):
+            d[f"reduction_loops[{i}]"] = (
+                config.reduction_loops[i] if i < len(config.reduction_loops) else "<missing>"
+            )
+        for k, choices in self.tunables.items():
+            d[k] = config.tunables.get(k, choices[0])
+        return d
+
+    def _budget_problem(self, choice: dict[str, Any]) -> str | None:
+        for li, launch in enumerate(self.launches):
+            for shape in launch.value_shapes:
+                elems = 1
+                for kind, idx in shape:
+                    if kind == "B":
+                        elems *= choice[f"block_sizes[{idx}]"]
+                    elif kind == "R":
+                        chunk = choice[f"reduction_loops[{idx}]"]
+                        red = self.reductions[idx]
+                        elems *= chunk if chunk else max(16, _next_pow2(red.size))
+                    else:
+                        elems *= idx
+                if elems > self.max_elems:
+                    return (
+                        f"launch {li}: a block of {elems} elements exceeds the budget of "
+                        f"{self.max_elems} on {self.device}"
+                    )
+        return None
+
+    # ---------------------------------------------------------------- public API
+    def validate(self, config: Config) -> None:
+        """Raise :class:`KernelConfigError` naming the first knob that is not valid.
+
+        Example:
+            >>> ConfigSpace([], [LaunchSpec(1)]).validate(Config(num_warps=3))
+            Traceback (most recent call last):
+            ...
+            torchship.kernels.errors.KernelConfigError: num_warps=3 is not one of [1, 2, 4, 8]
+        """
+        if not isinstance(config, Config):
+            raise KernelConfigError(f"expected a ts.Config, got {type(config).__name__}")
+        if len(config.block_sizes) != len(self.block_params):
+            names = [b.name for b in self.block_params]
+            raise KernelConfigError(
+                f"block_sizes has {len(config.block_sizes)} entries; this kernel has "
+                f"{len(self.block_params)} block sizes ({', '.join(names) or 'none'})"
+            )
+        for k in config.tunables:
+            if k not in self.tunables:
+                raise KernelConfigError(f"unknown knob {k!r}: this kernel has no such tunable")
+        choice = self._to_choice(config)
+        for name, value in choice.items():
+            if value not in self.params[name]:
+                raise KernelConfigError(f"{name}={value!r} is not one of {self.params[name]}")
+        problem = self._budget_problem(choice)
+        if problem:
+            raise KernelConfigError(f"block sizes too large: {problem}")
+
+    def is_valid(self, config: Config) -> bool:
+        """True when :meth:`validate` passes.
+
+        Example:
+            >>> ConfigSpace([], [LaunchSpec(1)]).is_valid(Config())
+            True
+        """
+        try:
+            self.validate(config)
+        except KernelConfigError:
+            return False
+        return True
+
+    def default(self) -> Config:
+        """A valid, reasonable config from simple heuristics (no search).
+
+        Example:
+            >>> ConfigSpace([BlockParamSpec("t", 1, 4096, 10**6)], [LaunchSpec(1, [0])],
+            ...             device="cuda").default().block_sizes
+            [1024]
+        """
+        gpu = self.device == "cuda"
+        choice: dict[str, Any] = {k: v[0] for k, v in self.params.items()}
+        for i, red in enumerate(self.reductions):
+            opts = self.params[f"reduction_loops[{i}]"]
+            limit = 16384 if gpu else 2048
+            if _next_pow2(red.size) > limit and len(opts) > 1:
+                choice[f"reduction_loops[{i}]"] = max(o for o in opts if o is not None)
+        has_red = {li for li, la in enumerate(self.launches) if any(
+            k == "R" for s in la.value_shapes for k, _ in s)}
+        has_dot = {li for li, la in enumerate(self.launches) if la.has_dot}
+        for i, bp in enumerate(self.block_params):
+            opts = self.params[f"block_sizes[{i}]"]
+            users = [li for li, la in enumerate(self.launches) if i in la.block_params]
+            if bp.in_dot or any(li in has_dot for li in users):
+                want = (128 if bp.grid else 64) if gpu else 32
+                if any(self.launches[li].dot_itemsize >= 4 for li in users) and gpu:
+                    want = 64 if bp.grid else 32
+            elif any(li in has_red for li in users) and bp.grid:
+                want = 1 if gpu else 16
+            elif not bp.grid:
+                want = 128 if gpu else 32
+            else:
+                ndims = max((self.launches[li].grid_dims for li in users), default=1)
+                want = (1024 if ndims == 1 else 64) if gpu else 64
+            choice[f"block_sizes[{i}]"] = min(opts, key=lambda o: (abs(math.log2(o / want)), o))
+        for name in self.params:
+            if name.startswith("loop_orders"):
+                choice[name] = self.params[name][0]
+        choice["l2_grouping"] = 8 if (gpu and 8 in self.params["l2_grouping"]) else 1
+        choice["num_stages"] = 3 if gpu and has_dot else 2 if gpu else 1
+        while self._budget_problem(choice):
+            # shrink the largest block parameter until the biggest value fits
+            sizes = [(choice[f"block_sizes[{i}]"], i) for i in range(len(self.block_params))]
+            rolls = [
+                i for i in range(len(self.reductions))
+                if choice[f"reduction_loops[{i}]"] is None
+                and len(self.params[f"reduction_loops[{i}]"]) > 1
+            ]
+            if rolls:
+                opts = [o for o in self.params[f"reduction_loops[{rolls[0]}]"] if o]
+                choice[f"reduction_loops[{rolls[0]}]"] = max(opts)
+                continue
+            big = max(sizes, default=None)
+            opts = self.params[f"block_sizes[{big[1]}]"] if big else []
+            if big is None or big[0] == opts[0]:
+                break
+            choice[f"block_sizes[{big[1]}]"] = big[0] // 2
+        elems = self._largest_block(choice)
+        if gpu:
+            choice["num_warps"] = 4 if elems <= 4096 else 8 if elems <= 16384 else 16
+        else:
+            choice["num_warps"] = 4
+        return self._from_choice(choice)
+
+    def _largest_block(self, choice: dict[str, Any]) -> int:
+        best = 1
+        for launch in self.launches:
+            for shape in launch.value_shapes:
+                elems = 1
+                for kind, idx in shape:
+                    if kind == "B":
+                        elems *= choice[f"block_sizes[{idx}]"]
+                    elif kind == "R":
+                        chunk = choice[f"reduction_loops[{idx}]"]
+                        elems *= chunk or max(16, _next_pow2(self.reductions[idx].size))
+                    else:
+                        elems *= idx
+                best = max(best, elems)
+        return best
+
+    def sample(self, rng: random.Random) -> Config:
+        """A uniformly random valid config (rejection sampling over the knobs).
+
+        Example:
+            >>> s = ConfigSpace([BlockParamSpec("t", 1, 64, 64)], [LaunchSpec(1, [0])])
+            >>> s.is_valid(s.sample(random.Random(1)))
+            True
+        """
+        for _ in range(200):
+            choice = {k: rng.choice(v) for k, v in self.params.items()}
+            if self._budget_problem(choice) is None:
+                return self._from_choice(choice)
+        return self.default()
+
+    def neighbors(self, config: Config, rng: random.Random, n: int = 8) -> list[Config]:
+        """Up to ``n`` distinct valid configs that differ from ``config`` in one or two knobs.
+
+        Example:
+            >>> s = ConfigSpace([BlockParamSpec("t", 1, 64, 64)], [LaunchSpec(1, [0])])
+            >>> all(s.is_valid(c) for c in s.neighbors(s.default(), random.Random(0)))
+            True
+        """
+        base = self._to_choice(config)
+        names = [k for k, v in self.params.items() if len(v) > 1]
+        out: list[Config] = []
+        seen = {config}
+        for _ in range(n * 20):
+            if len(out) >= n or not names:
+                break
+            choice = dict(base)
+            for name in rng.sample(names, k=min(len(names), rng.choice((1, 2)))):
+                options = [o for o in self.params[name] if o != base[name]]
+                if options:
+                    # block sizes and chunks: prefer a step to an adjacent power of two
+                    choice[name] = rng.choice(options)
+            if self._budget_problem(choice):
+                continue
+            cfg = self._from_choice(choice)
+            if cfg not in seen:
+                seen.add(cfg)
+                out.append(cfg)
+        return out
+
+    def encode(self, config: Config) -> list[float]:
+        """Numeric features for surrogate models (log2 of sizes, choice indices).
+
+        Example:
+            >>> ConfigSpace([], [LaunchSpec(1)]).encode(Config(num_warps=8))[:2]
+            [3.0, 1.0]
+        """
+        choice = self._to_choice(config)
+        feats: list[float] = []
+        for name, options in self.params.items():
+            value = choice[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                feats.append(float(options.index(value)) if value in options else -1.0)
+            elif value is None:
+                feats.append(0.0)
+            else:
+                feats.append(math.log2(value) if value > 0 else 0.0)
+        return feats
+
+    def size(self) -> int:
+        """Number of knob combinations (before the element-budget filter).
+
+        Example:
+            >>> ConfigSpace([], [LaunchSpec(1)]).size() > 1
+            True
+        """
+        return math.prod(len(v) for v in self.params.values())
+
+    def enumerate(self) -> Iterator[Config]:
+        """Every valid config (use for small spaces).
+
+        Example:
+            >>> s = ConfigSpace([], [LaunchSpec(1)])
+            >>> sum(1 for _ in s.enumerate()) == s.size()
+            True
+        """
+        names = list(self.params)
+        for values in itertools.product(*(self.params[n] for n in names)):
+            choice = dict(zip(names, values))
+            if self._budget_problem(choice) is None:
+                yield self._from_choice(choice)
+
+    def __repr__(self) -> str:
+        lines = [f"ConfigSpace(device={self.device!r}, size={self.size()})"]
+        for name, choices in self.params.items():
+            lines.append(f"  {name}: {choices}")
+        return "\n".join(lines)

@@ -1,0 +1,475 @@
+"""Expressions of device code: operators, indexing, attributes, and calls mapped to ops.
+
+Functions are recognised by identity (``torch.exp``, ``F.gelu``, ``ts.zeros``...) through
+:data:`FUNCTIONS`; tensor methods by name through :data:`METHODS`. Python numbers fold at
+compile time. Anything else raises a :class:`~torchship.kernels.errors.KernelError` that
+names the construct and says what to write instead.
+
+Example:
+    >>> import torch
+    >>> FUNCTIONS[torch.exp], METHODS["amax"]
+    ('exp', 'amax')
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import collections
+import math
+import operator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from torchship.kernels import language
+from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
+from torchship.kernels.frontend.captures import TensorRef
+from torchship.kernels.frontend.host import is_missing
+from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
+from torchship.kernels.ops.memory import Index
+
+_UNARY = ["exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "tanh", "abs", "erf",
+          "relu", "silu", "neg", "sin", "cos", "floor", "ceil"]
+FUNCTIONS: dict[Any, str] = {getattr(torch, n): n for n in _UNARY if hasattr(torch, n)}
+FUNCTIONS.update({
+    torch.special.erf: "erf", torch.special.expit: "sigmoid", F.relu: "relu", F.silu: "silu",
+    F.gelu: "gelu", F.sigmoid: "sigmoid", F.tanh: "tanh", torch.maximum: "maximum",
+    torch.minimum: "minimum", torch.where: "where", torch.pow: "pow", torch.clamp: "clamp",
+    torch.clip: "clamp", torch.sum: "sum", torch.mean: "mean", torch.amax: "amax",
+    torch.amin: "amin", torch.max: "max", torch.min: "min", torch.argmax: "argmax",
+    torch.argmin: "argmin", torch.matmul: "matmul", torch.mm: "matmul", torch.bmm: "matmul",
+    torch.addmm: "addmm", torch.baddbmm: "addmm", language.zeros: "zeros",
+    language.full: "full", language.dot: "dot", language.atomic_add: "atomic_add",
+    builtins.abs: "abs", builtins.min: "pymin", builtins.max: "pymax", builtins.float: "pyfloat",
+    builtins.int: "pyint", math.sqrt: "sqrt", math.exp: "exp", math.log: "log",
+    torch.square: "square", torch.add: "add", torch.mul: "mul", torch.sub: "sub",
+    torch.div: "truediv",
+})
+METHODS = {n: n for n in _UNARY + ["sum", "mean", "amax", "amin", "max", "min", "argmax",
+                                   "argmin", "to", "float", "half", "bfloat16", "double", "t",
+                                   "transpose", "unsqueeze", "clamp", "clip", "pow", "matmul",
+                                   "square", "type_as", "int", "long", "bool"]}
+_BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
+           ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",
+           ast.MatMult: "matmul"}
+_PYOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+          ast.Div: operator.truediv, ast.Pow: operator.pow, ast.FloorDiv: operator.floordiv,
+          ast.Mod: operator.mod, ast.BitAnd: operator.and_, ast.BitOr: operator.or_,
+          ast.BitXor: operator.xor, ast.LShift: operator.lshift, ast.RShift: operator.rshift}
+_CMPS = {ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"}
+_PYCMPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+           ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Is: operator.is_,
+           ast.IsNot: operator.is_not}
+_EXPR_FORBIDDEN = {
+    ast.ListComp: "list comprehensions", ast.SetComp: "set comprehensions",
+    ast.DictComp: "dict comprehensions", ast.GeneratorExp: "generator expressions",
+    ast.Lambda: "lambda", ast.Await: "await", ast.Yield: "yield", ast.YieldFrom: "yield",
+    ast.NamedExpr: "`:=`", ast.JoinedStr: "f-strings", ast.Dict: "dicts", ast.Set: "sets",
+    ast.Starred: "`*` unpacking",
+}
+_DTYPE_METHODS = {"float": torch.float32, "half": torch.float16, "bfloat16": torch.bfloat16,
+                  "double": torch.float64, "int": torch.int32, "long": torch.int64,
+                  "bool": torch.bool}
+MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) or isinstance(x, bool)
+
+
+class CallHandler:
+    """Expression evaluation for :class:`~torchship.kernels.frontend.device.DeviceBuilder`."""
+
+    def __init__(self, b: Any) -> None:
+        self.b = b
+
+    def err(self, cls: type, msg: str, hint: str | None = None, node: ast.AST | None = None) \
+            -> Exception:
+        return self.b.error(cls, msg, hint, node)
+
+    # ------------------------------------------------------------------ expressions
+    def expr(self, node: ast.AST) -> Any:
+        for cls, what in _EXPR_FORBIDDEN.items():
+            if isinstance(node, cls):
+                raise self.err(KernelSyntaxError, f"{what} are not supported in device code"
+                               if what.endswith("s") else f"{what} is not supported in device "
+                               "code", hint="write the block computation with tile ops "
+                               "(e.g. ts.zeros, torch.where) instead", node=node)
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            return self.b.lookup(node.id, node)
+        if isinstance(node, (ast.Tuple, ast.List)):
+            return tuple(self.expr(e) for e in node.elts)
+        if isinstance(node, ast.Attribute):
+            return self.attribute(self.expr(node.value), node.attr, node)
+        if isinstance(node, ast.Subscript):
+            return self.subscript(node)
+        if isinstance(node, ast.BinOp):
+            return self.binop(node.op, self.expr(node.left), self.expr(node.right), node)
+        if isinstance(node, ast.UnaryOp):
+            v = self.expr(node.operand)
+            if isinstance(node.op, ast.UAdd):
+                return v
+            if not isinstance(v, Value):
+                if isinstance(node.op, ast.USub):
+                    return -v
+                if isinstance(node.op, ast.Not):
+                    return not v
+                return ~v
+            if isinstance(node.op, ast.USub):
+                return self.b.emit("neg", [v])
+            if isinstance(node.op, ast.Invert) or isinstance(node.op, ast.Not):
+                if isinstance(node.op, ast.Not):
+                    raise self.err(KernelSyntaxError, "`not` on a block is not supported",
+                                   hint="use ~mask", node=node)
+                if v.dtype != torch.bool:
+                    raise self.err(KernelTypeError, "`~` is only supported on bool blocks",
+                                   node=node)
+                return self.b.emit("not_", [v])
+        if isinstance(node, ast.Compare):
+            if len(node.ops) != 1:
+                raise self.err(KernelSyntaxError, "chained comparisons are not supported in "
+                               "device code", hint="write (a < b) & (b < c)", node=node)
+            left, right = self.expr(node.left), self.expr(node.comparators[0])
+            op = type(node.ops[0])
+            if not isinstance(left, Value) and not isinstance(right, Value):
+                if op in _PYCMPS:
+                    return _PYCMPS[op](left, right)
+            if op not in _CMPS:
+                raise self.err(KernelSyntaxError, f"`{ast.unparse(node)}` is not supported on "
+                               "blocks", hint="use ==, !=, <, <=, >, >=", node=node)
+            return self.b.emit(_CMPS[op], [self.operand(left), self.operand(right)])
+        if isinstance(node, ast.BoolOp):
+            vals = [self.expr(v) for v in node.values]
+            if any(isinstance(v, Value) for v in vals):
+                raise self.err(KernelSyntaxError, "`and`/`or` on blocks are not supported",
+                               hint="use & and | on bool blocks", node=node)
+            res = vals[0]
+            for v in vals[1:]:
+                res = (res and v) if isinstance(node.op, ast.And) else (res or v)
+            return res
+        if isinstance(node, ast.IfExp):
+            cond = self.expr(node.test)
+            if isinstance(cond, Value):
+                raise self.err(KernelSyntaxError, "`a if cond else b` on a device value is not "
+                               "supported", hint="use torch.where(cond, a, b)", node=node)
+            return self.expr(node.body if cond else node.orelse)
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        raise self.err(KernelSyntaxError, f"`{type(node).__name__}` expressions are not "
+                       "supported in device code", node=node)
+
+    def operand(self, v: Any) -> Any:
+        if isinstance(v, Value) or _is_num(v):
+            return v
+        if isinstance(v, TileInfo):
+            raise self.err(KernelTypeError, f"tile {v.name!r} used as a number",
+                           hint=f"use {v.name}.index (positions), {v.name}.begin or "
+                           f"{v.name}.end")
+        if isinstance(v, TensorRef):
+            raise self.err(KernelTypeError, f"tensor {v.name!r} used directly in device "
+                           "arithmetic", hint=f"load a block first, e.g. {v.name}[tm, :]")
+        raise self.err(KernelTypeError, f"{type(v).__name__} {v!r} cannot be used as a "
+                       "block or number")
+
+    # ------------------------------------------------------------------ operators
+    def binop(self, op: ast.operator, a: Any, b: Any, node: ast.AST | None = None) -> Any:
+        if not isinstance(a, Value) and not isinstance(b, Value) and _is_num(a) and _is_num(b):
+            return _PYOPS[type(op)](a, b)
+        name = _BINOPS.get(type(op))
+        if name is None:
+            raise self.err(KernelSyntaxError, f"operator `{type(op).__name__}` is not supported "
+                           "on blocks", hint="use +, -, *, /, **, @, &, |, ^", node=node)
+        if name == "matmul":
+            return self.matmul(a, b)
+        return self.b.emit(name, [self.operand(a), self.operand(b)])
+
+    # ------------------------------------------------------------------ attributes
+    def attribute(self, base: Any, attr: str, node: ast.AST) -> Any:
+        if isinstance(base, TileInfo):
+            if attr == "index":
+                return self.b.emit("tile_index", [], {"tile": base}, f"{base.name}_index")
+            if attr in ("begin", "end", "block_size", "id", "count"):
+                return self.b.emit("tile_attr", [], {"tile": base, "attr": attr},
+                                   f"{base.name}_{attr}")
+            raise self.err(KernelSyntaxError, f"tiles have no attribute {attr!r}",
+                           hint="use .index, .begin, .end, .block_size or .id", node=node)
+        if isinstance(base, TensorRef):
+            if attr == "dtype":
+                return base.dtype
+            if attr == "shape":
+                return tuple(self.b.tensor_size(base, d) for d in range(base.ndim))
+            if attr == "ndim":
+                return base.ndim
+            if attr in ("size", "stride", "dim"):
+                return ("method", base, attr)
+            raise self.err(KernelSyntaxError, f"tensor attribute {attr!r} is not available in "
+                           "device code", hint="read it in host code and pass the value",
+                           node=node)
+        if isinstance(base, Value):
+            if attr == "dtype":
+                return base.dtype
+            if attr in ("T", "mT"):
+                return self.b.emit("trans", [base])
+            if attr == "shape":
+                raise self.err(KernelSyntaxError, "block shapes are not available as numbers",
+                               hint="use tile attributes (tm.block_size) or tensor sizes",
+                               node=node)
+            if attr in METHODS:
+                return ("method", base, attr)
+            raise self.err(KernelSyntaxError, f"block method {attr!r} is not supported",
+                           node=node)
+        if isinstance(base, tuple) and attr in ("values", "indices") and \
+                isinstance(base, MaxResult):
+            return getattr(base, attr)
+        value = getattr(base, attr, None)
+        if value is None and not hasattr(base, attr):
+            raise self.err(KernelSyntaxError, f"`{ast.unparse(node)}` is not defined", node=node)
+        return value
+
+    # ------------------------------------------------------------------ indexing
+    def subscript(self, node: ast.Subscript) -> Any:
+        base = self.expr(node.value)
+        if isinstance(base, TensorRef):
+            index = self.tensor_index(base, node.slice, node)
+            return self.b.emit("load", [], {"tensor": base, "index": index})
+        if isinstance(base, Value):
+            return self.value_view(base, node.slice, node)
+        if isinstance(base, tuple):
+            key = self.expr(node.slice)
+            if isinstance(key, int):
+                return base[key]
+        raise self.err(KernelSyntaxError, f"cannot index {type(base).__name__} in device code",
+                       node=node)
+
+    def _entries(self, sl: ast.AST) -> list[ast.AST]:
+        return list(sl.elts) if isinstance(sl, ast.Tuple) else [sl]
+
+    def tensor_index(self, ref: TensorRef, sl: ast.AST, node: ast.AST) -> list[Index]:
+        entries = self._entries(sl)
+        out: list[Index] = []
+        axis = 0
+        n_real = sum(1 for e in entries if not (isinstance(e, ast.Constant) and e.value is None)
+                     and not (isinstance(e, ast.Constant) and e.value is Ellipsis))
+        for e in entries:
+            if isinstance(e, ast.Constant) and e.value is Ellipsis:
+                for _ in range(ref.ndim - n_real):
+                    out.append(self._full(ref, axis))
+                    axis += 1
+                continue
+            if isinstance(e, ast.Slice):
+                if e.step is not None:
+                    raise self.err(KernelSyntaxError, "slicing with a step is not supported",
+                                   hint="load the whole block and compute on it, or use a "
+                                   "separate tensor view made in host code", node=node)
+                if e.lower is not None or e.upper is not None:
+                    raise self.err(KernelSyntaxError, f"slice bounds `{ast.unparse(e)}` are not "
+                                   "supported", hint="use a tile over the range: "
+                                   "for t in ts.tile(begin, end), then x[t]", node=node)
+                if axis >= ref.ndim:
+                    raise self.err(KernelTypeError, f"too many indices for {ref.ndim}-D tensor "
+                                   f"{ref.name!r}", node=node)
+                out.append(self._full(ref, axis))
+                axis += 1
+                continue
+            v = self.expr(e)
+            if v is None:
+                out.append(Index("none"))
+                continue
+            if axis >= ref.ndim:
+                raise self.err(KernelTypeError, f"too many indices for {ref.ndim}-D tensor "
+                               f"{ref.name!r}", node=node)
+            if isinstance(v, TileInfo):
+                out.append(Index("tile", axis, tile=v))
+            elif isinstance(v, int) and not isinstance(v, bool):
+                out.append(Index("scalar", axis, value=v))
+            elif isinstance(v, Value) and not v.dtype.is_floating_point and v.dtype != torch.bool:
+                if v.ndim == 0:
+                    out.append(Index("scalar", axis, value=v))
+                elif v.ndim == 1:
+                    out.append(Index("gather", axis, value=v))
+                else:
+                    raise self.err(KernelTypeError, f"indexing {ref.name!r} with a {v.ndim}-D "
+                                   "block is not supported", hint="index with tiles, ints, "
+                                   "`:`, None, or a 1-D integer block", node=node)
+            elif isinstance(v, tuple) and all(isinstance(t, TileInfo) for t in v):
+                for t in v:
+                    out.append(Index("tile", axis, tile=t))
+                    axis += 1
+                continue
+            else:
+                raise self.err(KernelTypeError, f"cannot index tensor {ref.name!r} with "
+                               f"{_desc(v)}", hint="index with tiles, ints, `:`, None, or a 1-D "
+                               "integer block", node=node)
+            axis += 1
+        while axis < ref.ndim:
+            out.append(self._full(ref, axis))
+            axis += 1
+        for e in out:
+            if e.axis is not None:
+                self.b.tensor_stride(ref, e.axis)
+        return out
+
+    def _full(self, ref: TensorRef, axis: int) -> Index:
+        size = self.b.tensor_size(ref, axis)
+        dim = FullDim(f"{ref.name}.size({axis})", size)
+        self.b.full_dims.append(dim)
+        return Index("full", axis, full=dim)
+
+    def value_view(self, v: Value, sl: ast.AST, node: ast.AST) -> Value:
+        entries = self._entries(sl)
+        spec: list[str] = []
+        dims: list[Any] = []
+        src = 0
+        for e in entries:
+            if isinstance(e, ast.Slice) and e.lower is None and e.upper is None and e.step is None:
+                if src >= v.ndim:
+                    raise self.err(KernelTypeError, "too many indices for the block", node=node)
+                spec.append(":")
+                dims.append(v.shape[src])
+                src += 1
+            elif isinstance(e, ast.Constant) and e.value is None:
+                spec.append("None")
+                dims.append(ConstDim(1))
+            elif isinstance(e, ast.Constant) and e.value is Ellipsis:
+                n = v.ndim - sum(1 for x in entries if isinstance(x, ast.Slice))
+                for _ in range(n):
+                    spec.append(":")
+                    dims.append(v.shape[src])
+                    src += 1
+            else:
+                raise self.err(KernelSyntaxError, f"indexing a block with `{ast.unparse(e)}` is "
+                               "not supported", hint="blocks take only `:` and None (to add "
+                               "dims); index the tensor instead", node=node)
+        while src < v.ndim:
+            spec.append(":")
+            dims.append(v.shape[src])
+            src += 1
+        return self.b.emit("view", [v], {"dims": tuple(dims), "spec": tuple(spec)})
+
+    def store(self, ref: TensorRef, sl: ast.AST, value: Any, node: ast.AST) -> None:
+        index = self.tensor_index(ref, sl, node)
+        self.b.emit("store", [self.operand(value)], {"tensor": ref, "index": index})
+
+    # ------------------------------------------------------------------ calls
+    def call(self, node: ast.Call) -> Any:
+        fobj = self.expr(node.func) if not isinstance(node.func, ast.Name) else \
+            self.b.lookup(node.func.id, node.func)
+        args = [self.expr(a) for a in node.args]
+        kwargs = {k.arg: self.expr(k.value) for k in node.keywords if k.arg}
+        if isinstance(fobj, tuple) and len(fobj) == 3 and fobj[0] == "method":
+            _, base, meth = fobj
+            if isinstance(base, TensorRef):
+                return self.tensor_method(base, meth, args, node)
+            return self.method(base, meth, args, kwargs, node)
+        if is_missing(fobj):
+            raise self.err(KernelSyntaxError, f"`{ast.unparse(node.func)}` is not defined",
+                           node=node)
+        try:
+            name = FUNCTIONS.get(fobj)
+        except TypeError:
+            name = None
+        if name is None:
+            return self._unknown_call(fobj, node, args)
+        from torchship.kernels.frontend import funcs
+
+        return funcs.call(self, name, args, kwargs, node)
+
+    def _unknown_call(self, fobj: Any, node: ast.Call, args: list[Any]) -> Any:
+        text = ast.unparse(node.func)
+        if fobj is print:
+            raise self.err(KernelSyntaxError, "`print` in device code is not supported",
+                           hint="return the values you want to see in an output tensor, or "
+                           "run with TORCHSHIP_INTERPRET=1 where print works", node=node)
+        if isinstance(fobj, type) and fobj in (tuple, list) and all(
+                not isinstance(a, Value) for a in args):
+            return tuple(*args)
+        if fobj is range or fobj is language.tile or fobj is language.grid:
+            raise self.err(KernelSyntaxError, f"`{text}` can only be used as a for-loop iterable",
+                           node=node)
+        if fobj in (torch.empty, torch.zeros, torch.ones, torch.full, torch.empty_like,
+                    torch.zeros_like, torch.ones_like, torch.arange, torch.tensor):
+            raise self.err(KernelSyntaxError, f"`{text}` allocates a tensor: not allowed in "
+                           "device code", hint="allocate outputs in host code before the tile "
+                           "loop; for blocks use ts.zeros([tm, tn]) / ts.full(...)", node=node)
+        mod = getattr(fobj, "__module__", "") or ""
+        if mod.startswith("torch") or getattr(fobj, "__name__", "") in dir(torch):
+            raise self.err(KernelSyntaxError, f"unsupported torch op `{text}` in device code",
+                           hint="supported: arithmetic, exp/log/sqrt/rsqrt/sigmoid/tanh/abs/"
+                           "erf/maximum/minimum/where/pow, F.relu/gelu/silu, sum/mean/amax/"
+                           "amin/max/argmax, matmul/addmm, ts.dot/zeros/full/atomic_add",
+                           node=node)
+        raise self.err(KernelSyntaxError, f"cannot call `{text}` in device code",
+                       hint="device code may call torch ops and ts.* functions only; inline "
+                       "helper functions", node=node)
+
+    def tensor_method(self, ref: TensorRef, meth: str, args: list[Any], node: ast.AST) -> Any:
+        if meth == "dim":
+            return ref.ndim
+        if len(args) != 1 or not isinstance(args[0], int):
+            if meth == "size" and not args:
+                return tuple(self.b.tensor_size(ref, d) for d in range(ref.ndim))
+            raise self.err(KernelSyntaxError, f"{ref.name}.{meth}() takes one int dimension",
+                           node=node)
+        d = args[0] % ref.ndim if ref.ndim else 0
+        if meth == "size":
+            return self.b.tensor_size(ref, d)
+        return self.b.tensor_stride(ref, d)
+
+    def method(self, base: Value, meth: str, args: list[Any], kwargs: dict[str, Any],
+               node: ast.AST) -> Any:
+        from torchship.kernels.frontend import funcs
+
+        if meth in _DTYPE_METHODS:
+            return self.b.emit("to", [base], {"dtype": _DTYPE_METHODS[meth]})
+        if meth == "type_as":
+            return self.b.emit("to", [base], {"dtype": args[0].dtype})
+        if meth == "t" or (meth == "transpose" and sorted(a % base.ndim for a in args)
+                           == [base.ndim - 2, base.ndim - 1]):
+            return self.b.emit("trans", [base])
+        if meth == "transpose":
+            raise self.err(KernelSyntaxError, "only the last two dims can be transposed",
+                           node=node)
+        if meth == "unsqueeze":
+            d = args[0] % (base.ndim + 1)
+            spec = [":"] * base.ndim
+            spec.insert(d, "None")
+            dims = list(base.shape)
+            dims.insert(d, ConstDim(1))
+            return self.b.emit("view", [base], {"dims": tuple(dims), "spec": tuple(spec)})
+        if meth == "clip":
+            meth = "clamp"
+        return funcs.call(self, meth, [base, *args], kwargs, node)
+
+    def matmul(self, a: Any, b: Any, acc: Any = None, out_dtype: Any = None) -> Value:
+        from torchship.kernels.ops import promote
+
+        for v in (a, b):
+            if not isinstance(v, Value):
+                raise self.err(KernelTypeError, f"matmul operand must be a block, got {_desc(v)}")
+        if out_dtype is None:
+            out_dtype = promote([a, b])[0]
+        inputs = [a, b] + ([acc] if acc is not None else [])
+        out = self.b.emit("dot", inputs, {"out_dtype": out_dtype})
+        self.b.has_dot = True
+        for v in (a, b):
+            for d in v.shape[-2:]:
+                d = d.find()
+                if isinstance(d, TileDim) and d.tile.param is not None:
+                    self.b.registry.params[d.tile.param].in_dot = True
+                elif isinstance(d, FullDim):
+                    d.used_in_dot = True
+        return out
+
+
+def _desc(v: Any) -> str:
+    if isinstance(v, Value):
+        return f"a {v.dtype} block {v.shape_str()}"
+    if isinstance(v, TensorRef):
+        return f"tensor {v.name!r}"
+    if isinstance(v, TileInfo):
+        return f"tile {v.name!r}"
+    return f"{type(v).__name__} {v!r}"

@@ -1,0 +1,87 @@
+"""Host values captured by a launch site, as the device code sees them.
+
+A captured tensor becomes a :class:`TensorRef` (a pointer argument plus size/stride arguments
+created on demand); ints and floats become scalar kernel arguments; bools, dtypes, ``None`` and
+strings are compile-time constants (part of the specialisation key); ``ts.register_block_size``
+symbols name a block-size parameter. Each kernel argument is a :class:`Param` with the host
+expression the launcher evaluates to pass it.
+
+Example:
+    >>> spec_of(3), spec_of(True), spec_of(2.5)
+    ('i', ('b', True), 'f')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from torchship.kernels.ir import Value
+
+__all__ = ["BlockSym", "Param", "TensorRef", "spec_of"]
+
+
+@dataclass(eq=False)
+class BlockSym:
+    """A ``ts.register_block_size(lo, hi)`` symbol in compiled mode (``index``: call order)."""
+
+    index: int
+    lo: int
+    hi: int
+
+    def __repr__(self) -> str:
+        return f"BlockSym(#{self.index}, lo={self.lo}, hi={self.hi})"
+
+
+@dataclass(eq=False)
+class Param:
+    """One kernel parameter: its name in the generated code and how the host computes it."""
+
+    name: str
+    getter: str  # python expression over (a: tile args, c: captures)
+    value: Value | None  # the device-side scalar value (None for pointers)
+    constexpr: bool = False
+    hint: Any = None  # the value seen when the kernel was traced
+
+
+@dataclass(eq=False)
+class TensorRef:
+    """A captured tensor: pointer parameter plus size/stride parameters made on demand."""
+
+    name: str
+    getter: str
+    dtype: torch.dtype
+    ndim: int
+    hint_shape: tuple[int, ...]
+    hint_strides: tuple[int, ...]
+    ptr: Param
+    sizes: dict[int, Param] = field(default_factory=dict)
+    strides: dict[int, Param] = field(default_factory=dict)
+
+
+def spec_of(value: Any) -> Any:
+    """The part of a captured value that the compiled code depends on.
+
+    Example:
+        >>> import torch
+        >>> spec_of(torch.zeros(2, 3, dtype=torch.float16))
+        ('t', torch.float16, 2, 'cpu')
+    """
+    t = type(value)
+    if t is torch.Tensor or isinstance(value, torch.Tensor):
+        return ("t", value.dtype, value.dim(), value.device.type)
+    if t is bool:
+        return ("b", value)
+    if t is int:
+        return "i"
+    if t is float:
+        return "f"
+    if value is None or t is str or t is torch.dtype:
+        return ("c", value)
+    if t is BlockSym:
+        return ("bs", value.index)
+    if isinstance(value, (tuple, list, torch.Size)):
+        return tuple(spec_of(v) for v in value)
+    return ("?", t.__name__)

@@ -1,0 +1,245 @@
+"""Device-code functions and methods, by name: map arguments onto IR ops.
+
+Example:
+    >>> sorted(REDUCTIONS)
+    ['amax', 'amin', 'argmax', 'argmin', 'max', 'mean', 'min', 'sum']
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from typing import Any
+
+import torch
+
+from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
+from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
+
+REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin"}
+_UNARY = {"exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "tanh", "abs", "erf",
+          "relu", "silu", "neg", "sin", "cos", "floor", "ceil"}
+_PYFUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs,
+            "exp2": lambda x: 2.0**x, "log2": math.log2, "sin": math.sin, "cos": math.cos,
+            "floor": math.floor, "ceil": math.ceil, "tanh": math.tanh, "erf": math.erf,
+            "neg": lambda x: -x}
+
+
+def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+    """Apply device function ``name`` (see :data:`calls.FUNCTIONS`)."""
+    b = h.b
+    if name in _UNARY:
+        x = args[0] if args else kwargs.get("input")
+        if not isinstance(x, Value):
+            if name in _PYFUNCS and isinstance(x, (int, float)):
+                return _PYFUNCS[name](x)
+            x = h.operand(x)
+        if name == "gelu":
+            pass
+        return b.emit(name, [x])
+    if name == "gelu":
+        approx = kwargs.get("approximate", "none")
+        if approx not in ("none", "tanh"):
+            raise h.err(KernelTypeError, f"gelu(approximate={approx!r}) is not supported",
+                        node=node)
+        return b.emit("gelu" if approx == "none" else "gelu_tanh", [h.operand(args[0])])
+    if name in ("maximum", "minimum", "add", "mul", "sub", "truediv"):
+        if len(args) != 2:
+            raise h.err(KernelTypeError, f"{name} takes two operands", node=node)
+        if name in ("add", "sub") and "alpha" in kwargs:
+            args = [args[0], h.binop(ast.Mult(), args[1], kwargs["alpha"], node)]
+        return b.emit(name, [h.operand(a) for a in args])
+    if name == "square":
+        return b.emit("mul", [h.operand(args[0]), h.operand(args[0])])
+    if name == "pow":
+        base, exp = args[0], args[1] if len(args) > 1 else kwargs["exponent"]
+        return b.emit("pow", [h.operand(base), h.operand(exp)])
+    if name == "where":
+        if len(args) != 3:
+            raise h.err(KernelTypeError, "torch.where(cond, a, b) needs three arguments",
+                        node=node)
+        cond = args[0]
+        if not isinstance(cond, Value) or cond.dtype != torch.bool:
+            raise h.err(KernelTypeError, "torch.where's condition must be a bool block",
+                        node=node)
+        return b.emit("where", [cond, h.operand(args[1]), h.operand(args[2])])
+    if name == "clamp":
+        x = h.operand(args[0])
+        lo = args[1] if len(args) > 1 else kwargs.get("min")
+        hi = args[2] if len(args) > 2 else kwargs.get("max")
+        if lo is not None:
+            x = b.emit("maximum", [x, h.operand(lo)])
+        if hi is not None:
+            x = b.emit("minimum", [x, h.operand(hi)])
+        return x
+    if name in ("pymin", "pymax"):
+        if len(args) != 2:
+            raise h.err(KernelSyntaxError, f"{name[2:]}() in device code takes two values",
+                        node=node)
+        if not any(isinstance(a, Value) for a in args):
+            return (min if name == "pymin" else max)(*args)
+        return b.emit("minimum" if name == "pymin" else "maximum", [h.operand(a) for a in args])
+    if name in ("pyfloat", "pyint"):
+        if len(args) == 1 and not isinstance(args[0], Value):
+            return (float if name == "pyfloat" else int)(*args)
+        raise h.err(KernelSyntaxError, f"{name[2:]}() of a device value is not supported",
+                    hint="use .to(torch.float32) / .to(torch.int32)", node=node)
+    if name == "to":
+        dtype = kwargs.get("dtype")
+        for a in args[1:]:
+            if isinstance(a, torch.dtype):
+                dtype = a
+            elif isinstance(a, Value):
+                dtype = a.dtype
+        if not isinstance(dtype, torch.dtype):
+            raise h.err(KernelTypeError, ".to() needs a dtype in device code",
+                        hint="x.to(torch.float32)", node=node)
+        return b.emit("to", [args[0]], {"dtype": dtype})
+    if name in REDUCTIONS:
+        return reduction(h, name, args, kwargs, node)
+    if name == "matmul":
+        return h.matmul(h.operand(args[0]), h.operand(args[1]))
+    if name == "addmm":
+        bias, m1, m2 = args[:3]
+        beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
+        prod = h.matmul(m1, m2)
+        if alpha != 1:
+            prod = b.emit("mul", [prod, alpha])
+        if beta != 1:
+            bias = b.emit("mul", [h.operand(bias), beta])
+        return b.emit("add", [h.operand(bias), prod])
+    if name == "dot":
+        a, bb = args[0], args[1]
+        acc = args[2] if len(args) > 2 else kwargs.get("acc")
+        from torchship.kernels.ops import promote
+
+        if acc is not None and not isinstance(acc, Value):
+            raise h.err(KernelTypeError, "ts.dot(acc=) must be a block", node=node)
+        work = promote([a, bb])[0] if isinstance(a, Value) and isinstance(bb, Value) else None
+        out = acc.dtype if acc is not None else (
+            torch.float64 if work == torch.float64 else torch.float32)
+        return h.matmul(a, bb, acc, out)
+    if name in ("zeros", "full"):
+        shape_arg = args[0] if args else kwargs.get("shape")
+        if name == "full":
+            value = args[1] if len(args) > 1 else kwargs.get("value", kwargs.get("fill_value"))
+            dtype = args[2] if len(args) > 2 else kwargs.get("dtype", torch.float32)
+        else:
+            value = 0
+            dtype = args[1] if len(args) > 1 else kwargs.get("dtype", torch.float32)
+        if not isinstance(dtype, torch.dtype):
+            raise h.err(KernelTypeError, f"ts.{name}: dtype must be a torch dtype", node=node)
+        dims = shape_dims(h, shape_arg, node)
+        if isinstance(value, Value):
+            if value.ndim:
+                raise h.err(KernelTypeError, "ts.full value must be a scalar", node=node)
+            return b.emit("full", [value], {"shape": dims, "dtype": dtype, "value": None})
+        if not isinstance(value, (int, float, bool)):
+            raise h.err(KernelTypeError, f"ts.full value must be a number, got {value!r}",
+                        node=node)
+        return b.emit("full", [], {"shape": dims, "dtype": dtype, "value": value})
+    if name == "atomic_add":
+        target, index, value = (args + [None, None, None])[:3]
+        if value is None:
+            value = kwargs.get("value")
+        from torchship.kernels.frontend.captures import TensorRef
+
+        if not isinstance(target, TensorRef):
+            raise h.err(KernelTypeError, "ts.atomic_add target must be a tensor argument",
+                        node=node)
+        call_node = node
+        assert isinstance(call_node, ast.Call)
+        idx_ast = call_node.args[1] if len(call_node.args) > 1 else None
+        if not isinstance(idx_ast, (ast.List, ast.Tuple)):
+            raise h.err(KernelSyntaxError, "ts.atomic_add index must be a literal list, "
+                        "e.g. [tm, 0]", node=node)
+        index = h.tensor_index(target, ast.Tuple(idx_ast.elts, ast.Load()), node)
+        b.emit("atomic_add", [h.operand(value)], {"tensor": target, "index": index})
+        return None
+    raise h.err(KernelSyntaxError, f"`{name}` is not supported in device code", node=node)
+
+
+def shape_dims(h: Any, shape: Any, node: ast.AST) -> tuple[Any, ...]:
+    """Dims for ``ts.zeros/ts.full`` shape entries: tiles and compile-time ints."""
+    if not isinstance(shape, tuple):
+        shape = (shape,)
+    dims = []
+    for s in shape:
+        if isinstance(s, TileInfo):
+            dims.append(s.dim)
+            continue
+        if isinstance(s, Value) and s.node is not None and s.node.op == "tile_attr" and \
+                s.node.attrs["attr"] == "block_size":
+            dims.append(s.node.attrs["tile"].dim)
+            continue
+        n = h.b.const_int(s, "a ts.zeros/ts.full shape entry")
+        if n < 1 or n & (n - 1):
+            raise h.err(KernelTypeError, f"block shape entry {n} must be a power of two",
+                        hint="use tiles for ragged sizes; literal sizes must be 1, 2, 4, ...",
+                        node=node)
+        dims.append(ConstDim(n))
+    return tuple(dims)
+
+
+def _norm_dims(h: Any, x: Value, dim: Any, node: ast.AST) -> list[int]:
+    if dim is None:
+        return list(range(x.ndim))
+    dims = list(dim) if isinstance(dim, tuple) else [dim]
+    out = []
+    for d in dims:
+        if not isinstance(d, int) or isinstance(d, bool):
+            raise h.err(KernelTypeError, f"reduction dim must be an int, got {d!r}", node=node)
+        if not -x.ndim <= d < max(x.ndim, 1):
+            raise h.err(KernelTypeError, f"dim {d} out of range for a {x.ndim}-D block",
+                        node=node)
+        out.append(d % x.ndim)
+    return sorted(set(out))
+
+
+def _count(h: Any, d: Any) -> Any:
+    d = d.find()
+    if isinstance(d, ConstDim):
+        return d.n
+    if isinstance(d, FullDim):
+        return d.size
+    assert isinstance(d, TileDim)
+    return h.b.emit("tile_attr", [], {"tile": d.tile, "attr": "count"}, f"{d.tile.name}_count")
+
+
+def reduction(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+    """sum/mean/amax/amin/max/min/argmax/argmin with ``dim``/``keepdim`` like torch."""
+    b = h.b
+    x = args[0]
+    if name in ("max", "min") and len(args) > 1 and isinstance(args[1], Value):
+        return b.emit("maximum" if name == "max" else "minimum", [x, args[1]])
+    if not isinstance(x, Value):
+        raise h.err(KernelTypeError, f"{name}() needs a block", node=node)
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    keep = bool(args[2] if len(args) > 2 else kwargs.get("keepdim", False))
+    if x.ndim == 0:
+        return x
+    dims = _norm_dims(h, x, dim, node)
+    kind = {"sum": "sum", "mean": "sum", "amax": "max", "amin": "min", "max": "max",
+            "min": "min", "argmax": "argmax", "argmin": "argmin"}[name]
+    if kind in ("argmax", "argmin") and dim is None:
+        if x.ndim != 1:
+            raise h.err(KernelSyntaxError, f"{name}() without dim on a {x.ndim}-D block is not "
+                        "supported", hint="pass dim=", node=node)
+    if name == "mean" and not x.dtype.is_floating_point:
+        raise h.err(KernelTypeError, "mean() of an integer block", node=node,
+                    hint="convert with .to(torch.float32) first")
+    counts = [_count(h, x.shape[d]) for d in dims]
+    val = x
+    for d in reversed(dims):
+        val = b.emit("reduce", [val], {"kind": kind, "dim": d, "keepdim": keep})
+    if name == "mean":
+        for c in counts:
+            val = b.emit("truediv", [val, c])
+        if val.dtype != x.dtype:
+            val = b.emit("to", [val], {"dtype": x.dtype})
+    if name in ("max", "min") and dim is not None:
+        from torchship.kernels.frontend.calls import MaxResult
+
+        idx = b.emit("reduce", [x], {"kind": "arg" + kind, "dim": dims[0], "keepdim": keep})
+        return MaxResult(val, idx)
+    return val

@@ -1,0 +1,157 @@
+"""Ops of the tile language: each defined once with its shape/dtype rule and Triton codegen.
+
+An :class:`OpDef` has ``infer(inputs, attrs) -> (shape, dtype)`` (inputs are IR Values or
+python constants) and ``emit(cg, node, args) -> str`` (the Triton expression, given the
+operands' Triton expressions). The eager semantics are torch's own (and
+:mod:`torchship.kernels.language` for the tile-language names). Adding an op touches one file.
+
+Example:
+    >>> import torch
+    >>> from torchship.kernels.ir import ConstDim, Value
+    >>> a = Value((ConstDim(4),), torch.float16, "a")
+    >>> OPS["add"].infer([a, 1.5], {})[1]
+    torch.float16
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from torchship.kernels.errors import KernelTypeError
+from torchship.kernels.ir import ConstDim, Dim, FullDim, TileDim, Value
+
+__all__ = ["OPS", "OpDef", "broadcast_shapes", "promote", "register", "shape_of", "dtype_of"]
+
+
+@dataclass
+class OpDef:
+    """One op: ``infer`` gives the result (shape, dtype), ``emit`` writes Triton."""
+
+    name: str
+    infer: Callable[[list[Any], dict[str, Any]], tuple[tuple[Dim, ...], torch.dtype]]
+    emit: Callable[[Any, Any, list[str]], str]
+    kind: str = "pointwise"  # pointwise | reduce | dot | memory | create | view
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    """Add an op to the registry (name must be new).
+
+    Example:
+        >>> "exp" in OPS
+        True
+    """
+    if op.name in OPS:
+        raise ValueError(f"op {op.name!r} registered twice")
+    OPS[op.name] = op
+    return op
+
+
+def shape_of(x: Any) -> tuple[Dim, ...]:
+    return x.shape if isinstance(x, Value) else ()
+
+
+def _category(dtype: torch.dtype) -> int:
+    if dtype == torch.bool:
+        return 0
+    if dtype.is_floating_point:
+        return 2
+    return 1
+
+
+def dtype_of(x: Any) -> tuple[torch.dtype, bool]:
+    """(dtype, weak) of an operand; python scalars are weak like in torch.
+
+    Example:
+        >>> dtype_of(2.0)
+        (torch.float32, True)
+    """
+    if isinstance(x, Value):
+        return x.dtype, x.weak
+    if isinstance(x, bool):
+        return torch.bool, True
+    if isinstance(x, int):
+        return torch.int32, True
+    if isinstance(x, float):
+        return torch.float32, True
+    raise KernelTypeError(f"expected a tile value or a python number, got {type(x).__name__}")
+
+
+def promote(operands: list[Any]) -> tuple[torch.dtype, bool]:
+    """torch's result-type rule (weak python scalars never widen a tensor's category-mate).
+
+    Example:
+        >>> from torchship.kernels.ir import Value
+        >>> promote([Value((), torch.int32), 0.5])
+        (torch.float32, False)
+    """
+    strong = [dtype_of(o)[0] for o in operands if not dtype_of(o)[1]]
+    weak = [dtype_of(o)[0] for o in operands if dtype_of(o)[1]]
+    if not strong:
+        res = weak[0]
+        for w in weak[1:]:
+            res = torch.promote_types(res, w)
+        return res, True
+    res = strong[0]
+    for s in strong[1:]:
+        res = torch.promote_types(res, s)
+    for w in weak:
+        if _category(w) > _category(res):
+            res = torch.float32 if _category(w) == 2 else torch.int64
+    return res, False
+
+
+def broadcast_shapes(shapes: list[tuple[Dim, ...]]) -> tuple[Dim, ...]:
+    """Right-aligned broadcasting; full dims that meet are unified, tiles must match.
+
+    Example:
+        >>> from torchship.kernels.ir import ConstDim
+        >>> broadcast_shapes([(ConstDim(1), ConstDim(4)), (ConstDim(3), ConstDim(1))])
+        (3, 4)
+    """
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[Dim] = []
+    for pos in range(rank):
+        cur: Dim | None = None
+        for s in shapes:
+            i = pos - (rank - len(s))
+            if i < 0:
+                continue
+            d = s[i].find()
+            if isinstance(d, ConstDim) and d.n == 1:
+                if cur is None:
+                    cur = d
+                continue
+            if cur is None or (isinstance(cur, ConstDim) and cur.n == 1):
+                cur = d
+                continue
+            if isinstance(cur, FullDim) and isinstance(d, FullDim):
+                cur.union(d)
+                cur = cur.find()
+                continue
+            if cur.same(d):
+                continue
+            raise KernelTypeError(
+                f"shapes do not broadcast: dimension {pos} is {_dim_desc(cur)} in one operand "
+                f"and {_dim_desc(d)} in another"
+            )
+        out.append(cur if cur is not None else ConstDim(1))
+    return tuple(out)
+
+
+def _dim_desc(d: Dim) -> str:
+    if isinstance(d, TileDim):
+        return f"tile {d.tile.name!r}"
+    if isinstance(d, FullDim):
+        return f"the full dimension {d!r}"
+    return f"size {d!r}"
+
+
+# import the op families (they register themselves)
+from torchship.kernels.ops import create, matmul, memory, pointwise, reduce  # noqa: E402,F401

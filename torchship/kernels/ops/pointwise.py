@@ -1,0 +1,199 @@
+"""Element-wise ops: arithmetic, comparisons, math functions, activations, casts, ``where``.
+
+Transcendental functions avoid ``libdevice`` (it returns None in Triton's interpreter):
+``sigmoid`` is ``1/(1+exp(-x))``, ``tanh`` is written with ``exp``, ``erf`` is ``tl.math.erf``.
+Half-precision inputs compute in float32 and round back, like torch's CUDA kernels.
+
+Example:
+    >>> import torch
+    >>> from torchship.kernels.ir import ConstDim, Value
+    >>> from torchship.kernels.ops import OPS
+    >>> x = Value((ConstDim(8),), torch.int32)
+    >>> OPS["exp"].infer([x], {})[1]   # torch.exp(int) is float32
+    torch.float32
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from torchship.kernels.errors import KernelTypeError
+from torchship.kernels.ops import OpDef, broadcast_shapes, promote, register, shape_of
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _binary_infer(result: str) -> Any:
+    def infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+        shape = broadcast_shapes([shape_of(i) for i in inputs])
+        dtype, _ = promote(inputs)
+        if result == "bool":
+            return shape, torch.bool
+        if result == "float" and not dtype.is_floating_point:
+            return shape, torch.float32
+        return shape, dtype
+
+    return infer
+
+
+def _compute_dtype(inputs: list[Any], result: str) -> torch.dtype:
+    dtype, _ = promote(inputs)
+    if result == "float" and not dtype.is_floating_point:
+        return torch.float32
+    return dtype
+
+
+def _binary(name: str, fmt: str, result: str = "same") -> None:
+    def emit(cg: Any, node: Any, args: list[str]) -> str:
+        work = _compute_dtype(node.inputs, result)
+        a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
+        return fmt.format(a=a, b=b)
+
+    register(OpDef(name, _binary_infer(result), emit))
+
+
+for _name, _fmt in [("add", "{a} + {b}"), ("sub", "{a} - {b}"), ("mul", "{a} * {b}"),
+                    ("maximum", "tl.maximum({a}, {b})"), ("minimum", "tl.minimum({a}, {b})")]:
+    _binary(_name, _fmt)
+_binary("truediv", "{a} / {b}", "float")
+for _name, _op in [("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="),
+                   ("ne", "!=")]:
+    _binary(_name, "{a} %s {b}" % _op, "bool")
+
+
+def _bitwise(name: str, op: str) -> None:
+    def infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+        shape = broadcast_shapes([shape_of(i) for i in inputs])
+        dtype, _ = promote(inputs)
+        if dtype.is_floating_point:
+            raise KernelTypeError(
+                f"`{op}` needs bool or integer operands, got {dtype}",
+                hint="compare first (a > 0) & (b > 0), or use torch.where",
+            )
+        return shape, dtype
+
+    def emit(cg: Any, node: Any, args: list[str]) -> str:
+        work, _ = promote(node.inputs)
+        a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
+        return f"{a} {op} {b}"
+
+    register(OpDef(name, infer, emit))
+
+
+_bitwise("and_", "&")
+_bitwise("or_", "|")
+_bitwise("xor", "^")
+
+
+def _unary(name: str, body: str, result: str = "same", needs_f32: bool = False) -> None:
+    """``body`` uses ``{a}`` (the operand, already in the compute dtype) and ``{one}``."""
+
+    def infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+        dtype, _ = promote(inputs)
+        if result == "float" and not dtype.is_floating_point:
+            dtype = torch.float32
+        if result == "bool":
+            dtype = torch.bool
+        return shape_of(inputs[0]), dtype
+
+    def emit(cg: Any, node: Any, args: list[str]) -> str:
+        out_dtype = node.out.dtype
+        work = out_dtype
+        if needs_f32 and (out_dtype in _HALF):
+            work = torch.float32
+        a = cg.coerce(node.inputs[0], args[0], work if result != "bool" else None)
+        expr = body.format(a=a)
+        if work != out_dtype and result != "bool":
+            expr = f"({expr}).to({cg.tl(out_dtype)})"
+        return expr
+
+    register(OpDef(name, infer, emit))
+
+
+_unary("neg", "-{a}")
+_unary("abs", "tl.abs({a})")
+_unary("relu", "tl.maximum({a}, 0)")
+_unary("not_", "{a} == 0", "bool")
+_unary("exp", "tl.exp({a})", "float", True)
+_unary("exp2", "tl.exp2({a})", "float", True)
+_unary("log", "tl.log({a})", "float", True)
+_unary("log2", "tl.log2({a})", "float", True)
+_unary("sqrt", "tl.sqrt({a})", "float", True)
+_unary("rsqrt", "tl.rsqrt({a})", "float", True)
+_unary("sin", "tl.sin({a})", "float", True)
+_unary("cos", "tl.cos({a})", "float", True)
+_unary("floor", "tl.floor({a})", "same", True)
+_unary("ceil", "tl.ceil({a})", "same", True)
+_unary("sigmoid", "1.0 / (1.0 + tl.exp(-{a}))", "float", True)
+_unary("tanh", "1.0 - 2.0 / (tl.exp(2.0 * {a}) + 1.0)", "float", True)
+_unary("erf", "tl.math.erf({a})", "float", True)
+_unary("silu", "{a} / (1.0 + tl.exp(-{a}))", "float", True)
+_unary("gelu", "0.5 * {a} * (1.0 + tl.math.erf({a} * 0.7071067811865476))", "float", True)
+_unary(
+    "gelu_tanh",
+    "0.5 * {a} * (2.0 - 2.0 / (tl.exp(1.5957691216057308 * ({a} + 0.044715 * {a} * {a} * {a}))"
+    " + 1.0))",
+    "float",
+    True,
+)
+
+
+def _pow_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+    shape = broadcast_shapes([shape_of(i) for i in inputs])
+    return shape, promote(inputs)[0]
+
+
+def _pow_emit(cg: Any, node: Any, args: list[str]) -> str:
+    base, exp = node.inputs
+    out = node.out.dtype
+    work = torch.float32 if out in _HALF else out
+    a = cg.coerce(base, args[0], work)
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool) and float(exp).is_integer() \
+            and abs(exp) <= 8:
+        n = int(exp)
+        expr = "1" if n == 0 else " * ".join([a] * abs(n))
+        if n < 0:
+            expr = f"1.0 / ({expr})"
+    elif isinstance(exp, float) and exp == 0.5:
+        expr = f"tl.sqrt({a})"
+    else:
+        if not work.is_floating_point:
+            raise KernelTypeError("pow with a non-integer-constant exponent needs float operands",
+                                  hint="convert with .to(torch.float32) first")
+        b = cg.coerce(exp, args[1], work)
+        expr = f"tl.exp({b} * tl.log({a}))"
+    if work != out:
+        expr = f"({expr}).to({cg.tl(out)})"
+    return expr
+
+
+register(OpDef("pow", _pow_infer, _pow_emit))
+
+
+def _cast_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+    return shape_of(inputs[0]), attrs["dtype"]
+
+
+def _cast_emit(cg: Any, node: Any, args: list[str]) -> str:
+    return cg.coerce(node.inputs[0], args[0], node.attrs["dtype"], force=True)
+
+
+register(OpDef("to", _cast_infer, _cast_emit))
+
+
+def _where_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+    cond, a, b = inputs
+    shape = broadcast_shapes([shape_of(cond), shape_of(a), shape_of(b)])
+    return shape, promote([a, b])[0]
+
+
+def _where_emit(cg: Any, node: Any, args: list[str]) -> str:
+    work = node.out.dtype
+    a = cg.coerce(node.inputs[1], args[1], work)
+    b = cg.coerce(node.inputs[2], args[2], work)
+    return f"tl.where({args[0]}, {a}, {b})"
+
+
+register(OpDef("where", _where_infer, _where_emit))

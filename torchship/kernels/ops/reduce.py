@@ -1,0 +1,113 @@
+"""Reductions over one dimension: sum, max, min, argmax, argmin (``mean`` is sum / count).
+
+The node is ``reduce(x, kind=, dim=, keepdim=)``. Padded lanes are re-masked with the
+reduction's identity before reducing (element-wise ops on masked lanes make garbage). In a
+looped reduction the backend reduces each chunk with ``part`` and folds it into an
+accumulator with ``combine``.
+
+Example:
+    >>> import torch
+    >>> from torchship.kernels.ir import ConstDim, Value
+    >>> from torchship.kernels.ops import OPS
+    >>> x = Value((ConstDim(4), ConstDim(8)), torch.float16)
+    >>> shape, dtype = OPS["reduce"].infer([x], {"kind": "sum", "dim": 1, "keepdim": True})
+    >>> shape, dtype
+    ((4, 1), torch.float16)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from torchship.kernels.ir import ConstDim
+from torchship.kernels.ops import OpDef, register
+
+
+@dataclass(frozen=True)
+class ReduceKind:
+    """How one reduction reduces a block and folds partial results."""
+
+    fn: str  # tl.sum / tl.max / ...
+    combine: str  # "{acc}", "{part}" -> folded value (not used by arg-reductions)
+    index: bool = False  # returns positions (argmax/argmin)
+    larger: bool = True  # for max-like: identity is -inf
+
+
+KINDS = {
+    "sum": ReduceKind("tl.sum", "{acc} + {part}"),
+    "max": ReduceKind("tl.max", "tl.maximum({acc}, {part})", larger=True),
+    "min": ReduceKind("tl.min", "tl.minimum({acc}, {part})", larger=False),
+    "argmax": ReduceKind("tl.argmax", "", index=True, larger=True),
+    "argmin": ReduceKind("tl.argmin", "", index=True, larger=False),
+}
+
+
+def result_dtype(kind: str, dtype: torch.dtype) -> torch.dtype:
+    """torch's result dtype of a reduction.
+
+    Example:
+        >>> result_dtype("sum", torch.int32), result_dtype("argmax", torch.float16)
+        (torch.int64, torch.int64)
+    """
+    if KINDS[kind].index:
+        return torch.int64
+    if kind == "sum" and not dtype.is_floating_point:
+        return torch.int64
+    return dtype
+
+
+def work_dtype(kind: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a reduction accumulates in (float32 for half types, int64 for int sums).
+
+    Example:
+        >>> work_dtype("sum", torch.bfloat16)
+        torch.float32
+    """
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    if kind == "sum" and not dtype.is_floating_point:
+        return torch.int64
+    if dtype == torch.bool:
+        return torch.int32
+    return dtype
+
+
+def identity(kind: str, dtype: torch.dtype) -> str:
+    """The identity element as a Triton literal for ``dtype``.
+
+    Example:
+        >>> identity("max", torch.float32), identity("min", torch.int32)
+        ('float("-inf")', '2147483647')
+    """
+    if kind == "sum":
+        return "0.0" if dtype.is_floating_point else "0"
+    larger = KINDS[kind].larger
+    if dtype.is_floating_point:
+        return 'float("-inf")' if larger else 'float("inf")'
+    info = torch.iinfo(dtype)
+    return str(info.min if larger else info.max)
+
+
+def _infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+    x = inputs[0]
+    dim, keep = attrs["dim"], attrs["keepdim"]
+    shape = list(x.shape)
+    if keep:
+        shape[dim] = ConstDim(1)
+    else:
+        del shape[dim]
+    return tuple(shape), result_dtype(attrs["kind"], x.dtype)
+
+
+def emit_part(cg: Any, node: Any, arg: str) -> str:
+    """Triton for reducing one (already masked, work-dtype) block along the node's dim."""
+    kind = KINDS[node.attrs["kind"]]
+    keep = node.attrs["keepdim"]
+    kd = ", keep_dims=True" if keep else ""
+    return f"{kind.fn}({arg}, axis={node.attrs['dim']}{kd})"
+
+
+register(OpDef("reduce", _infer, lambda cg, node, args: emit_part(cg, node, args[0]), "reduce"))
