@@ -293,8 +293,14 @@ def autotune(
     cap = eff.max_evals if max_evals is None else max_evals
     budget = eff.budget_s if budget_s is None else budget_s
     patience = eff.patience if patience is None else patience
-    strat = make_strategy(strategy, space, cap)
-    seeds = [default] + (nearby_winners(store, key, space) if store is not None else [])
+    user_configs = getattr(getattr(bound, "kernel", None), "configs", None)
+    if strategy is None and user_configs:
+        # @ts.kernel(configs=[...]): choose among the user's configs only
+        strat: Strategy = make_strategy(list(user_configs), space, cap)
+        seeds: list[Any] = []
+    else:
+        strat = make_strategy(strategy, space, cap)
+        seeds = [default] + (nearby_winners(store, key, space) if store is not None else [])
     strat.start(space, seeds, random.Random(seed))
     tgt = target or make_target(bound, args, kwargs, kernel, isolate)
     harness = Harness(tgt, timer=timer, isolate=isolate, compile_workers=compile_workers,
