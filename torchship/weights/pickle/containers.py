@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import posixpath
@@ -118,9 +119,15 @@ class Container:
         self.storages: list[StorageRef] = []
         self.findings: list[str] = []
         self.machines: list[Machine] = []  # every machine run, kept for the scanner
+        self._data_map: mmap.mmap | None = None
+        self._handed_out: tuple[int, int] | None = None
 
     def close(self) -> None:
         """Release the file. Example: ``c.close()``."""
+        if self._data_map is not None:
+            with contextlib.suppress(BufferError):  # a view still alive: the GC closes it
+                self._data_map.close()
+            self._data_map = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -143,11 +150,49 @@ class Container:
             length -= len(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def read(self, storage: StorageRef, start: int, length: int) -> bytes:
-        """Bytes ``[start, start+length)`` of a storage (relative to the storage's first byte).
+    def file_range(self, offset: int, length: int) -> memoryview:
+        """A zero-copy view of ``length`` file bytes at ``offset`` (memory-mapped).
+
+        The range handed out before is dropped from this process's resident memory first
+        (``MADV_DONTNEED``; the writer has consumed it by then), so converting a checkpoint
+        keeps about one tensor resident, not the whole file.
+
+        Example: ``bytes(c.file_range(0, 2))`` -> ``b'PK'`` for a zip checkpoint.
+        """
+        if offset < 0 or offset + length > self.size:
+            raise ContainerError(self.path, f"range of {length} bytes at {offset} is outside the "
+                                 f"file ({self.size} bytes)")
+        if length == 0:
+            return memoryview(b"")
+        if self._data_map is None:
+            self._data_map = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ)
+        self._drop_handed_out()
+        self._handed_out = (offset, length)
+        return memoryview(self._data_map)[offset:offset + length]
+
+    def _drop_handed_out(self) -> None:
+        if self._handed_out is None or self._data_map is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        offset, length = self._handed_out
+        page = mmap.PAGESIZE
+        start = -(-offset // page) * page
+        stop = (offset + length) // page * page
+        if stop > start:
+            self._data_map.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        self._handed_out = None
+
+    def read(self, storage: StorageRef, start: int, length: int) -> Any:
+        """Bytes ``[start, start+length)`` of a storage (relative to the storage's first byte),
+        as a bytes-like object (a view of the file where the record is stored uncompressed).
 
         Example: see :func:`open_container`."""
         raise NotImplementedError
+
+    def record_crc(self, tensor: Any) -> int | None:
+        """The CRC-32 the container recorded for exactly this tensor's bytes, if it has one.
+
+        Example: ``c.record_crc(t)`` -> an int for a whole stored zip record, else None."""
+        return None
 
     def load(self, strict: bool = True) -> Loaded:
         """Run the main pickle (and its helpers) through our machine. Example: see module."""
@@ -373,14 +418,22 @@ class ZipContainer(Container):
             self.findings.append(message)
         return Loaded(value, [(main.name, m.trace)], list(self.findings))
 
-    def read(self, storage: StorageRef, start: int, length: int) -> bytes:
+    def record_crc(self, tensor: Any) -> int | None:
+        if not isinstance(tensor, TensorRef) or self.byteorder != "little":
+            return None
+        m = self.members.get(f"{self.root}/data/{tensor.storage.key}")
+        whole = (tensor.storage.base == 0 and tensor.offset == 0 and tensor.is_contiguous()
+                 and tensor.numel * tensor.dtype.itemsize == m.file_size) if m else False
+        return m.crc if whole else None
+
+    def read(self, storage: StorageRef, start: int, length: int) -> Any:
         m = self.members[f"{self.root}/data/{storage.key}"]
         start += storage.base
         if start < 0 or start + length > m.file_size:
             raise ContainerError(self.path, f"read of {length} bytes at {start} outside record "
                                  f"{m.name} ({m.file_size} bytes)")
         if m.method == zipfile.ZIP_STORED:
-            return self.pread(m.data_offset + start, length)
+            return self.file_range(m.data_offset + start, length)
         if self._inflated is None or self._inflated[0] != m.name:
             self._inflated = None
             self._inflated = (m.name, self.member_bytes(m, limit=1 << 62))
@@ -500,7 +553,7 @@ class LegacyContainer(Container):
         start += storage.base
         if start < 0 or start + length > nbytes:
             raise ContainerError(self.path, f"read outside storage {storage.key!r}")
-        return self.pread(offset + start, length)
+        return self.file_range(offset + start, length)
 
 
 # --------------------------------------------------------------------------- bare pickle
@@ -629,7 +682,7 @@ class TarContainer(Container):
         start += storage.base
         if start < 0 or start + length > nbytes:
             raise ContainerError(self.path, f"read outside storage {storage.key!r}")
-        return self.pread(offset + start, length)
+        return self.file_range(offset + start, length)
 
 
 def open_container(path: str | os.PathLike[str], limits: Limits | None = None, *,
