@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.edge._util import rel_err
 from torchship.edge import export
 from torchship.edge.runtime.ops import erfc
 

@@ -7,11 +7,10 @@ import pytest
 import torch
 from torch.export import Dim
 
+from examples.models.zoo import ZOO, tiny_transformer  # noqa: I001
 from tests.edge._util import rel_err
 from torchship.edge import ExportError, export
 from torchship.edge.runtime import ProgramError, load
-
-from examples.models.zoo import ZOO, tiny_transformer  # noqa: I001
 
 STATIC = ["mlp", "small_cnn", "inverted_residual"]
 

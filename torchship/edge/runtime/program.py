@@ -132,7 +132,7 @@ class Method:
         for kernel, ins, outs, attrs, instr in steps:
             try:
                 kernel(ins, outs, attrs)
-            except (ProgramError, ValueError, TypeError, IndexError, FloatingPointError) as exc:
+            except (ProgramError, ValueError, TypeError, IndexError, ArithmeticError, MemoryError) as exc:
                 where = f" at {instr.source}" if instr.source else ""
                 raise ProgramError(f"{self.where}: {instr.op}{where}: {exc}") from None
         result = tuple(np.array(o, copy=True) for o in out_arrays)
