@@ -94,6 +94,10 @@ class Dim:
         a, b = self.find(), other.find()
         if isinstance(a, ConstDim) and isinstance(b, ConstDim):
             return a.n == b.n
+        if isinstance(a, FullDim) and isinstance(b, ConstDim):
+            return a.static == b.n
+        if isinstance(b, FullDim) and isinstance(a, ConstDim):
+            return b.static == a.n
         return a is b
 
 
@@ -135,6 +139,7 @@ class FullDim(Dim):
         self.size = size  # operand: kernel-arg Value holding the runtime size
         self.parent: FullDim | None = None
         self.used_in_dot = False
+        self.static: int | None = None  # known size (met a literal-size dim), checked at launch
 
     def find(self) -> FullDim:
         d = self
@@ -149,6 +154,18 @@ class FullDim(Dim):
                 a, b = b, a
             b.parent = a
             a.used_in_dot |= b.used_in_dot
+            if b.static is not None:
+                a.make_static(b.static)
+
+    def make_static(self, n: int) -> None:
+        """This full dim has size ``n`` (it met ``ts.zeros([.., n])``); checked at launch."""
+        r = self.find()
+        if r.static is not None and r.static != n:
+            from torchship.kernels.errors import KernelTypeError
+
+            raise KernelTypeError(f"the full dimension {r.label} is used as size {r.static} "
+                                  f"and as size {n}")
+        r.static = n
 
     def __repr__(self) -> str:
         return self.find().label

@@ -212,7 +212,7 @@ class BoundKernel:
             slot_of = {info.root.id: red_off[idx] + k for k, info in enumerate(infos)}
             for info in infos:
                 hint = _hint_of(launch, info.root.size)
-                reductions.append(ReductionSpec(info.root.label, int(hint or 1024),
+                reductions.append(ReductionSpec(info.root.label, int(info.root.static or hint or 1024),
                                                 info.rollable, info.in_dot))
             shapes = []
             for shape in analysis.value_shapes(launch):

@@ -89,7 +89,7 @@ def full_dims(launch: Launch) -> list[FullDimInfo]:
                     for d in v.shape:
                         if isinstance(d.find(), FullDim):
                             bad.add(d.find().id)
-    return [FullDimInfo(r, r.id not in bad, r.used_in_dot) for r in roots]
+    return [FullDimInfo(r, r.id not in bad and r.static is None, r.used_in_dot) for r in roots]
 
 
 def value_shapes(launch: Launch) -> list[tuple[Any, ...]]:

@@ -334,6 +334,15 @@ class CallHandler:
             elif isinstance(e, ast.Constant) and e.value is None:
                 spec.append("None")
                 dims.append(ConstDim(1))
+            elif _int_literal(e) is not None:
+                if src >= v.ndim or not v.shape[src].same(ConstDim(1)) or \
+                        _int_literal(e) not in (0, -1):
+                    raise self.err(KernelSyntaxError, f"indexing a block with `{ast.unparse(e)}` "
+                                   "is only supported on a size-1 dimension (to drop it)",
+                                   hint="blocks take `:`, None, and 0 on size-1 dims; index the "
+                                   "tensor instead", node=node)
+                spec.append("squeeze")
+                src += 1
             elif isinstance(e, ast.Constant) and e.value is Ellipsis:
                 n = v.ndim - sum(1 for x in entries if isinstance(x, ast.Slice))
                 for _ in range(n):
@@ -348,6 +357,9 @@ class CallHandler:
             spec.append(":")
             dims.append(v.shape[src])
             src += 1
+        if "squeeze" in spec and not dims:
+            raise self.err(KernelSyntaxError, "dropping every dimension of a block is not "
+                           "supported", hint="reduce it with .sum() instead", node=node)
         return self.b.emit("view", [v], {"dims": tuple(dims), "spec": tuple(spec)})
 
     def store(self, ref: TensorRef, sl: ast.AST, value: Any, node: ast.AST) -> None:
@@ -463,6 +475,15 @@ class CallHandler:
                 elif isinstance(d, FullDim):
                     d.used_in_dot = True
         return out
+
+
+def _int_literal(e: ast.AST) -> int | None:
+    if isinstance(e, ast.Constant) and isinstance(e.value, int) and not isinstance(e.value, bool):
+        return e.value
+    if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.USub):
+        inner = _int_literal(e.operand)
+        return -inner if inner is not None else None
+    return None
 
 
 def _desc(v: Any) -> str:

@@ -291,6 +291,7 @@ class DeviceBuilder:
             raise self.error(KernelSyntaxError, f"loop target unpacks {len(names)} names but "
                              f"the loop has {len(ends)} dimensions", node=call)
         out: list[Any] = []
+        self.last_bounds = (begins, ends)
         for d, (b, e, bs) in enumerate(zip(begins, ends, sizes)):
             name = names[d] if len(names) == len(ends) else f"{names[0]}_{d}"
             if grid:
@@ -335,14 +336,12 @@ class DeviceBuilder:
             bs = [b for b in bs]
         tiles, multi = self.make_tiles(node.iter, args, bs, self.site.kind == "grid", names,
                                        None)
+        begins, ends = self.last_bounds
         self._bind_target(node.target, tiles, multi)
         self.region = []
         for stmt in node.body:
             self.statement(stmt)
-        launch = Launch(self.site.index, tiles, [t.begin if isinstance(t, TileInfo) else None
-                                                 for t in tiles],
-                        [t.end if isinstance(t, TileInfo) else None for t in tiles],
-                        self.region, self.params, self.full_dims, self.site.loc,
+        launch = Launch(self.site.index, tiles, list(begins), list(ends), self.region, self.params, self.full_dims, self.site.loc,
                         name=self.parsed.fn.__name__)
         launch.grid_bounds = _grid_bounds(args, multi)  # type: ignore[attr-defined]
         return launch
@@ -539,12 +538,16 @@ def _grid_bounds(args: list[Any], multi: bool) -> Any:
 
 
 def _unify(a: Any, b: Any) -> bool:
-    from torchship.kernels.ir import FullDim
+    from torchship.kernels.ir import ConstDim, FullDim
 
     fa, fb = a.find(), b.find()
     if isinstance(fa, FullDim) and isinstance(fb, FullDim):
         fa.union(fb)
         return True
+    if isinstance(fa, FullDim) and isinstance(fb, ConstDim) and fb.n > 1:
+        fa.make_static(fb.n)
+    if isinstance(fb, FullDim) and isinstance(fa, ConstDim) and fa.n > 1:
+        fb.make_static(fa.n)
     return fa.same(fb)
 
 

@@ -135,6 +135,13 @@ def broadcast_shapes(shapes: list[tuple[Dim, ...]]) -> tuple[Dim, ...]:
                 cur.union(d)
                 cur = cur.find()
                 continue
+            if isinstance(cur, FullDim) and isinstance(d, ConstDim):
+                cur.make_static(d.n)
+                continue
+            if isinstance(d, FullDim) and isinstance(cur, ConstDim):
+                d.make_static(cur.n)
+                cur = d
+                continue
             if cur.same(d):
                 continue
             raise KernelTypeError(

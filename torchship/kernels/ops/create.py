@@ -59,6 +59,10 @@ def _expand_emit(cg: Any, node: Any, args: list[str]) -> str:
     spec = node.attrs["spec"]
     if all(s == ":" for s in spec):
         return args[0]
+    if "squeeze" in spec:
+        x = args[0]
+        dims = ", ".join(cg.block(d) for d in node.out.shape)
+        return f"tl.reshape({x}, [{dims}])"
     return f"{args[0]}[{', '.join(spec)}]"
 
 

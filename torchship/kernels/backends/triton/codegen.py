@@ -144,7 +144,7 @@ class TritonCodegen:
         name = self.ctx.lookup(x.id)
         if name is not None:
             return name
-        if x.node is not None and self.is_deferred(x):
+        if x.node is not None and self.has_rolled(x):
             return self.emit_value_node(x.node)
         raise AssertionError(f"value {x!r} used before it was emitted")
 
@@ -159,6 +159,10 @@ class TritonCodegen:
         if slot is None or slot >= len(self.config.reduction_loops):
             return None
         return self.config.reduction_loops[slot]
+
+    def has_rolled(self, v: Value) -> bool:
+        """True for a value with a rolled (looped-reduction) dim: emitted lazily."""
+        return any(self.rolled_root(d) is not None for d in v.shape)
 
     def is_deferred(self, v: Value) -> bool:
         """True for a value with a rolled dim that is not open in the current context."""
@@ -256,9 +260,12 @@ class TritonCodegen:
             r = d.find()
             if self.ctx.dim(r.id) is not None or self.chunk_of(r) is not None:
                 continue
-            rname = self.fresh(f"R_{r.label.replace('.size(', '').replace(')', '')}".upper())
             size = self.ref(r.size)
-            self.constexprs[rname] = f"_pad({self.host_expr(r.size)})"
+            if r.static is not None:
+                rname = str(r.static)
+            else:
+                rname = self.fresh(f"R_{r.label.replace('.size(', '').replace(')', '')}".upper())
+                self.constexprs[rname] = f"_pad({self.host_expr(r.size)})"
             idx = self.fresh(f"{r.label.split('.')[0]}_r{r.label[-2]}")
             self.line(f"{idx} = tl.arange(0, {rname})")
             self.line(f"{idx}_mask = {idx} < {size}")
@@ -417,7 +424,7 @@ class TritonCodegen:
         self.indent -= opened
 
     def emit_node(self, node: Node) -> None:
-        if node.out is not None and self.is_deferred(node.out):
+        if node.out is not None and self.has_rolled(node.out):
             return  # recomputed inside the chunk loop of each consumer
         rolled = self.consumer_rolled(node)
         self.comment_for(node)

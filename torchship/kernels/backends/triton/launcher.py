@@ -167,6 +167,13 @@ def build_launcher(launch: Launch, cg: TritonCodegen, config: Config, device_typ
         groups.setdefault(d.find().id, []).append(d)
     for dims in groups.values():
         getters = sorted({_host(cg, d.size) for d in dims})
+        static = dims[0].find().static
+        if static is not None:
+            lines.append(f"    if {getters[0]} != {static}:")
+            lines.append(f"        raise KernelLaunchError('{dims[0].find().label} is ' + "
+                         f"str({getters[0]}) + ' but the kernel combines it with a block of "
+                         f"size {static}', filename={launch.loc.filename!r}, "
+                         f"lineno={launch.loc.lineno})")
         for g in getters[1:]:
             lines.append(f"    if {getters[0]} != {g}:")
             lines.append(f"        raise KernelLaunchError('size mismatch: {dims[0].label} "
