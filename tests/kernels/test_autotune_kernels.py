@@ -42,7 +42,8 @@ def test_tuning_a_real_kernel_picks_a_correct_config(name, variant, tmp_path):
     # every candidate the harness called ok also matched the default config's output
     entry = AutotuneCache(tmp_path).get(rep.key)
     assert entry is not None and entry["config"] == rep.config.to_dict()
-    log = json.loads(open(rep.log_path).read())
+    with open(rep.log_path) as f:
+        log = json.load(f)
     assert [c["status"] for c in log["candidates"]] == [r.status for r in rep.results]
 
 
