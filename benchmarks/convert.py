@@ -3,7 +3,8 @@
 Writes a ``torch.save`` checkpoint (1 GiB of tensors by default: a transformer-like state dict
 of float32/bf16 weights whose largest tensor is about 1/8 of the total), then converts it with
 each approach in its own fresh subprocess, measuring wall time inside the child and peak RSS
-of the child (``os.wait4`` -> ``ru_maxrss``). An import-only child per approach gives the
+of the child (``VmHWM`` read by the child itself at the end: ``ru_maxrss`` from ``os.wait4`` is
+also recorded, but Linux carries the parent's RSS at fork into it across exec). An import-only child per approach gives the
 baseline RSS, so "above baseline" is the memory the conversion itself needed. Approaches:
 
 - ``torchship``: ``torchship.weights.pickle.convert`` (never executes the pickle), including
@@ -63,7 +64,9 @@ SRC, DST = {src!r}, {dst!r}
 t0 = time.perf_counter()
 if {work_flag}:
 {work}
-print(json.dumps({{"seconds": time.perf_counter() - t0}}))
+seconds = time.perf_counter() - t0
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({{"seconds": seconds, "hwm_kib": int(hwm)}}))
 """
 
 
@@ -123,7 +126,10 @@ def run_child(name: str, src: Path, dst: Path, work: bool) -> dict[str, float]:
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{err}")
     result = json.loads(out.strip().splitlines()[-1])
-    result["rss_mib"] = usage.ru_maxrss / 1024  # KiB on Linux
+    # VmHWM is the child's own peak (its address space starts fresh at exec); wait4's
+    # ru_maxrss would also count the parent's RSS at fork time, which Linux carries over exec
+    result["rss_mib"] = result.pop("hwm_kib") / 1024
+    result["ru_maxrss_mib"] = usage.ru_maxrss / 1024
     return result
 
 

@@ -247,3 +247,17 @@ def test_flatten_bounds_cycles() -> None:
     flat = flatten({"x": a, "y": 1})
     assert flat.values["y"] == "1"
     assert "x" in flat.dropped or "x" in flat.values or "x.0" in flat.dropped
+
+
+def test_demo_step(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from torchship.weights.pickle.demo import run_step
+
+    out = io.StringIO()
+    assert run_step(Console(file=out, width=120), tmp_path, quick=True) is True
+    text = out.getvalue()
+    assert "refused" in text and "absent - nothing ran" in text
+    assert not (tmp_path / "CANARY-payload-ran").exists()
