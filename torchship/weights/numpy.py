@@ -78,13 +78,15 @@ def save_file(
     tensor_dict: Mapping[str, np.ndarray],
     filename: str | os.PathLike[str],
     metadata: Mapping[str, str] | None = None,
+    *,
+    fsync: bool = True,
 ) -> None:
     """Save arrays to ``filename`` (temp file in the same directory, fsync, rename).
 
     Example:
         >>> save_file({"x": np.ones(4, np.float32)}, "x.safetensors")  # doctest: +SKIP
     """
-    save_entries(to_entries(tensor_dict), filename, metadata)
+    save_entries(to_entries(tensor_dict), filename, metadata, fsync=fsync)
 
 
 def save_sharded(

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -73,6 +74,23 @@ def map_file(path: str | os.PathLike[str]) -> mmap.mmap | bytes:
         if size == 0:
             return b""
         return mmap.mmap(fileobj.fileno(), 0, access=mmap.ACCESS_COPY)
+
+
+def advise_willneed(buf: Any, start: int, end: int) -> None:
+    """Ask the kernel to read ``buf[start:end]`` ahead (async), when ``buf`` is an mmap.
+
+    Cold loads then stream with deep readahead instead of one page fault at a time; on a
+    warm file it costs a page-cache walk. Errors are ignored (it is only a hint).
+
+    Example:
+        >>> advise_willneed(b"not an mmap", 0, 4)
+    """
+    if not isinstance(buf, mmap.mmap) or end <= start or not hasattr(mmap, "MADV_WILLNEED"):
+        return
+    page = mmap.PAGESIZE
+    aligned = start - start % page
+    with contextlib.suppress(OSError, ValueError):
+        buf.madvise(mmap.MADV_WILLNEED, aligned, min(end, len(buf)) - aligned)
 
 
 def numpy_view(buf: Any, header: Header, key: str) -> np.ndarray:
@@ -265,6 +283,9 @@ class safe_open:  # noqa: N801 - drop-in name
     # -- tensors ---------------------------------------------------------------------------
     def get_tensor(self, name: str) -> Any:
         """Load one tensor (a zero-copy view on CPU). Example: ``f.get_tensor("w").shape``."""
+        info = self._info(name)
+        start = self._header.data_start + info.start
+        advise_willneed(self._live_buf(), start, start + info.nbytes)
         tensor = self._tensor(name)
         if self._framework == "pt" and self._device.type != "cpu":
             tensor = tensor.to(self._device)
@@ -278,6 +299,7 @@ class safe_open:  # noqa: N801 - drop-in name
             ...     state = f.get_tensors()
         """
         keys = self.offset_keys()
+        advise_willneed(self._live_buf(), self._header.data_start, self._header.data_start + self._header.data_len)
         if self._framework == "pt" and self._device.type != "cpu":
             return self._torch.load_to_device(self._live_buf(), self._header, keys, self._device, name=self._name)
         return {key: self._tensor(key) for key in keys}

@@ -303,6 +303,8 @@ def save_file(
     tensors: Mapping[str, torch.Tensor],
     filename: str | os.PathLike[str],
     metadata: Mapping[str, str] | None = None,
+    *,
+    fsync: bool = True,
 ) -> None:
     """Save tensors to ``filename`` (streamed to a temp file, fsync'd, renamed).
 
@@ -311,7 +313,7 @@ def save_file(
     """
     entries = _entries(tensors)
     _refuse_shared(tensors)
-    save_entries(entries, filename, metadata)
+    save_entries(entries, filename, metadata, fsync=fsync)
 
 
 def save_sharded(

@@ -146,10 +146,13 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> Any:
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[BinaryIO], Any], *, fsync: bool = True
+) -> Any:
     """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename it to ``path``.
 
-    On any error the temp file is removed and ``path`` is untouched.
+    On any error the temp file is removed and ``path`` is untouched. ``fsync=False`` skips the
+    flush to disk (the rename is still atomic, but a power cut may lose the new file's data).
 
     Example:
         >>> import tempfile
@@ -165,13 +168,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any])
         with open(fd, "wb", buffering=WRITE_BUFFER, closefd=True) as fileobj:
             result = write(fileobj)
             fileobj.flush()
-            os.fsync(fileobj.fileno())
+            if fsync:
+                os.fsync(fileobj.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    if fsync:
+        _fsync_dir(directory)
     return result
 
 
@@ -179,8 +184,12 @@ def save_entries(
     entries: Mapping[str, Entry],
     path: str | os.PathLike[str],
     metadata: Mapping[str, str] | None = None,
+    *,
+    fsync: bool = True,
 ) -> None:
     """Write ``entries`` as a safetensors file at ``path``, atomically (temp file + rename).
+
+    The data is fsync'd before the rename unless ``fsync=False``.
 
     Example:
         >>> import tempfile
@@ -190,4 +199,4 @@ def save_entries(
         b'{"__metadata__":{"format":"np"}}'
     """
     plan(entries, metadata)  # fail on bad input before creating any file
-    atomic_write(path, lambda f: write_entries(f, entries, metadata))
+    atomic_write(path, lambda f: write_entries(f, entries, metadata), fsync=fsync)

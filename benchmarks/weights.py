@@ -1,0 +1,308 @@
+"""Benchmark torchship.weights against safetensors and torch.save/torch.load (issue 2).
+
+In one run, on fresh random tensors (default 1 GiB: F32 and BF16 matrices of transformer-like
+sizes plus small vectors):
+
+- ``save``: torchship ``save_file`` (temp file, fsync, rename) vs safetensors ``save_file``
+  (no fsync) vs ``torch.save``; plus a ``save + fsync`` row where the peers' files are fsync'd
+  too, so every column measures a durable save.
+- ``load warm`` / ``load cold``: ``load_file`` then touch every byte (a byte sum), with the file
+  in the page cache, or evicted first (fsync + ``POSIX_FADV_DONTNEED``): torchship vs
+  safetensors vs ``torch.load(weights_only=True)`` and ``torch.load(mmap=True)``.
+- ``load numpy``: ``torchship.weights.numpy.load_file`` vs ``safetensors.numpy.load_file``, warm.
+- ``load cuda`` (when a GPU exists), warm and cold: ``load_file(device="cuda")`` vs
+  safetensors' ``device="cuda"`` vs ``torch.load(map_location="cuda")``, synchronized.
+
+Each cell is the median of ``--repeat`` runs, the libraries interleaved in each round. Ratios
+are peer time / torchship time (> 1: torchship is faster). A table is printed with rich and the
+numbers are written as JSON.
+
+Example:
+    $ python benchmarks/weights.py                  # 1 GiB, as the issue asks
+    $ python benchmarks/weights.py --size-mib 256 --repeat 3 --out bench-out
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import safetensors.numpy as st_np  # noqa: E402
+import safetensors.torch as st_pt  # noqa: E402
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import Progress  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from torchship.weights import numpy as ts_np  # noqa: E402
+from torchship.weights import torch as ts_pt  # noqa: E402
+
+
+def make_tensors(size_bytes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Fresh random tensors totalling about ``size_bytes`` (F32/BF16 matrices + small vectors).
+
+    Example:
+        >>> sum(t.nbytes for t in make_tensors(1 << 20).values()) >= 1 << 20
+        True
+    """
+    gen = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    total, layer = 0, 0
+    dim = 1024
+    while total < size_bytes:
+        for name, rows, dtype in (("attn.qkv", 3 * dim, torch.bfloat16), ("mlp.up", 4 * dim, torch.float32), ("mlp.down", dim, torch.float32)):
+            cols = 4 * dim if name == "mlp.down" else dim
+            t = torch.randn(rows, cols, generator=gen).to(dtype)
+            tensors[f"layers.{layer}.{name}.weight"] = t
+            total += t.nbytes
+        for name in ("norm.weight", "norm.bias", "mlp.up.bias"):
+            t = torch.randn(dim, generator=gen)
+            tensors[f"layers.{layer}.{name}"] = t
+            total += t.nbytes
+        layer += 1
+    return tensors
+
+
+def touch_torch(tensors: dict[str, torch.Tensor]) -> int:
+    """Read every byte (byte sum), on whatever device the tensors live.
+
+    Example:
+        >>> touch_torch({"a": torch.ones(2, dtype=torch.uint8)})
+        2
+    """
+    total = 0
+    for t in tensors.values():
+        flat = t.reshape(-1).view(torch.uint8)
+        if flat.device.type == "cpu":  # numpy's byte sum is far faster than torch's on CPU
+            total += int(flat.numpy().sum(dtype=np.uint64))
+        else:
+            total += int(flat.sum(dtype=torch.int64))
+    return total
+
+
+def touch_numpy(arrays: dict[str, np.ndarray]) -> int:
+    """Read every byte of numpy arrays (byte sum).
+
+    Example:
+        >>> touch_numpy({"a": np.ones(3, np.uint8)})
+        3
+    """
+    return int(sum(int(a.reshape(-1).view(np.uint8).sum(dtype=np.uint64)) for a in arrays.values()))
+
+
+def evict(path: Path) -> None:
+    """Drop ``path`` from the page cache (it must not be mapped anywhere)."""
+    gc.collect()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def warm(path: Path) -> None:
+    """Bring ``path`` into the page cache."""
+    with open(path, "rb") as f:
+        while f.read(64 << 20):
+            pass
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _time(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    console = Console()
+    size = args.size_mib << 20
+    workdir = Path(args.dir or tempfile.mkdtemp(prefix="ts-weights-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    cuda = torch.cuda.is_available() and not args.no_gpu
+    console.print(f"generating {args.size_mib} MiB of random tensors ...")
+    tensors = make_tensors(size)
+    nbytes = sum(t.nbytes for t in tensors.values())
+    arrays = {k: v.numpy() for k, v in tensors.items() if v.dtype != torch.bfloat16}
+    ts_file, st_file, pt_file = workdir / "ts.safetensors", workdir / "st.safetensors", workdir / "model.pt"
+    results: dict[str, dict[str, list[float]]] = {}
+
+    def record(row: str, col: str, seconds: float) -> None:
+        results.setdefault(row, {}).setdefault(col, []).append(seconds)
+
+    def settle() -> None:
+        gc.collect()
+        os.sync()
+
+    def load_and_touch(loader: Callable[[], dict[str, Any]], toucher: Callable[[Any], int]) -> Callable[[], None]:
+        def go() -> None:
+            toucher(loader())
+
+        return go
+
+    pt_loaders: dict[str, Callable[[], Callable[[], None]]] = {
+        "torchship": lambda: load_and_touch(lambda: ts_pt.load_file(ts_file), touch_torch),
+        "safetensors": lambda: load_and_touch(lambda: st_pt.load_file(str(ts_file)), touch_torch),
+        "torch.load": lambda: load_and_touch(lambda: torch.load(pt_file, weights_only=True), touch_torch),
+        "torch.load mmap": lambda: load_and_touch(lambda: torch.load(pt_file, weights_only=True, mmap=True), touch_torch),
+    }
+    steps = args.repeat * (4 + 2 * 4 + 2 + (6 if cuda else 0))
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("benchmarking", total=steps)
+        for _ in range(args.repeat):
+            # -- save ------------------------------------------------------------------------
+            for col, fn in (
+                ("torchship", lambda: ts_pt.save_file(tensors, ts_file)),
+                ("safetensors", lambda: st_pt.save_file(tensors, str(st_file))),
+                ("torch.save", lambda: torch.save(tensors, pt_file)),
+            ):
+                settle()
+                t = _time(fn)
+                record("save", col, t)
+                path = {"torchship": ts_file, "safetensors": st_file, "torch.save": pt_file}[col]
+                t_sync = _time(lambda p=path: fsync_path(p))
+                record("save + fsync", col, t + (0.0 if col == "torchship" else t_sync))
+                progress.advance(task)
+            settle()
+            record("save", "fsync=False", _time(lambda: ts_pt.save_file(tensors, workdir / "nofsync.safetensors", fsync=False)))
+            progress.advance(task)
+            # -- torch loads, warm then cold ---------------------------------------------------
+            for mode in ("warm", "cold"):
+                for col, make in pt_loaders.items():
+                    path = pt_file if col.startswith("torch.load") else ts_file
+                    gc.collect()
+                    if mode == "warm":
+                        warm(path)
+                    else:
+                        evict(path)
+                    record(f"load {mode} (cpu, touch all)", col, _time(make()))
+                    gc.collect()
+                    progress.advance(task)
+            # -- numpy ---------------------------------------------------------------------------
+            np_file = workdir / "np.safetensors"
+            if not np_file.exists():
+                ts_np.save_file(arrays, np_file)
+            for col, loader in (
+                ("torchship", lambda f=np_file: ts_np.load_file(f)),
+                ("safetensors", lambda f=np_file: st_np.load_file(str(f))),
+            ):
+                gc.collect()
+                warm(np_file)
+                record("load numpy warm (touch all)", col, _time(lambda ld=loader: touch_numpy(ld())))
+                progress.advance(task)
+            # -- cuda ------------------------------------------------------------------------------
+            if cuda:
+                for mode in ("warm", "cold"):
+                    for col, path, loader in (
+                        ("torchship", ts_file, lambda: ts_pt.load_file(ts_file, device="cuda")),
+                        ("safetensors", ts_file, lambda: st_pt.load_file(str(ts_file), device="cuda")),
+                        ("torch.load", pt_file, lambda: torch.load(pt_file, weights_only=True, map_location="cuda")),
+                    ):
+                        gc.collect()
+                        torch.cuda.empty_cache()
+                        if mode == "warm":
+                            warm(path)
+                        else:
+                            evict(path)
+                        torch.cuda.synchronize()
+
+                        def go(ld: Callable[[], dict[str, torch.Tensor]] = loader) -> None:
+                            out = ld()
+                            torch.cuda.synchronize()
+                            touch_torch(out)
+
+                        record(f"load cuda {mode} (touch all)", col, _time(go))
+                        progress.advance(task)
+
+    medians = {row: {col: statistics.median(v) for col, v in cols.items()} for row, cols in results.items()}
+    meta = {
+        "bytes": nbytes,
+        "tensors": len(tensors),
+        "repeat": args.repeat,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if cuda else None,
+        "torch": torch.__version__,
+        "safetensors": st_pt.__dict__.get("__version__") or __import__("safetensors").__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "workdir": str(workdir),
+    }
+    table = Table(title=f"torchship.weights vs peers: {nbytes / 2**20:.0f} MiB, {len(tensors)} tensors, median of {args.repeat}")
+    cols = ["torchship", "fsync=False", "safetensors", "torch.save", "torch.load", "torch.load mmap"]
+    table.add_column("operation")
+    for col in cols:
+        table.add_column(f"{col} (s)", justify="right")
+    table.add_column("safetensors / torchship", justify="right")
+    for row, vals in medians.items():
+        cells = [f"{vals[c]:.3f}" if c in vals else "" for c in cols]
+        ratio = vals["safetensors"] / vals["torchship"] if "safetensors" in vals and "torchship" in vals else float("nan")
+        table.add_row(row, *cells, f"[bold]{ratio:.2f}x")
+    console.print(table)
+    console.print(f"machine: {meta['cpu']} ({meta['cores']} cores), GPU: {meta['gpu']}, torch {meta['torch']}, safetensors {meta['safetensors']}")
+    out = {"meta": meta, "median_s": medians, "runs_s": results}
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        target = Path(args.out) / "weights.json"
+        target.write_text(json.dumps(out, indent=2))
+        console.print(f"wrote {target}")
+    if not args.dir and not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run the benchmark.
+
+    Example:
+        >>> main(["--size-mib", "16", "--repeat", "1", "--no-gpu"])  # doctest: +SKIP
+        0
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="total tensor bytes (default 1024 = 1 GiB)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; each cell is the median")
+    parser.add_argument("--dir", help="where to write the files (default: a temp dir, removed after)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    parser.add_argument("--out", default="bench-out", help="folder for weights.json ('' to skip)")
+    parser.add_argument("--no-gpu", action="store_true", help="skip the CUDA rows even when a GPU exists")
+    run(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
