@@ -30,7 +30,7 @@ from torchship.kernels.backends.triton.launcher import CompiledLaunch, compile_l
 from torchship.kernels.config import Config, ConfigSpace, LaunchSpec, ReductionSpec
 from torchship.kernels.errors import KernelConfigError, KernelError, KernelLaunchError
 from torchship.kernels.frontend import analysis
-from torchship.kernels.frontend.captures import BlockSym, spec_of
+from torchship.kernels.frontend.captures import BlockSym, spec_of, tdesc_spec
 from torchship.kernels.frontend.device import BlockRegistry, DeviceBuilder
 from torchship.kernels.frontend.host import ParsedKernel, parse_kernel
 from torchship.kernels.ir import Launch
@@ -60,6 +60,32 @@ def _block_ptr_available() -> bool:
 
     fn = getattr(tl, "make_block_ptr", None)
     return fn is not None and "removed" not in (fn.__doc__ or "")
+
+
+def _tdesc_available(device_type: str, capability: tuple[int, int]) -> bool:
+    import triton.language as tl
+
+    if not hasattr(tl, "make_tensor_descriptor"):
+        return False
+    return device_type == "cpu" or capability >= (9, 0)
+
+
+_ALLOCATOR_SET = False
+
+
+def _ensure_allocator() -> None:
+    """Device-side tensor descriptors need scratch memory from a Triton allocator."""
+    global _ALLOCATOR_SET
+    if _ALLOCATOR_SET:
+        return
+    import triton
+
+    def alloc(size: int, alignment: int, stream: Any) -> torch.Tensor:
+        return torch.empty(size, dtype=torch.int8, device="cuda")
+
+    if hasattr(triton, "set_allocator"):
+        triton.set_allocator(alloc)
+    _ALLOCATOR_SET = True
 
 
 class _HostCtx:
@@ -97,8 +123,12 @@ class _SiteHook:
         self.cache: dict[Any, Callable[..., None]] = {}
         self.compiled: dict[Any, CompiledLaunch] = {}
 
+        self.tdesc = config.indexing == "tensor_descriptor"
+
     def __call__(self, a: tuple[Any, ...], bs: Any, c: tuple[Any, ...]) -> None:
         key = (tuple(map(spec_of, a)), spec_of(bs), tuple(map(spec_of, c)))
+        if self.tdesc:
+            key += (tdesc_spec(c),)
         fn = self.cache.get(key)
         if fn is None:
             fn = self._compile(a, bs, c, key)
@@ -227,6 +257,8 @@ class BoundKernel:
         indexing = ["pointer"]
         if _block_ptr_available():
             indexing.append("block_ptr")
+        if _tdesc_available(self.device_type, self.capability):
+            indexing.append("tensor_descriptor")
         return ConfigSpace(self.registry.params, launches, reductions, self.tunables, indexing,
                            self.device_type)
 
@@ -244,6 +276,8 @@ class BoundKernel:
     def _compile_ir(self, launch: Launch, config: Config) -> CompiledLaunch:
         _, order_slot = self._slots()
         launch.order_slot = order_slot.get(launch.index)  # type: ignore[attr-defined]
+        if config.indexing == "tensor_descriptor" and self.device_type == "cuda":
+            _ensure_allocator()
         compiled = compile_launch(launch, config, self._reduction_index(launch),
                                   self.device_type, config.indexing, self.num_programs)
         if os.environ.get("TORCHSHIP_PRINT_CODE") == "1":

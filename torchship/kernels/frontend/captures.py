@@ -57,8 +57,27 @@ class TensorRef:
     hint_shape: tuple[int, ...]
     hint_strides: tuple[int, ...]
     ptr: Param
+    tdesc_ok: bool = False  # last stride 1, other strides and base 16-byte aligned
     sizes: dict[int, Param] = field(default_factory=dict)
     strides: dict[int, Param] = field(default_factory=dict)
+
+
+def tdesc_ok(t: torch.Tensor) -> bool:
+    """Whether a tensor can be read through a TMA tensor descriptor.
+
+    Example:
+        >>> tdesc_ok(torch.zeros(4, 8)), tdesc_ok(torch.zeros(4, 8).t())
+        (True, False)
+    """
+    if t.dim() == 0 or t.stride(-1) != 1:
+        return False
+    size = t.element_size()
+    return t.data_ptr() % 16 == 0 and all((s * size) % 16 == 0 for s in t.stride()[:-1])
+
+
+def tdesc_spec(values: tuple[Any, ...]) -> tuple[bool, ...]:
+    """TMA eligibility of each captured tensor (part of the key in tensor_descriptor mode)."""
+    return tuple(tdesc_ok(v) for v in values if isinstance(v, torch.Tensor))
 
 
 def spec_of(value: Any) -> Any:

@@ -208,8 +208,10 @@ class DeviceBuilder:
     def convert(self, value: Any, name: str, getter: str) -> Any:
         if isinstance(value, torch.Tensor):
             ptr = self.param(name, getter, None, None)
+            from torchship.kernels.frontend.captures import tdesc_ok
+
             return TensorRef(ptr.name, getter, value.dtype, value.dim(), tuple(value.shape),
-                             tuple(value.stride()), ptr)
+                             tuple(value.stride()), ptr, tdesc_ok(value))
         if isinstance(value, bool) or value is None or isinstance(value, (str, torch.dtype)):
             return value
         if isinstance(value, (int, float)):
