@@ -158,8 +158,28 @@ def test_example_compiled_interpreter(
     )
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("example", ["matmul", "softmax"])
+# Triton 3.9's interpreter computes tl.dot on bfloat16 blocks wrongly (values ~1e10 off; a raw
+# @triton.jit kernel shows it too); upcasting the operands to float32 (exact) before tl.dot in
+# interpreter mode fixes it, and is the compiler's to do.
+BF16_DOT = pytest.mark.xfail(
+    strict=True,
+    reason="compiler: tl.dot on bf16 blocks is wrong in the Triton 3.9 interpreter; upcast "
+    "bf16 dot operands to fp32 (input_precision='ieee') when interpreting",
+)
+
+
+@pytest.mark.parametrize(
+    ("example", "dtype"),
+    [
+        ("matmul", torch.float16),
+        pytest.param("matmul", torch.bfloat16, marks=BF16_DOT),
+        ("softmax", torch.float16),
+        ("softmax", torch.bfloat16),
+        ("layer_norm", torch.bfloat16),
+        ("attention", torch.float16),
+    ],
+    ids=str,
+)
 def test_low_precision_compiled_interpreter(
     example: str, dtype: torch.dtype, compiled_mode: None, poison_empty: None
 ) -> None:
