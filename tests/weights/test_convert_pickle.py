@@ -261,3 +261,25 @@ def test_demo_step(tmp_path: Path) -> None:
     text = out.getvalue()
     assert "refused" in text and "absent - nothing ran" in text
     assert not (tmp_path / "CANARY-payload-ran").exists()
+
+
+@pytest.mark.parametrize("mode", ["deflated", "zip64"])
+def test_deflated_and_zip64_records(mode: str, clean_files: dict[str, Path], tmp_path: Path) -> None:
+    import zipfile
+
+    src = zipfile.ZipFile(clean_files["views_shared_storage"])
+    out = tmp_path / f"{mode}.pt"
+    with zipfile.ZipFile(out, "w") as z:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if mode == "deflated":
+                z.writestr(info.filename, data, compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                with z.open(info.filename, "w", force_zip64=True) as f:
+                    f.write(data)
+    report = convert(out, tmp_path / "o.safetensors")
+    tensors, _ = _read_all(tmp_path / "o.safetensors")
+    ref = torch.load(out, weights_only=True)
+    assert report.tensors == len(ref)
+    for k, v in ref.items():
+        assert torch.equal(tensors[k], v.contiguous()), k
