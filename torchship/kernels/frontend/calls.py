@@ -121,7 +121,7 @@ class CallHandler:
                 return ~v
             if isinstance(node.op, ast.USub):
                 return self.b.emit("neg", [v])
-            if isinstance(node.op, ast.Invert) or isinstance(node.op, ast.Not):
+            if isinstance(node.op, (ast.Invert, ast.Not)):
                 if isinstance(node.op, ast.Not):
                     raise self.err(KernelSyntaxError, "`not` on a block is not supported",
                                    hint="use ~mask", node=node)
@@ -135,9 +135,8 @@ class CallHandler:
                                "device code", hint="write (a < b) & (b < c)", node=node)
             left, right = self.expr(node.left), self.expr(node.comparators[0])
             op = type(node.ops[0])
-            if not isinstance(left, Value) and not isinstance(right, Value):
-                if op in _PYCMPS:
-                    return _PYCMPS[op](left, right)
+            if not isinstance(left, Value) and not isinstance(right, Value) and op in _PYCMPS:
+                return _PYCMPS[op](left, right)
             if op not in _CMPS:
                 raise self.err(KernelSyntaxError, f"`{ast.unparse(node)}` is not supported on "
                                "blocks", hint="use ==, !=, <, <=, >, >=", node=node)

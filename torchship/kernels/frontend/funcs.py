@@ -221,10 +221,9 @@ def reduction(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: 
     dims = _norm_dims(h, x, dim, node)
     kind = {"sum": "sum", "mean": "sum", "amax": "max", "amin": "min", "max": "max",
             "min": "min", "argmax": "argmax", "argmin": "argmin"}[name]
-    if kind in ("argmax", "argmin") and dim is None:
-        if x.ndim != 1:
-            raise h.err(KernelSyntaxError, f"{name}() without dim on a {x.ndim}-D block is not "
-                        "supported", hint="pass dim=", node=node)
+    if kind in ("argmax", "argmin") and dim is None and x.ndim != 1:
+        raise h.err(KernelSyntaxError, f"{name}() without dim on a {x.ndim}-D block is not "
+                    "supported", hint="pass dim=", node=node)
     if name == "mean" and not x.dtype.is_floating_point:
         raise h.err(KernelTypeError, "mean() of an integer block", node=node,
                     hint="convert with .to(torch.float32) first")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import inspect
 import textwrap
 from collections.abc import Callable
@@ -158,10 +159,8 @@ def _closure_globals(fn: Callable[..., Any]) -> dict[str, Any]:
     code = fn.__code__
     if fn.__closure__:
         for name, cell in zip(code.co_freevars, fn.__closure__):
-            try:
+            with contextlib.suppress(ValueError):  # an empty cell
                 env[name] = cell.cell_contents
-            except ValueError:
-                pass
     return env
 
 

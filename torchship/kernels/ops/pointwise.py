@@ -60,7 +60,7 @@ for _name, _fmt in [("add", "{a} + {b}"), ("sub", "{a} - {b}"), ("mul", "{a} * {
 _binary("truediv", "{a} / {b}", "float")
 for _name, _op in [("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="),
                    ("ne", "!=")]:
-    _binary(_name, "{a} %s {b}" % _op, "bool")
+    _binary(_name, "{a} " + _op + " {b}", "bool")
 
 
 def _bitwise(name: str, op: str) -> None:

@@ -124,9 +124,9 @@ def _value_for(cg: Any, node: Node, args: list[str], target_rank: int) -> str:
     value = node.inputs[0]
     ref = node.attrs["tensor"]
     expr = cg.coerce(value, args[0], ref.dtype)
-    if isinstance(value, Value):
-        if value.ndim < target_rank and value.ndim > 0:
-            expr = f"{expr}[{', '.join(['None'] * (target_rank - value.ndim) + [':'] * value.ndim)}]"
+    if isinstance(value, Value) and 0 < value.ndim < target_rank:
+        spec = ["None"] * (target_rank - value.ndim) + [":"] * value.ndim
+        expr = f"{expr}[{', '.join(spec)}]"
     return expr
 
 

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -116,10 +117,9 @@ class _Interpreted:
     @classmethod
     def _stdlib_swaps(cls) -> list[tuple[Any, str, Any, Any]]:
         if cls._swaps is None:
-            try:  # imported lazily by the interpreter; must see the original jit functions
+            # imported lazily by the interpreter; it must see the original jit functions
+            with contextlib.suppress(ImportError):
                 import triton.experimental.gluon  # noqa: F401
-            except ImportError:
-                pass
             import triton.language as tl
             from triton.language import standard
             from triton.runtime.interpreter import InterpretedFunction
