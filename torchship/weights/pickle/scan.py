@@ -288,10 +288,14 @@ def _expand(paths: list[str | os.PathLike[str]]) -> list[str]:
 
 
 def _sniffable(path: Path) -> bool:
+    """A file without a model suffix is scanned when its bytes say pickle (protocol 2+) or
+    .npy; protocol-0 look-alikes (text starting with 'L', 'N', ...) are left out."""
     try:
-        return sniff(str(path)) not in ("unknown", "safetensors")
+        with open(path, "rb") as f:
+            head = f.read(8)
     except OSError:
         return False
+    return (head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5) or head[:6] == b"\x93NUMPY"
 
 
 def scan(paths: list[str | os.PathLike[str]] | str | os.PathLike[str],

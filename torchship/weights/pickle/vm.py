@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import codecs
+import gc
 import mmap
 import struct
 from collections.abc import Callable
@@ -237,7 +238,6 @@ OPCODES: dict[int, tuple[str, str]] = {
 
 _STRUCTS = {"u1": struct.Struct("<B"), "u2": struct.Struct("<H"), "i4": struct.Struct("<i"),
             "u4": struct.Struct("<I"), "u8": struct.Struct("<Q"), "f8": struct.Struct(">d")}
-_LEN = {"b1": 1, "b4": 4, "b4s": 4, "b8": 8}
 
 
 class Decoder:
@@ -259,26 +259,8 @@ class Decoder:
         self.source = source
         self.max_bytes = max_bytes
 
-    def _take(self, n: int, offset: int) -> bytes:
-        stop = self.pos + n
-        if stop > self.end:
-            raise PickleVMError(f"stream ends inside an opcode (needs {n} more bytes at {self.pos})",
-                                offset, self.source)
-        if self.frame_end >= 0 and stop > self.frame_end:
-            raise PickleVMError(f"opcode crosses the end of its FRAME at byte {self.frame_end}",
-                                offset, self.source)
-        chunk = self.data[self.pos:stop]
-        self.pos = stop
-        if self.pos == self.frame_end:
-            self.frame_end = -1
-        return chunk
-
-    def _line(self, offset: int) -> bytes:
-        limit = self.end if self.frame_end < 0 else self.frame_end
-        nl = self.data.find(b"\n", self.pos, limit)
-        if nl < 0:
-            raise PickleVMError("text argument is not terminated by a newline", offset, self.source)
-        return self._take(nl + 1 - self.pos, offset)[:-1]
+    def _fail(self, message: str, offset: int) -> PickleVMError:
+        return PickleVMError(message, offset, self.source)
 
     def next(self) -> tuple[int, str, Any]:
         """Decode one opcode: returns (offset, name, argument).
@@ -287,41 +269,89 @@ class Decoder:
             >>> Decoder(b"J\\x01\\x00\\x00\\x00").next()
             (0, 'BININT', 1)
         """
-        offset = self.pos
-        if self.frame_end < 0 and self.pos >= self.end:
-            raise PickleVMError("stream ends without STOP", offset, self.source)
-        code = self._take(1, offset)[0]
-        spec = OPCODES.get(code)
+        offset = pos = self.pos
+        data = self.data
+        frame_end = self.frame_end
+        if pos >= self.end:
+            raise self._fail("stream ends without STOP", offset)
+        spec = _TABLE[data[pos]]
         if spec is None:
-            raise PickleVMError(f"unknown opcode byte 0x{code:02x}", offset, self.source)
-        name, kind = spec
+            raise self._fail(f"unknown opcode byte 0x{data[pos]:02x}", offset)
+        name, kind, fixed = spec
+        pos += 1
+        if kind == 0:  # no argument
+            arg: Any = None
+        elif kind == 1:  # fixed-size number
+            stop = pos + fixed.size
+            self._bounds(stop, frame_end, offset)
+            arg = fixed.unpack_from(data, pos)[0]
+            pos = stop
+        elif kind == 2:  # length-prefixed bytes
+            stop = pos + fixed.size
+            self._bounds(stop, frame_end, offset)
+            n = fixed.unpack_from(data, pos)[0]
+            if n < 0:
+                raise self._fail(f"negative length {n}", offset)
+            if n > self.max_bytes:
+                raise self._fail(f"{name} of {n} bytes exceeds the limit of {self.max_bytes}",
+                                 offset)
+            self._bounds(stop + n, frame_end, offset)
+            arg = data[stop:stop + n]
+            pos = stop + n
+        else:  # one or two text lines
+            arg, pos = self._lines(pos, kind - 2, frame_end, offset)
+            if kind == 3:
+                arg = arg[0]
+        if pos == frame_end:
+            frame_end = -1
+        if name == "FRAME":
+            if frame_end >= 0:
+                raise self._fail("FRAME starts before the previous frame ended", offset)
+            if arg > self.end - pos:
+                raise self._fail(f"FRAME of {arg} bytes runs past the end of the stream "
+                                 f"({self.end - pos} left)", offset)
+            if arg:
+                frame_end = pos + arg
+        self.pos = pos
+        self.frame_end = frame_end
+        return offset, name, arg
+
+    def _bounds(self, stop: int, frame_end: int, offset: int) -> None:
+        if stop > self.end:
+            raise self._fail(f"stream ends inside an opcode (needs {stop - self.end} more bytes)",
+                             offset)
+        if frame_end >= 0 and stop > frame_end:
+            raise self._fail(f"opcode crosses the end of its FRAME at byte {frame_end}", offset)
+
+    def _lines(self, pos: int, count: int, frame_end: int, offset: int) -> tuple[tuple[bytes, ...], int]:
+        limit = self.end if frame_end < 0 else frame_end
+        out = []
+        for _ in range(count):
+            nl = self.data.find(b"\n", pos, limit)
+            if nl < 0:
+                raise self._fail("text argument is not terminated by a newline", offset)
+            out.append(self.data[pos:nl])
+            pos = nl + 1
+        return tuple(out), pos
+
+
+def _build_table() -> list[tuple[str, int, Any] | None]:
+    table: list[tuple[str, int, Any] | None] = [None] * 256
+    lengths = {"b1": struct.Struct("<B"), "b4": struct.Struct("<I"), "b4s": struct.Struct("<i"),
+               "b8": struct.Struct("<Q")}
+    for code, (name, kind) in OPCODES.items():
         if not kind:
-            return offset, name, None
-        if kind in _STRUCTS:
-            value = _STRUCTS[kind].unpack(self._take(_STRUCTS[kind].size, offset))[0]
-            if name == "FRAME":
-                if self.frame_end >= 0:
-                    raise PickleVMError("FRAME starts before the previous frame ended", offset,
-                                        self.source)
-                if value > self.end - self.pos:
-                    raise PickleVMError(f"FRAME of {value} bytes runs past the end of the stream "
-                                        f"({self.end - self.pos} left)", offset, self.source)
-                if value:
-                    self.frame_end = self.pos + value
-            return offset, name, value
-        if kind == "line":
-            return offset, name, self._line(offset)
-        if kind == "line2":
-            return offset, name, (self._line(offset), self._line(offset))
-        width = _LEN[kind]
-        raw = self._take(width, offset)
-        n = int.from_bytes(raw, "little", signed=(kind == "b4s"))
-        if n < 0:
-            raise PickleVMError(f"negative length {n}", offset, self.source)
-        if n > self.max_bytes:
-            raise PickleVMError(f"{name} of {n} bytes exceeds the limit of {self.max_bytes}",
-                                offset, self.source)
-        return offset, name, self._take(n, offset)
+            table[code] = (name, 0, None)
+        elif kind in _STRUCTS:
+            table[code] = (name, 1, _STRUCTS[kind])
+        elif kind in lengths:
+            table[code] = (name, 2, lengths[kind])
+        else:
+            table[code] = (name, 3 if kind == "line" else 4, None)
+    return table
+
+
+_TABLE = _build_table()
 
 
 # --------------------------------------------------------------------------- the machine
@@ -482,6 +512,17 @@ class Machine:
             True
         """
         d = self.decoder
+        dispatch = {name: getattr(self, "op_" + name) for name, _ in OPCODES.values()
+                    if name != "STOP"}
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # many small objects, no cycles to collect mid-stream
+        try:
+            return self._loop(d, dispatch)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _loop(self, d: Decoder, dispatch: dict[str, Callable[[Any], None]]) -> Any:
         while True:
             self.offset, self.opcode, arg = d.next()
             if self.opcode == "STOP":
@@ -499,7 +540,7 @@ class Machine:
                         f"refusing global {ref.qualname!r}: loading would import it "
                         f"({ref.opcode}); it is not on the allowlist", ref.offset, self.source)
                 return value
-            getattr(self, "op_" + self.opcode)(arg)
+            dispatch[self.opcode](arg)
 
     # -- opcodes (one method each; argument already decoded)
     def op_PROTO(self, arg: int) -> None:
