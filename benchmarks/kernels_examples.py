@@ -101,6 +101,19 @@ CASES: list[BenchCase] = [
 ]
 
 
+def find_case(variant: str, shape_key: str, dtype: str) -> BenchCase | None:
+    """The hand-picked case for a variant at a shape key and dtype name, if there is one.
+
+    Example:
+        >>> find_case("matmul", "gpu_large", "bfloat16").knobs["num_stages"]
+        3
+    """
+    for case in CASES:
+        if (case.variant, case.shape_key, case.dtype) == (variant, shape_key, dtype):
+            return case
+    return None
+
+
 def _block_name(spec: Any) -> str:
     return str(getattr(spec, "name", ""))
 

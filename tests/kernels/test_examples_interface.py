@@ -3,6 +3,9 @@ the test harness itself catches unwritten output elements."""
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import pytest
 import torch
 
@@ -85,3 +88,40 @@ def test_poisoned_outputs_expose_unwritten_elements(
     softmax = load("softmax")
     (y,) = softmax.make_inputs("test", seed=0)
     check_close(softmax.softmax(y), run_reference(softmax, (y,), {}), softmax.TOLERANCE[torch.float32], "ok")
+
+
+def _bench_table() -> Any:
+    import importlib.util
+
+    from .conftest import REPO_ROOT
+
+    path = REPO_ROOT / "benchmarks" / "kernels_examples.py"
+    spec = importlib.util.spec_from_file_location("kernels_examples_table", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_table_cases_and_hand_picked_config(compiled_mode: None) -> None:
+    table = _bench_table()
+    described = [table.describe(c) for c in table.CASES]
+    assert {d["variant"] for d in described} >= {"matmul", "softmax", "attention", "embedding"}
+    mm = next(d for d in described if d["variant"] == "matmul" and d["shape_key"] == "gpu_large")
+    assert mm["shapes"] == [[4096, 4096], [4096, 4096]]
+    assert mm["flops"] == 2 * 4096**3
+    # hand-picked knobs merge into a real (CPU) config space and compute the right thing
+    mod = load("matmul")
+    a, b = mod.make_inputs("test", seed=3)
+    bound = mod.matmul.bind((a, b))
+    case = table.find_case("matmul", "gpu_small", "float16")
+    config, notes = table.hand_picked_config(case, bound)
+    bound.config_space.validate(config)
+    assert config.block_sizes == [128, 128, 64] and config.num_warps == 8, (config, notes)
+    check_close(bound.compile(config)(a, b), run_reference(mod, (a, b), {}),
+                mod.TOLERANCE[torch.float32], f"matmul {config}")
+    # a knob value the space lacks is reported, not silently used
+    odd = table.BenchCase("matmul", "matmul", "gpu_small", "float16", {"blocks": {"tm": 3}})
+    config, notes = table.hand_picked_config(odd, bound)
+    assert config == bound.config_space.default() and any("tm=3" in n for n in notes)
