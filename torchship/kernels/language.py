@@ -259,8 +259,11 @@ def _resolve_block_size(bs: Any, dim: int) -> int:
     if isinstance(bs, BlockSizeSymbol):
         return bs.ref_value()
     value = _as_int(bs, f"tile(block_size=) for dim {dim}")
-    if value < 1:
-        raise ValueError(f"tile(block_size={value}) for dim {dim}: must be >= 1")
+    if value < 1 or value & (value - 1):
+        # the compiled kernel needs a power of two (tl.arange); keep the oracle as strict
+        raise ValueError(
+            f"tile(block_size={value}) for dim {dim}: must be a power of two (1, 2, 4, ...)"
+        )
     return value
 
 
