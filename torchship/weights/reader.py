@@ -191,8 +191,11 @@ class TensorSlice:
         if self._info.dtype == "F4" and self._handle._framework == "pt":
             shape = (*shape[:-1], shape[-1] // 2)
         normalized = normalize_index(index, shape, name=self._key)
-        tensor = self._handle._tensor(self._key)
-        return tensor[normalized]
+        tensor = self._handle._tensor(self._key)[normalized]
+        device = self._handle._device
+        if self._handle._framework == "pt" and device.type != "cpu":
+            tensor = tensor.to(device)
+        return tensor
 
 
 class safe_open:  # noqa: N801 - drop-in name

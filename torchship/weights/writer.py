@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -146,6 +147,24 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _open_existing(path: str) -> int | None:
+    """An fd on the file about to be replaced, so freeing its blocks happens at our close
+    (POSIX only: elsewhere an open destination would block the rename)."""
+    if os.name != "posix":
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return None
+
+
+def _close_later(fd: int | None) -> None:
+    """Close ``fd`` on a background thread: when it is the last reference to a replaced file,
+    the filesystem frees (and may discard) its blocks there instead of inside ``save``."""
+    if fd is not None:
+        threading.Thread(target=os.close, args=(fd,), name="torchship-close-replaced", daemon=True).start()
+
+
 def atomic_write(
     path: str | os.PathLike[str], write: Callable[[BinaryIO], Any], *, fsync: bool = True
 ) -> Any:
@@ -170,7 +189,11 @@ def atomic_write(
             fileobj.flush()
             if fsync:
                 os.fsync(fileobj.fileno())
-        os.replace(tmp, path)
+        replaced = _open_existing(path)
+        try:
+            os.replace(tmp, path)
+        finally:
+            _close_later(replaced)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
