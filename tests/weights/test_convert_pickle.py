@@ -317,3 +317,22 @@ def test_real_model_hf_pickle_shards(tmp_path: Path) -> None:
     assert set(got) == set(weights)
     for k, v in weights.items():
         assert torch.equal(got[k], v), k
+
+
+def test_verify_catches_a_corrupted_output(clean_files: dict[str, Path], tmp_path: Path) -> None:
+    import zlib
+
+    from torchship.weights.pickle.convert import verify_file
+    from torchship.weights.writer import Entry, save_entries
+
+    data = {"a": bytes(range(256)) * 4, "b": b"\x01" * 64}
+    entries = {k: Entry("U8", (len(v),), v) for k, v in data.items()}
+    crcs = {k: zlib.crc32(v) for k, v in data.items()}
+    out = tmp_path / "v.safetensors"
+    save_entries(entries, out)
+    assert verify_file(str(out), entries, crcs) == 1024 + 64
+    blob = bytearray(out.read_bytes())
+    blob[-10] ^= 0xFF  # flip a byte inside the last tensor
+    out.write_bytes(bytes(blob))
+    with pytest.raises(ConvertError, match="reads back different bytes"):
+        verify_file(str(out), entries, crcs)
