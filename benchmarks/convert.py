@@ -61,12 +61,12 @@ import sys, time, json
 sys.path.insert(0, {root!r})
 {imports}
 SRC, DST = {src!r}, {dst!r}
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 if {work_flag}:
 {work}
-seconds = time.perf_counter() - t0
+seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
-print(json.dumps({{"seconds": seconds, "hwm_kib": int(hwm)}}))
+print(json.dumps({{"seconds": seconds, "cpu_s": cpu, "hwm_kib": int(hwm)}}))
 """
 
 
@@ -130,6 +130,7 @@ def run_child(name: str, src: Path, dst: Path, work: bool) -> dict[str, float]:
     # ru_maxrss would also count the parent's RSS at fork time, which Linux carries over exec
     result["rss_mib"] = result.pop("hwm_kib") / 1024
     result["ru_maxrss_mib"] = usage.ru_maxrss / 1024
+    result["child_cpu_s"] = usage.ru_utime + usage.ru_stime  # whole child, imports included
     return result
 
 
@@ -169,7 +170,8 @@ def main() -> int:
     with console.status("running") as status:
         for name in APPROACHES:
             status.update(f"{name}: import baseline")
-            baselines[name] = run_child(name, src, work / "none.safetensors", False)["rss_mib"]
+            base = run_child(name, src, work / "none.safetensors", False)
+            baselines[name] = base["rss_mib"]
         for r in range(args.repeat):
             for name in APPROACHES:
                 status.update(f"round {r + 1}/{args.repeat}: {name}")
@@ -179,31 +181,39 @@ def main() -> int:
                     reference = dst
                 elif r == 0 and not same_tensors(reference, dst):
                     raise SystemExit(f"{name}: output differs from {reference}")
-                cell = rows.setdefault(name, {"seconds": [], "rss_mib": []})
+                cell = rows.setdefault(name, {"seconds": [], "rss_mib": [], "cpu_s": []})
                 cell["seconds"].append(res["seconds"])
+                cell["cpu_s"].append(res["cpu_s"])  # process CPU time of the work, all threads
                 cell["rss_mib"].append(res["rss_mib"])
                 if dst != reference:
                     dst.unlink()
     largest_mib = info["largest_bytes"] / 2**20
     peer = "torch.load + save_file"
     peer_s = statistics.median(rows[peer]["seconds"])
+    peer_min = min(rows[peer]["seconds"])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     table = Table(title=f"pickle -> safetensors, {info['bytes'] / 2**30:.2f} GiB in {info['tensors']} "
-                  f"tensors (largest {largest_mib:.0f} MiB), median of {args.repeat}")
-    for col in ("approach", "wall s", f"vs {peer}", "peak RSS MiB", "above import baseline MiB",
-                "x largest tensor"):
+                  f"tensors (largest {largest_mib:.0f} MiB), {args.repeat} rounds, "
+                  f"load average {load:.1f} on {os.cpu_count()} cpus")
+    for col in ("approach", "wall s median", "wall s min", "speed-up (median, min)",
+                "CPU s median", "peak RSS MiB", "above import baseline MiB", "x largest tensor"):
         table.add_column(col, justify="right" if col != "approach" else "left")
     summary: dict[str, Any] = {}
     for name, cell in rows.items():
         s = statistics.median(cell["seconds"])
+        fastest = min(cell["seconds"])
+        cpu = statistics.median(cell["cpu_s"])
         rss = statistics.median(cell["rss_mib"])
         above = rss - baselines[name]
-        summary[name] = {"seconds": s, "seconds_all": cell["seconds"], "peak_rss_mib": rss,
+        summary[name] = {"seconds": s, "seconds_min": fastest, "seconds_all": cell["seconds"],
+                         "cpu_s": cpu, "cpu_s_all": cell["cpu_s"], "peak_rss_mib": rss,
                          "baseline_rss_mib": baselines[name], "above_baseline_mib": above,
-                         "speedup_vs_peer": peer_s / s, "above_baseline_x_largest": above / largest_mib}
-        table.add_row(name, f"{s:.2f}", f"{peer_s / s:.2f}x", f"{rss:.0f}", f"{above:.0f}",
-                      f"{above / largest_mib:.2f}")
+                         "speedup_vs_peer": peer_s / s, "speedup_vs_peer_min": peer_min / fastest,
+                         "above_baseline_x_largest": above / largest_mib}
+        table.add_row(name, f"{s:.2f}", f"{fastest:.2f}", f"{peer_s / s:.2f}x, {peer_min / fastest:.2f}x",
+                      f"{cpu:.2f}", f"{rss:.0f}", f"{above:.0f}", f"{above / largest_mib:.2f}")
     console.print(table)
-    result = {"benchmark": "convert", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    result = {"benchmark": "convert", "load_average": load, "dir": str(work), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.platform()}",
               "python": platform.python_version(), "checkpoint": info, "repeat": args.repeat,
               "results": summary}
