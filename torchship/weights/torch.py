@@ -101,7 +101,7 @@ def cpu_view(buf: Any, header: Header, key: str, *, name: str = "<buffer>") -> t
 
 def _staging(device: torch.device, slots: int) -> list[torch.Tensor]:
     buffers = _STAGING.get(device)
-    if buffers is None:
+    if buffers is None or len(buffers) != slots or buffers[0].numel() != STAGING_CHUNK:
         buffers = [torch.empty(STAGING_CHUNK, dtype=torch.uint8, pin_memory=True) for _ in range(slots)]
         _STAGING[device] = buffers
     return buffers
@@ -127,6 +127,7 @@ def load_to_device(
         stream = torch.cuda.Stream(device)
         done: list[Any] = [None] * len(staging)
         with torch.cuda.device(device):
+            stream.wait_stream(torch.cuda.current_stream(device))  # device_buf was allocated there
             for i, start in enumerate(range(0, total, STAGING_CHUNK)):
                 slot = i % len(staging)
                 if done[slot] is not None:
