@@ -254,7 +254,8 @@ def _parse_value(
     if len(shape) > 32:
         raise ProgramError(f"{where}: rank {len(shape)} exceeds 32")
     for d in shape:
-        check_dim(d, symbols, where)
+        if type(d) is not int or not 0 <= d < 1 << 62:
+            check_dim(d, symbols, where)
     kind = _req(v, "kind", str, where)
     if kind not in KINDS:
         raise ProgramError(f"{where}: kind {kind!r} must be one of {KINDS}")

@@ -34,11 +34,18 @@ def _axis(axis: int, ndim: int) -> int:
 
 
 def _bcast(shapes: list[Shape]) -> Shape:
-    try:
-        return tuple(np.broadcast_shapes(*shapes))
-    except ValueError:
-        _fail(f"shapes {list(shapes)} do not broadcast")
-    raise AssertionError
+    rank = max(len(s) for s in shapes)
+    out = [1] * rank
+    for s in shapes:
+        off = rank - len(s)
+        for i, d in enumerate(s):
+            cur = out[off + i]
+            if d != cur:
+                if cur == 1:
+                    out[off + i] = d
+                elif d != 1:
+                    _fail(f"shapes {list(shapes)} do not broadcast")
+    return tuple(out)
 
 
 def _same_dtype(dtypes: list[str], allowed: tuple[str, ...] | None = None) -> str:
