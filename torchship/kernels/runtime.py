@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -38,10 +39,23 @@ from torchship.kernels.ir import Launch
 __all__ = ["BoundKernel", "Kernel", "kernel"]
 
 
+_ENV = getattr(os, "environ", None)
+_ENV_DATA = getattr(_ENV, "_data", None)
+_INTERPRET_KEY = b"TORCHSHIP_INTERPRET" if os.name == "posix" else "TORCHSHIP_INTERPRET"
+
+
+def _interpret_mode() -> bool:
+    """TORCHSHIP_INTERPRET=1, read on every call (cheaply: no str encoding on posix)."""
+    if _ENV_DATA is not None and os.name == "posix":
+        return _ENV_DATA.get(_INTERPRET_KEY) == b"1"
+    return os.environ.get("TORCHSHIP_INTERPRET") == "1"
+
+
 def _arg_key(a: Any) -> Any:
     if isinstance(a, torch.Tensor):
-        return (a.dtype, a.dim(), a.device.type, tuple(s == 1 for s in a.shape),
-                a.is_contiguous())
+        shape = a.shape
+        ones = tuple([s == 1 for s in shape]) if 1 in shape else None
+        return (a.dtype, a.dim(), a.is_cuda, ones, a.is_contiguous())
     if isinstance(a, bool):
         return ("b", a)
     if isinstance(a, int):
@@ -125,13 +139,34 @@ class _SiteHook:
 
         self.tdesc = config.indexing == "tensor_descriptor"
 
+        self.fast: Callable[..., Any] | None = None
+        self.fast_cache: dict[Any, Callable[..., None]] = {}
+
     def __call__(self, a: tuple[Any, ...], bs: Any, c: tuple[Any, ...]) -> None:
-        key = (tuple(map(spec_of, a)), spec_of(bs), tuple(map(spec_of, c)))
+        fast = self.fast
+        if fast is not None:
+            try:
+                fn = self.fast_cache.get(fast(a, bs, c))
+            except Exception:  # captured values of other types than first seen
+                fn = None
+            if fn is not None:
+                fn(a, bs, c)
+                return
+        self.slow(a, bs, c)
+
+    def slow(self, a: tuple[Any, ...], bs: Any, c: tuple[Any, ...]) -> None:
+        """Generic spec -> launcher (compiling on a miss); then remember the fast key."""
+        key = (tuple(map(spec_of, a)), bs if not isinstance(bs, (list, tuple)) else
+               tuple(bs), tuple(map(spec_of, c)))
         if self.tdesc:
             key += (tdesc_spec(c),)
         fn = self.cache.get(key)
         if fn is None:
             fn = self._compile(a, bs, c, key)
+        if self.fast is None:
+            self.fast = _fast_spec(a, bs, c, self.tdesc)
+        with contextlib.suppress(Exception):  # unhashable or unexpected types: stay slow
+            self.fast_cache[self.fast(a, bs, c)] = fn
         fn(a, bs, c)
 
     def _compile(self, a: tuple[Any, ...], bs: Any, c: tuple[Any, ...], key: Any) \
@@ -160,6 +195,37 @@ class _SiteHook:
         self.compiled[full_key] = compiled
         self.cache[key] = compiled.launch
         return compiled.launch
+
+
+def _fast_spec(a: tuple[Any, ...], bs: Any, c: tuple[Any, ...],
+               tdesc: bool) -> Callable[..., Any]:
+    """A generated function computing a site's key for captured values of these types.
+
+    Only what the compiled code depends on: dtype/rank/device of tensors, values of bools,
+    constants and block sizes, types of numbers (ints that were compiled in are keyed on their
+    value by the specialising dispatcher)."""
+    parts = []
+    for i, v in enumerate(a):
+        parts.append(f"len(a[{i}])" if isinstance(v, (tuple, list, torch.Size))
+                     else f"type(a[{i}])")
+    parts.append("bs" if not isinstance(bs, list) else "tuple(bs)")
+    for i, v in enumerate(c):
+        if isinstance(v, torch.Tensor):
+            parts.append(f"c[{i}].dtype, c[{i}].dim(), c[{i}].is_cuda")
+            if tdesc:
+                parts.append(f"_tdesc_ok(c[{i}])")
+        elif isinstance(v, (bool, str, torch.dtype)) or v is None:
+            parts.append(f"type(c[{i}]), c[{i}]")
+        elif isinstance(v, (int, float)):
+            parts.append(f"type(c[{i}])")
+        else:
+            parts.append(f"_spec_of(c[{i}])")
+    src = f"def fast(a, bs, c):\n    return ({', '.join(parts)},)\n"
+    from torchship.kernels.frontend.captures import tdesc_ok
+
+    ns: dict[str, Any] = {"_spec_of": spec_of, "_tdesc_ok": tdesc_ok}
+    exec(compile(src, "<torchship site key>", "exec"), ns)  # our own generated code
+    return ns["fast"]
 
 
 class _TraceHook:
@@ -298,12 +364,8 @@ class BoundKernel:
         self._space.validate(config)
         hooks = [_SiteHook(self, config, i) for i in range(len(self.parsed.sites))]
         ctx = _HostCtx(hooks, self.syms, config, self.tunables)
-        host = self.parsed.host
-
-        def run(*args: Any, **kwargs: Any) -> Any:
-            with torch.no_grad():
-                return host(ctx, *args, **kwargs)
-
+        # no autograd wrapper: launches record nothing, and the host code is the user's own
+        run = functools.partial(self.parsed.host, ctx)
         self._runners[config] = run
         return run
 
@@ -448,7 +510,7 @@ class Kernel:
         return bound
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if os.environ.get("TORCHSHIP_INTERPRET") == "1":
+        if _interpret_mode():
             from torchship.kernels import ref
 
             return ref.run(self.fn, args, kwargs)

@@ -1,0 +1,153 @@
+"""Host overhead of a cached ``@ts.kernel`` call vs a raw Triton launch of the same kernel.
+
+Both sides allocate the output and launch the identical generated kernel (same grid, same
+constexprs, same warps/stages): the raw side calls ``kernel[grid](...)`` directly with sizes
+and strides precomputed (the best a hand-written launcher can do); the torchship side goes
+through the whole cached path (argument key, bound-kernel lookup, host code, site key,
+launcher). Tight loops of many launches on tiny inputs, synchronised at the end, so launch
+cost dominates. On a machine without a GPU the kernels run in Triton's interpreter (the
+figures then mostly measure the interpreter and say so).
+
+Run: ``python benchmarks/kernels_overhead.py [--n 10000] [--json out.json]``
+
+Example:
+    $ python benchmarks/kernels_overhead.py --n 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torchship as ts  # noqa: E402
+
+
+@ts.kernel
+def add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x)
+    for t in ts.tile(x.size(0)):
+        out[t] = x[t] + y[t]
+    return out
+
+
+@ts.kernel
+def softmax(x: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x)
+    for tm in ts.tile(x.size(0)):
+        row = x[tm, :].to(torch.float32)
+        e = torch.exp(row - row.amax(dim=1, keepdim=True))
+        out[tm, :] = (e / e.sum(dim=1, keepdim=True)).to(x.dtype)
+    return out
+
+
+def _raw_launcher(kernel: Any, args: tuple[torch.Tensor, ...]) -> Any:
+    """Build ``raw(*args)``: allocate the output like the kernel does, then ``kernel[grid]``
+    with every size/stride/constexpr precomputed."""
+    bound = kernel.bind(args)
+    config = bound.config_space.default()
+    run = bound.compile(config)
+    run(*args)  # compile
+    hook = run.args[0].L[0]
+    compiled = next(iter(hook.compiled.values()))
+    launch_ir = bound._trace[0]
+    out = torch.empty_like(args[0])
+    caps = {"x": args[0], "y": args[1] if len(args) > 1 else None, "out": out}
+    names = bound.parsed.sites[0].captured
+    c = tuple(caps[n] for n in names)
+    a = (args[0].size(0),)
+    ns: dict[str, Any] = {"a": a, "c": c, "_pad": lambda n: max(16, 1 << (int(n) - 1).bit_length())}
+    params = []
+    for p in launch_ir.args:
+        m = re.fullmatch(r"c\[(\d+)\]", p.getter)
+        if m and isinstance(c[int(m.group(1))], torch.Tensor):
+            params.append(names[int(m.group(1))])  # a tensor: passed by name
+        else:
+            params.append(repr(eval(p.getter, ns)))  # our own getter text -> a constant
+    src_lines = compiled.launcher_source.splitlines()
+    grid_line = next(line for line in src_lines if "_k[grid](" in line)
+    consts = grid_line.split("](", 1)[1].rstrip(")").split(", ")
+    consts = [k for k in consts if "=" in k]
+    ns2: dict[str, Any] = {"torch": torch, "_k": compiled.kernel, "_pad": ns["_pad"]}
+    exec("\n".join(src_lines[:-1] + ["    return grid"]).replace("def launch", "def grid_of"),
+         ns2)
+    grid = ns2["grid_of"](a, None, c)
+    const_text = ", ".join(k if "_pad(" not in k else
+                           f"{k.split('=')[0]}={eval(k.split('=', 1)[1], ns)}" for k in consts)
+    argnames = ", ".join(f"{n}" for n in ("x", "y")[: len(args)])
+    src = (f"def raw({argnames}):\n    out = torch.empty_like(x)\n"
+           f"    _k[{grid!r}]({', '.join(params)}, {const_text})\n    return out\n")
+    exec(src, ns2)  # a hand-written launcher, generated to match the kernel's signature
+    return ns2["raw"], src
+
+
+def _time(fn: Any, args: tuple[Any, ...], n: int, sync: Any) -> float:
+    fn(*args)
+    sync()
+    samples = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn(*args)
+        sync()
+        samples.append((time.perf_counter() - t0) / n * 1e6)
+    return statistics.median(samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=10000, help="launches per sample")
+    parser.add_argument("--json", type=Path, default=Path("bench-out/kernels_overhead.json"))
+    opts = parser.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    n = opts.n if device == "cuda" else min(opts.n, 300)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    console = Console()
+    cases = {
+        "add (1024)": (add, (torch.randn(1024, device=device), torch.randn(1024, device=device))),
+        "softmax (8x256)": (softmax, (torch.randn(8, 256, device=device),)),
+    }
+    rows = []
+    for name, (kernel, args) in cases.items():
+        raw, src = _raw_launcher(kernel, args)
+        torch.testing.assert_close(raw(*args), kernel(*args))
+        t_raw = _time(raw, args, n, sync)
+        t_ts = _time(kernel, args, n, sync)
+        rows.append({"case": name, "raw_triton_us": t_raw, "torchship_us": t_ts,
+                     "ratio": t_ts / t_raw, "raw_source": src})
+    table = Table(title=f"cached-call host overhead ({device}, {n} launches/sample, median of 5)")
+    for col in ("case", "raw Triton launch (µs)", "torchship cached call (µs)", "ratio"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["case"], f"{r['raw_triton_us']:.2f}", f"{r['torchship_us']:.2f}",
+                      f"{r['ratio']:.2f}x")
+    console.print(table)
+    if device == "cpu":
+        console.print("[yellow]no GPU: both sides run Triton's interpreter; the ratio mostly "
+                      "measures the interpreter")
+    import triton
+
+    meta = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "torch": torch.__version__, "triton": triton.__version__,
+            "date": time.strftime("%Y-%m-%d"), "launches_per_sample": n}
+    opts.json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = opts.json.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    tmp.replace(opts.json)
+    console.print(f"wrote {opts.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
