@@ -223,7 +223,7 @@ def run_case(case: tuple[str, str, str, str, bool], bench: Bench, opts: argparse
             t0 = time.perf_counter()
             rep = autotune(bound, args, effort="quick", budget_s=opts.ours_budget, kernel=kernel,
                            kwargs=kw, cache=AutotuneCache(opts.cache_dir), force=True,
-                           progress=False)
+                           progress=False, keep_workers=True)
             tune_s = time.perf_counter() - t0
             fn_best = bound.compile(rep.config)
             statuses: dict[str, int] = {}
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shape-key", default=None, help="override every case's shape key")
     p.add_argument("--ours-budget", type=float, default=15.0)
     p.add_argument("--helion-effort", default="quick")
-    p.add_argument("--helion-cap", type=float, default=60.0, help="Helion autotune seconds cap")
+    p.add_argument("--helion-cap", type=float, default=45.0, help="Helion autotune seconds cap")
     p.add_argument("--helion-default-only", action="store_true")
     p.add_argument("--no-helion", action="store_true")
     p.add_argument("--no-compile", action="store_true")

@@ -10,7 +10,6 @@ import pytest
 
 from torchship.cli import main
 
-pytestmark = pytest.mark.xdist_group("autotune-harness")
 
 USER_FILE = textwrap.dedent(
     '''

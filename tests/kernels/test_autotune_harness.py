@@ -10,7 +10,6 @@ from tests.kernels.test_autotune_fakes import FakeConfig, FakeTarget, TritonTarg
 from torchship.kernels.autotune import Harness, HarnessError, ModelTimer, WallTimer, autotune
 from torchship.kernels.autotune.target import Target
 
-pytestmark = pytest.mark.xdist_group("autotune-harness")
 
 BAD = {
     "crash": "crash",  # os._exit(7) inside the launch
@@ -19,7 +18,7 @@ BAD = {
     "scribble": "wrong",  # overwrites its input
     "compile_error": "compile_error",
     "raise": "runtime_error",
-    "hang": "timeout",
+    "hang": "timeout",  # sleeps for an hour: killed after bench_timeout_s
 }
 
 
@@ -28,7 +27,7 @@ def test_bench_worker_survives_crashes_hangs_and_wrong_results():
     for mode in BAD:
         configs.append(FakeConfig(256, 4, 3, mode=mode))
     configs.append(FakeConfig(512, 4, 3))
-    with Harness(FakeTarget(), timer=ModelTimer(cost), bench_timeout_s=4) as h:
+    with Harness(FakeTarget(), timer=ModelTimer(cost), bench_timeout_s=2.5) as h:
         results = h.evaluate(configs)
         pids_restarts = h._bench.restarts
     statuses = [r.status for r in results]
@@ -37,7 +36,7 @@ def test_bench_worker_survives_crashes_hangs_and_wrong_results():
     assert "exit code 7" in by_mode["crash"].error
     assert "exit code -11" in by_mode["segfault"].error
     assert "mismatch" in by_mode["wrong"].error and "args" in by_mode["scribble"].error
-    assert by_mode["hang"].time_ms is None
+    assert "no answer within 2.5 s" in by_mode["hang"].error
     # the worker was restarted after each of the three deaths and still measured the last one
     assert pids_restarts == 3
     assert results[-1].time_ms == cost(FakeConfig(512, 4, 3))
@@ -48,7 +47,7 @@ def test_parallel_compile_workers_isolate_crashes():
                FakeConfig(256, 4, 3, mode="compile_error"), FakeConfig(128, 4, 3, mode="hang"),
                FakeConfig(256, 4, 3)]
     with Harness(FakeTarget(), timer=ModelTimer(cost), compile_workers=2,
-                 compile_timeout_s=4) as h:
+                 compile_timeout_s=3) as h:
         results = h.evaluate(configs)
         assert h.crashes == 2
     assert [r.status for r in results] == ["ok", "crash", "compile_error", "timeout", "ok"]
@@ -59,7 +58,7 @@ def test_parallel_compile_workers_isolate_crashes():
 def test_autotune_with_isolation_picks_the_fast_correct_config_despite_a_crasher():
     # the "crash" candidate is listed first among the fast ones: the run must survive it
     configs = [FakeConfig(256, 4, 3, mode="segfault"), FakeConfig(256, 4, 3, mode="wrong"),
-               FakeConfig(128, 4, 3)]
+               FakeConfig(128, 4, 3)]  # a hang is covered by the compile-worker test
     x = torch.randn(10)
     from tests.kernels.test_autotune_fakes import FakeBound
 

@@ -11,7 +11,6 @@ import torch
 from examples.kernels import load
 from torchship.kernels.autotune import AutotuneCache, WallTimer, autotune
 
-pytestmark = pytest.mark.xdist_group("autotune-harness")
 
 
 def _check(mod, variant, args, out):
@@ -28,10 +27,10 @@ def test_tuning_a_real_kernel_picks_a_correct_config(name, variant, tmp_path):
     kernel, kw = mod.VARIANTS[variant]
     args = mod.make_inputs("test", "cpu", torch.float32, seed=1)
     bound = kernel.bind(args, kw) if kw else kernel.bind(args)
-    rep = autotune(bound, args, effort="quick", max_evals=6, kernel=kernel, kwargs=kw,
+    rep = autotune(bound, args, effort="quick", max_evals=4, kernel=kernel, kwargs=kw,
                    cache=AutotuneCache(tmp_path), timer=WallTimer(warmup=0, reps=1),
                    progress=False, strategy="random", patience=0)
-    assert len(rep.results) == 6 and rep.results[0].config == bound.config_space.default()
+    assert len(rep.results) == 4 and rep.results[0].config == bound.config_space.default()
     assert rep.best_ms is not None
     bound.config_space.validate(rep.config)
     # the winner computes the right thing on fresh inputs (independent float64 reference)
@@ -52,10 +51,12 @@ def test_kernel_autotune_uses_the_cache(tmp_path, monkeypatch):
     mod = load("add")
     kernel, _ = mod.VARIANTS["add"]
     args = mod.make_inputs("test", "cpu", torch.float32, seed=2)
-    cfg = kernel.autotune(args, effort="quick", budget_s=6)
+    cfg = kernel.autotune(args, effort="quick", budget_s=3)
     logs = list((tmp_path / "logs").glob("*.json"))
     assert len(logs) == 1
-    assert cfg == kernel.autotune(args, effort="quick", budget_s=6)  # cached: no new search
+    first = json.loads(logs[0].read_text())
+    assert first["best_ms"] is not None, [(c["status"], c["error"]) for c in first["candidates"]]
+    assert cfg == kernel.autotune(args, effort="quick", budget_s=3)  # cached: no new search
     assert list((tmp_path / "logs").glob("*.json")) == logs
     out = kernel(*args)
     _check(mod, "add", args, out)

@@ -63,7 +63,7 @@ def _hammer(root: str, worker: int, n: int) -> None:
 
 def test_two_processes_writing_the_same_key_never_corrupt_it(tmp_path):
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_hammer, args=(str(tmp_path), w, 150)) for w in range(2)]
+    procs = [ctx.Process(target=_hammer, args=(str(tmp_path), w, 60)) for w in range(2)]
     for p in procs:
         p.start()
     with warnings.catch_warnings():

@@ -84,9 +84,9 @@ class CudaEventTimer(Timer):
     def __init__(
         self,
         warmup_ms: float = 10.0,
-        target_ms: float = 60.0,
+        target_ms: float = 40.0,
         min_reps: int = 5,
-        max_reps: int = 200,
+        max_reps: int = 100,
         flush_bytes: int = 256 << 20,
     ) -> None:
         self.warmup_ms, self.target_ms = warmup_ms, target_ms

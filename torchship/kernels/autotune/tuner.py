@@ -317,7 +317,7 @@ def autotune(
             if len(report.results) >= cap:
                 report.stop_reason = f"evaluated {cap} candidates (effort {eff.name})"
                 break
-            if elapsed >= budget:
+            if elapsed >= budget and report.results:  # the first batch always runs
                 report.stop_reason = f"time budget of {budget:g} s reached"
                 break
             configs = strat.ask(min(batch, cap - len(report.results)))
