@@ -10,7 +10,6 @@ import pytest
 
 from torchship.cli import main
 
-
 USER_FILE = textwrap.dedent(
     '''
     import torch

@@ -10,7 +10,6 @@ from tests.kernels.test_autotune_fakes import FakeConfig, FakeTarget, TritonTarg
 from torchship.kernels.autotune import Harness, HarnessError, ModelTimer, WallTimer, autotune
 from torchship.kernels.autotune.target import Target
 
-
 BAD = {
     "crash": "crash",  # os._exit(7) inside the launch
     "segfault": "crash",  # SIGSEGV through ctypes

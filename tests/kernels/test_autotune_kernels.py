@@ -12,7 +12,6 @@ from examples.kernels import load
 from torchship.kernels.autotune import AutotuneCache, WallTimer, autotune
 
 
-
 def _check(mod, variant, args, out):
     kernel, kw = mod.VARIANTS[variant]
     ref = mod.reference(*[a.double() if a.is_floating_point() else a for a in args], **kw)
