@@ -160,7 +160,7 @@ class TensorRef:
 
         Example:
             >>> s = StorageRef("0", TORCH_DTYPES["float32"], 6, "cpu", None)
-            >>> TensorRef(s, 0, (6,), (1,), s.dtype).key()[1:]
+            >>> TensorRef(s, 0, (6,), (1,), s.dtype).key()[2:]
             (0, 0, (6,), (1,), 'float32')
         """
         return (id(self.storage.source), self.storage.key, self.storage.base, self.offset,

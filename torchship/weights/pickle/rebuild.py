@@ -9,9 +9,9 @@ byte-swapped. :func:`dedupe` folds tied tensors (identical views) into one name,
 others the way ``safetensors.torch.save_model`` does (``metadata[removed] = kept``).
 
 Example:
-    >>> tensors, values, dropped = flatten({"model": {"w": 1}, "epoch": 3})
-    >>> tensors, values
-    ({}, {'model.w': '1', 'epoch': '3'})
+    >>> flat = flatten({"model": {"w": 1}, "epoch": 3})
+    >>> flat.tensors, flat.values
+    ({}, {'model': '{"w": 1}', 'epoch': '3'})
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def flatten(value: Any, prefix: str = "") -> Flat:
 
     Example:
         >>> flatten([1, {"a": "x"}]).values
-        {'0': '1', '1.a': '"x"'}
+        {'value': '[1, {"a": "x"}]'}
     """
     out = Flat()
     budget = [MAX_NODES]
@@ -142,7 +142,8 @@ def flatten(value: Any, prefix: str = "") -> Flat:
             # a tensor-free subtree is one JSON value; if that fails, a dict is split into its
             # entries (so one bad leaf does not drop its siblings), a list is dropped
             is_dict = isinstance(node, dict)
-            if not _has_tensor(node, [MAX_NODES], set()) and (
+            top_dict = is_dict and not name  # a checkpoint's own keys are always kept apart
+            if not top_dict and not _has_tensor(node, [MAX_NODES], set()) and (
                     leaf(name, node, record=not is_dict) or not is_dict):
                 return
             path.add(id(node))

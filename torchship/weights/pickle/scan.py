@@ -30,7 +30,6 @@ from torchship.weights.pickle.containers import (
     ContainerError,
     LegacyContainer,
     TarContainer,
-    ZipContainer,
     sniff,
 )
 from torchship.weights.pickle.vm import (
@@ -40,6 +39,7 @@ from torchship.weights.pickle.vm import (
     Trace,
     scan_globals_static,
 )
+from torchship.weights.pickle.zipcontainer import ZipContainer
 
 RANK = {"safe": 0, "suspicious": 1, "dangerous": 2}
 MODEL_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".npy", ".npz",
@@ -227,8 +227,8 @@ def scan_file(path: str | os.PathLike[str], limits: Limits | None = None) -> Sca
 
     Example:
         >>> import pickle, tempfile, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "x.pkl"); open(p, "wb").write(pickle.dumps([1]))
-        16
+        >>> p = os.path.join(tempfile.mkdtemp(), "x.pkl")
+        >>> _ = open(p, "wb").write(pickle.dumps([1]))
         >>> scan_file(p).verdict
         'safe'
     """
