@@ -299,6 +299,22 @@ class ConfigSpace:
             d[k] = config.tunables.get(k, choices[0])
         return d
 
+    def _in_range(self, name: str, value: Any) -> bool:
+        """Block sizes / chunks outside the size-capped search list are still valid when they
+        are powers of two within the kernel's absolute bounds (a config tuned or pinned for
+        one size must keep working for others)."""
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1 or \
+                value & (value - 1):
+            return False
+        if name.startswith("block_sizes["):
+            bp = self.block_params[int(name[12:-1])]
+            lo = max(bp.lo, 16 if bp.in_dot else 1)
+            return lo <= value <= min(bp.hi, 256 if bp.in_dot else 4096)
+        if name.startswith("reduction_loops["):
+            red = self.reductions[int(name[16:-1])]
+            return red.rollable and (16 if red.in_dot else 32) <= value <= 4096
+        return False
+
     def _budget_problem(self, choice: dict[str, Any]) -> str | None:
         for li, launch in enumerate(self.launches):
             for shape in launch.value_shapes:
@@ -342,7 +358,7 @@ class ConfigSpace:
                 raise KernelConfigError(f"unknown knob {k!r}: this kernel has no such tunable")
         choice = self._to_choice(config)
         for name, value in choice.items():
-            if value not in self.params[name]:
+            if value not in self.params[name] and not self._in_range(name, value):
                 raise KernelConfigError(f"{name}={value!r} is not one of {self.params[name]}")
         problem = self._budget_problem(choice)
         if problem:

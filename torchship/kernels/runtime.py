@@ -386,7 +386,8 @@ class BoundKernel:
             from torchship.kernels.backends.triton.launcher import generate
 
             src, _ = generate(launch, config, self._reduction_index(launch),
-                              f"_{launch.name}_kernel{launch.index}", config.indexing)
+                              f"_{launch.name}_kernel{launch.index}", config.indexing,
+                              self.device_type)
             parts.append(src)
         return "\n\n".join(parts)
 

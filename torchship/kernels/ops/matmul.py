@@ -73,6 +73,8 @@ def compute_dtype(a: Value, b: Value) -> torch.dtype:
 def emit_dot(cg: Any, node: Any, a: str, b: str, acc: str | None) -> str:
     """``tl.dot`` of two (masked, converted) operand blocks, optionally into ``acc`` (fp32)."""
     work = compute_dtype(node.inputs[0], node.inputs[1])
+    if getattr(cg, "interpret", False) and work == torch.bfloat16:
+        work = torch.float32  # operands were upcast (see TritonCodegen.dot_operands)
     prec = ', input_precision="ieee"' if work in (torch.float32, torch.float64) else ""
     acc_part = f", acc={acc}" if acc is not None else ""
     return f"tl.dot({a}, {b}{acc_part}{prec})"

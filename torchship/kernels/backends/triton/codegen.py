@@ -67,12 +67,14 @@ class TritonCodegen:
     """
 
     def __init__(self, launch: Launch, config: Config, reduction_index: dict[int, int],
-                 kernel_name: str, indexing_mode: str) -> None:
+                 kernel_name: str, indexing_mode: str, interpret: bool = False) -> None:
         self.launch = launch
         self.config = config
         self.reduction_index = reduction_index
         self.kernel_name = kernel_name
         self.indexing = indexing_mode
+        # Triton's interpreter computes bf16 tl.dot wrongly (numpy has no bf16): upcast there
+        self.interpret = interpret
         self.lines: list[str] = []
         self.indent = 1
         self.used: set[str] = set(keyword.kwlist) | {"tl", "triton", "float", "range", "min",
@@ -514,6 +516,8 @@ class TritonCodegen:
     def dot_operands(self, node: Node) -> tuple[str, str]:
         a, b = node.inputs[0], node.inputs[1]
         work = compute_dtype(a, b)
+        if self.interpret and work == torch.bfloat16:
+            work = torch.float32
         ae = self.coerce(a, self.masked_for(a, a.ndim - 1, "0.0"), work)
         be = self.coerce(b, self.masked_for(b, b.ndim - 2, "0.0"), work)
         return ae, be

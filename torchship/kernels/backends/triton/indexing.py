@@ -96,11 +96,15 @@ def _block_ptr(cg: Any, node: Node) -> tuple[str, str, list[str]]:
         spec.append(":")
     n = len(shape)
     order = tuple(range(n - 1, -1, -1))
-    bp = (f"tl.make_block_ptr({' + '.join(base)}, shape=({', '.join(shape)},), "
-          f"strides=({', '.join(strides)},), offsets=({', '.join(offsets)},), "
-          f"block_shape=({', '.join(blocks)},), order={order})")
-    check = f"({', '.join(str(i) for i in range(n))},)"
+    bp = (f"tl.make_block_ptr({' + '.join(base)}, shape={_tup(shape)}, "
+          f"strides={_tup(strides)}, offsets={_tup(offsets)}, "
+          f"block_shape={_tup(blocks)}, order={order})")
+    check = _tup([str(i) for i in range(n)])
     return bp, check, spec
+
+
+def _tup(items: list[str]) -> str:
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 def load(cg: Any, node: Node) -> str:
