@@ -165,3 +165,16 @@ def test_load_to_device_views_on_cpu_path() -> None:
     got = ours_pt.load_to_device(bytearray(blob), header, header.tensors, torch.device("cpu"))
     assert got["b"].tolist() == [5]
     assert got["f"].tolist() == [1.5, -2.0]  # offset 1 is misaligned for F32: copied, still right
+
+
+@pytest.mark.parametrize("populate", [True, False])
+def test_prefault_paths_keep_copy_on_write(arr_file, monkeypatch, populate: bool) -> None:
+    from torchship.weights import reader
+
+    monkeypatch.setattr(reader, "_populate_ok", populate)  # MADV_POPULATE_READ, or the WILLNEED fallback
+    monkeypatch.setattr(reader, "_POPULATE_CHUNK", 64)  # several prefault threads even for a small file
+    before = arr_file.read_bytes()
+    loaded = ours_np.load_file(arr_file)
+    assert np.array_equal(loaded["a"], ARR)
+    loaded["a"][...] = -1  # pages were populated read-only: the write copies, the file is untouched
+    assert arr_file.read_bytes() == before
