@@ -26,8 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.table import Table
+
+try:
+    from rich.console import Console
+    from rich.table import Table
+except ImportError:  # the GPU machine may lack rich: plain text then
+    Console = Table = None  # type: ignore[assignment,misc]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     n = opts.n if device == "cuda" else min(opts.n, 300)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    console = Console()
+    console = Console() if Console is not None else None
+    show = console.print if console is not None else print
     cases = {
         "add (1024)": (add, (torch.randn(1024, device=device), torch.randn(1024, device=device))),
         "softmax (8x256)": (softmax, (torch.randn(8, 256, device=device),)),
@@ -126,15 +131,23 @@ def main(argv: list[str] | None = None) -> int:
         t_ts = _time(kernel, args, n, sync)
         rows.append({"case": name, "raw_triton_us": t_raw, "torchship_us": t_ts,
                      "ratio": t_ts / t_raw, "raw_source": src})
-    table = Table(title=f"cached-call host overhead ({device}, {n} launches/sample, median of 5)")
-    for col in ("case", "raw Triton launch (µs)", "torchship cached call (µs)", "ratio"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(r["case"], f"{r['raw_triton_us']:.2f}", f"{r['torchship_us']:.2f}",
-                      f"{r['ratio']:.2f}x")
-    console.print(table)
+    title = f"cached-call host overhead ({device}, {n} launches/sample, median of 5)"
+    cols = ("case", "raw Triton launch (µs)", "torchship cached call (µs)", "ratio")
+    cells = [(r["case"], f"{r['raw_triton_us']:.2f}", f"{r['torchship_us']:.2f}",
+              f"{r['ratio']:.2f}x") for r in rows]
+    if Table is not None:
+        table = Table(title=title)
+        for col in cols:
+            table.add_column(col, justify="right")
+        for row in cells:
+            table.add_row(*row)
+        show(table)
+    else:
+        show(title)
+        for row in (cols, *cells):
+            show(" | ".join(row))
     if device == "cpu":
-        console.print("[yellow]no GPU: both sides run Triton's interpreter; the ratio mostly "
+        show("[yellow]no GPU: both sides run Triton's interpreter; the ratio mostly "
                       "measures the interpreter")
     import triton
 
@@ -145,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = opts.json.with_suffix(".tmp")
     tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     tmp.replace(opts.json)
-    console.print(f"wrote {opts.json}")
+    show(f"wrote {opts.json}")
     return 0
 
 

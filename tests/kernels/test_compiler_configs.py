@@ -112,3 +112,20 @@ def test_config_roundtrip_and_space_api() -> None:
     assert len(space.encode(c)) == len(space.params)
     assert space.size() >= len(list(space.enumerate())) > 0
     assert "block_sizes[0]" in repr(space)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize(("example", "variant"), [("add", "add"), ("swiglu", "swiglu"),
+                                                  ("layer_norm", "layer_norm"),
+                                                  ("attention", "attention_causal")])
+def test_half_types_in_the_interpreter(example: str, variant: str, dtype: torch.dtype,
+                                       compiled_mode: None, poison_empty: None) -> None:
+    """The interpreter has no bf16 arithmetic (numpy): the backend computes bf16 element-wise
+    ops and dots in float32 there, rounding each result to bf16 like torch does."""
+    mod = load(example)
+    kernel, kwargs = mod.VARIANTS[variant]
+    args = mod.make_inputs("test", dtype=dtype, seed=random.getrandbits(31))
+    got = kernel(*args, **kwargs)
+    want = mod.reference(*[a.double() for a in args], **kwargs)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), want, **mod.TOLERANCE[dtype])

@@ -135,6 +135,8 @@ class TritonCodegen:
             if dtype is not None and isinstance(operand, (int, float)) and force:
                 return f"tl.full([], {self.literal(operand)}, {self.tl(dtype)})"
             return expr
+        if self.interpret and dtype == torch.bfloat16 and not force:
+            dtype = torch.float32  # the interpreter cannot do bf16 arithmetic (no numpy bf16)
         if dtype is None or operand.dtype == dtype:
             return expr
         return f"{expr}.to({self.tl(dtype)})"
@@ -472,6 +474,9 @@ class TritonCodegen:
         else:
             args = [self.ref(i) for i in node.inputs]
             expr = op.emit(self, node, args)
+            if self.interpret and op.kind == "pointwise" and node.op != "to" and \
+                    node.out.dtype == torch.bfloat16:
+                expr = f"({expr}).to(tl.bfloat16)"  # computed in fp32 (see coerce)
         if node.out is None:
             self.line(expr)
             return ""
