@@ -35,7 +35,7 @@ def test_tile_ragged_last_and_default_block_size() -> None:
     assert [(t.begin, t.end, t.block_size) for t in tiles] == [
         (0, 64, 64), (64, 128, 64), (128, 130, 64)
     ]
-    assert len(tiles[-1]) == 2 and tiles[-1].size == 2
+    assert tiles[-1].count == 2 and tiles[0].count == 64
 
 
 def test_tile_empty_and_negative_ranges_yield_nothing() -> None:
@@ -134,6 +134,12 @@ def test_tensor_indexing_by_tiles_ints_none_and_colon() -> None:
     torch.testing.assert_close(x[None, tm, 3], x[None, 2:5, 3])
     torch.testing.assert_close(x[[tm, tn]], x[2:5, 4:7])
     torch.testing.assert_close(x[tm.index, :], x[2:5, :])
+
+
+def test_tile_outside_indexing_is_a_clear_error() -> None:
+    tm = tl.Tile(0, 3, 4)
+    with pytest.raises(TypeError, match="use tile.index"):
+        torch.where(tm, torch.zeros(3), torch.ones(3))  # type: ignore[call-overload]
 
 
 def test_load_is_a_copy_not_a_view() -> None:

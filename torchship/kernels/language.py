@@ -183,16 +183,8 @@ class Tile:
         return self._index
 
     @property
-    def size(self) -> int:
-        """Actual number of elements (``end - begin``)."""
-        return self.end - self.begin
-
-    @property
     def count(self) -> int:
-        """Actual number of elements (``end - begin``; same as :attr:`size`)."""
-        return self.end - self.begin
-
-    def __len__(self) -> int:
+        """Number of valid elements: ``end - begin`` (less than block_size on a ragged tile)."""
         return self.end - self.begin
 
     def __repr__(self) -> str:
@@ -217,18 +209,20 @@ class Tile:
     ) -> Any:
         # torch asks index objects that define __torch_function__ to handle x[...] and
         # x[...] = v: rewrite tiles into slices, then run the plain op.
-        kwargs = kwargs or {}
         if func is torch.Tensor.__getitem__:
             tensor, index = args
             out = tensor[_convert_index(index)]
             # A device load is a copy: never hand back a view that aliases the input.
-            return out.clone() if out._base is not None or out is tensor else out
+            return out.clone() if out._is_view() else out
         if func is torch.Tensor.__setitem__:
             tensor, index, value = args
             tensor[_convert_index(index)] = value
             return None
-        new_args = tuple(_convert_index(a) if isinstance(a, (Tile, tuple)) else a for a in args)
-        return func(*new_args, **kwargs)
+        name = getattr(func, "__name__", repr(func))
+        raise TypeError(
+            f"{name}: a Tile only indexes tensors (x[tile, :], out[tm, tn] = v) or gives shapes "
+            "(ts.zeros([tm, tn])); use tile.index for its positions as a tensor"
+        )
 
 
 def _convert_index(index: Any) -> Any:
