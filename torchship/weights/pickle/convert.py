@@ -193,7 +193,7 @@ def _convert_one(path: str, out: str, verify: bool, progress: ProgressFn | None,
 def _wrap_errors(path: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
-    except (PickleVMError, ContainerError, RebuildError, SafetensorError) as exc:
+    except (PickleVMError, ContainerError, RebuildError, SafetensorError, OSError) as exc:
         raise ConvertError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
 
 

@@ -73,7 +73,8 @@ class ZipContainer(Container):
         try:
             with open(path, "rb") as f:
                 infos = zipfile.ZipFile(f).infolist()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
+                struct.error, KeyError, IndexError, OverflowError) as exc:
             self.close()
             raise ContainerError(path, f"not a readable zip archive: {exc}") from None
         self.members: dict[str, Member] = {}
@@ -133,6 +134,9 @@ class ZipContainer(Container):
         if m.method == zipfile.ZIP_STORED and m.compress_size != m.file_size:
             self._problem(f"stored zip member {m.name!r} has compressed size {m.compress_size} "
                           f"!= size {m.file_size}")
+        if not 0 <= m.header_offset < self.size:
+            self._problem(f"zip member {m.name!r}: header offset {m.header_offset} is outside the file")
+            return
         head = os.pread(self.fd, _LOCAL.size, m.header_offset)
         if len(head) < _LOCAL.size or head[:4] != b"PK\x03\x04":
             self._problem(f"zip member {m.name!r}: no local header at byte {m.header_offset}")
