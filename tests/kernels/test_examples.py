@@ -14,10 +14,6 @@ import torch
 from examples.kernels import EXAMPLES, load
 from torchship.kernels import ref
 
-# Variants the compiler cannot run yet: {variant: reason}. Strict xfail, so a fix shows up
-# as XPASS and the entry must be removed.
-COMPILED_XFAIL: dict[str, str] = {}
-
 CASES = [
     (example, variant)
     for example in EXAMPLES
@@ -155,20 +151,8 @@ def test_example_ref_mode_block_size_independent(
 # ---------------------------------------------------------------------------- compiled mode
 
 
-def _compiled_cases() -> list[Any]:
-    out = []
-    for example, variant in CASES:
-        marks = []
-        if variant in COMPILED_XFAIL:
-            marks.append(
-                pytest.mark.xfail(strict=True, reason=f"compiler: {COMPILED_XFAIL[variant]}")
-            )
-        for i in range(N_CONFIGS):
-            out.append(pytest.param(example, variant, i, marks=marks, id=f"{variant}-cfg{i}"))
-    return out
-
-
-@pytest.mark.parametrize(("example", "variant", "config_index"), _compiled_cases())
+@pytest.mark.parametrize(("example", "variant"), CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("config_index", range(N_CONFIGS), ids=lambda i: f"cfg{i}")
 def test_example_compiled_interpreter(
     example: str, variant: str, config_index: int, compiled_mode: None, poison_empty: None
 ) -> None:
@@ -188,21 +172,13 @@ def test_example_compiled_interpreter(
     )
 
 
-# Triton 3.9's interpreter computes tl.dot on bfloat16 blocks wrongly (values ~1e10 off; a raw
-# @triton.jit kernel shows it too); upcasting the operands to float32 (exact) before tl.dot in
-# interpreter mode fixes it, and is the compiler's to do.
-BF16_DOT = pytest.mark.xfail(
-    strict=True,
-    reason="compiler: tl.dot on bf16 blocks is wrong in the Triton 3.9 interpreter; upcast "
-    "bf16 dot operands to fp32 (input_precision='ieee') when interpreting",
-)
-
-
 @pytest.mark.parametrize(
     ("example", "dtype"),
     [
         ("matmul", torch.float16),
-        pytest.param("matmul", torch.bfloat16, marks=BF16_DOT),
+        ("matmul", torch.bfloat16),
+        ("bmm", torch.bfloat16),
+        ("attention", torch.bfloat16),
         ("softmax", torch.float16),
         ("softmax", torch.bfloat16),
         ("layer_norm", torch.bfloat16),
