@@ -336,3 +336,19 @@ def test_verify_catches_a_corrupted_output(clean_files: dict[str, Path], tmp_pat
     out.write_bytes(bytes(blob))
     with pytest.raises(ConvertError, match="reads back different bytes"):
         verify_file(str(out), entries, crcs)
+
+
+def test_corrupted_storage_record_detected(clean_files: dict[str, Path], tmp_path: Path) -> None:
+    import zipfile
+
+    blob = bytearray(clean_files["mlp_f32"].read_bytes())
+    info = zipfile.ZipFile(clean_files["mlp_f32"]).getinfo("mlp_f32/data/0")
+    name_len = int.from_bytes(blob[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_len = int.from_bytes(blob[info.header_offset + 28:info.header_offset + 30], "little")
+    blob[info.header_offset + 30 + name_len + extra_len + 5] ^= 0x40  # one bit of one weight
+    bad = tmp_path / "bitflip.pt"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(ConvertError, match=r"bitflip.pt: tensor '0.weight': .*CRC-32 the checkpoint "
+                       r"recorded .*corrupted checkpoint.*output removed"):
+        convert(bad, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()

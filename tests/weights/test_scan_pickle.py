@@ -181,3 +181,37 @@ def test_cli_scan_exit_codes_and_json(corpus: tuple[Path, list], clean_files: di
     assert _cli(["convert", str(payloads[1].path), "-o", str(canary.parent / "x.st")]) == 2
     assert "refused" in capsys.readouterr().out
     assert not canary.exists()
+
+
+def test_mutated_checkpoints_give_clear_errors(tmp_path: Path) -> None:
+    """Random byte flips, cuts and insertions in zip and legacy checkpoints: convert either
+    succeeds or raises ConvertError naming the file; scan never raises."""
+    import io
+    import random
+
+    rng = random.Random(7)
+    seeds = []
+    for legacy in (False, True):
+        buf = io.BytesIO()
+        torch.save({"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(3)[::2], "e": 3}, buf,
+                   _use_new_zipfile_serialization=not legacy)
+        seeds.append(buf.getvalue())
+    for i in range(120):
+        blob = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            j = rng.randrange(len(blob))
+            r = rng.random()
+            if r < 0.7:
+                blob[j] = rng.randrange(256)
+            elif r < 0.85:
+                del blob[j:j + rng.randint(1, 8)]
+            else:
+                blob[j:j] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        path = tmp_path / f"m{i}.pt"
+        path.write_bytes(bytes(blob))
+        try:
+            convert(path, tmp_path / "out.safetensors")
+        except ConvertError as exc:
+            assert path.name in str(exc)
+        report = scan([path])[0]
+        assert report.verdict in ("safe", "suspicious", "dangerous")

@@ -101,6 +101,7 @@ def _entries_for(path: str, report: ConvertReport, crcs: dict[str, int],
         known = container.record_crc(t)  # the zip's own CRC when the tensor is a whole record
         if known is not None:
             crcs[name] = known
+            container.recorded_crcs[name] = known
 
         def on_read(data: Any, name: str = name, known: int | None = known) -> None:
             if known is None:
@@ -122,7 +123,8 @@ def _entries_for(path: str, report: ConvertReport, crcs: dict[str, int],
     return container, entries, metadata
 
 
-def verify_file(path: str, expected: dict[str, Entry], crcs: dict[str, int]) -> int:
+def verify_file(path: str, expected: dict[str, Entry], crcs: dict[str, int],
+                from_source: set[str] | frozenset[str] = frozenset()) -> int:
     """Read a written file back: header valid, same names/dtypes/shapes, same CRC-32 per tensor
     (for a tensor that was a whole stored zip record, the CRC the checkpoint itself recorded).
     Returns the data bytes checked. Tensors are checked by a few threads, in 32 MiB steps whose
@@ -152,6 +154,10 @@ def verify_file(path: str, expected: dict[str, Entry], crcs: dict[str, int]) -> 
                     with view[lo:hi] as chunk:
                         crc = zlib.crc32(chunk, crc)  # releases the GIL: threads run in parallel
                     _drop(mapped, lo, hi)
+                if crc != crcs.get(name) and name in from_source:
+                    raise ConvertError(f"tensor {name!r}: its bytes do not match the CRC-32 the "
+                                       "checkpoint recorded for its storage record (corrupted "
+                                       "checkpoint?)")
                 if crc != crcs.get(name):
                     raise ConvertError(f"{path}: tensor {name!r} reads back different bytes "
                                        "(CRC-32 mismatch)")
@@ -178,13 +184,18 @@ def _convert_one(path: str, out: str, verify: bool, progress: ProgressFn | None,
                  report: ConvertReport) -> dict[str, Entry]:
     crcs: dict[str, int] = {}
     container, entries, metadata = _entries_for(path, report, crcs, progress)
+    recorded = set(container.recorded_crcs)
     try:
         save_entries(entries, out, metadata)
     finally:
         container.close()
     report.outputs.append(out)
     if verify:
-        report.nbytes += verify_file(out, entries, crcs)
+        try:
+            report.nbytes += verify_file(out, entries, crcs, from_source=recorded)
+        except ConvertError as exc:
+            Path(out).unlink(missing_ok=True)  # never leave a file that failed verification
+            raise ConvertError(f"{path}: {exc} (output removed)") from None
     else:
         report.nbytes += sum(_nbytes(e) for e in entries.values())
     return entries
