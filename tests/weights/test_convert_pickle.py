@@ -352,3 +352,25 @@ def test_corrupted_storage_record_detected(clean_files: dict[str, Path], tmp_pat
                        r"recorded .*corrupted checkpoint.*output removed"):
         convert(bad, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_failed_shard_leaves_nothing_and_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from tests.weights.pickle_corpus import _Reduce
+    from torchship.cli import main
+
+    src = tmp_path / "shards"
+    src.mkdir()
+    torch.save({"a": torch.ones(2)}, src / "pytorch_model-00001-of-00002.bin")
+    torch.save({"b": _Reduce(os.system, ("true",))}, src / "pytorch_model-00002-of-00002.bin")
+    (src / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {
+        "a": "pytorch_model-00001-of-00002.bin", "b": "pytorch_model-00002-of-00002.bin"}}))
+    with pytest.raises(ConvertError, match="pytorch_model-00002-of-00002.bin.*posix.system"):
+        convert(src, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []  # shard 1 was removed again
+    torch.save({"w": torch.arange(4), "step": 9}, tmp_path / "m.pt")
+    assert main(["weights", "convert", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.st"),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tensors"] == 1 and out["values"] == {"step": "9"} and out["verified"] is True

@@ -230,6 +230,40 @@ def _shard_sources(directory: Path) -> tuple[list[Path], Path | None]:
     return files, None
 
 
+def _convert_shards(files: list[Path], out_dir: Path, verify: bool, progress: ProgressFn | None,
+                    report: ConvertReport) -> None:
+    """Shard by shard; on any failure the shards already written by this call are removed."""
+    weight_map: dict[str, str] = {}
+    total = 0
+    n = len(files)
+    try:
+        for i, f in enumerate(files):
+            name = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            entries = _wrap_errors(str(f), lambda f=f, name=name: _convert_one(
+                str(f), str(out_dir / name), verify, progress, report))
+            for key in entries:
+                if key in weight_map:
+                    raise ConvertError(f"{f}: tensor {key!r} also appears in {weight_map[key]}")
+                weight_map[key] = name
+            total += sum(_nbytes(e) for e in entries.values())
+        index_doc = {"metadata": {"total_size": total},
+                     "weight_map": dict(sorted(weight_map.items()))}
+        text = json.dumps(index_doc, indent=2) + "\n"
+        atomic_write(out_dir / INDEX_NAME, lambda fh: fh.write(text.encode("utf-8")))
+        if verify:
+            from torchship.weights.shards import read_index
+
+            mapping = read_index(out_dir / INDEX_NAME)
+            if sum(len(v) for v in mapping.values()) != len(weight_map):
+                raise ConvertError(f"{out_dir / INDEX_NAME}: index reads back incomplete")
+    except BaseException:
+        for written in report.outputs:
+            Path(written).unlink(missing_ok=True)
+        report.outputs.clear()
+        raise
+    report.outputs.append(str(out_dir / INDEX_NAME))
+
+
 def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
             verify: bool = True, progress: ProgressFn | None = None) -> ConvertReport:
     """Convert a pickle checkpoint (file) or a directory of pickle shards to safetensors.
@@ -254,29 +288,7 @@ def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
             _wrap_errors(str(files[0]), lambda: _convert_one(str(files[0]), str(target), verify,
                                                               progress, report))
         else:
-            weight_map: dict[str, str] = {}
-            total = 0
-            n = len(files)
-            for i, f in enumerate(files):
-                name = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
-                entries = _wrap_errors(str(f), lambda f=f, name=name: _convert_one(
-                    str(f), str(out_dir / name), verify, progress, report))
-                for key in entries:
-                    if key in weight_map:
-                        raise ConvertError(f"{f}: tensor {key!r} also appears in {weight_map[key]}")
-                    weight_map[key] = name
-                total += sum(_nbytes(e) for e in entries.values())
-            index_doc = {"metadata": {"total_size": total},
-                         "weight_map": dict(sorted(weight_map.items()))}
-            text = json.dumps(index_doc, indent=2) + "\n"
-            atomic_write(out_dir / INDEX_NAME, lambda fh: fh.write(text.encode("utf-8")))
-            report.outputs.append(str(out_dir / INDEX_NAME))
-            if verify:
-                from torchship.weights.shards import read_index
-
-                mapping = read_index(out_dir / INDEX_NAME)
-                if sum(len(v) for v in mapping.values()) != len(weight_map):
-                    raise ConvertError(f"{out_dir / INDEX_NAME}: index reads back incomplete")
+            _convert_shards(files, out_dir, verify, progress, report)
     else:
         target = Path(out) if out is not None else src.with_suffix(".safetensors")
         if target.resolve() == src.resolve():
