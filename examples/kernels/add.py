@@ -1,6 +1,6 @@
 """Element-wise add of two 2-D tensors: the smallest tile kernel.
 
-Run: ``python -m examples.kernels.add`` (``TORCHSHIP_INTERPRET=1`` for reference mode).
+Run: ``python -m examples.kernels add`` (reference mode and compiled, checked against torch).
 
 Example:
     >>> x, y = make_inputs("test", seed=0)

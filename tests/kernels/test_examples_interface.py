@@ -125,3 +125,19 @@ def test_benchmark_table_cases_and_hand_picked_config(compiled_mode: None) -> No
     odd = table.BenchCase("matmul", "matmul", "gpu_small", "float16", {"blocks": {"tm": 3}})
     config, notes = table.hand_picked_config(odd, bound)
     assert config == bound.config_space.default() and any("tm=3" in n for n in notes)
+
+
+def test_examples_runner_checks_every_variant(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from examples.kernels.__main__ import main
+
+    monkeypatch.setenv("COLUMNS", "160")  # rich's table width
+    assert main(["softmax", "welford"]) == 0
+    out = capsys.readouterr().out
+    for variant in ("softmax_two_pass", "var_mean_population", "ref mode", "Triton interp."):
+        assert variant in out
+    assert "MISMATCH" not in out
+    with pytest.raises(SystemExit) as exc:
+        main(["no_such_kernel"])
+    assert exc.value.code == 2

@@ -14,7 +14,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +54,87 @@ def _examples_module(name: str) -> Any:
     return importlib.import_module(f"examples.kernels.{name}")
 
 
-def _max_err(got: Any, expected: Any) -> float:
-    return float((got.double() - expected.double()).abs().max().item())
+def _pairs(got: Any, expected: Any) -> list[tuple[Any, Any]]:
+    if isinstance(expected, tuple):
+        if not isinstance(got, tuple) or len(got) != len(expected):
+            raise TypeError(f"expected a tuple of {len(expected)} tensors, got {type(got).__name__}")
+        return list(zip(got, expected))
+    return [(got, expected)]
 
 
 def _timed(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
+
+
+def check_examples(
+    console: Console,
+    names: Sequence[str],
+    *,
+    device: str,
+    dtype: Any = None,
+    shape_key: str = "test",
+    all_variants: bool = False,
+    seed: int = 0,
+) -> bool:
+    """Run example kernels in reference and compiled mode against their float64 reference
+    (no autotuning: the default config); print one table; True when every run matches.
+
+    Example:
+        >>> check_examples(Console(), ["softmax"], device="cpu")  # doctest: +SKIP
+        True
+    """
+    import torch
+
+    dtype = dtype or torch.float32
+    compiled_label = "compiled GPU" if device == "cuda" else "Triton interp."
+    modes = [
+        ("ref mode", {"TORCHSHIP_INTERPRET": "1"}),
+        (compiled_label, {"TORCHSHIP_INTERPRET": None, "TORCHSHIP_AUTOTUNE_EFFORT": "none"}),
+    ]
+    table = Table(title=f"tile-language kernels vs torch (float64 reference), {dtype}, {device}")
+    timed = ("1st call", "next call")
+    for col in ("kernel", "shapes", "mode", "max |err|", "tol", *timed, "result"):
+        table.add_column(col, justify="right" if col in ("max |err|", *timed) else "left",
+                         no_wrap=col in ("kernel", "mode"))
+    ok = True
+    for name in names:
+        try:
+            mod = _examples_module(name)
+        except ImportError as exc:
+            console.print(
+                f"[red]cannot import examples.kernels.{name} ({exc}); the kernel examples run "
+                "from a source checkout of torchship (the examples/ folder)"
+            )
+            return False
+        variants = list(mod.VARIANTS.items())
+        for variant, (kernel, kwargs) in variants if all_variants else variants[:1]:
+            args = mod.make_inputs(shape_key, device=device, dtype=dtype, seed=seed)
+            shape = ", ".join("x".join(map(str, a.shape)) for a in args if isinstance(a, torch.Tensor))
+            wide = [a.double() if a.is_floating_point() else a for a in args]
+            expected = mod.reference(*wide, **kwargs)
+            tol = mod.TOLERANCE[dtype]
+            for mode, env in modes:
+                try:
+                    with _env(**env):
+                        got, first = _timed(kernel, args, kwargs)  # compiles (cached after)
+                        _, again = _timed(kernel, args, kwargs)
+                    pairs = _pairs(got, expected)
+                    err = max(float((g.double() - e).abs().max()) for g, e in pairs)
+                    passed = all(torch.allclose(g.double(), e, **tol) for g, e in pairs)
+                    table.add_row(
+                        variant, shape, mode, f"{err:.1e}", f"{tol['atol']:.0e}",
+                        f"{first * 1e3:.1f} ms", f"{again * 1e3:.1f} ms",
+                        "[green]ok" if passed else "[red]MISMATCH",
+                    )
+                except Exception as exc:  # report every failure in the table, keep going
+                    passed = False
+                    message = f"[red]{type(exc).__name__}: {exc}"[:100]
+                    table.add_row(variant, shape, mode, "-", "-", "-", "-", message)
+                ok = ok and passed
+    console.print(table)
+    return ok
 
 
 def run_step(console: Console, workdir: Path, quick: bool) -> bool:
@@ -74,63 +147,21 @@ def run_step(console: Console, workdir: Path, quick: bool) -> bool:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    compiled_label = "compiled (GPU)" if device == "cuda" else "compiled (Triton interpreter)"
     console.print(f"device: [bold]{device}[/]; examples: {', '.join(DEMO_EXAMPLES)}")
-    table = Table(title="tile-language kernels vs torch (float64 reference)")
-    timed = ("first call", "next call")
-    for col in ("kernel", "shape", "mode", "max |err|", "tolerance", *timed, "result"):
-        table.add_column(col, justify="right" if col in ("max |err|", *timed) else "left")
-    ok = True
-    snippet: str | None = None
-    for name in DEMO_EXAMPLES:
-        try:
-            mod = _examples_module(name)
-        except ImportError as exc:
-            console.print(
-                f"[red]cannot import examples.kernels.{name} ({exc}); the kernels demo runs "
-                "from a source checkout of torchship (the examples/ folder)"
-            )
-            return False
-        kernel, kwargs = next(iter(mod.VARIANTS.values()))
-        args = mod.make_inputs("test", device=device, dtype=torch.float32, seed=0)
-        shape = " x ".join(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
-        expected = mod.reference(*[a.double() if a.is_floating_point() else a for a in args])
-        tol = mod.TOLERANCE[torch.float32]
-        modes = [("reference", {"TORCHSHIP_INTERPRET": "1"})]
-        modes.append(
-            (compiled_label, {"TORCHSHIP_INTERPRET": None, "TORCHSHIP_AUTOTUNE_EFFORT": "none"})
-        )
-        for mode, env in modes:
-            try:
-                with _env(**env):
-                    got, first = _timed(kernel, args, kwargs)  # compiles (cached after)
-                    _, again = _timed(kernel, args, kwargs)
-                err = _max_err(got, expected)
-                passed = bool(
-                    torch.allclose(got.double(), expected.double(), **tol)
-                )
-                result = "[green]ok" if passed else "[red]MISMATCH"
-                table.add_row(
-                    name, shape, mode, f"{err:.1e}", f"{tol['atol']:.0e}", f"{first * 1e3:.1f} ms",
-                    f"{again * 1e3:.1f} ms", result,
-                )
-            except Exception as exc:  # report every failure in the table, keep going
-                passed = False
-                table.add_row(name, shape, mode, "-", "-", "-", "-", f"[red]{type(exc).__name__}: {exc}"[:80])
-            ok = ok and passed
-        if snippet is None:
-            try:
-                with _env(TORCHSHIP_INTERPRET=None, TORCHSHIP_AUTOTUNE_EFFORT="none"):
-                    snippet = kernel.to_triton_code(args=args)
-            except Exception as exc:  # the table above already says what failed
-                console.print(f"[yellow]no generated code to show: {type(exc).__name__}: {exc}")
-                snippet = ""
-    console.print(table)
-    if snippet:
-        lines = snippet.splitlines()
-        shown = "\n".join(lines[: 25 if quick else 60])
-        more = f"\n# ... {len(lines) - 25} more lines" if quick and len(lines) > 25 else ""
-        (workdir / "softmax_triton.py").write_text(snippet)
-        console.print(f"generated Triton for softmax (full text in {workdir / 'softmax_triton.py'}):")
-        console.print(Syntax(shown + more, "python", theme="ansi_dark", line_numbers=False))
+    ok = check_examples(console, DEMO_EXAMPLES, device=device)
+    try:
+        mod = _examples_module("softmax")
+        args = mod.make_inputs("test", device=device, seed=0)
+        with _env(TORCHSHIP_INTERPRET=None, TORCHSHIP_AUTOTUNE_EFFORT="none"):
+            snippet = mod.softmax.to_triton_code(args=args)
+    except Exception as exc:  # the table above already says what failed
+        console.print(f"[yellow]no generated code to show: {type(exc).__name__}: {exc}")
+        return False
+    lines = snippet.splitlines()
+    keep = 25 if quick else 60
+    more = f"\n# ... {len(lines) - keep} more lines" if len(lines) > keep else ""
+    path = workdir / "softmax_triton.py"
+    path.write_text(snippet)
+    console.print(f"generated Triton for softmax (full text in {path}):")
+    console.print(Syntax("\n".join(lines[:keep]) + more, "python", theme="ansi_dark"))
     return ok
