@@ -40,28 +40,28 @@ if str(ROOT) not in sys.path:
 
 # (example module, variant, shape key, dtype name, tune helion)
 CASES: list[tuple[str, str, str, str, bool]] = [
+    # headline cases: Helion autotuned (effort quick, capped)
     ("softmax", "softmax", "gpu_large", "bfloat16", True),
     ("rms_norm", "rms_norm", "gpu_large", "bfloat16", True),
     ("matmul", "matmul", "gpu_large", "bfloat16", True),
     ("attention", "attention", "gpu_small", "bfloat16", True),
-    ("layer_norm", "layer_norm", "gpu_large", "bfloat16", True),
-    ("add", "add", "gpu_large", "bfloat16", True),
+    # the rest: Helion with its default config (no time left for its search in one call)
+    ("layer_norm", "layer_norm", "gpu_large", "bfloat16", False),
+    ("add", "add", "gpu_large", "bfloat16", False),
     ("cross_entropy", "cross_entropy", "gpu_small", "bfloat16", False),
     ("swiglu", "swiglu", "gpu_large", "bfloat16", False),
-    ("geglu", "geglu", "gpu_large", "bfloat16", False),
-    ("sum", "sum", "gpu_small", "bfloat16", False),
+    ("softmax", "softmax_two_pass", "gpu_large", "bfloat16", False),
     ("welford", "var_mean", "gpu_small", "float32", False),
+    ("sum", "sum", "gpu_small", "bfloat16", False),
+    ("geglu", "geglu", "gpu_large", "bfloat16", False),
     ("embedding", "embedding", "gpu_small", "bfloat16", False),
     ("matmul_epilogue", "matmul_bias_relu", "gpu_large", "bfloat16", False),
     ("bmm", "bmm", "gpu_small", "bfloat16", False),
     ("attention", "attention_causal", "gpu_small", "bfloat16", False),
-    ("softmax", "softmax_two_pass", "gpu_large", "bfloat16", False),
     ("sum", "long_sum", "gpu_large", "float32", False),
     ("softmax", "softmax", "gpu_small", "bfloat16", False),
     ("rms_norm", "rms_norm", "gpu_small", "bfloat16", False),
     ("matmul", "matmul", "gpu_small", "bfloat16", False),
-    ("layer_norm", "layer_norm", "gpu_small", "bfloat16", False),
-    ("add", "add", "gpu_small", "bfloat16", False),
 ]
 TOL = {"float32": 2e-3, "float16": 1e-2, "bfloat16": 3e-2}
 
@@ -232,7 +232,9 @@ def run_case(case: tuple[str, str, str, str, bool], bench: Bench, opts: argparse
             measure("ours_tuned", lambda *a: fn_best(*a, **kw), tune_s=tune_s,
                     evaluated=len(rep.results), statuses=statuses, stop=rep.stop_reason,
                     config=config_dict(rep.config), search_best_ms=rep.best_ms,
-                    curve=rep.best_curve())
+                    default_search_ms=rep.default_ms, curve=rep.best_curve(),
+                    candidates=[{k: v for k, v in r.to_json().items() if k != "error"}
+                                | {"error": r.error[:160]} for r in rep.results])
         except Exception as exc:  # noqa: BLE001
             impls["ours_tuned"] = {"status": f"error: {type(exc).__name__}: {str(exc)[:300]}",
                                    "traceback": traceback.format_exc()[-1500:]}
@@ -286,6 +288,13 @@ def worker(opts: argparse.Namespace) -> int:
     if "ceilings" not in state:
         state["ceilings"] = ceilings(bench)
         state["versions"] = _versions()
+        _save(state_path, state)
+    if opts.device == "cuda":
+        # start the autotuner's worker processes once (imports, CUDA init): a long-lived
+        # process tuning several kernels pays this once; recorded separately
+        from torchship.kernels.autotune import prewarm
+
+        state.setdefault("prewarm_s", []).append(prewarm(None, "cuda"))
         _save(state_path, state)
     deadline = time.monotonic() + opts.remaining_s
     cases = _selected(opts)

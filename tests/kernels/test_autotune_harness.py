@@ -96,13 +96,16 @@ def test_in_process_mode_has_the_same_checks_without_isolation():
 
 
 def test_kept_workers_are_reused_for_the_next_target():
-    from torchship.kernels.autotune.harness import shutdown_workers
+    from torchship.kernels.autotune.harness import _IDLE, prewarm, shutdown_workers
 
     try:
+        assert prewarm(1, "cpu") > 0
+        pids = {w.proc.pid for pool in _IDLE.values() for w in pool}
+        assert len(pids) == 2  # one bench, one compile worker, started ahead
         with Harness(FakeTarget(n=1000), timer=ModelTimer(cost), compile_workers=1,
                      keep_workers=True) as h:
             first = h.evaluate([FakeConfig(64, 4, 2)])
-            pids = {h._bench.proc.pid, h._compilers[0].proc.pid}
+            assert {h._bench.proc.pid, h._compilers[0].proc.pid} == pids
         # a different target (other input size): same processes, new reference
         with Harness(FakeTarget(n=500, seed=3), timer=ModelTimer(cost), compile_workers=1,
                      keep_workers=True) as h:

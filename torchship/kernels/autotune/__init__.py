@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 from torchship.kernels.autotune.cache import AutotuneCache, CacheWarning, default_cache_dir
-from torchship.kernels.autotune.harness import Harness, HarnessError
+from torchship.kernels.autotune.harness import Harness, HarnessError, prewarm, shutdown_workers
 from torchship.kernels.autotune.records import EFFORTS, Effort, Result
 from torchship.kernels.autotune.search import (
     ExhaustiveSearch,
@@ -49,5 +49,7 @@ __all__ = [
     "autotune",
     "cache_key",
     "default_cache_dir",
+    "prewarm",
+    "shutdown_workers",
     "tune",
 ]

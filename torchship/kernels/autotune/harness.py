@@ -180,7 +180,16 @@ def _worker_main(conn: Any) -> None:
         try:
             if op == "exit":
                 return
-            if op == "setup":
+            if op == "warm":  # pay imports and device init ahead of the first target
+                import torch
+                import triton  # noqa: F401
+
+                import torchship.kernels  # noqa: F401
+
+                if msg[1] == "cuda":
+                    torch.empty(1, device="cuda")
+                conn.send(("ok", {"pid": os.getpid()}))
+            elif op == "setup":
                 target = pickle.loads(msg[1])
                 state = _State(target, msg[2], msg[3])
                 conn.send(("ok", {"pid": os.getpid()}))
@@ -203,19 +212,23 @@ class _Worker:
         self.restarts = -1
         self.pending = False
 
+    def spawn(self) -> None:
+        """Start the process (no setup yet)."""
+        self.kill()
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn = parent
+        self.restarts += 1
+
     def begin(self, payload: bytes | None = None, timer: Timer | None = None) -> None:
         """Start the process if needed and send it the setup message (no waiting)."""
         if payload is not None:
             self.payload, self.timer = payload, timer
         if self.proc is None or not self.proc.is_alive():
-            self.kill()
-            ctx = mp.get_context("spawn")
-            parent, child = ctx.Pipe()
-            self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-            self.proc.start()
-            child.close()
-            self.conn = parent
-            self.restarts += 1
+            self.spawn()
         self.conn.send(("setup", self.payload, self.timer, self.role))
         self.pending = True
 
@@ -291,6 +304,31 @@ def shutdown_workers() -> None:
 
 
 atexit.register(shutdown_workers)
+
+
+def prewarm(compile_workers: int | None = None, device_type: str = "cuda",
+            timeout_s: float = 300.0) -> float:
+    """Start the worker processes of later ``keep_workers=True`` runs now (imports, device
+    init) so that tuning time is spent tuning; returns the seconds it took.
+
+    Example:
+        >>> # prewarm(8, "cuda")  -> e.g. 9.5; then autotune(..., keep_workers=True)
+    """
+    t0 = time.perf_counter()
+    if compile_workers is None:
+        compile_workers = min(8, max(1, (os.cpu_count() or 2) - 1)) if device_type == "cuda" else 0
+    workers = [_Worker(b"", None, "bench", timeout_s)]
+    workers += [_Worker(b"", None, "compile", timeout_s) for _ in range(compile_workers)]
+    for w in workers:
+        w.spawn()
+        w.conn.send(("warm", device_type))
+    for w in workers:
+        status, data = w.wait_reply(timeout_s)
+        if status != "ok":
+            w.kill()
+            raise HarnessError(f"worker failed to start: {data}")
+        _IDLE.setdefault(w.role, []).append(w)
+    return time.perf_counter() - t0
 
 
 class Harness:

@@ -248,10 +248,16 @@ class GuidedSearch(Strategy):
     def ask(self, n: int) -> list[Any]:
         out = self._take_new(self._initial, n)
         self._initial = self._initial[len(out) :] if out else []
-        # initial exploration: a few random samples (diversity for the surrogate)
+        # initial exploration: a few random samples (diversity for the surrogate) ...
         while len(out) < n and self._random_left > 0:
             self._random_left -= 1
             out.extend(self._take_new([self.space.sample(self.rng)], 1))
+        if len(out) < n and not self.results and self.seeds:
+            # ... and, before any result is back, the neighbourhood of the heuristic seeds
+            pool = []
+            for seed in self.seeds:
+                pool.extend(self.space.neighbors(seed, self.rng, n=self.neighbors_per_config))
+            out.extend(self._take_new(pool, n - len(out)))
         if len(out) >= n:
             return out
         if not self._ok():
