@@ -215,3 +215,31 @@ def test_mutated_checkpoints_give_clear_errors(tmp_path: Path) -> None:
             assert path.name in str(exc)
         report = scan([path])[0]
         assert report.verdict in ("safe", "suspicious", "dangerous")
+
+
+def test_docs_comparison_table_is_current(tmp_path: Path) -> None:
+    """docs/pickle.md's verdict table matches what scan says today (and what picklescan says,
+    when the installed picklescan is the version the table names)."""
+    import importlib.metadata
+    import re
+
+    from tests.weights.pickle_corpus import _picklescan_verdict
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "pickle.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[2] in ("safe", "suspicious", "dangerous"):
+            rows[cells[0]] = (cells[2], cells[3])
+    canary = tmp_path / "canary"
+    files = {p.name: p.path for p in malicious(tmp_path, canary)}
+    files.update({f"clean: {k}": v for k, v in clean(tmp_path).items()})
+    assert set(rows) == set(files)
+    version = re.search(r"picklescan (\d+\.\d+\.\d+)", doc).group(1)
+    check_peer = importlib.metadata.version("picklescan") == version
+    for name, path in files.items():
+        ours, peer = rows[name]
+        assert scan([path])[0].verdict == ours, name
+        if check_peer:
+            assert _picklescan_verdict(path) == peer, name
+    assert not canary.exists()
