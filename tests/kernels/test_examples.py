@@ -54,14 +54,6 @@ def run_reference(mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> An
     return mod.reference(*[to_f64(a) for a in args], **kwargs)
 
 
-def raw_function(kernel: Any) -> Any:
-    for attr in ("fn", "__wrapped__"):
-        fn = getattr(kernel, attr, None)
-        if callable(fn):
-            return fn
-    raise AttributeError(f"{kernel!r} exposes no raw Python function (.fn)")
-
-
 def stress_config(space: Any, base: Any) -> Any | None:
     """``base`` with the least common knobs switched on: every rollable reduction looped in
     its smallest chunk, persistent programs, non-pointer indexing, reversed loop orders.
@@ -141,7 +133,7 @@ def test_example_ref_mode_block_size_independent(
     kernel, kwargs = mod.VARIANTS[variant]
     seed = fresh_seed()
     args = mod.make_inputs("test", seed=seed)
-    got = ref.run(raw_function(kernel), args, kwargs, block_size=block_size)
+    got = ref.run(kernel.fn, args, kwargs, block_size=block_size)
     check_close(
         got, run_reference(mod, args, kwargs), mod.TOLERANCE[torch.float32],
         f"{variant} block_size={block_size} seed={seed}",
@@ -160,7 +152,7 @@ def test_example_compiled_interpreter(
     kernel, kwargs = mod.VARIANTS[variant]
     seed = fresh_seed()
     args = mod.make_inputs("test", dtype=torch.float32, seed=seed)
-    bound = kernel.bind(args, kwargs) if kwargs else kernel.bind(args)
+    bound = kernel.bind(args, kwargs)
     configs = pick_configs(bound.config_space, N_CONFIGS, seed=zlib.crc32(variant.encode()))
     if config_index >= len(configs):
         pytest.skip(f"config space of {variant} has only {len(configs)} configs with blocks >= 32")
