@@ -84,3 +84,15 @@ def test_autotune_command_errors_are_clear(tmp_path, cache_dir, capsys):
     bad.write_text("[]")
     assert main(["kernels", "cache", "import", str(bad)]) == 1
     assert "expected a JSON object" in capsys.readouterr().out
+
+
+def test_code_command_prints_triton_for_a_config(capsys):
+    argv = ["kernels", "code", "examples/kernels/add.py::add", "--device", "cpu",
+            "--config", '{"block_sizes": [32, 64]}']
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "import triton" in out and "BLOCK_TN" in out
+    assert "block_sizes=[32, 64]" in out  # the config it was generated for
+    assert main(["kernels", "code", "examples/kernels/add.py::add", "--device", "cpu",
+                 "--config", '{"num_warps": 3}']) == 2
+    assert "num_warps=3 is not one of" in capsys.readouterr().err

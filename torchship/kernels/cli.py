@@ -267,9 +267,14 @@ def _cmd_code(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as exc:
             print(f"error: --config is not JSON: {exc}", file=sys.stderr)
             return 2
-        cls = type(bound.config_space.default())
-        config = cls.from_dict(data)
-        bound.config_space.validate(config)
+        default = bound.config_space.default()
+        merged = {**default.to_dict(), **data}  # unspecified knobs keep their default
+        try:
+            config = type(default).from_dict(merged)
+            bound.config_space.validate(config)
+        except Exception as exc:  # KernelConfigError names the bad knob
+            print(f"error: --config: {exc}\nthe space is:\n{bound.config_space!r}", file=sys.stderr)
+            return 2
     else:
         config = bound.config_space.default()
     print(bound.to_triton_code(config))
