@@ -398,6 +398,14 @@ class TarContainer(Container):
         return self.pread(offset, size), offset
 
     def load(self, strict: bool = True) -> Loaded:
+        try:
+            return self._load(strict)
+        except (struct.error, KeyError, TypeError, ValueError, IndexError) as exc:
+            if isinstance(exc, PickleVMError | ContainerError):
+                raise
+            raise ContainerError(self.path, f"malformed legacy tar checkpoint: {exc!r}") from None
+
+    def _load(self, strict: bool) -> Loaded:
         traces: list[tuple[str, Trace]] = []
         objects: dict[str, Any] = {}
         data, base = self._member("storages")
