@@ -386,7 +386,8 @@ def report(out_dir: Path) -> None:
     state = json.loads((out_dir / "kernels.json").read_text())
     ceil, ver = state.get("ceilings", {}), state.get("versions", {})
     cols = ["kernel", "shape", "eager µs", "compile µs", "helion µs", "ours def µs",
-            "ours tuned µs", "ours % ceil", "vs helion", "vs compile", "tune s (ours/helion)"]
+            "ours tuned µs", "ours % ceil", "vs helion", "vs compile", "tune s (ours/helion)",
+            "ours ≤1.02×helion at s"]
     table = Table(title=f"kernels on {ver.get('gpu', '?')}: copy {ceil.get('copy_GBps', 0):.0f} GB/s, "
                   f"mm bf16 {ceil.get('mm_bf16_TFLOPs', 0):.0f} TFLOP/s")
     for c in cols:
@@ -408,9 +409,15 @@ def report(out_dir: Path) -> None:
         tune = (f"{ours_t['tune_s']:.0f}" if ours_t.get("tune_s") else "-") + " / " + (
             f"{hel['tune_s']:.0f}" if hel.get("tune_s") else "def")
         pct = f"{best_ours['pct_ceiling']:.0f}%" if best_ours and best_ours.get("status") == "ok" else "-"
+        reach = "-"
+        if hel.get("status") == "ok" and ours_t.get("candidates"):
+            # first time the search's own measurement got within 2% of Helion's final time
+            hits = [c["elapsed_s"] for c in ours_t["candidates"]
+                    if c.get("status") == "ok" and c["time_ms"] <= 1.02 * hel["ms"]]
+            reach = f"{min(hits):.1f}" if hits else "never"
         cells = [row["variant"], shape, _fmt_us(im.get("eager")), _fmt_us(im.get("compile")),
                  _fmt_us(hel), _fmt_us(im.get("ours_default")), _fmt_us(ours_t), pct,
-                 ratio("helion", vs_h), ratio("compile", vs_c), tune]
+                 ratio("helion", vs_h), ratio("compile", vs_c), tune, reach]
         table.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
     gm = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")  # noqa: E731
@@ -427,6 +434,48 @@ def report(out_dir: Path) -> None:
             f"Ceilings measured in the same run: copy {ceil.get('copy_GBps', 0):.0f} GB/s, "
             f"torch.mm bf16 {ceil.get('mm_size')}^3 {ceil.get('mm_bf16_TFLOPs', 0):.0f} TFLOP/s.")
     (out_dir / "kernels.md").write_text(head + "\n\n" + "\n".join(md) + "\n\n" + summary + "\n")
+    plot_curves(state, out_dir / "kernels_autotune.png")
+
+
+def plot_curves(state: dict[str, Any], path: Path) -> None:
+    """One panel per case with a Helion time: our best-so-far (search timer) against tuning
+    seconds, with Helion's and torch.compile's final times as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in state["cases"] if (r["impls"].get("ours_tuned") or {}).get("candidates")]
+    if not rows:
+        return
+    n = len(rows)
+    cols = min(4, n)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4 * cols, 3 * ((n + cols - 1) // cols)),
+                             squeeze=False, dpi=110)
+    for ax, row in zip(axes.flat, rows):
+        cands = row["impls"]["ours_tuned"]["candidates"]
+        best, xs, ys = math.inf, [], []
+        for c in cands:
+            if c.get("status") == "ok" and c["time_ms"] < best:
+                best = c["time_ms"]
+            if math.isfinite(best):
+                xs.append(c["elapsed_s"])
+                ys.append(best * 1e3)
+        ax.step(xs, ys, where="post", label="torchship best so far")
+        for name, style in (("helion", "--"), ("compile", ":"), ("eager", "-.")):
+            rec = row["impls"].get(name) or {}
+            if rec.get("status") == "ok":
+                ax.axhline(rec["ms"] * 1e3, linestyle=style, color="gray", label=name)
+        ax.set_title(f"{row['variant']} {row['shape_key']}", fontsize=9)
+        ax.set_xlabel("tuning seconds")
+        ax.set_ylabel("µs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -303,8 +303,11 @@ def autotune(
         seeds = [default] + (nearby_winners(store, key, space) if store is not None else [])
     strat.start(space, seeds, random.Random(seed))
     tgt = target or make_target(bound, args, kwargs, kernel, isolate)
+    # a hung candidate must not eat the whole budget: per-candidate timeouts follow it
     harness = Harness(tgt, timer=timer, isolate=isolate, compile_workers=compile_workers,
-                      keep_workers=keep_workers)
+                      keep_workers=keep_workers,
+                      compile_timeout_s=max(10.0, min(120.0, budget)),
+                      bench_timeout_s=max(5.0, min(60.0, budget / 2)))
     if batch is None:
         batch = max(4, harness.compile_workers)
     report = TuneReport(config=default, key=key, effort=eff.name, strategy=strat.name)
