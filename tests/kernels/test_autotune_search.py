@@ -168,3 +168,16 @@ def test_strategy_instances_are_accepted():
         rep = _run(strat, max_evals=5, patience=0)
         assert rep.strategy == strat.name
         assert 1 <= len(rep.results) <= 5
+
+
+def test_confirmation_rounds_reject_a_lucky_measurement():
+    from tests.kernels.test_autotune_fakes import LuckyTimer
+
+    lucky = FakeConfig(16, 1, 1)
+    configs = [lucky, FakeConfig(256, 4, 3), FakeConfig(512, 4, 3)]
+    fooled = _run(configs, timer=LuckyTimer(lucky), patience=0, confirm=0)
+    assert fooled.config == lucky  # one measurement alone picks the fluke
+    rep = _run(configs, timer=LuckyTimer(lucky), patience=0)
+    assert rep.config == FakeConfig(256, 4, 3)
+    assert rep.confirmed[0]["config"] == FakeConfig(256, 4, 3).to_dict()
+    assert rep.confirmed[-1]["times_ms"][1:] == [10.0, 10.0]

@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 import uuid
@@ -55,6 +56,7 @@ class TuneReport:
     effort: str = ""
     key: dict[str, Any] = field(default_factory=dict)
     log_path: str | None = None
+    confirmed: list[dict[str, Any]] = field(default_factory=list)
 
     def best_curve(self) -> list[tuple[int, float]]:
         """(candidates evaluated, best time so far in ms) after each ok candidate."""
@@ -82,6 +84,7 @@ class TuneReport:
             "strategy": self.strategy,
             "effort": self.effort,
             "key": self.key,
+            "confirmed": self.confirmed,
             "candidates": [r.to_json() for r in self.results],
         }
 
@@ -264,6 +267,7 @@ def autotune(
     progress: bool | None = None,
     log_path: str | os.PathLike[str] | None = None,
     keep_workers: bool = False,
+    confirm: int = 3,
 ) -> TuneReport:
     """Tune ``bound`` on ``args`` and return a :class:`TuneReport` (see :func:`tune`).
 
@@ -346,6 +350,8 @@ def autotune(
             if patience and since >= patience:
                 report.stop_reason = f"no 1% improvement in the last {since} candidates"
                 break
+        if confirm and report.best_ms is not None:
+            _confirm(harness, report, default, confirm)
     report.elapsed_s = time.perf_counter() - t_start
     if report.best_ms is None:
         warnings.warn(
@@ -364,6 +370,33 @@ def autotune(
         atomic_write_json(path, report.to_json())
         report.log_path = str(path)
     return report
+
+
+def _confirm(harness: Harness, report: TuneReport, default: Any, k: int, rounds: int = 2) -> None:
+    """Re-time the ``k`` fastest candidates (and the default) ``rounds`` more times and keep
+    the one with the best median, so a lucky single measurement does not pick the winner."""
+    ok = sorted((r for r in report.results if r.ok), key=lambda r: r.time_ms)
+    picks: dict[str, Result] = {}
+    for r in ok[:k] + [r for r in ok if config_id(r.config) == config_id(default)]:
+        picks.setdefault(config_id(r.config), r)
+    if len(picks) < 2:
+        return
+    samples = {cid: [r.time_ms] for cid, r in picks.items()}
+    configs = [r.config for r in picks.values()]
+    for _ in range(rounds):
+        for cid, res in zip(list(picks), harness.evaluate(configs)):
+            if res.ok:
+                samples[cid].append(res.time_ms)
+            else:  # flaky: a candidate that fails on a re-run cannot win
+                samples[cid].append(math.inf)
+    scored = sorted((statistics.median(v), cid) for cid, v in samples.items())
+    report.confirmed = [{"config": config_dict(picks[cid].config), "times_ms": samples[cid]}
+                        for _, cid in scored]
+    best_ms, best_cid = scored[0]
+    if math.isfinite(best_ms):
+        report.config, report.best_ms = picks[best_cid].config, best_ms
+        if config_id(default) in samples:
+            report.default_ms = statistics.median(samples[config_id(default)])
 
 
 def tune(
