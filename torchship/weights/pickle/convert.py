@@ -142,6 +142,10 @@ def verify_file(path: str, expected: dict[str, Entry], crcs: dict[str, int],
             if info.dtype != entry.dtype or tuple(info.shape) != tuple(entry.shape):
                 raise ConvertError(f"{path}: tensor {name!r} reads back as "
                                    f"{info.dtype}{list(info.shape)}")
+        workers = max(1, min(4, os.cpu_count() or 1))
+        largest = max((i.end - i.start for i in header.tensors.values()), default=0)
+        # resident pages while checking stay under one copy of the largest tensor
+        step = max(1 << 20, min(VERIFY_CHUNK, largest // workers))
         with memoryview(mapped) as view:
 
             def check(item: tuple[str, Any]) -> int:
@@ -149,8 +153,8 @@ def verify_file(path: str, expected: dict[str, Entry], crcs: dict[str, int],
                 start = header.data_start + info.start
                 stop = header.data_start + info.end
                 crc = 0
-                for lo in range(start, stop, VERIFY_CHUNK):
-                    hi = min(lo + VERIFY_CHUNK, stop)
+                for lo in range(start, stop, step):
+                    hi = min(lo + step, stop)
                     with view[lo:hi] as chunk:
                         crc = zlib.crc32(chunk, crc)  # releases the GIL: threads run in parallel
                     _drop(mapped, lo, hi)
@@ -164,7 +168,6 @@ def verify_file(path: str, expected: dict[str, Entry], crcs: dict[str, int],
                 return info.end - info.start
 
             items = sorted(header.tensors.items(), key=lambda kv: kv[1].start - kv[1].end)
-            workers = max(1, min(4, os.cpu_count() or 1))
             with ThreadPoolExecutor(workers) as pool:
                 return sum(pool.map(check, items))
 
