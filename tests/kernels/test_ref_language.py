@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import torchship as ts
 from torchship.kernels import language as tl
 from torchship.kernels import ref
 
@@ -296,3 +297,42 @@ def test_ref_run_state_is_per_thread() -> None:
 
     assert ref.run(body, (), block_size=8) == 8
     assert seen["thread"] == tl.DEFAULT_REF_BLOCK_SIZE
+
+
+# ---------------------------------------------------------------------------- mixed precision
+
+
+def _addmm_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    m, k = a.size()
+    n = b.size(1)
+    out = torch.empty([m, n], dtype=a.dtype)
+    for tm, tn in tl.tile([m, n]):
+        acc = tl.zeros([tm, tn], dtype=torch.float32)
+        for tk in tl.tile(k):
+            acc = torch.addmm(acc, a[tm, tk], b[tk, tn])
+        for tk in tl.tile(k):
+            acc = acc + a[tm, tk].float() @ b[tk, tn]
+        out[tm, tn] = acc.to(a.dtype)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_ref_mode_matmuls_of_mixed_dtypes_promote_like_the_compiler(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(33, 70, generator=g).to(dtype)
+    b = torch.randn(70, 20, generator=g).to(dtype)
+    with pytest.raises(RuntimeError):  # plain eager torch refuses these
+        torch.addmm(torch.zeros(33, 20), a, b)
+    got = ref.run(_addmm_matmul, (a, b), block_size=16)
+    expected = 2 * (a.double() @ b.double())
+    torch.testing.assert_close(got.double(), expected, atol=0.25, rtol=2e-2)
+    # outside ref.run, torch is untouched
+    with pytest.raises(RuntimeError):
+        torch.addmm(torch.zeros(33, 20), a, b)
+    # and the compiler agrees with the oracle
+    monkeypatch.delenv("TORCHSHIP_INTERPRET", raising=False)
+    monkeypatch.setenv("TORCHSHIP_AUTOTUNE_EFFORT", "none")
+    compiled = ts.kernel(_addmm_matmul)(a, b)
+    torch.testing.assert_close(compiled.double(), expected, atol=0.25, rtol=2e-2)

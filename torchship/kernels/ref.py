@@ -24,10 +24,47 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from torchship.kernels import language
 
 __all__ = ["run", "kernel_device"]
+
+_MATMULS = {torch.matmul, torch.mm, torch.bmm, torch.Tensor.matmul, torch.Tensor.__matmul__,
+            torch.Tensor.mm, torch.Tensor.bmm}
+_ADDMMS = {torch.addmm, torch.baddbmm, torch.Tensor.addmm, torch.Tensor.baddbmm}
+
+
+class _MixedPrecisionMatmul(TorchFunctionMode):
+    """Matrix products on blocks of different dtypes, as the compiler computes them.
+
+    Eager torch refuses ``torch.addmm(acc_fp32, a_fp16, b_fp16)`` and ``a_fp16 @ b_fp32``; in a
+    kernel they are the usual way to accumulate (the compiler promotes the operands, multiplies
+    with float32 accumulation, then adds). Same-dtype calls go straight to torch.
+    """
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in _MATMULS and len(args) == 2 and _mixed(args[0], args[1]):
+            return _promoted_matmul(args[0], args[1])
+        if func in _ADDMMS and len(args) >= 3 and _mixed(*args[:3]):
+            bias, m1, m2 = args[:3]
+            beta, alpha = kwargs.get("beta", 1), kwargs.get("alpha", 1)
+            prod = _promoted_matmul(m1, m2)
+            return (bias * beta if beta != 1 else bias) + (prod * alpha if alpha != 1 else prod)
+        return func(*args, **kwargs)
+
+
+def _mixed(*values: Any) -> bool:
+    dtypes = {v.dtype for v in values if isinstance(v, torch.Tensor)}
+    return len(dtypes) > 1
+
+
+def _promoted_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    work = torch.promote_types(a.dtype, b.dtype)
+    return torch.matmul(a.to(work), b.to(work))
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
@@ -69,7 +106,9 @@ def run(
 
     ``block_size`` replaces the default block size of loops that give none (and the value
     ``register_block_size`` symbols take, clamped to their bounds); ``tunables`` picks values
-    for ``ts.register_tunable`` knobs by name. Autograd is off, as in a compiled kernel.
+    for ``ts.register_tunable`` knobs by name. Autograd is off, as in a compiled kernel, and
+    matrix products of blocks with different dtypes (``torch.addmm(acc_fp32, a_fp16, b_fp16)``)
+    promote like the compiler instead of raising.
 
     Example:
         >>> run(lambda x: x + 1, (torch.ones(2),)).tolist()
@@ -86,7 +125,7 @@ def run(
     if block_size is not None:
         tokens.append((language._ref_block_size, language._ref_block_size.set(block_size)))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _MixedPrecisionMatmul():
             return fn(*args, **kwargs)
     finally:
         for var, token in reversed(tokens):
