@@ -181,3 +181,33 @@ def test_named_modules_are_never_imported(tmp_path: Path, monkeypatch: pytest.Mo
 def test_static_scan_after_error() -> None:
     refs, _, err = scan_globals_static(b"N" + glob("os", "system") + b"\xff", 0)
     assert [r.qualname for r in refs] == ["os.system"] and "unknown opcode" in err
+
+
+@pytest.mark.parametrize("module, name, verdict", [
+    ("torch._utils", "_rebuild_tensor_v2", "safe"),
+    ("collections", "OrderedDict", "safe"),
+    ("torch", "bfloat16", "safe"),
+    ("torch", "float8_e4m3fn", "safe"),
+    ("numpy.core.multiarray", "_reconstruct", "safe"),
+    ("builtins", "set", "safe"),
+    ("builtins", "getattr", "dangerous"),
+    ("builtins", "__import__", "dangerous"),
+    ("__builtin__", "eval", "dangerous"),
+    ("os", "system", "dangerous"),
+    ("os.path", "join", "dangerous"),
+    ("subprocess", "Popen", "dangerous"),
+    ("pip._internal.cli.main", "main", "dangerous"),
+    ("torch.hub", "load", "dangerous"),
+    ("torch.serialization", "load", "dangerous"),
+    ("copyreg", "extension[7]", "dangerous"),
+    ("mypkg.models", "Net", "suspicious"),
+    ("__main__", "Model", "suspicious"),
+    ("copyreg", "_reconstructor", "suspicious"),
+    ("torch._utils", "_rebuild_qtensor", "suspicious"),
+    ("builtins", "dict", "suspicious"),
+])
+def test_scan_policy(module: str, name: str, verdict: str) -> None:
+    from torchship.weights.pickle.allowlist import classify
+
+    got, why = classify(module, name)
+    assert got == verdict and why
