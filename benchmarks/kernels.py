@@ -312,7 +312,12 @@ def worker(opts: argparse.Namespace) -> int:
         import torch
 
         if opts.device == "cuda":
-            torch.cuda.empty_cache()
+            try:
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+            except Exception as exc:  # noqa: BLE001 - a poisoned context: restart the worker
+                print(f"CUDA context unusable after case {i} ({exc}); restarting", flush=True)
+                os._exit(3)
     (out_dir / "current_case").write_text("done")
     return 0
 

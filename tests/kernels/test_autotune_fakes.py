@@ -129,6 +129,8 @@ class FakeBound:
                 time.sleep(3600)
             if config.mode == "raise":
                 raise RuntimeError("fake launch failure")
+            if config.mode == "poison":  # what torch raises after a bad CUDA kernel
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
             out = x * 2
             if config.mode == "wrong":
                 out[-1] += 1.0  # one element off: must still be caught

@@ -17,6 +17,7 @@ BAD = {
     "scribble": "wrong",  # overwrites its input
     "compile_error": "compile_error",
     "raise": "runtime_error",
+    "poison": "runtime_error",  # a CUDA-context-poisoning error: the worker restarts itself
     "hang": "timeout",  # sleeps for an hour: killed after bench_timeout_s
 }
 
@@ -36,8 +37,9 @@ def test_bench_worker_survives_crashes_hangs_and_wrong_results():
     assert "exit code -11" in by_mode["segfault"].error
     assert "mismatch" in by_mode["wrong"].error and "args" in by_mode["scribble"].error
     assert "no answer within 2.5 s" in by_mode["hang"].error
-    # the worker was restarted after each of the three deaths and still measured the last one
-    assert pids_restarts == 3
+    assert "illegal memory access" in by_mode["poison"].error
+    # the worker was restarted after each of the four deaths and still measured the last one
+    assert pids_restarts == 4
     assert results[-1].time_ms == cost(FakeConfig(512, 4, 3))
 
 

@@ -168,6 +168,22 @@ def _format(exc: BaseException) -> str:
     return text[-4000:]
 
 
+#: error texts after which a CUDA context cannot be used again
+_FATAL = ("illegal memory access", "unspecified launch failure", "misaligned address",
+          "device-side assert", "illegal instruction", "CUDA error: an illegal",
+          "cudaErrorLaunchFailure", "CUDA_ERROR_ILLEGAL")
+
+
+def _poisons_device(error: str) -> bool:
+    """True when ``error`` says the device context is corrupted (the worker must restart).
+
+    Example:
+        >>> _poisons_device("RuntimeError: CUDA error: an illegal memory access was encountered")
+        True
+    """
+    return any(s in error for s in _FATAL)
+
+
 def _worker_main(conn: Any) -> None:
     """Loop of a worker process: ('setup', bytes, timer, role) then ('compile'|'bench', cfg)."""
     state: _State | None = None
@@ -195,7 +211,12 @@ def _worker_main(conn: Any) -> None:
                 conn.send(("ok", {"pid": os.getpid()}))
             elif op in ("compile", "bench"):
                 assert state is not None, "worker used before setup"
-                conn.send(("ok", getattr(state, op)(msg[1])))
+                result = getattr(state, op)(msg[1])
+                conn.send(("ok", result))
+                if _poisons_device(result.get("error", "")):
+                    # the CUDA context is unusable after this: die, the parent restarts us
+                    conn.close()
+                    os._exit(3)
             else:
                 conn.send(("error", f"unknown op {op!r}"))
         except Exception as exc:
