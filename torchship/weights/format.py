@@ -13,7 +13,7 @@ Example:
     >>> blob = serialize_header([("w", TensorInfo("F32", (2,), 0, 8))], None) + bytes(8)
     >>> header = parse_header(blob)
     >>> header.tensors["w"], header.data_start
-    (TensorInfo(dtype='F32', shape=(2,), start=0, end=8), 32)
+    (TensorInfo(dtype='F32', shape=(2,), start=0, end=8), 64)
 """
 
 from __future__ import annotations

@@ -207,8 +207,8 @@ def find_shared_tensors(tensors: Mapping[str, torch.Tensor]) -> list[set[str]]:
 
     Example:
         >>> w = torch.zeros(4)
-        >>> find_shared_tensors({"a": w, "b": w, "c": torch.ones(1)})
-        [{'a', 'b'}, {'c'}]
+        >>> [sorted(g) for g in find_shared_tensors({"a": w, "b": w, "c": torch.ones(1)})]
+        [['a', 'b'], ['c']]
     """
     by_storage: dict[Any, list[str]] = defaultdict(list)
     for key, t in tensors.items():
