@@ -482,6 +482,8 @@ class Harness:
         self._bench.conn.send(("bench", config))
         status, data = self._bench.wait_reply(self.bench_timeout_s)
         if status == "ok":
+            if _poisons_device(str(data.get("error", ""))):
+                self._bench.kill()  # it is exiting; restart it before the next candidate
             return data
         if status in ("crash", "timeout"):
             self.crashes += 1
@@ -522,6 +524,8 @@ class Harness:
                 if reply is not None:
                     status, data = reply
                     out[i] = data if status == "ok" else {"status": "runtime_error", "error": data}
+                    if _poisons_device(str(out[i].get("error", ""))):
+                        w.kill()
                 elif not w.proc.is_alive() or w.conn.poll():
                     w.proc.join(1)
                     code = w.proc.exitcode
