@@ -211,3 +211,25 @@ def test_scan_policy(module: str, name: str, verdict: str) -> None:
 
     got, why = classify(module, name)
     assert got == verdict and why
+
+
+@pytest.mark.parametrize("body, opcode", [
+    (b"}N" + b"\x85" * 200_000 + b"Ns", "unhashable dict key"),  # SETITEM with a deep tuple key
+    (b"(N" + b"\x85" * 200_000 + b"\x91", "FROZENSET"),
+    (b"\x8f(N" + b"\x85" * 200_000 + b"\x90", "ADDITEMS"),
+    (b"cbuiltins\nset\n]N" + b"\x85" * 200_000 + b"a\x85R", "builtins.set"),
+])
+def test_deep_tuple_keys_refused_not_crashing(body: bytes, opcode: str) -> None:
+    # CPython hashes nested tuples recursively in C; a million levels would crash the process
+    with pytest.raises(PickleVMError, match=f"{opcode}.*nests more than 100 tuples"):
+        run(b"\x80\x04" + body + b".")
+
+
+def test_deep_nesting_in_checkpoint_gives_clear_error(tmp_path: Path) -> None:
+    from torchship.weights.pickle import ConvertError, convert
+
+    deep = b"\x80\x02}X\x01\x00\x00\x00a" + b"]" * 50_000 + b"a" * 49_999 + b"s."
+    (tmp_path / "deep.pkl").write_bytes(deep)
+    with pytest.raises(ConvertError, match="nests deeper than 200 levels"):
+        convert(tmp_path / "deep.pkl", tmp_path / "deep.safetensors")
+    assert scan([tmp_path / "deep.pkl"])[0].verdict == "safe"  # deep, but runs nothing

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from torchship.weights.pickle.values import check_hashable
 from torchship.weights.pickle.vm import Callable_
 
 
@@ -308,7 +309,10 @@ def _from_iterable(kind: type) -> Any:
         if args and not isinstance(args[0], list | tuple | set | frozenset | bytes | str):
             raise TypeError(f"{kind.__name__} of a {type(args[0]).__name__}")
         if kind in (bytes, bytearray) and args and isinstance(args[0], str):
-            raise TypeError("bytearray of a str needs an encoding")
+            raise TypeError(f"{kind.__name__} of a str needs an encoding")
+        if kind in (set, frozenset) and args:
+            for item in args[0]:
+                check_hashable(item)
         return kind(*args)
 
     return build

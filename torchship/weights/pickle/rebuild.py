@@ -28,6 +28,7 @@ from torchship.weights.pickle.allowlist import NumpyArray, StorageRef, TensorRef
 from torchship.weights.pickle.vm import Opaque
 
 MAX_NODES = 1 << 22
+MAX_DEPTH = 200
 MAX_VALUE_BYTES = 64 << 10
 
 
@@ -71,7 +72,9 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     raise ValueError(f"a {type(value).__name__} has no JSON form")
 
 
-def _has_tensor(value: Any, budget: list[int], path: set[int]) -> bool:
+def _has_tensor(value: Any, budget: list[int], path: set[int], depth: int = 0) -> bool:
+    if depth > MAX_DEPTH:
+        raise RebuildError(f"checkpoint structure nests deeper than {MAX_DEPTH} levels")
     budget[0] -= 1
     if budget[0] < 0:
         raise RebuildError(f"checkpoint structure has more than {MAX_NODES} nodes")
@@ -84,7 +87,7 @@ def _has_tensor(value: Any, budget: list[int], path: set[int]) -> bool:
             return False
         path.add(id(value))
         items = value.values() if isinstance(value, dict) else value
-        found = any(_has_tensor(v, budget, path) for v in items)
+        found = any(_has_tensor(v, budget, path, depth + 1) for v in items)
         path.discard(id(value))
         return found
     return False
@@ -119,7 +122,9 @@ def flatten(value: Any, prefix: str = "") -> Flat:
         out.values[name] = text
         return True
 
-    def walk(name: str, node: Any) -> None:
+    def walk(name: str, node: Any, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise RebuildError(f"checkpoint structure nests deeper than {MAX_DEPTH} levels")
         budget[0] -= 1
         if budget[0] < 0:
             raise RebuildError(f"checkpoint structure has more than {MAX_NODES} nodes")
@@ -152,12 +157,12 @@ def flatten(value: Any, prefix: str = "") -> Flat:
                 if not isinstance(key, str | int) or isinstance(key, bool):
                     out.dropped[f"{name}[{key!r}]"] = "key is not a string or int"
                     continue
-                walk(f"{name}.{key}" if name else str(key), child)
+                walk(f"{name}.{key}" if name else str(key), child, depth + 1)
             path.discard(id(node))
             return
         leaf(name, node)
 
-    walk(prefix, value)
+    walk(prefix, value, 0)
     return out
 
 

@@ -145,3 +145,35 @@ class Trace:
     events: list[Event] = field(default_factory=list)
     protocol: int = 0
     end: int = 0
+
+
+MAX_KEY_DEPTH = 100
+MAX_KEY_ITEMS = 100_000
+
+
+def check_hashable(value: Any) -> None:
+    """Refuse a dict key / set item whose hash would recurse too deeply: CPython hashes nested
+    tuples recursively in C without a depth check, so a stream nesting a million tuples would
+    crash the process. Raises ValueError; walks iteratively.
+
+    Example:
+        >>> check_hashable((1, ("a", (2,))))
+        >>> deep = None
+        >>> for _ in range(200): deep = (deep,)
+        >>> check_hashable(deep)
+        Traceback (most recent call last):
+        ...
+        ValueError: a dict key or set item nests more than 100 tuples
+    """
+    if type(value) is not tuple:
+        return  # str/bytes/int hash flat; frozensets cache their items' hashes
+    stack = [(value, 1)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_KEY_DEPTH:
+            raise ValueError(f"a dict key or set item nests more than {MAX_KEY_DEPTH} tuples")
+        seen += len(item)
+        if seen > MAX_KEY_ITEMS:
+            raise ValueError(f"a dict key or set item holds more than {MAX_KEY_ITEMS} items")
+        stack.extend((x, depth + 1) for x in item if type(x) is tuple)

@@ -41,6 +41,7 @@ from torchship.weights.pickle.values import (
     Event,
     Opaque,
     Trace,
+    check_hashable,
     short_args,
     short_repr,
 )
@@ -399,8 +400,10 @@ class Machine:
         items = self._pop_mark()
         self._count(items=len(items))
         try:
+            for item in items:
+                check_hashable(item)
             self._push(frozenset(items))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise self.fail(f"FROZENSET of unhashable items: {exc}") from None
 
     def op_ADDITEMS(self, arg: None) -> None:
@@ -413,8 +416,10 @@ class Machine:
             raise self.fail(f"ADDITEMS on a {type(target).__name__}, expected a set")
         self._count(items=len(items))
         try:
+            for item in items:
+                check_hashable(item)
             target.update(items)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise self.fail(f"ADDITEMS of unhashable items: {exc}") from None
 
     def _setitems(self, target: Any, items: list[Any]) -> None:
@@ -427,8 +432,9 @@ class Machine:
         self._count(items=len(items) // 2)
         try:
             for i in range(0, len(items), 2):
+                check_hashable(items[i])
                 target[items[i]] = items[i + 1]
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise self.fail(f"unhashable dict key: {exc}") from None
 
     def op_SETITEM(self, arg: None) -> None:
