@@ -37,7 +37,9 @@ def attention(
         row_max = ts.full([tb, tm, 1], float("-inf"), dtype=torch.float32)
         denom = ts.zeros([tb, tm, 1], dtype=torch.float32)
         acc = ts.zeros([tb, tm, head_dim], dtype=torch.float32)
-        for tn in ts.tile(seq_k):
+        # causal: keys past this tile's last query are never visible, so stop there
+        kv_end = min(tm.end, seq_k) if causal else seq_k
+        for tn in ts.tile(0, kv_end):
             scores = ts.dot(qb, kt[tb, :, tn]) * scale
             if causal:
                 visible = tm.index[:, None] >= tn.index[None, :]
