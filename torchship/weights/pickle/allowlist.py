@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -401,7 +402,7 @@ class NumpyArray:
             raw = raw.encode("latin-1")
         if not isinstance(raw, bytes | bytearray):
             raise TypeError("numpy array data must be bytes")
-        count = int(np.prod(shape)) if shape else 1
+        count = math.prod(shape)  # exact (numpy.prod would wrap around on huge shapes)
         if count * dtype.dtype.itemsize != len(raw):
             raise ValueError(f"numpy array of shape {shape} {dtype.dtype} needs "
                              f"{count * dtype.dtype.itemsize} bytes, state holds {len(raw)}")
