@@ -336,3 +336,24 @@ def test_ref_mode_matmuls_of_mixed_dtypes_promote_like_the_compiler(
     monkeypatch.setenv("TORCHSHIP_AUTOTUNE_EFFORT", "none")
     compiled = ts.kernel(_addmm_matmul)(a, b)
     torch.testing.assert_close(compiled.double(), expected, atol=0.25, rtol=2e-2)
+
+
+def _times_tunable(x: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x)
+    mult = tl.register_tunable("mult", [1, 3])
+    for tm in tl.tile(x.size(0), block_size=tl.register_block_size(16, 32)):
+        out[tm, :] = x[tm, :] * mult
+    return out
+
+
+def test_tunable_values_reach_ref_mode_and_compiled_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.randn(37, 20)
+    monkeypatch.delenv("TORCHSHIP_INTERPRET", raising=False)
+    bound = ts.kernel(_times_tunable).bind((x,))
+    assert bound.config_space.params["mult"] == [1, 3]
+    for mult in (1, 3):
+        expected = x * mult
+        torch.testing.assert_close(ref.run(_times_tunable, (x,), tunables={"mult": mult}), expected)
+        config = bound.config_space.default().replace(mult=mult)
+        torch.testing.assert_close(bound.compile(config)(x), expected)
+    torch.testing.assert_close(ref.run(_times_tunable, (x,)), x)  # first choice by default
