@@ -40,8 +40,10 @@ def long_sum(x: torch.Tensor) -> torch.Tensor:
 
 VARIANTS = {"sum": (row_sum, {}), "long_sum": (long_sum, {})}
 DTYPES = FLOAT_DTYPES
+# Sums of n unit normals have magnitude ~sqrt(n) and float32 rounding error ~eps*sqrt(n)*log(n):
+# ~5e-4 for the 256K-long rows of gpu_large, whatever the order of accumulation.
 TOLERANCE = {
-    torch.float32: {"atol": 1e-4, "rtol": 1e-5},
+    torch.float32: {"atol": 1e-3, "rtol": 1e-5},
     torch.float16: {"atol": 2e-2, "rtol": 2e-3},
     torch.bfloat16: {"atol": 1e-1, "rtol": 1.6e-2},
 }
