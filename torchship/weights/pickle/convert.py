@@ -87,11 +87,15 @@ def _entries_for(path: str, report: ConvertReport, crcs: dict[str, int],
     container = open_container(path)
     report.container = container.kind
     try:
-        loaded = container.load(strict=True)
-        flat = flatten(loaded.value)
+        return container, *_plan(container, report, crcs, progress)
     except BaseException:
         container.close()
         raise
+
+
+def _plan(container: Any, report: ConvertReport, crcs: dict[str, int],
+          progress: ProgressFn | None) -> tuple[dict[str, Entry], dict[str, str]]:
+    flat = flatten(container.load(strict=True).value)
     kept, tied = dedupe(flat.tensors)
     total = len(kept)
     entries: dict[str, Entry] = {}
@@ -113,6 +117,8 @@ def _entries_for(path: str, report: ConvertReport, crcs: dict[str, int],
         entries[name] = Entry(dtype, tuple(int(d) for d in t.shape), lazy_bytes(t, on_read))
         if hasattr(t, "is_contiguous") and not t.is_contiguous():
             report.views_copied += 1
+    if "format" in flat.values:  # the safetensors format tag wins; loaders check it
+        flat.dropped["format"] = f"name reserved for the format tag (value {flat.values.pop('format')})"
     metadata = {"format": "pt"}
     metadata.update(flat.values)
     metadata.update(tied)
@@ -120,7 +126,7 @@ def _entries_for(path: str, report: ConvertReport, crcs: dict[str, int],
     report.values.update(flat.values)
     report.dropped.update(flat.dropped)
     report.tensors += len(entries)
-    return container, entries, metadata
+    return entries, metadata
 
 
 def verify_file(path: str, expected: dict[str, Entry], crcs: dict[str, int],
