@@ -11,14 +11,17 @@ For each model of the zoo and all-MiniLM-L6-v2 (batch 1, sequence 128), in one r
   the same ``torch.export`` program (saved as .pt2) lowered with ``to_edge_transform_and_lower``
   without a partitioner (portable kernels) and with ``XnnpackPartitioner``; load time
   (``load_program`` + ``load_method``), latency, .pte size and planned memory (sum of
-  ``non_const_buffer_sizes``). Its outputs are checked against eager before numbers count.
+  ``non_const_buffer_sizes``). Every output is compared with eager (``rel_err`` in the JSON).
 
-All latencies are medians of ``--repeat`` runs after warm-up, measured in the same run on the
-same machine, so the ratios are the headline.
+Every implementation runs with ``--threads`` threads (default 1: numpy's OpenBLAS, torch
+intra-op, ExecuTorch's thread pool that XNNPACK uses), because on a shared machine spinning BLAS
+threads make multi-threaded medians meaningless. Latencies are medians over interleaved rounds (each round times every implementation in turn,
+so all see the same machine load), measured in the same run on the same machine: the ratios are
+the headline. The ExecuTorch side runs as a persistent child process that the rounds drive.
 
 Example:
     $ .venv/bin/python benchmarks/edge.py                 # everything, writes benchmarks/results/edge.json
-    $ .venv/bin/python benchmarks/edge.py --models mlp --repeat 5 --no-executorch
+    $ .venv/bin/python benchmarks/edge.py --models mlp --rounds 3 --no-executorch
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from examples.models.zoo import ZOO  # noqa: E402
 from torchship.edge import export  # noqa: E402
 from torchship.edge.runtime import load  # noqa: E402
+from torchship.edge.runtime.threads import set_num_threads  # noqa: E402
 
 MODELS = [*ZOO, "minilm"]
 
@@ -58,10 +62,14 @@ from executorch.exir import to_edge_transform_and_lower
 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 from executorch.runtime import Runtime
 
-work, repeat = sys.argv[1], int(sys.argv[2])
-names = sys.argv[3:]
+work, loads_n, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+names = sys.argv[4:]
 rt = Runtime.get()
-out = {}
+if threads > 0:
+    torch.set_num_threads(threads)
+    from executorch.extension.pybindings import portable_lib
+    portable_lib._unsafe_reset_threadpool(threads)  # the pool XNNPACK runs on
+info, methods = {}, {}
 for name in names:
     ep = torch.export.load(f"{work}/{name}.pt2")
     inputs = [torch.from_numpy(np.load(f"{work}/{name}_in{i}.npy")) for i in range(len(ep.example_inputs[0]))]
@@ -73,23 +81,27 @@ for name in names:
             f.write(prog.buffer)
         planned = sum(prog.executorch_program.execution_plan[0].non_const_buffer_sizes)
         loads = []
-        for _ in range(max(3, repeat // 2)):
+        for _ in range(loads_n):
             t = time.perf_counter()
             method = rt.load_program(path).load_method("forward")
             loads.append(time.perf_counter() - t)
         got = method.execute(inputs)[0].numpy()
         err = float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
-        for _ in range(3):
+        for _ in range(2):
             method.execute(inputs)
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            method.execute(inputs)
-            times.append(time.perf_counter() - t)
-        out[f"{name}/{variant}"] = {"latency_ms": float(np.median(times)) * 1e3, "load_ms": float(np.median(loads)) * 1e3,
-                                    "file_bytes": len(prog.buffer), "planned_bytes": int(planned), "rel_err": err}
-        print(f"{name}/{variant}", file=sys.stderr, flush=True)
-print(json.dumps(out))
+        methods[f"{name}/{variant}"] = (method, inputs)
+        info[f"{name}/{variant}"] = {"load_ms": float(np.median(loads)) * 1e3, "file_bytes": len(prog.buffer),
+                                     "planned_bytes": int(planned), "rel_err": err}
+print(json.dumps(info), flush=True)
+for line in sys.stdin:  # "KEY N": time N executions, answer with the list of seconds
+    key, n = line.split()
+    method, inputs = methods[key]
+    times = []
+    for _ in range(int(n)):
+        t = time.perf_counter()
+        method.execute(inputs)
+        times.append(time.perf_counter() - t)
+    print(json.dumps(times), flush=True)
 '''
 
 
@@ -107,17 +119,6 @@ def _model(name: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], Any]:
         ids, mask = inputs
         return model, (ids[:1], mask[:1]), None
     return model, inputs, None
-
-
-def _median_ms(fn: Any, repeat: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e3
 
 
 def ensure_et_venv(path: Path, create: bool, console: Console) -> bool:
@@ -142,74 +143,122 @@ def ensure_et_venv(path: Path, create: bool, console: Console) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print a table; write JSON.
 
+    Latencies are measured in interleaved rounds (torchship, eager, ExecuTorch portable,
+    ExecuTorch XNNPACK, then again), so every implementation sees the same machine load.
+
     Example:
-        >>> main(["--models", "mlp", "--repeat", "3", "--no-executorch", "--out", ""])  # doctest: +SKIP
+        >>> main(["--models", "mlp", "--rounds", "3", "--no-executorch", "--out", ""])  # doctest: +SKIP
         0
     """
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=MODELS, choices=MODELS)
-    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median over all runs)")
+    ap.add_argument("--per-round", type=float, default=0.3, help="seconds of runs per implementation per round")
     ap.add_argument("--et-venv", type=Path, default=Path("/tmp/et-venv"))
     ap.add_argument("--no-create-venv", action="store_true", help="do not create the ExecuTorch venv if missing")
     ap.add_argument("--no-executorch", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads for every implementation (numpy's OpenBLAS, torch, ExecuTorch's pool); 0 = library defaults")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "edge.json"))
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
-    console = Console()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+        if not set_num_threads(args.threads):
+            print("warning: could not set numpy's BLAS thread count")
+    console = Console(width=max(Console().width, 180))
     work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     rows: dict[str, dict[str, Any]] = {}
+    runners: dict[str, dict[str, Any]] = {}
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("torchship + eager", total=len(args.models))
+        task = progress.add_task("export (torchship, torch.export for ExecuTorch)", total=len(args.models))
         for name in args.models:
             model, inputs, dyn = _model(name)
             with torch.no_grad():
                 ref = model(*inputs)
-                eager = _median_ms(lambda m=model, i=inputs: m(*i), args.repeat)
             prog = export(model, inputs, dynamic_shapes=dyn)
             path = prog.save(work / f"{name}.tsp")
             loads = []
-            for _ in range(max(3, args.repeat // 2)):
+            for _ in range(20):
                 t = time.perf_counter()
                 runtime = load(path)
                 loads.append(time.perf_counter() - t)
             arrays = [x.numpy() for x in inputs]
             got = runtime.run(*arrays)
             err = float(np.abs(got - ref.numpy()).max() / np.abs(ref.numpy()).max())
-            ours = _median_ms(lambda r=runtime, a=arrays: r.run(*a), args.repeat)
             method = runtime.method("forward")
             rows[name] = {
-                "torchship": {"latency_ms": ours, "load_ms": float(np.median(loads)) * 1e3, "file_bytes": path.stat().st_size,
+                "torchship": {"load_ms": float(np.median(loads)) * 1e3, "file_bytes": path.stat().st_size,
                               "planned_bytes": method.arena_bytes(), "tensor_bytes": method.tensor_bytes(), "rel_err": err},
-                "eager": {"latency_ms": eager},
+                "eager": {},
             }
+            runners[name] = {"torchship": (lambda r=runtime, a=arrays: r.run(*a)),
+                             "eager": (lambda m=model, i=inputs: _no_grad(m, i))}
             ep = torch.export.export(model, inputs)  # static shapes for ExecuTorch
             torch.export.save(ep, work / f"{name}.pt2")
             for i, x in enumerate(arrays):
                 np.save(work / f"{name}_in{i}.npy", x)
             np.save(work / f"{name}_ref.npy", ref.numpy())
             progress.advance(task)
+    child = None
     if not args.no_executorch:
         if ensure_et_venv(args.et_venv, not args.no_create_venv, console):
-            with console.status("ExecuTorch: lowering (portable, XNNPACK) and timing in its venv..."):
-                proc = subprocess.run([str(args.et_venv / "bin" / "python"), "-c", _ET_CHILD, str(work), str(args.repeat), *args.models],
-                                      capture_output=True, text=True)
-            if proc.returncode != 0:
-                console.print(f"[red]ExecuTorch child failed:[/]\n{proc.stderr[-3000:]}")
+            with console.status("ExecuTorch: lowering every model (portable, XNNPACK) in its venv..."):
+                child = subprocess.Popen([str(args.et_venv / "bin" / "python"), "-c", _ET_CHILD, str(work), "20", str(args.threads), *args.models],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                line = child.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                console.print("[red]ExecuTorch child failed (run it by hand to see why)")
                 return 1
-            for key, value in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+            for key, value in json.loads(line).items():
                 name, variant = key.split("/")
                 rows[name][f"et_{variant}"] = value
         else:
             console.print(f"[yellow]no ExecuTorch venv at {args.et_venv}: ExecuTorch columns skipped")
+    impls = ["torchship", "eager"] + (["et_portable", "et_xnnpack"] if child else [])
+    times: dict[tuple[str, str], list[float]] = {(n, i): [] for n in args.models for i in impls}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("interleaved timing rounds", total=args.rounds * len(args.models))
+        for _ in range(args.rounds):
+            for name in args.models:
+                for impl in impls:
+                    est = times[(name, impl)]
+                    per = float(np.median(est)) if est else None
+                    n = 3 if per is None else int(min(200, max(2, args.per_round / max(per, 1e-6))))
+                    if impl.startswith("et_"):
+                        child.stdin.write(f"{name}/{impl[3:]} {n}\n")  # type: ignore[union-attr]
+                        child.stdin.flush()  # type: ignore[union-attr]
+                        est.extend(json.loads(child.stdout.readline()))  # type: ignore[union-attr]
+                    else:
+                        fn = runners[name][impl]
+                        fn()
+                        for _ in range(n):
+                            t = time.perf_counter()
+                            fn()
+                            est.append(time.perf_counter() - t)
+                progress.advance(task)
+    if child:
+        child.stdin.close()  # type: ignore[union-attr]
+        child.wait(timeout=60)
+    for (name, impl), ts in times.items():
+        rows[name][impl]["latency_ms"] = float(np.median(ts)) * 1e3
+        rows[name][impl]["min_ms"] = float(np.min(ts)) * 1e3
+        rows[name][impl]["runs"] = len(ts)
     _table(console, rows)
-    result = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
-                          "torch": torch.__version__, "numpy": np.__version__},
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "repeat": args.repeat, "models": rows}
+    result = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
+                          "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+                          "threads": args.threads},
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds, "models": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
         console.print(f"wrote {args.out}")
     return 0
+
+
+def _no_grad(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any:
+    with torch.no_grad():
+        return model(*inputs)
 
 
 def _cpu() -> str:

@@ -52,6 +52,7 @@ def test_int8_accuracy_and_size(name: str) -> None:
         ref = model(*inputs).numpy()
     err = rel_err(q.run(*inputs), ref)
     assert 1e-6 < err <= 2e-2, err  # really quantised, and within the documented bound
+    assert float(q.metadata["int8_max_rel_err.forward"]) == pytest.approx(err, rel=1e-2)
     assert len(q.to_bytes()) < 0.5 * len(fp.to_bytes())
     assert "dequantize" in q.summary()["methods"]["forward"]["ops"]
 

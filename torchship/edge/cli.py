@@ -121,6 +121,9 @@ def _export(args: argparse.Namespace) -> int:
     prog = export(model, inputs, dynamic_shapes=dyn, methods=methods, quantize=args.quantize)
     prog.save(args.output)
     _print_summary(args.output)
+    for key, value in prog.metadata.items():
+        if "_max_rel_err." in key:
+            print(f"{args.quantize} accuracy loss ({key.split('.', 1)[1]}): max relative error {value} vs eager on the example inputs")
     return 0
 
 

@@ -55,11 +55,26 @@ class Program:
     def __init__(self, graphs: dict[str, Graph], plans: dict[str, MemoryPlan], metadata: dict[str, str] | None = None) -> None:
         self.graphs = graphs
         self.plans = plans
-        self.metadata = dict(metadata or {})
+        self._metadata = dict(metadata or {})
         self.weights: dict[str, np.ndarray] = {}
         self._weight_of: dict[tuple[str, int], str] = {}
         self._assign_weights()
         self._runtime: rt.Program | None = None
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Free-form string metadata written into the header (producer, quantisation error...).
+
+        Example:
+            >>> prog.metadata["producer"]  # doctest: +SKIP
+            'torchship.edge (torch 2.13.0)'
+        """
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value: dict[str, str]) -> None:
+        self._metadata = dict(value)
+        self._runtime = None
 
     def _assign_weights(self) -> None:
         by_hash: dict[tuple[str, tuple[int, ...], bytes], str] = {}

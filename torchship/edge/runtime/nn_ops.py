@@ -111,6 +111,37 @@ def _windows(xp: np.ndarray, kh: int, kw: int, s: tuple[int, int], d: tuple[int,
     return win[:, :, : (oh - 1) * s[0] + 1 : s[0], : (ow - 1) * s[1] + 1 : s[1], :: d[0], :: d[1]]
 
 
+def _tap(xp: np.ndarray, i: int, j: int, s: tuple[int, int], d: tuple[int, int], oh: int, ow: int) -> np.ndarray:
+    """Strided view of the input cells that kernel tap (i, j) reads for every output position."""
+    r, c = i * d[0], j * d[1]
+    return xp[:, :, r : r + (oh - 1) * s[0] + 1 : s[0], c : c + (ow - 1) * s[1] + 1 : s[1]]
+
+
+_BLOCK = 1 << 22  # elements per channel block (bounds the temporary)
+
+
+def _depthwise(xp: np.ndarray, w: np.ndarray, out: np.ndarray, s: tuple[int, int], d: tuple[int, int], mult: int) -> None:
+    """Depthwise conv as a multiply-accumulate per kernel tap, in cache-sized channel blocks."""
+    n, o, oh, ow = out.shape
+    kh, kw = w.shape[2], w.shape[3]
+    if mult != 1:
+        xp = np.repeat(xp, mult, axis=1)
+    cb = max(1, _BLOCK // max(1, n * oh * ow))
+    tmp = np.empty((n, min(cb, o), oh, ow), out.dtype)
+    for c0 in range(0, o, cb):
+        c1 = min(o, c0 + cb)
+        xb, ob, tb = xp[:, c0:c1], out[:, c0:c1], tmp[:, : c1 - c0]
+        wb = w[c0:c1, 0]
+        for i in range(kh):
+            for j in range(kw):
+                tap = wb[:, i, j].reshape(1, -1, 1, 1)
+                if i == 0 and j == 0:
+                    np.multiply(_tap(xb, i, j, s, d, oh, ow), tap, out=ob)
+                else:
+                    np.multiply(_tap(xb, i, j, s, d, oh, ow), tap, out=tb)
+                    ob += tb
+
+
 @register(
     "conv2d",
     (2, 3),
@@ -129,20 +160,10 @@ def _conv2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) ->
         np.matmul(w.reshape(o, c), x.reshape(n, c, -1), out=out.reshape(n, o, -1))
     else:
         xp = _pad(x, *p)
-        win = _windows(xp, kh, kw, s, d, oh, ow)
         if g == c and cg == 1:  # depthwise (channel multiplier o // c)
-            mult = o // c
-            xw = win if mult == 1 else np.repeat(win, mult, axis=1)
-            tmp = np.empty_like(out)
-            for i in range(kh):
-                for j in range(kw):
-                    tap = w[:, 0, i, j].reshape(1, o, 1, 1)
-                    if i == 0 and j == 0:
-                        np.multiply(xw[..., 0, 0], tap, out=out)
-                    else:
-                        np.multiply(xw[..., i, j], tap, out=tmp)
-                        out += tmp
+            _depthwise(xp, w, out, s, d, o // c)
         else:
+            win = _windows(xp, kh, kw, s, d, oh, ow)
             og = o // g
             for gi in range(g):
                 cols = win[:, gi * cg : (gi + 1) * cg].transpose(0, 1, 4, 5, 2, 3).reshape(n, cg * kh * kw, oh * ow)
@@ -182,15 +203,25 @@ def _pool_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> li
     return [((x[0], x[1], oh, ow), dt)]
 
 
-def _pool_windows(x: np.ndarray, out: np.ndarray, a: dict[str, Any], value: float) -> np.ndarray:
+def _pool_input(x: np.ndarray, out: np.ndarray, a: dict[str, Any], value: float) -> tuple[np.ndarray, tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Padded input (``value`` outside) big enough for every window, and kernel/stride/dilation."""
     k, s, p, d = _pool_params(a)
     oh, ow = out.shape[2], out.shape[3]
     need_h = (oh - 1) * s[0] + (k[0] - 1) * d[0] + 1
     need_w = (ow - 1) * s[1] + (k[1] - 1) * d[1] + 1
     extra_h = max(0, need_h - (x.shape[2] + 2 * p[0]))
     extra_w = max(0, need_w - (x.shape[3] + 2 * p[1]))
-    xp = _pad(x, p[0], p[1], value, extra_h, extra_w)
-    return _windows(xp, k[0], k[1], s, d, oh, ow)
+    return _pad(x, p[0], p[1], value, extra_h, extra_w), k, s, d
+
+
+def _window_sum(xp: np.ndarray, out: np.ndarray, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int]) -> None:
+    oh, ow = out.shape[2], out.shape[3]
+    for i in range(k[0]):
+        for j in range(k[1]):
+            if i == 0 and j == 0:
+                np.copyto(out, _tap(xp, 0, 0, s, d, oh, ow))
+            else:
+                out += _tap(xp, i, j, s, d, oh, ow)
 
 
 _POOL_ATTRS = {"kernel": ("ints", R), "stride": ("ints", []), "padding": ("ints", [0, 0]), "ceil_mode": ("bool", False)}
@@ -198,15 +229,22 @@ _POOL_ATTRS = {"kernel": ("ints", R), "stride": ("ints", []), "padding": ("ints"
 
 @register("max_pool2d", 1, _pool_infer, {**_POOL_ATTRS, "dilation": ("ints", [1, 1])})
 def _max_pool2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
-    win = _pool_windows(ins[0], outs[0], a, -np.inf)
-    np.max(win, axis=(-2, -1), out=outs[0])
+    xp, k, s, d = _pool_input(ins[0], outs[0], a, -np.inf)
+    out = outs[0]
+    oh, ow = out.shape[2], out.shape[3]
+    for i in range(k[0]):
+        for j in range(k[1]):
+            if i == 0 and j == 0:
+                np.copyto(out, _tap(xp, 0, 0, s, d, oh, ow))
+            else:
+                np.maximum(out, _tap(xp, i, j, s, d, oh, ow), out=out)
 
 
 @register("avg_pool2d", 1, _pool_infer, {**_POOL_ATTRS, "count_include_pad": ("bool", True), "divisor": ("int", 0)})
 def _avg_pool2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
     x, out = ins[0], outs[0]
-    win = _pool_windows(x, out, a, 0.0)
-    np.sum(win, axis=(-2, -1), out=out)
+    xp, k, s, d = _pool_input(x, out, a, 0.0)
+    _window_sum(xp, out, k, s, d)
     if a["divisor"]:
         out /= a["divisor"]
         return
@@ -218,9 +256,9 @@ def _avg_pool2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]
         ones[...] = 1
     else:
         ones[:, :, p[0] : p[0] + h, p[1] : p[1] + w] = 1
-    inner = {**a, "padding": [0, 0]}
     count = np.empty((1, 1, out.shape[2], out.shape[3]), x.dtype)
-    np.sum(_pool_windows(ones, count, inner, 0.0), axis=(-2, -1), out=count)
+    op, _, _, _ = _pool_input(ones, count, {**a, "padding": [0, 0]}, 0.0)
+    _window_sum(op, count, k, s, d)
     out /= count
 
 
