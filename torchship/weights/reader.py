@@ -109,7 +109,9 @@ def _madvise_fn() -> Any:
 
 
 def prefault(buf: Any, start: int, end: int) -> None:
-    """Map ``buf[start:end]`` in before it is used: page tables are filled in bulk
+    """Map ``buf[start:end]`` in before it is used (GPU loads run it in the background, ahead
+    of the staging copies; on the H100 box it cut cold 1 GiB loads from 0.89 s to 0.68 s, while
+    for CPU loads plain ``MADV_WILLNEED`` measured faster): page tables are filled in bulk
     (``MADV_POPULATE_READ``, several threads for big ranges, reading from disk in parallel when
     the file is cold) instead of one page fault at a time. Read-only population: no
     copy-on-write copies are made. Falls back to ``MADV_WILLNEED`` where unsupported.
@@ -344,7 +346,7 @@ class safe_open:  # noqa: N801 - drop-in name
         """Load one tensor (a zero-copy view on CPU). Example: ``f.get_tensor("w").shape``."""
         info = self._info(name)
         start = self._header.data_start + info.start
-        prefault(self._live_buf(), start, start + info.nbytes)
+        advise_willneed(self._live_buf(), start, start + info.nbytes)
         tensor = self._tensor(name)
         if self._framework == "pt" and self._device.type != "cpu":
             tensor = tensor.to(self._device)
@@ -367,7 +369,7 @@ class safe_open:  # noqa: N801 - drop-in name
                 result = self._torch.load_to_device(buf, self._header, keys, self._device, name=self._name)
                 pending.result()
             return result
-        prefault(buf, *span)
+        advise_willneed(buf, *span)  # async readahead overlaps the caller's first reads
         return {key: self._tensor(key) for key in keys}
 
     def get_slice(self, name: str) -> TensorSlice:
