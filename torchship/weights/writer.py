@@ -145,7 +145,7 @@ def write_entries(
 
 
 WRITEBACK_AHEAD = 32 << 20
-"""While saving with fsync, start the disk writeback of every this many bytes as soon as they
+"""While saving, start the disk writeback of every this many bytes as soon as they
 are written (Linux ``sync_file_range``), so the disk works while later tensors are copied and
 the final fsync has little left to wait for. 0 turns it off."""
 
@@ -269,7 +269,7 @@ def save_entries(
     """
     plan(entries, metadata)  # fail on bad input before creating any file
     def write(fileobj: BinaryIO) -> int:
-        hook = _Writeback(fileobj) if fsync else None
+        hook = _Writeback(fileobj)  # also without fsync: ext4 flushes the file at the rename
         return write_entries(fileobj, entries, metadata, on_progress=hook)
 
     atomic_write(path, write, fsync=fsync)
