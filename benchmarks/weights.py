@@ -290,9 +290,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         target = Path(args.out) / "weights.json"
         target.write_text(json.dumps(out, indent=2))
         console.print(f"wrote {target}")
+    if args.out:
+        plot(best, Path(args.out) / "weights.png", title=f"{nbytes / 2**30:.1f} GiB, {meta['cpu']}" + (f", {meta['gpu']}" if meta["gpu"] else ""))
     if not args.dir and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return out
+
+
+def plot(best: dict[str, dict[str, float]], path: Path, *, title: str) -> None:
+    """Bar chart of best times per operation and library (PNG); skipped without matplotlib.
+
+    Example:
+        >>> plot({"save": {"torchship": 1.0, "safetensors": 2.0}}, Path("w.png"), title="t")  # doctest: +SKIP
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = [r for r in best if "call only" not in r]
+    libs = ["torchship", "safetensors", "torch.save", "torch.load", "torch.load mmap"]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.16
+    for i, lib in enumerate(libs):
+        xs = [j + (i - 2) * width for j, r in enumerate(rows) if lib in best[r]]
+        ys = [best[r][lib] for r in rows if lib in best[r]]
+        if xs:
+            ax.bar(xs, ys, width, label=lib)
+    ax.set_xticks(range(len(rows)), [r.replace(" (", "\n(") for r in rows], fontsize=8)
+    ax.set_ylabel("seconds (best of N, lower is better)")
+    ax.set_title(f"torchship.weights vs peers: {title}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
