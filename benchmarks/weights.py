@@ -328,6 +328,84 @@ def plot(best: dict[str, dict[str, float]], path: Path, *, title: str) -> None:
     plt.close(fig)
 
 
+def ablate(args: argparse.Namespace) -> dict[str, Any]:
+    """A/B of the loader and writer choices, on one file of ``--size-mib``:
+
+    - loads (cpu, and cuda when present; warm and cold; call + byte sum): ``prefault``
+      (parallel ``MADV_POPULATE_READ``) vs ``willneed`` (``MADV_WILLNEED`` only) vs safetensors;
+    - saves: with early writeback (``WRITEBACK_AHEAD``) vs without vs ``fsync=False`` vs
+      safetensors with and without an fsync.
+
+    Example:
+        $ python benchmarks/weights.py --ablate --size-mib 1024 --repeat 3
+    """
+    from torchship.weights import reader as ts_reader
+    from torchship.weights import writer as ts_writer
+
+    console = Console()
+    workdir = Path(args.dir or tempfile.mkdtemp(prefix="ts-weights-ablate-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    tensors = make_tensors(args.size_mib << 20)
+    path = workdir / "ab.safetensors"
+    ts_pt.save_file(tensors, path)
+    cuda = torch.cuda.is_available() and not args.no_gpu
+    orig_prefault, orig_ahead = ts_reader.prefault, ts_writer.WRITEBACK_AHEAD
+    res: dict[str, list[float]] = {}
+    try:
+        for dev in ["cpu", "cuda"] if cuda else ["cpu"]:
+            for mode in ("warm", "cold"):
+                for _ in range(args.repeat):
+                    for name in ("prefault", "willneed", "safetensors"):
+                        advice = orig_prefault if name == "prefault" else ts_reader.advise_willneed
+                        ts_reader.prefault = advice
+                        gc.collect()
+                        (warm if mode == "warm" else evict)(path)
+                        start = time.perf_counter()
+                        if name == "safetensors":
+                            out = st_pt.load_file(str(path), device=dev)
+                        elif dev == "cpu":
+                            with ts_pt.safe_open(path, framework="pt") as f:
+                                advice(f._live_buf(), f.header.data_start, f.header.data_start + f.header.data_len)
+                                out = {k: f._tensor(k) for k in f.offset_keys()}
+                        else:
+                            out = ts_pt.load_file(path, device=dev)
+                        if dev == "cuda":
+                            torch.cuda.synchronize()
+                        touch_torch(out)
+                        res.setdefault(f"load {dev} {mode}: {name}", []).append(time.perf_counter() - start)
+                        del out
+        ts_reader.prefault = orig_prefault
+        for _ in range(args.repeat):
+            for name in ("writeback ahead", "no writeback ahead", "fsync=False", "safetensors", "safetensors + fsync"):
+                ts_writer.WRITEBACK_AHEAD = 0 if name == "no writeback ahead" else orig_ahead
+                target = workdir / f"save_{name.replace(' ', '_').replace('+', 'p').replace('=', '_')}.safetensors"
+                gc.collect()
+                os.sync()
+                start = time.perf_counter()
+                if name.startswith("safetensors"):
+                    st_pt.save_file(tensors, str(target))
+                    if name.endswith("fsync"):
+                        fsync_path(target)
+                else:
+                    ts_pt.save_file(tensors, target, fsync=name != "fsync=False")
+                res.setdefault(f"save: {name}", []).append(time.perf_counter() - start)
+    finally:
+        ts_reader.prefault, ts_writer.WRITEBACK_AHEAD = orig_prefault, orig_ahead
+        if not args.dir and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    table = Table(title=f"ablation, {args.size_mib} MiB, seconds: best (median) of {args.repeat}")
+    table.add_column("case")
+    table.add_column("seconds", justify="right")
+    for key, vals in res.items():
+        table.add_row(key, f"{min(vals):.3f} ({statistics.median(vals):.3f})")
+    console.print(table)
+    out = {"ablation_best_s": {k: min(v) for k, v in res.items()}, "ablation_median_s": {k: statistics.median(v) for k, v in res.items()}}
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "weights_ablation.json").write_text(json.dumps(out, indent=2))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the benchmark.
 
@@ -342,7 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     parser.add_argument("--out", default="bench-out", help="folder for weights.json ('' to skip)")
     parser.add_argument("--no-gpu", action="store_true", help="skip the CUDA rows even when a GPU exists")
-    run(parser.parse_args(argv))
+    parser.add_argument("--ablate", action="store_true", help="A/B the loader/writer choices instead")
+    args = parser.parse_args(argv)
+    if args.ablate:
+        ablate(args)
+    else:
+        run(args)
     return 0
 
 
