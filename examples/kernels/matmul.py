@@ -50,10 +50,11 @@ def matmul_split_k(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 VARIANTS = {"matmul": (matmul, {}), "matmul_split_k": (matmul_split_k, {})}
 DTYPES = FLOAT_DTYPES
-# Inputs have unit variance, so outputs grow like sqrt(k): tolerances are relative to that
-# and to the output dtype's rounding.
+# Inputs have unit variance, so outputs grow like sqrt(k) and float32 accumulation error like
+# eps*sqrt(k)*log(k) (~1e-4 at k=4096, also for outputs near zero): tolerances follow that and
+# the output dtype's rounding.
 TOLERANCE = {
-    torch.float32: {"atol": 1e-4, "rtol": 1e-4},
+    torch.float32: {"atol": 5e-4, "rtol": 1e-4},
     torch.float16: {"atol": 2e-2, "rtol": 5e-3},
     torch.bfloat16: {"atol": 1e-1, "rtol": 1.6e-2},
 }
