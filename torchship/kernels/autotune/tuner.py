@@ -268,8 +268,13 @@ def autotune(
     log_path: str | os.PathLike[str] | None = None,
     keep_workers: bool = False,
     confirm: int = 3,
+    seeds: list[Any] | None = None,
 ) -> TuneReport:
     """Tune ``bound`` on ``args`` and return a :class:`TuneReport` (see :func:`tune`).
+
+    ``seeds`` are configs worth trying first (after the default), e.g. hand-picked ones;
+    ``confirm`` re-times that many of the fastest candidates before choosing;
+    ``keep_workers`` keeps the worker processes for the next call (see ``prewarm``).
 
     Example:
         >>> # report = autotune(kernel.bind(args), args, effort="quick"); report.best_ms
@@ -304,7 +309,8 @@ def autotune(
         seeds: list[Any] = []
     else:
         strat = make_strategy(strategy, space, cap)
-        seeds = [default] + (nearby_winners(store, key, space) if store is not None else [])
+        seeds = [default] + list(seeds or []) + (
+            nearby_winners(store, key, space) if store is not None else [])
     strat.start(space, seeds, random.Random(seed))
     tgt = target or make_target(bound, args, kwargs, kernel, isolate)
     # a hung candidate must not eat the whole budget: per-candidate timeouts follow it
