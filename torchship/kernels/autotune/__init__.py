@@ -1,7 +1,31 @@
 """The torchship.kernels autotuner: search strategies, crash-isolating harness, cache.
 
 ``tune(bound, args, effort="quick"|"full"|"none", budget_s=None, strategy=None) -> Config``
-is what ``kernel.autotune`` and the first call of an unpinned kernel use.
+is what ``kernel.autotune(args)`` and the first call of an unpinned kernel use; ``autotune``
+takes the same arguments and returns a :class:`TuneReport` (every candidate, the best-time
+curve, the stop reason).
+
+How a run goes:
+
+1. The cache (:class:`AutotuneCache`, one JSON file per key under ``$TORCHSHIP_CACHE_DIR``,
+   default ``~/.cache/torchship``) is consulted unless ``TORCHSHIP_FORCE_AUTOTUNE=1``. The key
+   holds the kernel's source hash, its specialisation, every argument's dtype/shape/strides,
+   the device name and compute capability, and the torch/triton/torchship versions.
+2. A strategy proposes batches: ``guided`` (default: the default config, hand-given
+   ``seeds``, cached winners of nearby shapes, their neighbourhood and a few random points,
+   then surrogate-ranked local search), ``random``, ``exhaustive`` (picked automatically for
+   spaces smaller than the effort's candidate cap) or a list of configs.
+3. The :class:`Harness` compiles each batch in parallel ``spawn`` worker processes, then checks
+   and times candidates one at a time in a benchmark worker (CUDA events, L2 flush, median);
+   a crash, hang or poisoned CUDA context costs one candidate. Outputs (and arguments the
+   kernel writes) must match the default config's before a candidate may win.
+4. The run stops at the effort's candidate cap, the time budget, or when 24 (quick) / 120
+   (full) candidates in a row bring no 1% gain; the top 3 are re-timed; the winner is cached
+   and every candidate is logged as JSON under ``$TORCHSHIP_CACHE_DIR/logs``.
+
+Effort: ``none`` (default config), ``quick`` (<= 64 candidates, 15 s), ``full`` (<= 600, 300 s);
+``$TORCHSHIP_AUTOTUNE_EFFORT`` sets it for first-call tuning. CLI: ``torchship kernels autotune
+FILE::KERNEL --shape 4096,4096``, ``torchship kernels cache list|clear|export|import``.
 
 Example:
     >>> from torchship.kernels.autotune import EFFORTS
