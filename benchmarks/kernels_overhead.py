@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
@@ -58,42 +57,31 @@ def softmax(x: torch.Tensor) -> torch.Tensor:
 
 def _raw_launcher(kernel: Any, args: tuple[torch.Tensor, ...]) -> Any:
     """Build ``raw(*args)``: allocate the output like the kernel does, then ``kernel[grid]``
-    with every size/stride/constexpr precomputed."""
+    with every size/stride/constexpr precomputed (our launcher, run once, tells them)."""
     bound = kernel.bind(args)
-    config = bound.config_space.default()
-    run = bound.compile(config)
+    run = bound.compile(bound.config_space.default())
     run(*args)  # compile
     hook = run.args[0].L[0]
     compiled = next(iter(hook.compiled.values()))
-    launch_ir = bound._trace[0]
-    out = torch.empty_like(args[0])
-    caps = {"x": args[0], "y": args[1] if len(args) > 1 else None, "out": out}
     names = bound.parsed.sites[0].captured
-    c = tuple(caps[n] for n in names)
+    out = torch.empty_like(args[0])
+    values = {"x": args[0], "y": args[1] if len(args) > 1 else None, "out": out}
+    c = tuple(values[n] for n in names)
     a = (args[0].size(0),)
-    ns: dict[str, Any] = {"a": a, "c": c, "_pad": lambda n: max(16, 1 << (int(n) - 1).bit_length())}
-    params = []
-    for p in launch_ir.args:
-        m = re.fullmatch(r"c\[(\d+)\]", p.getter)
-        if m and isinstance(c[int(m.group(1))], torch.Tensor):
-            params.append(names[int(m.group(1))])  # a tensor: passed by name
-        else:
-            params.append(repr(eval(p.getter, ns)))  # our own getter text -> a constant
-    src_lines = compiled.launcher_source.splitlines()
-    grid_line = next(line for line in src_lines if "_k[grid](" in line)
-    consts = grid_line.split("](", 1)[1].rstrip(")").split(", ")
-    consts = [k for k in consts if "=" in k]
-    ns2: dict[str, Any] = {"torch": torch, "_k": compiled.kernel, "_pad": ns["_pad"]}
-    exec("\n".join(src_lines[:-1] + ["    return grid"]).replace("def launch", "def grid_of"),
-         ns2)
-    grid = ns2["grid_of"](a, None, c)
-    const_text = ", ".join(k if "_pad(" not in k else
-                           f"{k.split('=')[0]}={eval(k.split('=', 1)[1], ns)}" for k in consts)
-    argnames = ", ".join(f"{n}" for n in ("x", "y")[: len(args)])
-    src = (f"def raw({argnames}):\n    out = torch.empty_like(x)\n"
-           f"    _k[{grid!r}]({', '.join(params)}, {const_text})\n    return out\n")
-    exec(src, ns2)  # a hand-written launcher, generated to match the kernel's signature
-    return ns2["raw"], src
+    src = compiled.launcher_source.replace("_k[grid](", "return grid, _collect(")
+    ns: dict[str, Any] = {"_collect": lambda *p, **k: (list(p), k), "min": min}
+    exec(src, ns)  # our own generated launcher, made to return what it would launch
+    grid, (plist, kw) = ns["launch"](a, None, c)
+    pos = next(i for i, v in enumerate(plist) if v is out)
+    kern = compiled.kernel
+
+    def raw(*xs: torch.Tensor) -> torch.Tensor:
+        o = torch.empty_like(xs[0])
+        plist[pos] = o
+        kern[grid](*plist, **kw)
+        return o
+
+    return raw, f"kernel[{grid}](*{len(plist)} args, **{kw})"
 
 
 def _time(fn: Any, args: tuple[Any, ...], n: int, sync: Any) -> float:

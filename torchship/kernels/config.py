@@ -160,6 +160,7 @@ class BlockParamSpec:
     extent: int
     in_dot: bool = False
     grid: bool = True  # tiles a launch grid dimension (else an inner device loop)
+    dot_batch: bool = False  # the batch dim of a 3-D dot: one batch element per program
 
 
 @dataclass
@@ -181,6 +182,9 @@ class LaunchSpec:
     value_shapes: list[tuple[tuple[str, int], ...]] = field(default_factory=list)
     has_dot: bool = False
     dot_itemsize: int = 2
+    # loads as (shape keys, itemsize, inside an inner loop): for the shared-memory estimate
+    loads: list[tuple[tuple[tuple[str, int], ...], int, bool]] = field(default_factory=list)
+    inner_loops: bool = False
 
 
 def _pow2_range(lo: int, hi: int) -> list[int]:
@@ -235,6 +239,9 @@ class ConfigSpace:
             hi = min(bp.hi, max(cap, lo), 256 if bp.in_dot else 4096)
             if not gpu:
                 lo = max(lo, min(16, hi))  # the interpreter pays per program: no tiny blocks
+            if bp.dot_batch and bp.lo <= 1:
+                params[f"block_sizes[{i}]"] = [1]  # batched dots run as 2-D dots
+                continue
             params[f"block_sizes[{i}]"] = _pow2_range(lo, max(lo, hi))
         params["num_warps"] = [1, 2, 4, 8, 16] if gpu else [1, 2, 4, 8]
         params["num_stages"] = [1, 2, 3, 4, 5] if gpu else [1, 2, 3]
@@ -315,7 +322,38 @@ class ConfigSpace:
             return red.rollable and (16 if red.in_dot else 32) <= value <= 4096
         return False
 
+    def _elems(self, choice: dict[str, Any], shape: tuple[tuple[str, int], ...]) -> int:
+        elems = 1
+        for kind, idx in shape:
+            if kind == "B":
+                elems *= choice[f"block_sizes[{idx}]"]
+            elif kind == "R":
+                chunk = choice[f"reduction_loops[{idx}]"]
+                elems *= chunk or max(16, _next_pow2(self.reductions[idx].size))
+            else:
+                elems *= idx
+        return elems
+
+    def _smem_problem(self, choice: dict[str, Any]) -> str | None:
+        """Pipelined loads in loops are multi-buffered in shared memory (num_stages copies)."""
+        if self.device != "cuda":
+            return None
+        for li, launch in enumerate(self.launches):
+            total = 0
+            for shape, itemsize, in_loop in launch.loads:
+                rolled = any(k == "R" and choice[f"reduction_loops[{i}]"] for k, i in shape)
+                if in_loop or rolled:
+                    total += self._elems(choice, shape) * itemsize
+            need = total * max(1, choice["num_stages"])
+            if need > 200 * 1024:
+                return (f"launch {li}: ~{need // 1024} KiB of pipelined loads exceed the "
+                        "shared memory (reduce block sizes or num_stages)")
+        return None
+
     def _budget_problem(self, choice: dict[str, Any]) -> str | None:
+        smem = self._smem_problem(choice)
+        if smem:
+            return smem
         for li, launch in enumerate(self.launches):
             for shape in launch.value_shapes:
                 elems = 1
@@ -402,10 +440,12 @@ class ConfigSpace:
                 want = (128 if bp.grid else 64) if gpu else 32
                 if any(self.launches[li].dot_itemsize >= 4 for li in users) and gpu:
                     want = 64 if bp.grid else 32
-            elif any(li in has_red for li in users) and bp.grid:
+            elif bp.dot_batch:
+                want = 1
+            elif any(li in has_red or self.launches[li].inner_loops for li in users) and bp.grid:
                 want = 1 if gpu else 16
             elif not bp.grid:
-                want = 128 if gpu else 32
+                want = 2048 if gpu else 32
             else:
                 ndims = max((self.launches[li].grid_dims for li in users), default=1)
                 want = (1024 if ndims == 1 else 64) if gpu else 64
@@ -415,6 +455,8 @@ class ConfigSpace:
                 choice[name] = self.params[name][0]
         choice["l2_grouping"] = 8 if (gpu and 8 in self.params["l2_grouping"]) else 1
         choice["num_stages"] = 3 if gpu and has_dot else 2 if gpu else 1
+        while self._smem_problem(choice) and choice["num_stages"] > 1:
+            choice["num_stages"] -= 1
         while self._budget_problem(choice):
             # shrink the largest block parameter until the biggest value fits
             sizes = [(choice[f"block_sizes[{i}]"], i) for i in range(len(self.block_params))]

@@ -69,6 +69,27 @@ def _arg_key(a: Any) -> Any:
     return ("o", type(a).__name__)
 
 
+def _make_fast_key(args: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """A generated key function for calls shaped like ``args`` (same result as the generic
+    ``tuple(map(_arg_key, args))``; raises on other arities/types, then the generic runs)."""
+    names = [f"a{i}" for i in range(len(args))]
+    body = [f"    {', '.join(names)}{',' if len(names) == 1 else ''} = args"] if names else []
+    parts = []
+    for n, a in zip(names, args):
+        if type(a) is torch.Tensor:
+            body.append(f"    s_{n} = {n}.shape")
+            parts.append(f"({n}.dtype, {n}.dim(), {n}.is_cuda, tuple([s == 1 for s in s_{n}]) "
+                         f"if 1 in s_{n} else None, {n}.is_contiguous())")
+        else:
+            parts.append(f"_arg_key({n})")
+    if not names:
+        body.append("    if args: raise TypeError")
+    src = "def key(args):\n" + "\n".join(body) + f"\n    return ({', '.join(parts)}{',' if len(parts) == 1 else ''})\n"
+    ns: dict[str, Any] = {"_arg_key": _arg_key}
+    exec(compile(src, "<torchship arg key>", "exec"), ns)  # our own generated code
+    return ns["key"]
+
+
 def _block_ptr_available() -> bool:
     import triton.language as tl
 
@@ -318,8 +339,12 @@ class BoundKernel:
             has_dot = any(n.op == "dot" for n, _ in analysis.walk_nodes(launch.body))
             itemsize = max((n.inputs[0].dtype.itemsize for n, _ in
                             analysis.walk_nodes(launch.body) if n.op == "dot"), default=2)
+            loads = [(tuple(analysis.dim_key(d, slot_of) for d in n.out.shape),
+                      n.attrs["tensor"].dtype.itemsize, bool(path))
+                     for n, path in analysis.walk_nodes(launch.body) if n.op == "load"]
+            inner = bool(analysis.walk_loops(launch.body))
             launches.append(LaunchSpec(len(launch.grid_tiles), grid_params, shapes, has_dot,
-                                       itemsize))
+                                       itemsize, loads, inner))
         indexing = ["pointer"]
         if _block_ptr_available():
             indexing.append("block_ptr")
@@ -480,6 +505,7 @@ class Kernel:
         self.configs = list(configs) if configs else None
         self._parsed: ParsedKernel | None = None
         self._bound: dict[Any, BoundKernel] = {}
+        self._fast_key: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
         functools.update_wrapper(self, fn)
 
     def _parse(self) -> ParsedKernel:
@@ -515,9 +541,19 @@ class Kernel:
             from torchship.kernels import ref
 
             return ref.run(self.fn, args, kwargs)
-        key = tuple(map(_arg_key, args))
-        if kwargs:
-            key += tuple((k, _arg_key(v)) for k, v in sorted(kwargs.items()))
+        fast = self._fast_key
+        key = None
+        if fast is not None and not kwargs:
+            try:
+                key = fast(args)
+            except Exception:  # other arity/types than first seen: generic key
+                key = None
+        if key is None:
+            key = tuple(map(_arg_key, args))
+            if kwargs:
+                key += tuple((k, _arg_key(v)) for k, v in sorted(kwargs.items()))
+            elif fast is None:
+                self._fast_key = _make_fast_key(args)
         bound = self._bound.get(key)
         if bound is None:
             bound = self.bind(args, kwargs)

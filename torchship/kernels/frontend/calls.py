@@ -467,6 +467,10 @@ class CallHandler:
         out = self.b.emit("dot", inputs, {"out_dtype": out_dtype})
         self.b.has_dot = True
         for v in (a, b):
+            if v.ndim == 3:
+                d = v.shape[0].find()
+                if isinstance(d, TileDim) and d.tile.param is not None:
+                    self.b.registry.params[d.tile.param].dot_batch = True
             for d in v.shape[-2:]:
                 d = d.find()
                 if isinstance(d, TileDim) and d.tile.param is not None:

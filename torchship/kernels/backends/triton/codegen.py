@@ -223,6 +223,8 @@ class TritonCodegen:
         if tile.fixed is not None:
             return str(tile.fixed)
         key = tile.param
+        if self.config.block_sizes[key] == 1:
+            return "1"
         if key not in self.block_names:
             name = self.fresh(f"BLOCK_{tile.name.upper()}")
             self.block_names[key] = name
@@ -276,6 +278,11 @@ class TritonCodegen:
             self.ctx.dims[r.id] = (idx, f"{idx}_mask", rname, "0")
             self.used.add(f"{idx}_mask")
         self.emit_grid()
+        body = "\n".join(self.lines)
+        words = set(re.findall(r"[A-Za-z_]\w*", body))
+        # parameters the body never reads (e.g. the size of a full dim unified with another)
+        # are not passed at all: fewer launch arguments
+        self.used_args = [p for p in self.launch.args if p.name in words]
         header = self.signature()
         return "\n".join([header, *self.lines]) + "\n"
 
@@ -288,7 +295,7 @@ class TritonCodegen:
         return repr(x)
 
     def signature(self) -> str:
-        params = [p.name for p in self.launch.args]
+        params = [p.name for p in self.used_args]
         params += [f"{n}: tl.constexpr" for n in self.constexprs]
         return f"def {self.kernel_name}({', '.join(params)}):"
 
@@ -532,12 +539,24 @@ class TritonCodegen:
         acc_in = node.inputs[2] if len(node.inputs) > 2 else None
         if acc is None and acc_in is not None:
             acc = self.coerce(acc_in, self.ref(acc_in), torch.float32)
-        expr = emit_dot(self, node, ae, be, acc)
+        expr = self.dot_call(node, ae, be, acc)
         work = compute_dtype(node.inputs[0], node.inputs[1])
         dot_out = torch.float64 if work == torch.float64 else torch.float32
         if node.out.dtype != dot_out:
             expr = f"({expr}).to({self.tl(node.out.dtype)})"
         return expr
+
+    def dot_call(self, node: Node, ae: str, be: str, acc: str | None) -> str:
+        """``tl.dot``; a batched dot over one batch element runs as a 2-D dot (Triton's 3-D
+        dot does not use the tensor cores' fast path)."""
+        a, b = node.inputs[0], node.inputs[1]
+        if a.ndim == 3 and self.block(a.shape[0]) == "1" and self.block(b.shape[0]) == "1":
+            m, k = self.block(a.shape[1]), self.block(a.shape[2])
+            n = self.block(b.shape[2])
+            a2, b2 = f"tl.reshape({ae}, [{m}, {k}])", f"tl.reshape({be}, [{k}, {n}])"
+            acc2 = f"tl.reshape({acc}, [{m}, {n}])" if acc is not None else None
+            return f"tl.reshape({emit_dot(self, node, a2, b2, acc2)}, [1, {m}, {n}])"
+        return emit_dot(self, node, ae, be, acc)
 
     # ------------------------------------------------------------------ chunk loops
     def emit_chunk_loop(self, node: Node, root: FullDim) -> None:
@@ -595,7 +614,7 @@ class TritonCodegen:
                 self.line(f"{acc} = {red.KINDS[kind].combine.format(acc=acc, part=part)}")
         elif node.op == "dot":
             ae, be = self.dot_operands(node)
-            self.line(f"{acc} = {emit_dot(self, node, ae, be, acc)}")
+            self.line(f"{acc} = {self.dot_call(node, ae, be, acc)}")
         else:
             self.emit_value_node(node)
         self.ctx = parent

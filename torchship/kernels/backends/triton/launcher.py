@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -198,11 +199,26 @@ def build_launcher(launch: Launch, cg: TritonCodegen, config: Config, device_typ
         lines.append(f"    grid = (min(total, {num_programs}),)")
     else:
         lines.append("    grid = (total,)")
-    args = [p.getter for p in launch.args]
+    args = [p.getter for p in cg.used_args]
     consts = [f"{k}={v}" for k, v in cg.constexprs.items()]
     opts = [f"num_warps={config.num_warps}", f"num_stages={config.num_stages}"]
     lines.append(f"    _k[grid]({', '.join(args + consts + opts)})")
-    return "\n".join(lines) + "\n"
+    return _hoist("\n".join(lines) + "\n")
+
+
+def _hoist(src: str) -> str:
+    """Read each captured tensor's shape/strides once: ``c[1].stride(0)`` -> ``st1[0]``."""
+    head, body = src.split("\n", 1)
+    pre = []
+    for i in sorted({int(m) for m in re.findall(r"c\[(\d+)\]\.shape\[", body)}):
+        pre.append(f"    sh{i} = c[{i}].shape")
+        body = re.sub(rf"c\[{i}\]\.shape\[", f"sh{i}[", body)
+    for i in sorted({int(m) for m in re.findall(r"c\[(\d+)\]\.stride\(", body)}):
+        pre.append(f"    st{i} = c[{i}].stride()")
+        body = re.sub(rf"c\[{i}\]\.stride\((\d+)\)", rf"st{i}[\1]", body)
+    body = re.sub(r"_pad\(([^()]*(?:\([^()]*\))?[^()]*)\)",
+                  r"max(16, 1 << (\1 - 1).bit_length())", body)
+    return "\n".join([head, *pre, body])
 
 
 def compile_launch(launch: Launch, config: Config, reduction_index: dict[int, int],
