@@ -15,7 +15,7 @@ def test_kernels_demo_step_passes_and_prints_code(tmp_path: Path) -> None:
     console = Console(file=buf, width=160, color_system=None)
     assert run_step(console, tmp_path, quick=True), buf.getvalue()
     text = buf.getvalue()
-    for name in ("softmax", "layer_norm", "matmul", "ref mode", "Triton interp."):
+    for name in ("softmax", "layer_norm", "matmul", "ref", "interpreter", "67x129"):
         assert name in text
     assert "MISMATCH" not in text and "Error" not in text
     code = (tmp_path / "softmax_triton.py").read_text()

@@ -88,16 +88,16 @@ def check_examples(
     import torch
 
     dtype = dtype or torch.float32
-    compiled_label = "compiled GPU" if device == "cuda" else "Triton interp."
+    compiled_label = "GPU" if device == "cuda" else "interpreter"
     modes = [
-        ("ref mode", {"TORCHSHIP_INTERPRET": "1"}),
+        ("ref", {"TORCHSHIP_INTERPRET": "1"}),
         (compiled_label, {"TORCHSHIP_INTERPRET": None, "TORCHSHIP_AUTOTUNE_EFFORT": "none"}),
     ]
     table = Table(title=f"tile-language kernels vs torch (float64 reference), {dtype}, {device}")
-    timed = ("1st call", "next call")
-    for col in ("kernel", "shapes", "mode", "max |err|", "tol", *timed, "result"):
-        table.add_column(col, justify="right" if col in ("max |err|", *timed) else "left",
-                         no_wrap=col in ("kernel", "mode"))
+    for col in ("kernel", "mode", "max |err|", "atol", "ms 1st/next", "result"):
+        table.add_column(col, justify="left" if col in ("kernel", "mode") else "right",
+                         no_wrap=True)
+    shapes: list[str] = []
     ok = True
     for name in names:
         try:
@@ -112,6 +112,7 @@ def check_examples(
         for variant, (kernel, kwargs) in variants if all_variants else variants[:1]:
             args = mod.make_inputs(shape_key, device=device, dtype=dtype, seed=seed)
             shape = ", ".join("x".join(map(str, a.shape)) for a in args if isinstance(a, torch.Tensor))
+            shapes.append(f"{variant}: {shape}")
             wide = [a.double() if a.is_floating_point() else a for a in args]
             expected = mod.reference(*wide, **kwargs)
             tol = mod.TOLERANCE[dtype]
@@ -124,15 +125,19 @@ def check_examples(
                     err = max(float((g.double() - e).abs().max()) for g, e in pairs)
                     passed = all(torch.allclose(g.double(), e, **tol) for g, e in pairs)
                     table.add_row(
-                        variant, shape, mode, f"{err:.1e}", f"{tol['atol']:.0e}",
-                        f"{first * 1e3:.1f} ms", f"{again * 1e3:.1f} ms",
+                        variant, mode, f"{err:.1e}", f"{tol['atol']:.0e}",
+                        f"{first * 1e3:.0f}/{again * 1e3:.0f}",
                         "[green]ok" if passed else "[red]MISMATCH",
                     )
                 except Exception as exc:  # report every failure in the table, keep going
                     passed = False
                     message = f"[red]{type(exc).__name__}: {exc}"[:100]
-                    table.add_row(variant, shape, mode, "-", "-", "-", "-", message)
+                    table.add_row(variant, mode, "-", "-", "-", message)
                 ok = ok and passed
+    table.caption = "inputs: " + "; ".join(shapes) + (
+        ". ref = reference mode (TORCHSHIP_INTERPRET=1); "
+        f"{compiled_label} = compiled with the default config"
+    )
     console.print(table)
     return ok
 
