@@ -20,7 +20,6 @@ def graphs(draw):
     g = Graph("forward")
     inputs = [g.add_input(f"x{i}", "F32", [s]) for i, s in enumerate(sizes)]
     pool = list(inputs)
-    ref = {v: None for v in inputs}
     exprs = []
     for _ in range(n_ops):
         op = draw(st.sampled_from(["add", "mul", "neg", "relu", "tanh", "reshape"]))

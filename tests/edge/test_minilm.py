@@ -77,3 +77,27 @@ def test_program_shape(exported) -> None:
     for name in ("forward", "encode"):
         m = s["methods"][name]
         assert m["arena_bytes"] < m["tensor_bytes"] / 4
+
+
+def test_transformers_bert_model_exports_directly() -> None:
+    """transformers' own BertModel (sdpa attention, its mask helpers) through export, same weights."""
+    from transformers import BertModel
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, m: torch.nn.Module) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.m(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    hf = Hidden(BertModel.from_pretrained(str(minilm_dir()), local_files_only=True).eval())
+    ids, mask = tokenize(SENTENCES[1])
+    seq = Dim("seq", min=2, max=64)
+    prog = export(hf, (ids, mask), dynamic_shapes=({1: seq}, {1: seq}))
+    ids2, mask2 = tokenize(["A different pair of sentences, longer than the example ones were.", "x"])
+    got = prog.run(ids2, mask2)
+    with torch.no_grad():
+        ref = hf(ids2, mask2).numpy()
+    real = mask2.numpy().astype(bool)
+    assert rel_err(got[real], ref[real]) <= 1e-5

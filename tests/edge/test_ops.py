@@ -125,3 +125,11 @@ def test_erfc_relative_accuracy() -> None:
     want = np.array([math.erfc(x) for x in xs])
     got = erfc(xs)
     assert np.max(np.abs(got - want) / want) < 2e-7
+
+
+def test_gather_and_index() -> None:
+    idx = torch.tensor([[0, 2, 1], [1, 1, 0]])
+    check(lambda x, i: torch.gather(x, 1, i), [torch.randn(2, 4), idx])
+    check(lambda x, i: torch.gather(x, 0, i), [torch.randn(3, 5), idx])
+    rows, cols = torch.tensor([[0], [2]]), torch.tensor([[1, 3, -1]])
+    check(lambda x, r, c: x[r, c] * 2, [torch.randn(3, 4, 2), rows, cols])

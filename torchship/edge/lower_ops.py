@@ -92,6 +92,14 @@ def _compare(lw: Lowering, node: Node) -> int:
     return lw.emit(_CMP[node.target], [lw.tensor(node.args[0], dt), lw.tensor(node.args[1], dt)])
 
 
+@handles(aten.bitwise_and.Tensor, aten.bitwise_or.Tensor, aten.__and__.Tensor, aten.__or__.Tensor)
+def _bitwise_bool(lw: Lowering, node: Node) -> int:
+    if _out_dtype(lw, node) != "BOOL":
+        raise lw.fail("bitwise and/or are supported on bool tensors only")
+    op = "logical_and" if "and" in str(node.target) else "logical_or"
+    return lw.emit(op, [lw.tensor(node.args[0], "BOOL"), lw.tensor(node.args[1], "BOOL")])
+
+
 @handles(aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar)
 def _where(lw: Lowering, node: Node) -> int:
     out = _out_dtype(lw, node)
@@ -558,6 +566,26 @@ def _cat(lw: Lowering, node: Node) -> int:
 @handles(aten.embedding.default)
 def _embedding(lw: Lowering, node: Node) -> int:
     return lw.emit("embedding", [lw.val(node.args[0]), lw.val(node.args[1])])
+
+
+@handles(aten.gather.default)
+def _gather(lw: Lowering, node: Node) -> int:
+    if node.kwargs.get("sparse_grad"):
+        raise lw.fail("gather with sparse_grad is not supported")
+    return lw.emit("gather", [lw.val(node.args[0]), lw.val(node.args[2])], {"axis": int(node.args[1])})
+
+
+@handles(aten.index.Tensor)
+def _index(lw: Lowering, node: Node) -> int:
+    idx = list(node.args[1])
+    while idx and idx[-1] is None:
+        idx.pop()
+    if not idx or any(i is None for i in idx):
+        raise lw.fail("indexing with a tensor after a ':' (x[:, idx]) is not supported; use index_select or gather")
+    vals = [lw.val(i) for i in idx]
+    if any(lw.g.values[v].dtype == "BOOL" for v in vals):
+        raise lw.fail("boolean-mask indexing has a data-dependent shape and is not supported; use torch.where")
+    return lw.emit("index", [lw.val(node.args[0]), *vals])
 
 
 @handles(aten.index_select.default)

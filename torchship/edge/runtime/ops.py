@@ -448,6 +448,46 @@ def _embedding(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any])
     np.take(table, idx, axis=0, out=outs[0])
 
 
+def _gather_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
+    x, idx = shapes
+    if dtypes[1] not in ("I64", "I32"):
+        _fail(f"gather: indices must be I64 or I32, got {dtypes[1]}")
+    if len(x) != len(idx):
+        _fail(f"gather: input {x} and index {idx} must have the same rank")
+    ax = _axis(a["axis"], len(x))
+    if any(idx[d] > x[d] for d in range(len(x)) if d != ax):
+        _fail(f"gather: index {idx} is larger than input {x} outside axis {ax}")
+    return [(idx, dtypes[0])]
+
+
+@register("gather", 2, _gather_infer, {"axis": ("int", R)})
+def _gather(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
+    x, idx = ins
+    ax = a["axis"] % x.ndim
+    if idx.size and (idx.min() < 0 or idx.max() >= x.shape[ax]):
+        _fail(f"gather: index out of range [0, {x.shape[ax]}) along axis {ax}")
+    region = tuple(slice(None) if d == ax else slice(0, idx.shape[d]) for d in range(x.ndim))
+    np.copyto(outs[0], np.take_along_axis(x[region], idx, axis=ax))
+
+
+def _index_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
+    x, idx = shapes[0], shapes[1:]
+    if len(idx) > len(x):
+        _fail(f"index: {len(idx)} index tensors for a rank-{len(x)} input")
+    if any(d not in ("I64", "I32") for d in dtypes[1:]):
+        _fail(f"index: index tensors must be I64 or I32, got {dtypes[1:]}")
+    return [((*_bcast(idx), *x[len(idx):]), dtypes[0])]
+
+
+@register("index", (2, 33), _index_infer)
+def _index(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
+    x, idx = ins[0], ins[1:]
+    for d, i in enumerate(idx):
+        if i.size and (i.min() < -x.shape[d] or i.max() >= x.shape[d]):
+            _fail(f"index: index out of range [-{x.shape[d]}, {x.shape[d]}) on axis {d}")
+    np.copyto(outs[0], x[tuple(idx)])
+
+
 def _full_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
     return [(tuple(a["shape"]), a["dtype"])]
 
