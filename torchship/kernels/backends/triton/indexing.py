@@ -103,6 +103,12 @@ def _block_ptr(cg: Any, node: Node) -> tuple[str, str, list[str]]:
     return bp, check, spec
 
 
+def _note_fallback(cg: Any, node: Node) -> None:
+    if cg.indexing != "pointer":
+        cg.line(f"# {node.attrs['tensor'].name}: {cg.indexing} does not apply to this access "
+                "(gather, scalar, unaligned or 3-D): pointer code")
+
+
 def _tup(items: list[str]) -> str:
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
@@ -118,6 +124,7 @@ def load(cg: Any, node: Node) -> str:
         return expr
     if cg.indexing == "tensor_descriptor" and _tdesc_ok(cg, node):
         return _tdesc_load(cg, node)
+    _note_fallback(cg, node)
     ptr, mask, _ = pointer_terms(cg, node)
     if mask is None:
         return f"tl.load({ptr})"
@@ -145,6 +152,8 @@ def store(cg: Any, node: Node, args: list[str], atomic: bool) -> str:
         return f"tl.store({bp}, tl.broadcast_to({value}, {full}), boundary_check={check})"
     if not atomic and cg.indexing == "tensor_descriptor" and _tdesc_ok(cg, node):
         return _tdesc_store(cg, node, value)
+    if not atomic:
+        _note_fallback(cg, node)
     ptr, mask, _ = pointer_terms(cg, node)
     if atomic:
         if rank:
@@ -170,6 +179,8 @@ def _tdesc_ok(cg: Any, node: Node) -> bool:
     real = [e for e in index if e.kind != "none"]
     if not real or real[-1].axis != ref.ndim - 1:
         return False
+    if len(real) > 2:
+        return False  # 3-D descriptors crash Triton 3.6's pipeliner (seen on H100)
     last = real[-1]
     d = last.tile.dim if last.kind == "tile" else last.full
     blk = cg.dim_info(d)[2]
