@@ -30,6 +30,9 @@ def test_export_run_inspect(tmp_path, capsys) -> None:
     assert rel_err(np.load(tmp_path / "emb.npy"), ref) <= 2e-2  # int8 weights
     assert main(["edge", "inspect", str(out)]) == 0
     assert "arena (planned)" in capsys.readouterr().out
+    # the weights pillar reads the weights section of a program file (shared contract)
+    assert main(["weights", "inspect", str(out)]) == 0
+    assert "layers.0.qkv.weight.int8" in capsys.readouterr().out
 
 
 def test_run_reports_bad_file(tmp_path, capsys) -> None:

@@ -3,7 +3,7 @@
 1. ``cleanup.simplify``: identity views/casts/expands removed, reshape chains collapsed
 2. ``fold.constant_fold``: instructions whose inputs are all constants are evaluated once
 3. ``fold.fold_affine``: per-channel ``mul``/``add`` after conv2d/linear (batch norm) folded in
-4. ``quantize`` (optional): int8 weight-only linear/conv2d
+4. ``quantize`` (optional): int8 weight-only linear/conv2d; float linear weights stored [K, N]
 5. ``cleanup.dce``: unused instructions and constants removed
 6. ``memory.plan``: lifetimes and best-fit offsets in one 64-byte aligned arena
 
@@ -17,7 +17,7 @@ from torchship.edge.graph import Graph
 from torchship.edge.passes.cleanup import dce, simplify
 from torchship.edge.passes.fold import constant_fold, fold_affine
 from torchship.edge.passes.memory import MemoryPlan, plan
-from torchship.edge.passes.quantize import quantize_int8
+from torchship.edge.passes.quantize import quantize_int8, transpose_linear_weights
 
 
 def run_passes(graph: Graph, quantize: str | None = None) -> MemoryPlan:
@@ -35,8 +35,9 @@ def run_passes(graph: Graph, quantize: str | None = None) -> MemoryPlan:
         quantize_int8(graph)
     elif quantize is not None:
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    transpose_linear_weights(graph)
     dce(graph)
     return plan(graph)
 
 
-__all__ = ["MemoryPlan", "constant_fold", "dce", "fold_affine", "plan", "quantize_int8", "run_passes", "simplify"]
+__all__ = ["MemoryPlan", "constant_fold", "dce", "fold_affine", "plan", "quantize_int8", "run_passes", "transpose_linear_weights", "simplify"]

@@ -30,20 +30,23 @@ R = required()
 def _linear_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
     dt = _same_dtype(dtypes, FLOATS)
     x, w = shapes[0], shapes[1]
+    if len(w) == 2 and a["transposed"]:
+        w = (w[1], w[0])
     if len(w) != 2 or not x or x[-1] != w[1]:
-        _fail(f"linear: input {x} and weight {w} (expected [..., K] and [N, K])")
+        want = "[K, N]" if a["transposed"] else "[N, K]"
+        _fail(f"linear: input {x} and weight {shapes[1]} (expected [..., K] and {want})")
     if len(shapes) == 3 and shapes[2] != (w[0],):
         _fail(f"linear: bias {shapes[2]} must be [{w[0]}]")
     return [((*x[:-1], w[0]), dt)]
 
 
-@register("linear", (2, 3), _linear_infer)
+@register("linear", (2, 3), _linear_infer, {"transposed": ("bool", False)})
 def _linear(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
     x, w = ins[0], ins[1]
     out = outs[0]
     x2 = x.reshape(-1, x.shape[-1])
     o2 = out.reshape(-1, out.shape[-1])
-    np.matmul(x2, w.T, out=o2)
+    np.matmul(x2, w if a["transposed"] else w.T, out=o2)
     if len(ins) == 3:
         np.add(o2, ins[2], out=o2)
 
