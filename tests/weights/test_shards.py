@@ -90,3 +90,21 @@ def test_index_problems_are_reported(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SafetensorError, match="neither"):
         ours_np.load_file(tmp_path / "empty")
+
+
+def test_transformers_from_pretrained_loads_our_shards(tmp_path) -> None:
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    torch.manual_seed(0)
+    model = BertModel(config).eval()
+    config.save_pretrained(tmp_path)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    names = ours_pt.save_sharded(state, tmp_path, max_shard_size=20_000, metadata={"format": "pt"})
+    assert len(names) > 2
+    loaded = BertModel.from_pretrained(tmp_path).eval()
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    ids = torch.tensor([[1, 5, 7, 2]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
