@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import pytest
 import torch
@@ -271,3 +272,22 @@ def test_sizes_are_read_at_call_time(compiled_mode: None, poison_empty: None) ->
         x = torch.randn(*shape)
         close(inc(x), x + 1)
     assert math.isfinite(float(inc(torch.ones(2, 2)).sum()))
+
+
+def test_64_bit_offsets_for_big_tensors(monkeypatch: pytest.MonkeyPatch, compiled_mode: None,
+                                         poison_empty: None) -> None:
+    """Tensors of 2**31+ elements index with int64 offsets (threshold lowered to test it)."""
+    from torchship.kernels.frontend import captures
+
+    @ts.kernel
+    def gather_rows(ids: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        out = torch.empty([ids.size(0), w.size(1)], dtype=w.dtype, device=w.device)
+        for tn, td in ts.tile([ids.size(0), w.size(1)]):
+            out[tn, td] = w[ids[tn], td] * 2
+        return out
+
+    ids, w = torch.randint(0, 50, (40,)), torch.randn(50, 33)
+    monkeypatch.setattr(captures, "BIG_TENSOR", 1000)
+    code = gather_rows.to_triton_code(args=(ids, w))
+    assert re.search(r"\.to\(tl\.int64\)(\[[^]]*\])? \* w_stride0", code), code
+    close(gather_rows(ids, w), w[ids].double() * 2)

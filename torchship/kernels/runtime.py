@@ -232,7 +232,8 @@ def _fast_spec(a: tuple[Any, ...], bs: Any, c: tuple[Any, ...],
     parts.append("bs" if not isinstance(bs, list) else "tuple(bs)")
     for i, v in enumerate(c):
         if isinstance(v, torch.Tensor):
-            parts.append(f"c[{i}].dtype, c[{i}].dim(), c[{i}].is_cuda")
+            parts.append(f"c[{i}].dtype, c[{i}].dim(), c[{i}].is_cuda, "
+                         f"c[{i}].numel() >= _caps.BIG_TENSOR")
             if tdesc:
                 parts.append(f"_tdesc_ok(c[{i}])")
         elif isinstance(v, (bool, str, torch.dtype)) or v is None:
@@ -242,9 +243,10 @@ def _fast_spec(a: tuple[Any, ...], bs: Any, c: tuple[Any, ...],
         else:
             parts.append(f"_spec_of(c[{i}])")
     src = f"def fast(a, bs, c):\n    return ({', '.join(parts)},)\n"
+    from torchship.kernels.frontend import captures as _caps
     from torchship.kernels.frontend.captures import tdesc_ok
 
-    ns: dict[str, Any] = {"_spec_of": spec_of, "_tdesc_ok": tdesc_ok}
+    ns: dict[str, Any] = {"_spec_of": spec_of, "_tdesc_ok": tdesc_ok, "_caps": _caps}
     exec(compile(src, "<torchship site key>", "exec"), ns)  # our own generated code
     return ns["fast"]
 

@@ -58,8 +58,17 @@ class TensorRef:
     hint_strides: tuple[int, ...]
     ptr: Param
     tdesc_ok: bool = False  # last stride 1, other strides and base 16-byte aligned
+    big: bool = False  # 2**31 elements or more: 64-bit offsets
     sizes: dict[int, Param] = field(default_factory=dict)
     strides: dict[int, Param] = field(default_factory=dict)
+
+
+#: tensors with this many elements or more get 64-bit offsets (tests lower it)
+BIG_TENSOR = 2**31
+
+
+def _big() -> int:
+    return BIG_TENSOR
 
 
 def tdesc_ok(t: torch.Tensor) -> bool:
@@ -86,11 +95,11 @@ def spec_of(value: Any) -> Any:
     Example:
         >>> import torch
         >>> spec_of(torch.zeros(2, 3, dtype=torch.float16))
-        ('t', torch.float16, 2, 'cpu')
+        ('t', torch.float16, 2, 'cpu', False)
     """
     t = type(value)
     if t is torch.Tensor or isinstance(value, torch.Tensor):
-        return ("t", value.dtype, value.dim(), value.device.type)
+        return ("t", value.dtype, value.dim(), value.device.type, value.numel() >= _big())
     if t is bool:
         return ("b", value)
     if t is int:

@@ -23,6 +23,7 @@ import torch
 
 from torchship.kernels.config import BlockParamSpec
 from torchship.kernels.errors import KernelError, KernelSyntaxError, KernelTypeError
+from torchship.kernels.frontend import captures
 from torchship.kernels.frontend.captures import BlockSym, Param, TensorRef
 from torchship.kernels.frontend.host import ParsedKernel, Site, is_missing, resolve_static
 from torchship.kernels.ir import Carried, Launch, Loc, Loop, Node, TileInfo, Value
@@ -211,7 +212,8 @@ class DeviceBuilder:
             from torchship.kernels.frontend.captures import tdesc_ok
 
             return TensorRef(ptr.name, getter, value.dtype, value.dim(), tuple(value.shape),
-                             tuple(value.stride()), ptr, tdesc_ok(value))
+                             tuple(value.stride()), ptr, tdesc_ok(value),
+                             value.numel() >= captures.BIG_TENSOR)
         if isinstance(value, bool) or value is None or isinstance(value, (str, torch.dtype)):
             return value
         if isinstance(value, (int, float)):

@@ -36,12 +36,14 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
             pos += 1
             continue
         stride = cg.ref(cg.b_stride(ref, e.axis))
+        wide = ".to(tl.int64)" if ref.big else ""  # 2**31+ elements: 64-bit offsets
         if e.kind == "scalar":
-            terms.append(f"{cg.ref(e.value)} * {stride}")
+            s = cg.ref(e.value)
+            terms.append(f"{s}{wide if isinstance(e.value, Value) else ''} * {stride}")
             continue
         if e.kind == "gather":
             g = e.value
-            idx = cg.ref(g)
+            idx = cg.ref(g) + wide
             for k, d in enumerate(g.shape):
                 del k
                 _, m, _ = cg.dim_info(d)
@@ -52,7 +54,7 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
             continue
         d = shape[pos]
         idx, m, _ = cg.dim_info(d)
-        terms.append(f"{cg.expand(idx, pos, rank)} * {stride}")
+        terms.append(f"{cg.expand(idx, pos, rank)}{wide} * {stride}")
         if m is not None:
             masks.append(cg.expand(m, pos, rank))
         pos += 1
