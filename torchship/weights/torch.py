@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -47,6 +48,7 @@ _FROM_TORCH = {v: k for k, v in TORCH_DTYPES.items()}
 STAGING_CHUNK = 32 << 20
 """Bytes per pinned staging buffer for GPU loads."""
 _STAGING: dict[Any, list[torch.Tensor]] = {}
+_STAGING_LOCK = threading.Lock()
 
 
 def normalize_device(device: Any) -> torch.device:
@@ -123,10 +125,10 @@ def load_to_device(
     device_buf = torch.empty(total, dtype=torch.uint8, device=device)
     if total and device.type == "cuda":
         host = torch.frombuffer(buf, dtype=torch.uint8, count=total, offset=header.data_start)
-        staging = _staging(device, 2)
         stream = torch.cuda.Stream(device)
-        done: list[Any] = [None] * len(staging)
-        with torch.cuda.device(device):
+        with _STAGING_LOCK, torch.cuda.device(device):  # the pinned buffers are shared
+            staging = _staging(device, 2)
+            done: list[Any] = [None] * len(staging)
             stream.wait_stream(torch.cuda.current_stream(device))  # device_buf was allocated there
             for i, start in enumerate(range(0, total, STAGING_CHUNK)):
                 slot = i % len(staging)
