@@ -87,8 +87,8 @@ def k_carried_dtype(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty([x.size(0)], dtype=torch.float32, device=x.device)
     for tm in ts.tile(x.size(0)):
         acc = ts.zeros([tm], dtype=torch.float32)
-        for tn in ts.tile(x.size(1)):  # <- here
-            acc = (acc + x[tm, tn].sum(dim=1)).to(torch.float16)
+        for tn in ts.tile(x.size(1)):
+            acc = (acc + x[tm, tn].sum(dim=1)).to(torch.float16)  # <- here
         out[tm] = acc
     return out
 

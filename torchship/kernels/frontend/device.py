@@ -108,6 +108,7 @@ class DeviceBuilder:
         self.n_anon = 0
         self.hints: dict[int, Any] = {}  # Value.id -> traced python value
         self.has_dot = False
+        self.assigned_at: dict[str, ast.AST] = {}
         self.names_used: set[str] = set()
         from torchship.kernels.frontend import calls
 
@@ -420,6 +421,7 @@ class DeviceBuilder:
 
     def assign(self, target: ast.AST, value: Any) -> None:
         if isinstance(target, ast.Name):
+            self.assigned_at[target.id] = self.stmt
             if isinstance(value, Value) and value.node is not None and not value.name:
                 value.name = target.id
                 src = value.node.inputs[0] if value.node.inputs else None
@@ -512,7 +514,8 @@ class DeviceBuilder:
                     f"loop-carried value {c.name!r} changes type in the loop: "
                     f"{c.phi.shape_str()} before, {_describe(final)} after one iteration",
                     hint=f"keep {c.name!r} the same dtype and shape, e.g. cast with "
-                    f".to({c.phi.dtype}) before assigning", node=stmt)
+                    f".to({c.phi.dtype}) before assigning",
+                    node=self.assigned_at.get(c.name, stmt))
             c.final = final
         for name in assigned - set(carried_names):
             if name in saved_env:

@@ -306,7 +306,11 @@ class TritonCodegen:
         self.last_loc = loc
         dims = la.grid_tiles
         counts = []
+        persistent = self.config.pid_type == "persistent"
         for t in dims:
+            if len(dims) == 1 and not persistent:
+                counts.append("")  # one grid dim, one program per tile: no count needed
+                continue
             if isinstance(t, TileInfo):
                 n = self.fresh(f"num_{t.name}")
                 blk = self.block_name(t)
@@ -316,7 +320,6 @@ class TritonCodegen:
                 n = self.fresh(f"num_{t.name}")
                 self.line(f"{n} = {self.ref(la.ends[idx])} - {self.ref(la.begins[idx] or 0)}")
             counts.append(n)
-        persistent = self.config.pid_type == "persistent"
         if persistent:
             total = self.fresh("num_tiles")
             self.line(f"{total} = {' * '.join(counts)}")
