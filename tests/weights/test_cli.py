@@ -68,3 +68,16 @@ def test_program_file_inspect_and_verify(tmp_path, capsys) -> None:
 
 def test_verify_real_minilm() -> None:
     assert main(["weights", "verify", str(minilm_path())]) == 0
+
+
+def test_verify_plain_directory_checks_every_file(tmp_path, capsys) -> None:
+    for i in range(3):
+        ours_np.save_file({"x": np.full(3, i, np.int8)}, tmp_path / f"f{i}.safetensors")
+    assert main(["weights", "verify", str(tmp_path)]) == 0
+    assert "3 file(s)" in capsys.readouterr().out
+    (tmp_path / "f1.safetensors").write_bytes(b"\x00" * 7)
+    assert main(["weights", "verify", str(tmp_path)]) == 1
+    assert "f1.safetensors" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["weights", "verify", str(empty)]) == 1

@@ -45,7 +45,8 @@ def read_header(path: Path) -> Header:
 
 
 def verify_path(path: str | Path) -> tuple[list[Path], list[str]]:
-    """Validate a file, index or checkpoint directory; return (files checked, problems).
+    """Validate a file, an index, a checkpoint directory, or every ``*.safetensors`` file of a
+    directory without an index; return (files checked, problems).
 
     Example:
         >>> verify_path("missing.safetensors")[1]  # doctest: +SKIP
@@ -54,10 +55,16 @@ def verify_path(path: str | Path) -> tuple[list[Path], list[str]]:
     p = Path(path)
     if not p.exists():
         return [], [f"{p}: no such file or directory"]
-    try:
-        files, mapping = shards.resolve(p)
-    except SafetensorError as exc:
-        return [], [str(exc)]
+    plain = sorted(p.glob("*.safetensors")) if p.is_dir() else []
+    if p.is_dir() and not (p / shards.INDEX_NAME).is_file() and not list(p.glob("*.safetensors.index.json")):
+        if not plain:
+            return [], [f"{p}: directory holds no .safetensors file"]
+        files, mapping = plain, None  # a folder of independent files: check each
+    else:
+        try:
+            files, mapping = shards.resolve(p)
+        except SafetensorError as exc:
+            return [], [str(exc)]
     problems: list[str] = []
     seen: dict[str, Path] = {}
     for file_path in files:
@@ -71,7 +78,7 @@ def verify_path(path: str | Path) -> tuple[list[Path], list[str]]:
                 shards.check_shard(file_path, mapping[file_path.name], list(header.tensors))
             except SafetensorError as exc:
                 problems.append(str(exc))
-        for key in header.tensors:
+        for key in header.tensors if mapping is not None else ():
             if key in seen:
                 problems.append(f"{file_path}: tensor {key!r} also appears in {seen[key]}")
             seen[key] = file_path
