@@ -81,3 +81,21 @@ def test_verify_plain_directory_checks_every_file(tmp_path, capsys) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["weights", "verify", str(empty)]) == 1
+
+
+def test_names_that_look_like_rich_markup_are_printed_not_parsed(tmp_path, capsys) -> None:
+    # tensor names and metadata come from the file: "[/]" once crashed rich with MarkupError
+    path = tmp_path / "markup.safetensors"
+    ours_np.save_file({"[/]w": np.ones(2, np.float32), "[bold]b": np.zeros(1, np.int8)}, path, {"[/]k": "[red]v"})
+    assert main(["weights", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    for fragment in ("[/]w", "[bold]b", "[/]k", "[red]v"):
+        assert fragment in out, fragment
+    bad = tmp_path / "bad[b].safetensors"
+    header = json.dumps({"[/]x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    bad.write_bytes(struct.pack("<Q", len(header)) + header + bytes(4))
+    assert main(["weights", "verify", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "'[/]x'" in out and "bad[b].safetensors" in out
+    assert main(["weights", "inspect", str(bad)]) == 1
+    assert "'[/]x'" in capsys.readouterr().out

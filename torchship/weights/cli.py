@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from torchship.weights import shards
@@ -100,7 +101,7 @@ def _inspect(args: argparse.Namespace) -> int:
         files, _ = shards.resolve(p)
         headers = [(f, read_header(f)) for f in files]
     except SafetensorError as exc:
-        console.print(f"[red]invalid:[/] {exc}")
+        console.print(f"[red]invalid:[/] {escape(str(exc))}", soft_wrap=True)
         return 1
     if args.json:
         out: dict[str, Any] = {}
@@ -113,13 +114,13 @@ def _inspect(args: argparse.Namespace) -> int:
         return 0
     total_tensors = total_bytes = 0
     for f, h in headers:
-        table = Table(title=f"{f}  (header {h.header_len} B, data {_fmt_bytes(h.data_len)}, blob at {h.data_start - 8 - h.header_len})")
+        table = Table(title=f"{escape(str(f))}  (header {h.header_len} B, data {_fmt_bytes(h.data_len)}, blob at {h.data_start - 8 - h.header_len})")
         for col, justify in (("tensor", "left"), ("dtype", "left"), ("shape", "left"), ("bytes", "right"), ("offsets", "right")):
             table.add_column(col, justify=justify)  # type: ignore[arg-type]
         items = sorted(h.tensors.items(), key=lambda kv: (kv[1].start, kv[0]))
         limit = None if args.all else 50
         for key, info in items[:limit]:
-            table.add_row(key, info.dtype, str(list(info.shape)), f"{info.nbytes:,}", f"{info.start}..{info.end}")
+            table.add_row(escape(key), info.dtype, str(list(info.shape)), f"{info.nbytes:,}", f"{info.start}..{info.end}")
         if limit is not None and len(items) > limit:
             table.add_row(f"... {len(items) - limit} more (use --all)", "", "", "", "")
         console.print(table)
@@ -128,7 +129,7 @@ def _inspect(args: argparse.Namespace) -> int:
             meta.add_column("key")
             meta.add_column("value")
             for k, v in sorted(h.metadata.items()):
-                meta.add_row(k, v if len(v) < 200 else v[:200] + "...")
+                meta.add_row(escape(k), escape(v if len(v) < 200 else v[:200] + "..."))
             console.print(meta)
         total_tensors += len(h.tensors)
         total_bytes += h.data_len
@@ -144,9 +145,9 @@ def _verify(args: argparse.Namespace) -> int:
         if problems:
             status = 1
             for problem in problems:
-                console.print(f"[red]INVALID[/] {problem}", soft_wrap=True)
+                console.print(f"[red]INVALID[/] {escape(problem)}", soft_wrap=True)
         else:
-            console.print(f"[green]OK[/] {path} ({len(files)} file(s))", soft_wrap=True)
+            console.print(f"[green]OK[/] {escape(str(path))} ({len(files)} file(s))", soft_wrap=True)
     return status
 
 
