@@ -182,7 +182,7 @@ def _print_summary(path: str) -> None:
         ops = Counter(i.op for i in spec.instrs)
         t.add_row("ops", ", ".join(f"{k} x{v}" for k, v in ops.most_common()))
         tb = m.tensor_bytes()
-        t.add_row("arena (planned)", f"{_fmt(spec.arena_size)} vs {_fmt(tb)} sum of tensors ({spec.arena_size / max(tb, 1):.0%})")
+        t.add_row("arena (planned)", f"{_fmt(spec.arena_size)} vs {_fmt(tb)} sum of tensor sizes, unaligned, no reuse ({spec.arena_size / max(tb, 1):.0%})")
         console.print(t)
 
 

@@ -1,5 +1,8 @@
 """Load a program file and run its methods with numpy (no torch anywhere).
 
+A loaded method owns one arena, so one ``Method`` must not run from two threads at once (load
+the program once per thread instead; the weights are shared through the page cache).
+
 The file is memory-mapped; weights become read-only numpy views of the map (zero copy); each
 method gets one preallocated arena, and every value is a view at its planned offset. For each
 set of symbol values (dynamic dims) the bound steps — kernel, input arrays, output arrays,
