@@ -291,3 +291,45 @@ def test_64_bit_offsets_for_big_tensors(monkeypatch: pytest.MonkeyPatch, compile
     code = gather_rows.to_triton_code(args=(ids, w))
     assert re.search(r"\.to\(tl\.int64\)(\[[^]]*\])? \* w_stride0", code), code
     close(gather_rows(ids, w), w[ids].double() * 2)
+
+
+@ts.kernel
+def host_loop_scale(x: torch.Tensor, steps: int, *, eps: float = 0.0) -> torch.Tensor:
+    """A launch site inside a host loop, keyword arguments, strided (transposed) inputs."""
+    out = x.clone()
+    for _ in range(steps):
+        nxt = torch.empty_like(out)
+        for tm, tn in ts.tile(out.size(), block_size=[16, None]):
+            v = out[tm, tn]
+            keep = tm.index[:, None] >= tn.index[None, :]
+            nxt[tm, tn] = torch.where(keep, v * 2.0 + eps, v)
+        out = nxt
+    return out
+
+
+def test_host_loops_kwargs_and_strided_inputs(compiled_mode: None, poison_empty: None) -> None:
+    seed()
+    base = torch.randn(40, 29)
+    for x in (base, base.t()):  # contiguous and transposed
+        got = host_loop_scale(x, 3, eps=0.5)
+        want = x.double()
+        keep = torch.arange(x.size(0))[:, None] >= torch.arange(x.size(1))[None, :]
+        for _ in range(3):
+            want = torch.where(keep, want * 2 + 0.5, want)
+        close(got, want)
+
+
+@ts.kernel
+def grid2d_fill(x: torch.Tensor, value: float) -> torch.Tensor:
+    """ts.grid over two dims (scalar indices), x.shape in device code, ts.full of a scalar."""
+    out = torch.empty_like(x)
+    for i, j in ts.grid([x.size(0), x.size(1)]):
+        scale = ts.full([1], value, dtype=torch.float32)
+        out[i, j] = x[i, j] * scale.sum() + x.shape[1]
+    return out
+
+
+def test_grid_2d_and_scalar_full(compiled_mode: None, poison_empty: None) -> None:
+    seed()
+    x = torch.randn(5, 7)
+    close(grid2d_fill(x, 1.5), x.double() * 1.5 + 7)
