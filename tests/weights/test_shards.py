@@ -108,3 +108,18 @@ def test_transformers_from_pretrained_loads_our_shards(tmp_path) -> None:
     ids = torch.tensor([[1, 5, 7, 2]])
     with torch.no_grad():
         assert torch.equal(loaded(ids).last_hidden_state, model(ids).last_hidden_state)
+
+
+def test_resaving_a_directory_drops_the_earlier_checkpoint(tmp_path) -> None:
+    # a stale index from a sharded save used to win over a later single-file save of other data
+    old = {f"t{i}": np.full(100, i, np.float32) for i in range(4)}
+    assert len(ours_np.save_sharded(old, tmp_path, 500)) == 4
+    (tmp_path / "notes.txt").write_text("keep me")
+    new = {"x": np.arange(3, dtype=np.int16)}
+    assert ours_np.save_sharded(new, tmp_path, "1MB") == ["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "notes.txt"]
+    assert ours_np.load_file(tmp_path).keys() == {"x"}
+    names = ours_np.save_sharded(old, tmp_path, 900)  # 2 shards: the single file and old shards go
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*names, "model.safetensors.index.json", "notes.txt"])
+    back = ours_np.load_file(tmp_path)
+    assert back.keys() == old.keys() and all(np.array_equal(back[k], v) for k, v in old.items())

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from torchship.weights.format import SafetensorError, plan_layout
+from torchship.weights.format import SafetensorError, plan_layout, tensor_nbytes
 from torchship.weights.writer import Entry, atomic_write, save_entries
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -72,6 +72,52 @@ def plan_shards(entries: Mapping[str, Entry], max_shard_size: int | str) -> list
     return shards or [[]]
 
 
+def shard_name(index: int, count: int, prefix: str = "model") -> str:
+    """File name of shard ``index`` (0-based) of ``count``, as transformers names them.
+
+    Example:
+        >>> shard_name(0, 3)
+        'model-00001-of-00003.safetensors'
+    """
+    return f"{prefix}-{index + 1:05d}-of-{count:05d}.safetensors"
+
+
+def write_index(
+    directory: str | os.PathLike[str], weight_map: Mapping[str, str], total_size: int, prefix: str = "model"
+) -> Path:
+    """Write ``<prefix>.safetensors.index.json`` (tensor name -> shard file, total tensor bytes)
+    atomically; return its path.
+
+    Example:
+        >>> write_index(tempfile.mkdtemp(), {"a": "model-00001-of-00001.safetensors"}, 8).name  # doctest: +SKIP
+        'model.safetensors.index.json'
+    """
+    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    text = json.dumps(index, indent=2) + "\n"
+    path = Path(directory) / f"{prefix}.safetensors.index.json"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return path
+
+
+def remove_stale(directory: str | os.PathLike[str], keep: list[str], prefix: str = "model") -> list[str]:
+    """Delete what an earlier save with ``prefix`` left in ``directory`` and the new one did not
+    write (old shards, index or single file), so loading the directory finds only the new
+    checkpoint; return the names removed.
+
+    Example:
+        >>> remove_stale(tempfile.mkdtemp(), ["model.safetensors"])  # doctest: +SKIP
+        []
+    """
+    out = Path(directory)
+    pattern = re.compile(re.escape(prefix) + r"(-\d{5}-of-\d{5}\.safetensors|\.safetensors|\.safetensors\.index\.json)")
+    removed = []
+    for path in sorted(out.iterdir()):
+        if pattern.fullmatch(path.name) and path.name not in keep and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
 def save_sharded(
     entries: Mapping[str, Entry],
     directory: str | os.PathLike[str],
@@ -82,7 +128,8 @@ def save_sharded(
     """Write ``entries`` into ``directory`` as shards plus an index; return the shard file names.
 
     When everything fits one shard, a single ``model.safetensors`` is written (no index), as
-    transformers does.
+    transformers does. Shards, index or single file left by an earlier save with the same
+    ``prefix`` are removed once the new checkpoint is complete.
 
     Example:
         >>> save_sharded({}, tempfile.mkdtemp())  # doctest: +SKIP
@@ -92,20 +139,20 @@ def save_sharded(
     out.mkdir(parents=True, exist_ok=True)
     groups = plan_shards(entries, max_shard_size)
     if len(groups) == 1:
-        save_entries(entries, out / f"{prefix}.safetensors", metadata)
-        return [f"{prefix}.safetensors"]
-    names = [f"{prefix}-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
+        names = [f"{prefix}.safetensors"]
+        save_entries(entries, out / names[0], metadata)
+        remove_stale(out, names, prefix)
+        return names
+    names = [shard_name(i, len(groups), prefix) for i in range(len(groups))]
     weight_map: dict[str, str] = {}
     total = 0
     for file_name, group in zip(names, groups):
-        shard = {k: entries[k] for k in group}
-        save_entries(shard, out / file_name, metadata)
+        save_entries({k: entries[k] for k in group}, out / file_name, metadata)
         for key in group:
             weight_map[key] = file_name
-        total += sum(info.nbytes for _, info in plan_layout({k: (e.dtype, tuple(e.shape)) for k, e in shard.items()}))
-    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-    text = json.dumps(index, indent=2, sort_keys=False) + "\n"
-    atomic_write(out / f"{prefix}.safetensors.index.json", lambda f: f.write(text.encode("utf-8")))
+            total += tensor_nbytes(entries[key].dtype, entries[key].shape, name=key)
+    index = write_index(out, weight_map, total, prefix)
+    remove_stale(out, [*names, index.name], prefix)
     return names
 
 
