@@ -374,3 +374,15 @@ def test_failed_shard_leaves_nothing_and_cli_json(tmp_path: Path, capsys: pytest
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["tensors"] == 1 and out["values"] == {"step": "9"} and out["verified"] is True
+
+
+def test_shard_directory_with_a_broken_index_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save({"a": torch.ones(2)}, src / "pytorch_model-00001-of-00001.bin")
+    (src / "pytorch_model.bin.index.json").write_text("{not json")
+    with pytest.raises(ConvertError, match="pytorch_model.bin.index.json: cannot read shard index"):
+        convert(src)
+    (src / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"a": "../x.bin"}}))
+    with pytest.raises(ConvertError, match="not a file name in the index's directory"):
+        convert(src)

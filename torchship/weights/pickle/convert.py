@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import time
@@ -28,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchship.weights.format import SafetensorError, parse_header
+from torchship.weights import shards
+from torchship.weights.format import SafetensorError, parse_header, tensor_nbytes
 from torchship.weights.pickle.containers import ContainerError, open_container
 from torchship.weights.pickle.rebuild import (
     RebuildError,
@@ -38,10 +38,9 @@ from torchship.weights.pickle.rebuild import (
     safetensors_dtype,
 )
 from torchship.weights.pickle.vm import PickleVMError
-from torchship.weights.writer import Entry, atomic_write, save_entries
+from torchship.weights.writer import Entry, save_entries
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-INDEX_NAME = "model.safetensors.index.json"
 
 
 class ConvertError(ValueError):
@@ -224,15 +223,11 @@ def _shard_sources(directory: Path) -> tuple[list[Path], Path | None]:
         raise ConvertError(f"{directory}: more than one pickle shard index "
                            f"({', '.join(p.name for p in indexes)})")
     if indexes:
-        data = json.loads(indexes[0].read_text(encoding="utf-8"))
-        weight_map = data.get("weight_map") if isinstance(data, dict) else None
-        if not isinstance(weight_map, dict):
-            raise ConvertError(f"{indexes[0]}: no 'weight_map' object")
-        names = sorted({v for v in weight_map.values() if isinstance(v, str)})
-        for name in names:
-            if os.path.basename(name) != name or not (directory / name).is_file():
-                raise ConvertError(f"{indexes[0]}: shard {name!r} is not a file in {directory}")
-        return [directory / n for n in names], indexes[0]
+        try:
+            mapping = shards.read_index(indexes[0])  # checks names stay in the directory
+        except SafetensorError as exc:
+            raise ConvertError(str(exc)) from None
+        return [directory / n for n in sorted(mapping)], indexes[0]
     files = sorted(p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
     if not files:
         raise ConvertError(f"{directory}: no pickle checkpoint (.bin/.pt/.pth/.ckpt) or shard index")
@@ -247,7 +242,7 @@ def _convert_shards(files: list[Path], out_dir: Path, verify: bool, progress: Pr
     n = len(files)
     try:
         for i, f in enumerate(files):
-            name = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            name = shards.shard_name(i, n)
             entries = _wrap_errors(str(f), lambda f=f, name=name: _convert_one(
                 str(f), str(out_dir / name), verify, progress, report))
             for key in entries:
@@ -255,22 +250,18 @@ def _convert_shards(files: list[Path], out_dir: Path, verify: bool, progress: Pr
                     raise ConvertError(f"{f}: tensor {key!r} also appears in {weight_map[key]}")
                 weight_map[key] = name
             total += sum(_nbytes(e) for e in entries.values())
-        index_doc = {"metadata": {"total_size": total},
-                     "weight_map": dict(sorted(weight_map.items()))}
-        text = json.dumps(index_doc, indent=2) + "\n"
-        atomic_write(out_dir / INDEX_NAME, lambda fh: fh.write(text.encode("utf-8")))
+        index = shards.write_index(out_dir, weight_map, total)
         if verify:
-            from torchship.weights.shards import read_index
-
-            mapping = read_index(out_dir / INDEX_NAME)
+            mapping = shards.read_index(index)
             if sum(len(v) for v in mapping.values()) != len(weight_map):
-                raise ConvertError(f"{out_dir / INDEX_NAME}: index reads back incomplete")
+                raise ConvertError(f"{index}: index reads back incomplete")
     except BaseException:
         for written in report.outputs:
             Path(written).unlink(missing_ok=True)
         report.outputs.clear()
         raise
-    report.outputs.append(str(out_dir / INDEX_NAME))
+    report.outputs.append(str(index))
+    shards.remove_stale(out_dir, [Path(o).name for o in report.outputs])
 
 
 def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
@@ -296,6 +287,7 @@ def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
             target = out_dir / "model.safetensors"
             _wrap_errors(str(files[0]), lambda: _convert_one(str(files[0]), str(target), verify,
                                                               progress, report))
+            shards.remove_stale(out_dir, [target.name])
         else:
             _convert_shards(files, out_dir, verify, progress, report)
     else:
@@ -310,6 +302,4 @@ def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
 
 
 def _nbytes(entry: Entry) -> int:
-    from torchship.weights.format import tensor_nbytes
-
     return tensor_nbytes(entry.dtype, entry.shape)
