@@ -170,3 +170,13 @@ def tokenize(sentences: list[str], pad_to: int | None = None) -> tuple[torch.Ten
     kw = {"padding": "max_length", "max_length": pad_to, "truncation": True} if pad_to else {"padding": True}
     enc = tok(sentences, return_tensors="pt", **kw)
     return enc["input_ids"], enc["attention_mask"]
+
+
+def minilm_example() -> tuple[Bert, tuple[torch.Tensor, torch.Tensor]]:
+    """Factory for ``torchship edge export``: the model and one tokenized pair of sentences.
+
+    Example:
+        $ torchship edge export examples/models/bert.py:minilm_example -o minilm.tsp \\
+              --dynamic seq=1..128@0:1,1:1 --method encode
+    """
+    return minilm(), tokenize(["torchship exports all-MiniLM-L6-v2.", "It runs with numpy only."])
