@@ -48,10 +48,15 @@ def test_parallel_compile_workers_isolate_crashes():
                FakeConfig(256, 4, 3, mode="compile_error"), FakeConfig(128, 4, 3, mode="hang"),
                FakeConfig(256, 4, 3)]
     with Harness(FakeTarget(), timer=ModelTimer(cost), compile_workers=2,
-                 compile_timeout_s=3) as h:
+                 compile_timeout_s=600) as h:
+        warmup = h.evaluate([FakeConfig(b, 4, 2) for b in (16, 32, 128, 512)])
+        assert all(r.ok for r in warmup)
+        # four fast compiles seen: a hung one is cut at 5 s, not at the configured 600 s
+        assert h.current_compile_timeout() == 5.0
         results = h.evaluate(configs)
         assert h.crashes == 2
     assert [r.status for r in results] == ["ok", "crash", "compile_error", "timeout", "ok"]
+    assert "compile took over 5.0 s" in results[3].error
     # compile workers recorded compile times for the candidates that went on to the benchmark
     assert results[0].compile_s is not None and results[-1].time_ms == cost(FakeConfig(256, 4, 3))
 

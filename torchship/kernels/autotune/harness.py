@@ -391,6 +391,7 @@ class Harness:
         self._bench: _Worker | None = None
         self._compilers: list[_Worker] = []
         self.crashes = 0
+        self.compile_times: list[float] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Harness:
@@ -473,6 +474,23 @@ class Harness:
                 r.compile_s = res.get("compile_s")
         return results
 
+    def current_compile_timeout(self) -> float:
+        """Adaptive per-candidate compile timeout: once 4 compiles succeeded, at most
+        ``max(5 s, 4 x the 90th percentile)`` of them, so one hung compile cannot stall a
+        batch for the whole configured timeout.
+
+        Example:
+            >>> from torchship.kernels.autotune.target import LocalTarget
+            >>> h = Harness(LocalTarget(None, ()), isolate=False, compile_timeout_s=60)
+            >>> h.compile_times = [1.0, 1.2, 0.8, 1.1]; h.current_compile_timeout()
+            5.0
+        """
+        if len(self.compile_times) < 4:
+            return self.compile_timeout_s
+        ordered = sorted(self.compile_times)
+        p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+        return min(self.compile_timeout_s, max(5.0, 4.0 * p90))
+
     def _bench_one(self, config: Any) -> dict[str, Any]:
         if not self.isolate:
             assert self._local is not None, "call start() first"
@@ -494,6 +512,7 @@ class Harness:
         out: list[dict[str, Any]] = [{} for _ in configs]
         queue = deque(range(len(configs)))
         busy: dict[int, tuple[_Worker, float]] = {}
+        started: dict[int, float] = {}
         idle = list(self._compilers)
         while queue or busy:
             while queue and idle:
@@ -506,7 +525,8 @@ class Harness:
                     idle.append(w)
                     continue
                 w.conn.send(("compile", configs[i]))
-                busy[i] = (w, time.monotonic() + self.compile_timeout_s)
+                started[i] = time.monotonic()
+                busy[i] = (w, started[i] + self.current_compile_timeout())
             if not busy:
                 continue
             waitables = []
@@ -524,6 +544,8 @@ class Harness:
                 if reply is not None:
                     status, data = reply
                     out[i] = data if status == "ok" else {"status": "runtime_error", "error": data}
+                    if out[i].get("status") == "ok" and out[i].get("compile_s") is not None:
+                        self.compile_times.append(float(out[i]["compile_s"]))
                     if _poisons_device(str(out[i].get("error", ""))):
                         w.kill()
                 elif not w.proc.is_alive() or w.conn.poll():
@@ -537,7 +559,7 @@ class Harness:
                     self.crashes += 1
                     out[i] = {
                         "status": "timeout",
-                        "error": f"compile took over {self.compile_timeout_s:g} s (worker killed)",
+                        "error": f"compile took over {deadline - started[i]:.1f} s (worker killed)",
                     }
                 else:
                     continue
