@@ -100,6 +100,22 @@ def _table() -> dict[str, DType]:
 DTYPES: dict[str, DType] = _table()
 """Every safetensors dtype by its header name, in safetensors' enum order."""
 
+TORCH_NAMES: dict[str, str] = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "C64": "complex64",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+    "U16": "uint16", "U32": "uint32", "U64": "uint64",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu", "F4": "float4_e2m1fn_x2",
+}
+"""safetensors dtype name -> name of the ``torch`` dtype holding it (F4 is torch's packed
+``float4_e2m1fn_x2``, two values a byte). Plain strings, so torch-free code (the pickle
+converter) shares the table with the torch adapter.
+
+Example:
+    >>> TORCH_NAMES["BF16"]
+    'bfloat16'
+"""
+
 _NUMPY_TO_NAME: dict[np.dtype, str] = {
     d.numpy.newbyteorder("="): d.name for d in DTYPES.values() if d.numpy is not None
 }

@@ -26,21 +26,14 @@ from typing import Any
 import torch
 
 from torchship.weights import shards as _shards
-from torchship.weights.format import Header, SafetensorError, parse_header
+from torchship.weights.format import TORCH_NAMES, Header, SafetensorError, parse_header
 from torchship.weights.reader import safe_open
 from torchship.weights.writer import Entry, save_entries, write_entries
 
 __all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model", "save_sharded"]
 
-_NAMES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "C64": "complex64",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
-    "U16": "uint16", "U32": "uint32", "U64": "uint64",
-    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz",
-    "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu", "F4": "float4_e2m1fn_x2",
-}
 TORCH_DTYPES: dict[str, torch.dtype] = {
-    k: getattr(torch, v) for k, v in _NAMES.items() if isinstance(getattr(torch, v, None), torch.dtype)
+    k: getattr(torch, v) for k, v in TORCH_NAMES.items() if isinstance(getattr(torch, v, None), torch.dtype)
 }
 """safetensors dtype name -> torch dtype (F4 is torch's packed ``float4_e2m1fn_x2``)."""
 _FROM_TORCH = {v: k for k, v in TORCH_DTYPES.items()}

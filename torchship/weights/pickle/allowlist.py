@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from torchship.weights.format import DTYPES, TORCH_NAMES
 from torchship.weights.pickle.values import check_hashable
 from torchship.weights.pickle.vm import Callable_
 
@@ -44,16 +45,15 @@ class TorchDtype:
 
 
 def _dtypes() -> dict[str, TorchDtype]:
-    rows = [
-        ("float64", "F64", 8), ("float32", "F32", 4), ("float16", "F16", 2),
-        ("bfloat16", "BF16", 2), ("float8_e4m3fn", "F8_E4M3", 1), ("float8_e5m2", "F8_E5M2", 1),
-        ("float8_e8m0fnu", "F8_E8M0", 1), ("float8_e4m3fnuz", "F8_E4M3FNUZ", 1),
-        ("float8_e5m2fnuz", "F8_E5M2FNUZ", 1), ("int64", "I64", 8), ("int32", "I32", 4),
-        ("int16", "I16", 2), ("int8", "I8", 1), ("uint8", "U8", 1), ("uint16", "U16", 2),
-        ("uint32", "U32", 4), ("uint64", "U64", 8), ("bool", "BOOL", 1),
-        ("complex64", "C64", 8), ("complex128", None, 16), ("complex32", None, 4),
-        ("float4_e2m1fn_x2", None, 1), ("qint8", None, 1), ("quint8", None, 1),
-        ("qint32", None, 4), ("quint4x2", None, 1), ("quint2x4", None, 1),
+    # the storable ones come from the format's table; F4 is left out because its packed torch
+    # shape (last dim halved) is not rebuilt here
+    rows: list[tuple[str, str | None, int]] = [
+        (torch_name, st, DTYPES[st].bits // 8) for st, torch_name in TORCH_NAMES.items() if st != "F4"
+    ]
+    rows += [
+        ("complex128", None, 16), ("complex32", None, 4), ("float4_e2m1fn_x2", None, 1),
+        ("qint8", None, 1), ("quint8", None, 1), ("qint32", None, 4), ("quint4x2", None, 1),
+        ("quint2x4", None, 1),
     ]
     table = {name: TorchDtype(name, st, size) for name, st, size in rows}
     aliases = {"float": "float32", "double": "float64", "half": "float16", "long": "int64",
