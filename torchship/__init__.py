@@ -35,6 +35,13 @@ _LAZY: dict[str, str] = {
     "atomic_add": "torchship.kernels",
     "register_block_size": "torchship.kernels",
     "register_tunable": "torchship.kernels",
+    "Tile": "torchship.kernels",
+    "ConfigSpace": "torchship.kernels",
+    "KernelError": "torchship.kernels",
+    "KernelSyntaxError": "torchship.kernels",
+    "KernelTypeError": "torchship.kernels",
+    "KernelConfigError": "torchship.kernels",
+    "KernelLaunchError": "torchship.kernels",
     # weights
     "safe_open": "torchship.weights",
     "SafetensorError": "torchship.weights",
