@@ -160,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for every implementation (numpy's OpenBLAS, torch, ExecuTorch's pool); 0 = library defaults")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "edge.json"))
+    ap.add_argument("--replot", type=Path, default=None, help="only redraw the PNG (and table) from this JSON")
     args = ap.parse_args(argv)
+    if args.replot:
+        rows = json.loads(args.replot.read_text())["models"]
+        _table(Console(width=180), rows)
+        _plot(rows, args.replot.with_suffix(".png"))
+        return 0
     warnings.filterwarnings("ignore")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -252,13 +258,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
-        console.print(f"wrote {args.out}")
+        _plot(rows, Path(args.out).with_suffix(".png"))
+        console.print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
     return 0
 
 
 def _no_grad(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any:
     with torch.no_grad():
         return model(*inputs)
+
+
+def _plot(rows: dict[str, dict[str, Any]], path: Path) -> None:
+    """Latency of each implementation relative to torchship (log scale), one group per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    impls = [("torchship", "torchship"), ("eager", "torch eager"), ("et_portable", "ExecuTorch portable"), ("et_xnnpack", "ExecuTorch XNNPACK")]
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.2
+    for k, (key, label) in enumerate(impls):
+        vals = [rows[n][key]["latency_ms"] if key in rows[n] and "latency_ms" in rows[n][key] else np.nan for n in names]
+        bars = ax.bar(np.arange(len(names)) + (k - 1.5) * width, vals, width, label=label)
+        for b, v in zip(bars, vals):
+            if np.isfinite(v):
+                ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_ylabel("median latency, ms (log)")
+    ax.set_title("torchship.edge vs torch eager vs ExecuTorch 1.5.1 (1 thread each)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _cpu() -> str:
