@@ -141,3 +141,30 @@ def test_examples_runner_checks_every_variant(
     with pytest.raises(SystemExit) as exc:
         main(["no_such_kernel"])
     assert exc.value.code == 2
+
+
+# embedding_rows indexes with a loaded scalar id: torch turns a 0-d index into an int with
+# .item(), which needs values (meta tensors have none).
+META_CASES = [
+    (example, variant)
+    for example in EXAMPLES
+    for variant in load(example).VARIANTS
+    if variant != "embedding_rows"
+]
+
+
+@pytest.mark.parametrize(("example", "variant"), META_CASES, ids=[v for _, v in META_CASES])
+def test_ref_mode_keeps_everything_on_the_inputs_device(
+    example: str, variant: str, ref_mode: None
+) -> None:
+    """On meta tensors (no data), a kernel that made a block or index on another device
+    (a CPU default) would fail: ref mode must run where the inputs live, e.g. on a GPU."""
+    mod = load(example)
+    kernel, kwargs = mod.VARIANTS[variant]
+    args = mod.make_inputs("test", "meta")
+    got, expected = kernel(*args, **kwargs), mod.reference(*args, **kwargs)
+    got_t = got if isinstance(got, tuple) else (got,)
+    exp_t = expected if isinstance(expected, tuple) else (expected,)
+    assert len(got_t) == len(exp_t)
+    for g, e in zip(got_t, exp_t):
+        assert (g.device.type, g.shape, g.dtype) == ("meta", e.shape, e.dtype)
