@@ -219,9 +219,28 @@ class Container:
         return ref
 
 
+class _RawRecords(Container):
+    """A container whose storages are raw byte ranges of the file (legacy stream and tar):
+    ``records`` maps a storage key to (file offset, byte count).
+
+    Example: see :class:`LegacyContainer`.
+    """
+
+    def __init__(self, path: str, limits: Limits | None = None) -> None:
+        super().__init__(path, limits)
+        self.records: dict[str, tuple[int, int]] = {}  # key -> (file offset, nbytes)
+
+    def read(self, storage: StorageRef, start: int, length: int) -> bytes:
+        offset, nbytes = self.records[storage.key]
+        start += storage.base
+        if start < 0 or start + length > nbytes:
+            raise ContainerError(self.path, f"read outside storage {storage.key!r}")
+        return self.file_range(offset + start, length)
+
+
 # --------------------------------------------------------------------------- legacy stream
 
-class LegacyContainer(Container):
+class LegacyContainer(_RawRecords):
     """``torch.save(..., _use_new_zipfile_serialization=False)``: magic, protocol 1001, sys_info,
     the main pickle, the storage key list, then each storage as int64 count + raw bytes.
 
@@ -239,7 +258,6 @@ class LegacyContainer(Container):
     def __init__(self, path: str, limits: Limits | None = None) -> None:
         super().__init__(path, limits)
         self.map = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ) if self.size else b""
-        self.records: dict[str, tuple[int, int]] = {}  # key -> (file offset, nbytes)
 
     def close(self) -> None:
         if isinstance(getattr(self, "map", None), mmap.mmap):
@@ -327,13 +345,6 @@ class LegacyContainer(Container):
             self.findings.append(message)
         return Loaded(value, traces, list(self.findings))
 
-    def read(self, storage: StorageRef, start: int, length: int) -> bytes:
-        offset, nbytes = self.records[storage.key]
-        start += storage.base
-        if start < 0 or start + length > nbytes:
-            raise ContainerError(self.path, f"read outside storage {storage.key!r}")
-        return self.file_range(offset + start, length)
-
 
 # --------------------------------------------------------------------------- bare pickle
 
@@ -370,7 +381,7 @@ class PickleContainer(Container):
 
 # --------------------------------------------------------------------------- legacy tar
 
-class TarContainer(Container):
+class TarContainer(_RawRecords):
     """The oldest torch format: a tar of ``sys_info``, ``storages``, ``tensors``, ``pickle``.
 
     Example: ``TarContainer('old.pt').load().value`` -> the checkpoint with :class:`TensorRef`s.
@@ -391,7 +402,6 @@ class TarContainer(Container):
             if need not in self.entries:
                 self.close()
                 raise ContainerError(path, f"legacy tar checkpoint without a {need!r} member")
-        self.records: dict[str, tuple[int, int]] = {}
 
     def _member(self, name: str) -> tuple[bytes, int]:
         offset, size = self.entries[name]
@@ -463,13 +473,6 @@ class TarContainer(Container):
         value = m.run()
         traces.append(("pickle", m.trace))
         return Loaded(value, traces, list(self.findings))
-
-    def read(self, storage: StorageRef, start: int, length: int) -> bytes:
-        offset, nbytes = self.records[storage.key]
-        start += storage.base
-        if start < 0 or start + length > nbytes:
-            raise ContainerError(self.path, f"read outside storage {storage.key!r}")
-        return self.file_range(offset + start, length)
 
 
 def open_container(path: str | os.PathLike[str], limits: Limits | None = None, *,
