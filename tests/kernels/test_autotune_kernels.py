@@ -26,9 +26,13 @@ def test_tuning_a_real_kernel_picks_a_correct_config(name, variant, tmp_path):
     kernel, kw = mod.VARIANTS[variant]
     args = mod.make_inputs("test", "cpu", torch.float32, seed=1)
     bound = kernel.bind(args, kw) if kw else kernel.bind(args)
+    # rms_norm also goes through a compile worker fed a layout-only ("light") target
     rep = autotune(bound, args, effort="quick", max_evals=4, kernel=kernel, kwargs=kw,
                    cache=AutotuneCache(tmp_path), timer=WallTimer(warmup=0, reps=1),
-                   progress=False, strategy="random", patience=0)
+                   progress=False, strategy="random", patience=0,
+                   compile_workers=1 if name == "rms_norm" else None)
+    if name == "rms_norm":
+        assert all(r.compile_s is not None for r in rep.results if r.ok)
     assert len(rep.results) == 4 and rep.results[0].config == bound.config_space.default()
     assert rep.best_ms is not None
     bound.config_space.validate(rep.config)
@@ -59,3 +63,22 @@ def test_kernel_autotune_uses_the_cache(tmp_path, monkeypatch):
     assert list((tmp_path / "logs").glob("*.json")) == logs
     out = kernel(*args)
     _check(mod, "add", args, out)
+
+
+def test_light_target_ships_layouts_only():
+    import pickle
+
+    from torchship.kernels.autotune.target import KernelTarget
+
+    mod = load("cross_entropy")
+    kernel, _ = mod.VARIANTS["cross_entropy"]
+    logits, labels = mod.make_inputs("test", "cpu", torch.float32, seed=3)
+    target = KernelTarget(kernel, (logits, labels))
+    full, light = pickle.dumps(target), pickle.dumps(target.light())
+    assert len(light) < len(full) - logits.numel() * 4 // 2
+    bound, (lg, lb), _ = pickle.loads(light).build()
+    assert lg.shape == logits.shape and lg.stride() == logits.stride()
+    assert torch.equal(lb, labels)  # integer data (class indices) is shipped for real
+    assert not torch.equal(lg, logits)  # float data is a random stand-in
+    _, (fg, _), _ = pickle.loads(full).build()
+    assert torch.equal(fg, logits)

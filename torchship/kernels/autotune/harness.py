@@ -400,12 +400,16 @@ class Harness:
             self._local = _State(self.target, self.timer, "bench")
             return self
         payload = pickle.dumps(self.target)
+        light = pickle.dumps(self.target.light()) if self.compile_workers else payload
         self._bench = self._take("bench")
         self._compilers = [self._take("compile") for _ in range(self.compile_workers)]
         workers = [self._bench, *self._compilers]
         for w in workers:  # all set up in parallel
             w.setup_timeout = self.setup_timeout_s
-            w.begin(payload, self.timer if w.role == "bench" else None)
+            if w.role == "bench":
+                w.begin(payload, self.timer)
+            else:
+                w.begin(light, None)
         errors = []
         for w in workers:
             try:

@@ -120,7 +120,37 @@ def compare_outputs(out: Any, ref: Any, name: str = "out") -> str | None:
     return None
 
 
-def pack_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, list[str | None]]:
+@dataclass(frozen=True)
+class TensorSpec:
+    """Shape, dtype and strides of a floating tensor, standing in for its data where only a
+    launch with the same specialisation is needed (compile workers).
+
+    Example:
+        >>> import torch
+        >>> TensorSpec.of(torch.ones(2, 3).t()).materialize("cpu").stride()
+        (1, 3)
+    """
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def of(cls, t: Any) -> TensorSpec:
+        return cls(tuple(t.shape), tuple(t.stride()), str(t.dtype).replace("torch.", ""))
+
+    def materialize(self, device: Any) -> Any:
+        """A tensor of this layout on ``device`` filled with standard-normal values."""
+        import torch
+
+        out = torch.empty_strided(self.shape, self.stride, dtype=getattr(torch, self.dtype),
+                                  device=device or "cpu")
+        return out.normal_() if out.numel() else out
+
+
+def pack_args(
+    args: tuple[Any, ...], kwargs: dict[str, Any], *, light: bool = False
+) -> tuple[bytes, list[str | None]]:
     """Serialise arguments for a worker: tensors go to CPU; their devices are remembered.
 
     Example:
@@ -133,10 +163,16 @@ def pack_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, lis
 
     flat = list(args) + [kwargs[k] for k in sorted(kwargs)]
     devices = [str(x.device) if isinstance(x, torch.Tensor) else None for x in flat]
-    cpu_args = tuple(x.detach().cpu() if isinstance(x, torch.Tensor) else x for x in args)
-    cpu_kwargs = {
-        k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()
-    }
+
+    def host(x: Any) -> Any:
+        if not isinstance(x, torch.Tensor):
+            return x
+        if light and (x.is_floating_point() or x.is_complex()):
+            return TensorSpec.of(x)  # layout only: integer data (indices) always travels
+        return x.detach().cpu()
+
+    cpu_args = tuple(host(x) for x in args)
+    cpu_kwargs = {k: host(v) for k, v in kwargs.items()}
     buf = io.BytesIO()
     torch.save((cpu_args, cpu_kwargs), buf)
     return buf.getvalue(), devices
@@ -156,14 +192,13 @@ def unpack_args(data: bytes, devices: list[str | None]) -> tuple[tuple[Any, ...]
     # our own bytes from the parent process, never a user file: full unpickling is safe here
     cpu_args, cpu_kwargs = torch.load(io.BytesIO(data), weights_only=False)
     n = len(cpu_args)
-    args = tuple(
-        x.to(devices[i]) if isinstance(x, torch.Tensor) and devices[i] else x
-        for i, x in enumerate(cpu_args)
-    )
-    kwargs = {}
-    for j, k in enumerate(sorted(cpu_kwargs)):
-        v, dev = cpu_kwargs[k], devices[n + j]
-        kwargs[k] = v.to(dev) if isinstance(v, torch.Tensor) and dev else v
+    def place(x: Any, dev: str | None) -> Any:
+        if isinstance(x, TensorSpec):
+            return x.materialize(dev)
+        return x.to(dev) if isinstance(x, torch.Tensor) and dev else x
+
+    args = tuple(place(x, devices[i]) for i, x in enumerate(cpu_args))
+    kwargs = {k: place(cpu_kwargs[k], devices[n + j]) for j, k in enumerate(sorted(cpu_kwargs))}
     return args, kwargs
 
 
@@ -248,6 +283,11 @@ class Target:
     def build(self) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:  # pragma: no cover
         raise NotImplementedError
 
+    def light(self) -> Target:
+        """The target for compile workers (which only need a launch with the same layout):
+        by default the target itself."""
+        return self
+
     def reference(self, bound: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run the reference (default: ``bound.config_space.default()``); returns outputs."""
         fn = bound.compile(bound.config_space.default())
@@ -282,6 +322,7 @@ class KernelTarget(Target):
         self.ref = KernelRef.of(kernel)
         kwargs = dict(kwargs or {})
         self.data, self.devices = pack_args(tuple(args), kwargs)
+        self._light_data, _ = pack_args(tuple(args), kwargs, light=True)
         self.reference_mode = reference
         tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
         self.device_type = tensors[0].device.type if tensors else "cpu"
@@ -290,6 +331,21 @@ class KernelTarget(Target):
         kernel = self.ref.load()
         args, kwargs = unpack_args(self.data, self.devices)
         return bind(kernel, args, kwargs), args, kwargs
+
+    def light(self) -> KernelTarget:
+        """A copy whose floating arguments travel as layouts only (random data in the
+        worker): compile workers launch once to compile, they check nothing, and shipping a
+        multi-GB input to each of them would dominate a quick tune."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.data = self._light_data
+        return twin
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_light_data"] = b""  # not needed in a worker
+        return state
 
     def reference(self, bound: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.reference_mode == "ref":
