@@ -131,7 +131,16 @@ def write_entries(
         >>> write_entries(buf, {"a": Entry("U8", (2,), b"hi")})
         66
     """
-    header, layout = plan(entries, metadata)
+    return _write_planned(fileobj, entries, *plan(entries, metadata), on_progress)
+
+
+def _write_planned(
+    fileobj: BinaryIO,
+    entries: Mapping[str, Entry],
+    header: bytes,
+    layout: list[tuple[str, TensorInfo]],
+    on_progress: Callable[[int], None] | None,
+) -> int:
     _write_all(fileobj, memoryview(header))
     total = len(header)
     for key, info in layout:
@@ -267,9 +276,10 @@ def save_entries(
         >>> open(p, "rb").read()[8:]
         b'{"__metadata__":{"format":"np"}}'
     """
-    plan(entries, metadata)  # fail on bad input before creating any file
+    header, layout = plan(entries, metadata)  # fail on bad input before creating any file
+
     def write(fileobj: BinaryIO) -> int:
         hook = _Writeback(fileobj)  # also without fsync: ext4 flushes the file at the rename
-        return write_entries(fileobj, entries, metadata, on_progress=hook)
+        return _write_planned(fileobj, entries, header, layout, hook)
 
     atomic_write(path, write, fsync=fsync)
