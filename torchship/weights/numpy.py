@@ -24,8 +24,8 @@ import ml_dtypes
 import numpy as np
 
 from torchship.weights import shards as _shards
-from torchship.weights.format import SafetensorError, dtype_from_numpy, parse_header
-from torchship.weights.reader import numpy_view, safe_open
+from torchship.weights.format import SafetensorError, dtype_from_numpy
+from torchship.weights.reader import numpy_view, parse_bytes
 from torchship.weights.writer import Entry, save_entries, write_entries
 
 __all__ = ["load", "load_file", "save", "save_file", "save_sharded", "to_entries"]
@@ -111,11 +111,7 @@ def load(data: bytes) -> dict[str, np.ndarray]:
         >>> load(save({"x": np.arange(2, dtype=np.int8)}))["x"].tolist()
         [0, 1]
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise SafetensorError(f"expected bytes, got {type(data).__name__}")
-    buf = bytearray(data)
-    header = parse_header(buf, name="<bytes>")
-    order = sorted(header.tensors, key=lambda k: (header.tensors[k].start, k))
+    buf, header, order = parse_bytes(data)
     return {key: numpy_view(buf, header, key) for key in order}
 
 
@@ -126,11 +122,4 @@ def load_file(filename: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         >>> load_file("x.safetensors")["x"]  # doctest: +SKIP
         array([1., 1., 1., 1.], dtype=float32)
     """
-    files, mapping = _shards.resolve(filename)
-    result: dict[str, np.ndarray] = {}
-    for path in files:
-        with safe_open(path, framework="np") as f:
-            if mapping is not None:
-                _shards.check_shard(path, mapping[path.name], f.keys())
-            result.update(f.get_tensors())
-    return result
+    return _shards.load_checkpoint(filename, "np")

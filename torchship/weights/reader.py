@@ -175,6 +175,22 @@ def numpy_view(buf: Any, header: Header, key: str) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(info.shape)
 
 
+def parse_bytes(data: Any) -> tuple[bytearray, Header, list[str]]:
+    """For ``load(bytes)``: a private copy of ``data``, its validated header, and the tensor
+    names in data order.
+
+    Example:
+        >>> from torchship.weights.format import serialize_header
+        >>> parse_bytes(serialize_header([], None))[2]
+        []
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SafetensorError(f"expected bytes, got {type(data).__name__}")
+    buf = bytearray(data)
+    header = parse_header(buf, name="<bytes>")
+    return buf, header, sorted(header.tensors, key=lambda k: (header.tensors[k].start, k))
+
+
 def normalize_index(index: Any, shape: tuple[int, ...], *, name: str) -> tuple[Any, ...]:
     """Check a slice index (ints incl. negative, ``start:stop:step`` with step > 0, one ``...``)
     and return it as a full tuple of ints and slices with the ellipsis expanded.

@@ -226,3 +226,23 @@ def check_shard(file_path: Path, expected: list[str], keys: list[str]) -> None:
         raise SafetensorError(
             f"{file_path}: shard does not match the index (missing {missing[:5]}, not indexed {extra[:5]})"
         )
+
+
+def load_checkpoint(path: str | os.PathLike[str], framework: str, device: Any = "cpu") -> dict[str, Any]:
+    """Every tensor of a file or a sharded checkpoint (directory or index), each shard checked
+    against the index; what ``load_file`` of both adapters returns.
+
+    Example:
+        >>> load_checkpoint("ckpt", "np")  # doctest: +SKIP
+        {'a': array([...], dtype=float32), ...}
+    """
+    from torchship.weights.reader import safe_open
+
+    files, mapping = resolve(path)
+    result: dict[str, Any] = {}
+    for file_path in files:
+        with safe_open(file_path, framework=framework, device=device) as f:
+            if mapping is not None:
+                check_shard(file_path, mapping[file_path.name], f.keys())
+            result.update(f.get_tensors())
+    return result

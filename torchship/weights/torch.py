@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from torchship.weights import shards as _shards
-from torchship.weights.format import TORCH_NAMES, Header, SafetensorError, parse_header
-from torchship.weights.reader import safe_open
+from torchship.weights.format import TORCH_NAMES, Header, SafetensorError
+from torchship.weights.reader import parse_bytes
 from torchship.weights.writer import Entry, save_entries, write_entries
 
 __all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model", "save_sharded"]
@@ -80,8 +80,8 @@ def cpu_view(buf: Any, header: Header, key: str, *, name: str = "<buffer>") -> t
     """A CPU tensor viewing tensor ``key`` inside ``buf`` (no copy).
 
     Example:
-        >>> blob = save({"x": torch.arange(3)})
-        >>> cpu_view(bytearray(blob), parse_header(blob), "x").tolist()
+        >>> buf, header, _ = parse_bytes(save({"x": torch.arange(3)}))
+        >>> cpu_view(buf, header, "x").tolist()
         [0, 1, 2]
     """
     info = header.tensors[key]
@@ -277,22 +277,22 @@ def save(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None
         >>> len(save({"x": torch.zeros(2, dtype=torch.uint8)}))
         66
     """
-    entries = _entries(tensors)
-    _refuse_shared(tensors)
+    entries = _unshared_entries(tensors)
     buf = io.BytesIO()
     write_entries(buf, entries, metadata)
     return buf.getvalue()
 
 
-def _refuse_shared(tensors: Mapping[str, torch.Tensor]) -> None:
-    if not isinstance(tensors, Mapping):
-        raise SafetensorError(f"expected a dict of str -> torch.Tensor, got {type(tensors).__name__}")
-    shared = [sorted(g) for g in find_shared_tensors({k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)}) if len(g) > 1]
+def _unshared_entries(tensors: Mapping[str, torch.Tensor]) -> dict[str, Entry]:
+    """Writer entries for ``tensors``, refusing tensors that share memory (as safetensors does)."""
+    entries = _entries(tensors)
+    shared = [sorted(g) for g in find_shared_tensors(tensors) if len(g) > 1]
     if shared:
         raise RuntimeError(
             f"Some tensors share memory, which would duplicate them on disk: {shared}. "
             "Use torchship.weights.torch.save_model, or save .clone()s."
         )
+    return entries
 
 
 def save_file(
@@ -307,8 +307,7 @@ def save_file(
     Example:
         >>> save_file({"w": torch.randn(3)}, "w.safetensors")  # doctest: +SKIP
     """
-    entries = _entries(tensors)
-    _refuse_shared(tensors)
+    entries = _unshared_entries(tensors)
     save_entries(entries, filename, metadata, fsync=fsync)
 
 
@@ -323,8 +322,7 @@ def save_sharded(
     Example:
         >>> save_sharded(model.state_dict(), "ckpt", "2GB")  # doctest: +SKIP
     """
-    entries = _entries(tensors)
-    _refuse_shared(tensors)
+    entries = _unshared_entries(tensors)
     return _shards.save_sharded(entries, directory, max_shard_size, metadata)
 
 
@@ -335,11 +333,7 @@ def load(data: bytes, device: Any = "cpu") -> dict[str, torch.Tensor]:
         >>> load(save({"x": torch.arange(2)}))["x"].tolist()
         [0, 1]
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise SafetensorError(f"expected bytes, got {type(data).__name__}")
-    buf = bytearray(data)
-    header = parse_header(buf, name="<bytes>")
-    keys = sorted(header.tensors, key=lambda k: (header.tensors[k].start, k))
+    buf, header, keys = parse_bytes(data)
     dev = normalize_device(device)
     if dev.type != "cpu":
         return load_to_device(buf, header, keys, dev)
@@ -352,14 +346,7 @@ def load_file(filename: str | os.PathLike[str], device: Any = "cpu") -> dict[str
     Example:
         >>> load_file("w.safetensors", device="cuda")  # doctest: +SKIP
     """
-    files, mapping = _shards.resolve(filename)
-    result: dict[str, torch.Tensor] = {}
-    for path in files:
-        with safe_open(path, framework="pt", device=device) as f:
-            if mapping is not None:
-                _shards.check_shard(path, mapping[path.name], f.keys())
-            result.update(f.get_tensors())
-    return result
+    return _shards.load_checkpoint(filename, "pt", device)
 
 
 def save_model(
