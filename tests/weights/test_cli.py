@@ -99,3 +99,21 @@ def test_names_that_look_like_rich_markup_are_printed_not_parsed(tmp_path, capsy
     assert "'[/]x'" in out and "bad[b].safetensors" in out
     assert main(["weights", "inspect", str(bad)]) == 1
     assert "'[/]x'" in capsys.readouterr().out
+
+
+def test_pickle_checkpoint_gets_a_hint_to_convert(tmp_path, capsys) -> None:
+    import pickle
+
+    import torch
+
+    zipped = tmp_path / "sd.pt"
+    torch.save({"w": torch.ones(2)}, zipped)
+    bare = tmp_path / "d.pkl"
+    bare.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    for path in (zipped, bare):
+        assert main(["weights", "verify", str(path)]) == 1
+        assert "torchship weights convert" in capsys.readouterr().out
+    garbage = tmp_path / "g.safetensors"
+    garbage.write_bytes(b"\x01" * 16)
+    assert main(["weights", "verify", str(garbage)]) == 1
+    assert "convert" not in capsys.readouterr().out

@@ -39,6 +39,14 @@ def read_header(path: Path) -> Header:
         raise SafetensorError(f"{path}: cannot open: {exc.strerror or exc}") from exc
     try:
         return parse_header(buf, name=str(path), base=blob_offset(buf, name=str(path)))
+    except SafetensorError as exc:
+        head = bytes(buf[:4])
+        if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
+            raise SafetensorError(
+                f"{exc} (this looks like a torch.save/pickle checkpoint, not safetensors: "
+                "check it with `torchship weights scan`, convert it with `torchship weights convert`)"
+            ) from None
+        raise
     finally:
         if hasattr(buf, "close"):
             with contextlib.suppress(BufferError):  # a view still exported: the GC closes it
