@@ -107,24 +107,28 @@ def touch_numpy(arrays: dict[str, np.ndarray]) -> int:
 
 
 def evict(path: Path) -> None:
-    """Drop ``path`` from the page cache (it must not be mapped anywhere)."""
+    """Drop ``path`` from the page cache (it must not be mapped anywhere).
+
+    Example: ``evict(Path("w.safetensors"))`` before a cold load.
+    """
     gc.collect()
+    fsync_path(path)  # dirty pages cannot be dropped
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
 
 
 def warm(path: Path) -> None:
-    """Bring ``path`` into the page cache."""
+    """Bring ``path`` into the page cache. Example: ``warm(Path("w.safetensors"))``."""
     with open(path, "rb") as f:
         while f.read(64 << 20):
             pass
 
 
 def fsync_path(path: Path) -> None:
+    """Flush ``path``'s data to disk. Example: ``fsync_path(Path("w.safetensors"))``."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -139,6 +143,7 @@ def _time(fn: Callable[[], Any]) -> float:
 
 
 def cpu_model() -> str:
+    """The CPU's model name for the results table. Example: ``cpu_model()`` -> ``'AMD EPYC ...'``."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -149,6 +154,10 @@ def cpu_model() -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every measurement and print the table; return the results for the JSON file.
+
+    Example: ``python benchmarks/weights.py --size-mib 64`` calls it.
+    """
     console = Console()
     size = args.size_mib << 20
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="ts-weights-bench-"))

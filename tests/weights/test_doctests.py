@@ -7,7 +7,9 @@ import importlib
 
 import pytest
 
-MODULES = ["format", "writer", "reader", "numpy", "torch", "shards"]
+MODULES = ["format", "writer", "reader", "numpy", "torch", "shards"] + [
+    f"pickle.{m}" for m in ("allowlist", "vm", "containers", "zipcontainer", "rebuild", "convert", "scan", "values", "decoder")
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -323,7 +323,7 @@ class safe_open:  # noqa: N801 - drop-in name
     # -- header ----------------------------------------------------------------------------
     @property
     def header(self) -> Header:
-        """The validated header (tensors, metadata, offsets)."""
+        """The validated header (tensors, metadata, offsets). Example: ``f.header.data_start``."""
         return self._header
 
     def keys(self) -> list[str]:

@@ -356,7 +356,13 @@ class NumpyDtype(Callable_):
         self.dtype = dtype
 
     def setstate(self, state: Any) -> None:
-        """Apply numpy's dtype state tuple (only the byte order matters for plain types)."""
+        """Apply numpy's dtype state tuple (only the byte order matters for plain types).
+
+        Example:
+            >>> d = NumpyDtype(np.dtype("<i4")); d.setstate((3, ">", None, None, None, -1, -1, 0))
+            >>> d.dtype.byteorder
+            '>'
+        """
         if not isinstance(state, tuple) or len(state) < 2 or not isinstance(state[1], str):
             raise TypeError("unexpected numpy dtype state")
         if state[1] in "<>" and state[1] and self.dtype.itemsize > 1:

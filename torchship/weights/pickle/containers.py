@@ -260,6 +260,7 @@ class LegacyContainer(_RawRecords):
         self.map = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ) if self.size else b""
 
     def close(self) -> None:
+        """Release the mapping and the file. Example: ``c.close()``."""
         if isinstance(getattr(self, "map", None), mmap.mmap):
             self.map.close()
         super().close()
@@ -274,6 +275,7 @@ class LegacyContainer(_RawRecords):
         return LEGACY_MAGIC.to_bytes(10, "little") in head[:16]
 
     def load(self, strict: bool = True) -> Loaded:
+        """Run the pickle(s) through our machine, storages as records. Example: see class."""
         traces: list[tuple[str, Trace]] = []
         pos = 0
         header = []
@@ -363,6 +365,7 @@ class PickleContainer(Container):
     kind = "pickle"
 
     def load(self, strict: bool = True) -> Loaded:
+        """Run the pickle(s) through our machine, storages as records. Example: see class."""
         with open(self.path, "rb") as f:
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
         try:
@@ -408,6 +411,7 @@ class TarContainer(_RawRecords):
         return self.pread(offset, size), offset
 
     def load(self, strict: bool = True) -> Loaded:
+        """Run the pickle(s) through our machine, storages as records. Example: see class."""
         try:
             return self._load(strict)
         except (struct.error, KeyError, TypeError, ValueError, IndexError) as exc:

@@ -186,7 +186,7 @@ class Machine:
             True
         """
         d = self.decoder
-        dispatch = {name: getattr(self, "op_" + name) for name, _ in OPCODES.values()
+        dispatch = {name: getattr(self, "_op_" + name) for name, _ in OPCODES.values()
                     if name != "STOP"}
         gc_was_enabled = gc.isenabled()
         gc.disable()  # many small objects, no cycles to collect mid-stream
@@ -217,39 +217,39 @@ class Machine:
             dispatch[self.opcode](arg)
 
     # -- opcodes (one method each; argument already decoded)
-    def op_PROTO(self, arg: int) -> None:
+    def _op_PROTO(self, arg: int) -> None:
         if arg > HIGHEST_PROTOCOL:
             raise self.fail(f"unsupported pickle protocol {arg}")
         self.trace.protocol = arg
 
-    def op_FRAME(self, arg: int) -> None:
+    def _op_FRAME(self, arg: int) -> None:
         pass
 
-    def op_MARK(self, arg: None) -> None:
+    def _op_MARK(self, arg: None) -> None:
         if len(self.metastack) >= self.limits.max_marks:
             raise self.fail(f"more than {self.limits.max_marks} nested MARKs")
         self.metastack.append(self.stack)
         self.stack = []
 
-    def op_POP(self, arg: None) -> None:
+    def _op_POP(self, arg: None) -> None:
         if self.stack:
             self.stack.pop()
         else:
             self._pop_mark()
 
-    def op_POP_MARK(self, arg: None) -> None:
+    def _op_POP_MARK(self, arg: None) -> None:
         self._pop_mark()
 
-    def op_DUP(self, arg: None) -> None:
+    def _op_DUP(self, arg: None) -> None:
         self._push(self._top())
 
-    def op_NONE(self, arg: None) -> None:
+    def _op_NONE(self, arg: None) -> None:
         self._push(None)
 
-    def op_NEWTRUE(self, arg: None) -> None:
+    def _op_NEWTRUE(self, arg: None) -> None:
         self._push(True)
 
-    def op_NEWFALSE(self, arg: None) -> None:
+    def _op_NEWFALSE(self, arg: None) -> None:
         self._push(False)
 
     def _int_text(self, raw: bytes) -> int:
@@ -261,7 +261,7 @@ class Machine:
         except ValueError:
             raise self.fail(f"bad integer literal {short_repr(raw)}") from None
 
-    def op_INT(self, arg: bytes) -> None:
+    def _op_INT(self, arg: bytes) -> None:
         if arg == b"00":
             self._push(False)
         elif arg == b"01":
@@ -269,33 +269,33 @@ class Machine:
         else:
             self._push(self._int_text(arg))
 
-    def op_LONG(self, arg: bytes) -> None:
+    def _op_LONG(self, arg: bytes) -> None:
         self._push(self._int_text(arg[:-1] if arg.endswith(b"L") else arg))
 
-    def op_BININT(self, arg: int) -> None:
+    def _op_BININT(self, arg: int) -> None:
         self._push(arg)
 
-    op_BININT1 = op_BININT
-    op_BININT2 = op_BININT
+    _op_BININT1 = _op_BININT
+    _op_BININT2 = _op_BININT
 
     def _long_bytes(self, raw: bytes) -> None:
         if len(raw) * 2.41 > self.limits.max_int_digits:
             raise self.fail(f"integer of {len(raw)} bytes")
         self._push(int.from_bytes(raw, "little", signed=True))
 
-    op_LONG1 = _long_bytes
-    op_LONG4 = _long_bytes
+    _op_LONG1 = _long_bytes
+    _op_LONG4 = _long_bytes
 
-    def op_FLOAT(self, arg: bytes) -> None:
+    def _op_FLOAT(self, arg: bytes) -> None:
         try:
             self._push(float(arg))
         except ValueError:
             raise self.fail(f"bad float literal {short_repr(arg)}") from None
 
-    def op_BINFLOAT(self, arg: float) -> None:
+    def _op_BINFLOAT(self, arg: float) -> None:
         self._push(arg)
 
-    def op_STRING(self, arg: bytes) -> None:
+    def _op_STRING(self, arg: bytes) -> None:
         if len(arg) < 2 or arg[:1] != arg[-1:] or arg[:1] not in (b"'", b'"'):
             raise self.fail("STRING argument is not a quoted literal")
         try:
@@ -309,10 +309,10 @@ class Machine:
         self._count(len(arg))
         self._push(_decode_str(arg))
 
-    op_BINSTRING = _binstring
-    op_SHORT_BINSTRING = _binstring
+    _op_BINSTRING = _binstring
+    _op_SHORT_BINSTRING = _binstring
 
-    def op_UNICODE(self, arg: bytes) -> None:
+    def _op_UNICODE(self, arg: bytes) -> None:
         self._count(len(arg))
         try:
             self._push(arg.decode("raw-unicode-escape"))
@@ -326,33 +326,33 @@ class Machine:
         except UnicodeDecodeError as exc:
             raise self.fail(f"bad UTF-8 string: {exc}") from None
 
-    op_BINUNICODE = _binunicode
-    op_SHORT_BINUNICODE = _binunicode
-    op_BINUNICODE8 = _binunicode
+    _op_BINUNICODE = _binunicode
+    _op_SHORT_BINUNICODE = _binunicode
+    _op_BINUNICODE8 = _binunicode
 
     def _binbytes(self, arg: bytes) -> None:
         self._count(len(arg))
         self._push(arg)
 
-    op_BINBYTES = _binbytes
-    op_SHORT_BINBYTES = _binbytes
-    op_BINBYTES8 = _binbytes
+    _op_BINBYTES = _binbytes
+    _op_SHORT_BINBYTES = _binbytes
+    _op_BINBYTES8 = _binbytes
 
-    def op_BYTEARRAY8(self, arg: bytes) -> None:
+    def _op_BYTEARRAY8(self, arg: bytes) -> None:
         self._count(len(arg))
         self._push(bytearray(arg))
 
-    def op_NEXT_BUFFER(self, arg: None) -> None:
+    def _op_NEXT_BUFFER(self, arg: None) -> None:
         raise self.fail("NEXT_BUFFER needs out-of-band buffers, which a file cannot provide")
 
-    def op_READONLY_BUFFER(self, arg: None) -> None:
+    def _op_READONLY_BUFFER(self, arg: None) -> None:
         if not isinstance(self._top(), bytes | bytearray):
             raise self.fail("READONLY_BUFFER on a non-buffer")
 
-    def op_EMPTY_TUPLE(self, arg: None) -> None:
+    def _op_EMPTY_TUPLE(self, arg: None) -> None:
         self._push(())
 
-    def op_TUPLE(self, arg: None) -> None:
+    def _op_TUPLE(self, arg: None) -> None:
         items = self._pop_mark()
         self._count(items=len(items))
         self._push(tuple(items))
@@ -365,27 +365,27 @@ class Machine:
         self._count(items=n)
         self._push(items)
 
-    def op_TUPLE1(self, arg: None) -> None:
+    def _op_TUPLE1(self, arg: None) -> None:
         self._tuple_n(1)
 
-    def op_TUPLE2(self, arg: None) -> None:
+    def _op_TUPLE2(self, arg: None) -> None:
         self._tuple_n(2)
 
-    def op_TUPLE3(self, arg: None) -> None:
+    def _op_TUPLE3(self, arg: None) -> None:
         self._tuple_n(3)
 
-    def op_EMPTY_LIST(self, arg: None) -> None:
+    def _op_EMPTY_LIST(self, arg: None) -> None:
         self._push([])
 
-    def op_LIST(self, arg: None) -> None:
+    def _op_LIST(self, arg: None) -> None:
         items = self._pop_mark()
         self._count(items=len(items))
         self._push(items)
 
-    def op_EMPTY_DICT(self, arg: None) -> None:
+    def _op_EMPTY_DICT(self, arg: None) -> None:
         self._push({})
 
-    def op_DICT(self, arg: None) -> None:
+    def _op_DICT(self, arg: None) -> None:
         items = self._pop_mark()
         if len(items) % 2:
             raise self.fail("DICT with an odd number of items")
@@ -393,10 +393,10 @@ class Machine:
         self._setitems(out, items)
         self._push(out)
 
-    def op_EMPTY_SET(self, arg: None) -> None:
+    def _op_EMPTY_SET(self, arg: None) -> None:
         self._push(set())
 
-    def op_FROZENSET(self, arg: None) -> None:
+    def _op_FROZENSET(self, arg: None) -> None:
         items = self._pop_mark()
         self._count(items=len(items))
         try:
@@ -406,7 +406,7 @@ class Machine:
         except (TypeError, ValueError) as exc:
             raise self.fail(f"FROZENSET of unhashable items: {exc}") from None
 
-    def op_ADDITEMS(self, arg: None) -> None:
+    def _op_ADDITEMS(self, arg: None) -> None:
         items = self._pop_mark()
         target = self._top()
         if isinstance(target, Opaque):
@@ -437,12 +437,12 @@ class Machine:
         except (TypeError, ValueError) as exc:
             raise self.fail(f"unhashable dict key: {exc}") from None
 
-    def op_SETITEM(self, arg: None) -> None:
+    def _op_SETITEM(self, arg: None) -> None:
         value = self._pop()
         key = self._pop()
         self._setitems(self._top(), [key, value])
 
-    def op_SETITEMS(self, arg: None) -> None:
+    def _op_SETITEMS(self, arg: None) -> None:
         items = self._pop_mark()
         if len(items) % 2:
             raise self.fail("SETITEMS with an odd number of items")
@@ -458,11 +458,11 @@ class Machine:
         self._count(items=len(items))
         target.extend(items)
 
-    def op_APPEND(self, arg: None) -> None:
+    def _op_APPEND(self, arg: None) -> None:
         value = self._pop()
         self._appends([value])
 
-    def op_APPENDS(self, arg: None) -> None:
+    def _op_APPENDS(self, arg: None) -> None:
         self._appends(self._pop_mark())
 
     # memo
@@ -478,62 +478,62 @@ class Machine:
             raise self.fail(f"memo exceeds {self.limits.max_memo} entries")
         self.memo[index] = self._top()
 
-    def op_GET(self, arg: bytes) -> None:
+    def _op_GET(self, arg: bytes) -> None:
         self._memo_get(self._int_text(arg))
 
-    def op_BINGET(self, arg: int) -> None:
+    def _op_BINGET(self, arg: int) -> None:
         self._memo_get(arg)
 
-    op_LONG_BINGET = op_BINGET
+    _op_LONG_BINGET = _op_BINGET
 
-    def op_PUT(self, arg: bytes) -> None:
+    def _op_PUT(self, arg: bytes) -> None:
         self._memo_put(self._int_text(arg))
 
-    def op_BINPUT(self, arg: int) -> None:
+    def _op_BINPUT(self, arg: int) -> None:
         self._memo_put(arg)
 
-    op_LONG_BINPUT = op_BINPUT
+    _op_LONG_BINPUT = _op_BINPUT
 
-    def op_MEMOIZE(self, arg: None) -> None:
+    def _op_MEMOIZE(self, arg: None) -> None:
         self._memo_put(len(self.memo))
 
     # globals and calls
-    def op_GLOBAL(self, arg: tuple[bytes, bytes]) -> None:
+    def _op_GLOBAL(self, arg: tuple[bytes, bytes]) -> None:
         self._push(self._global(_text(arg[0]), _text(arg[1]), "GLOBAL"))
 
-    def op_STACK_GLOBAL(self, arg: None) -> None:
+    def _op_STACK_GLOBAL(self, arg: None) -> None:
         name = self._pop()
         module = self._pop()
         self._push(self._global(module, name, "STACK_GLOBAL"))
 
-    def op_REDUCE(self, arg: None) -> None:
+    def _op_REDUCE(self, arg: None) -> None:
         args = self._pop()
         func = self._pop()
         self._push(self._call(func, args, "call"))
 
-    def op_NEWOBJ(self, arg: None) -> None:
+    def _op_NEWOBJ(self, arg: None) -> None:
         args = self._pop()
         cls = self._pop()
         self._push(self._call(cls, args, "instantiate"))
 
-    def op_NEWOBJ_EX(self, arg: None) -> None:
+    def _op_NEWOBJ_EX(self, arg: None) -> None:
         kwargs = self._pop()
         args = self._pop()
         cls = self._pop()
         self._push(self._call(cls, args, "instantiate", kwargs))
 
-    def op_OBJ(self, arg: None) -> None:
+    def _op_OBJ(self, arg: None) -> None:
         items = self._pop_mark()
         if not items:
             raise self.fail("OBJ without a class")
         self._push(self._call(items[0], tuple(items[1:]), "instantiate"))
 
-    def op_INST(self, arg: tuple[bytes, bytes]) -> None:
+    def _op_INST(self, arg: tuple[bytes, bytes]) -> None:
         cls = self._global(_text(arg[0]), _text(arg[1]), "INST")
         args = tuple(self._pop_mark())
         self._push(self._call(cls, args, "instantiate"))
 
-    def op_BUILD(self, arg: None) -> None:
+    def _op_BUILD(self, arg: None) -> None:
         state = self._pop()
         target = self._top()
         if isinstance(target, Opaque):
@@ -550,10 +550,10 @@ class Machine:
             return
         raise self.fail(f"BUILD with state {short_repr(state)} on a {type(target).__name__}")
 
-    def op_PERSID(self, arg: bytes) -> None:
+    def _op_PERSID(self, arg: bytes) -> None:
         self._persistent(_text(arg))
 
-    def op_BINPERSID(self, arg: None) -> None:
+    def _op_BINPERSID(self, arg: None) -> None:
         self._persistent(self._pop())
 
     def _persistent(self, pid: Any) -> None:
@@ -574,6 +574,6 @@ class Machine:
                     f"look up extension code {code} in the copyreg registry (any global)")
         self._push(target)
 
-    op_EXT1 = _ext
-    op_EXT2 = _ext
-    op_EXT4 = _ext
+    _op_EXT1 = _ext
+    _op_EXT2 = _ext
+    _op_EXT4 = _ext

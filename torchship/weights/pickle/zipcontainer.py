@@ -194,6 +194,7 @@ class ZipContainer(Container):
         return out
 
     def load(self, strict: bool = True) -> Loaded:
+        """Run ``<root>/data.pkl`` with storages resolved to zip records. Example: see class."""
         main = self.members.get(f"{self.root}/data.pkl")
         if main is None:
             raise ContainerError(self.path, f"zip archive has no {self.root}/data.pkl; not a "
@@ -229,6 +230,7 @@ class ZipContainer(Container):
         return Loaded(value, [(main.name, m.trace)], list(self.findings))
 
     def record_crc(self, tensor: Any) -> int | None:
+        """The zip's CRC-32 when ``tensor`` is exactly one whole stored record. Example: see class."""
         if not isinstance(tensor, TensorRef) or self.byteorder != "little":
             return None
         m = self.members.get(f"{self.root}/data/{tensor.storage.key}")
@@ -237,6 +239,7 @@ class ZipContainer(Container):
         return m.crc if whole else None
 
     def read(self, storage: StorageRef, start: int, length: int) -> Any:
+        """Storage bytes from its zip record (a file view when stored). Example: see class."""
         m = self.members[f"{self.root}/data/{storage.key}"]
         start += storage.base
         if start < 0 or start + length > m.file_size:
