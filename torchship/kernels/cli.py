@@ -160,6 +160,7 @@ def build_inputs(module: Any, kernel: Any, args: argparse.Namespace) -> tuple[An
 def _cmd_autotune(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from torchship.kernels.autotune import AutotuneCache, autotune
     from torchship.kernels.autotune.plot import plot_report
@@ -182,6 +183,8 @@ def _cmd_autotune(args: argparse.Namespace) -> int:
     name = args.target.rsplit("::", 1)[1]
     if report.from_cache:
         console.print(f"cached winner for {name} ({report.best_ms} ms); --force to re-tune")
+        console.print(f"best config: {json.dumps(config_dict(report.config))}", markup=False)
+        return 0
     table = Table(title=f"{name}: top configs ({len(report.results)} evaluated, "
                   f"{report.elapsed_s:.1f} s, {report.stop_reason})")
     table.add_column("#")
@@ -190,7 +193,8 @@ def _cmd_autotune(args: argparse.Namespace) -> int:
     table.add_column("config")
     for i, r in enumerate(report.top(args.top), 1):
         ratio = f"{report.default_ms / r.time_ms:.2f}x" if report.default_ms else "-"
-        table.add_row(str(i), f"{r.time_ms * 1e3:.1f}", ratio, json.dumps(config_dict(r.config)))
+        table.add_row(str(i), f"{r.time_ms * 1e3:.1f}", ratio,
+                      Text(json.dumps(config_dict(r.config))))  # Text: no markup in "[None]"
     console.print(table)
     failed: dict[str, int] = {}
     for r in report.results:
@@ -203,13 +207,14 @@ def _cmd_autotune(args: argparse.Namespace) -> int:
         console.print(f"plot: {png}")
     if report.log_path:
         console.print(f"log: {report.log_path}")
-    console.print(f"best config: {json.dumps(config_dict(report.config))}")
+    console.print(f"best config: {json.dumps(config_dict(report.config))}", markup=False)
     return 0
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from torchship.kernels.autotune import AutotuneCache
 
@@ -228,7 +233,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
             )
             t = e.get("time_ms")
             table.add_row(str(k.get("kernel", "?")), shapes, str(k.get("device", {}).get("name")),
-                          f"{t * 1e3:.1f}" if t is not None else "-", json.dumps(e["config"]))
+                          f"{t * 1e3:.1f}" if t is not None else "-", Text(json.dumps(e["config"])))
             n += 1
         console.print(table)
         console.print(f"{n} entries")
