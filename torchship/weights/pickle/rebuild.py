@@ -72,12 +72,17 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     raise ValueError(f"a {type(value).__name__} has no JSON form")
 
 
-def _has_tensor(value: Any, budget: list[int], path: set[int], depth: int = 0) -> bool:
+def _count_node(budget: list[int], depth: int) -> None:
+    """Charge one visited node to the walk's bounds (depth and total node count)."""
     if depth > MAX_DEPTH:
         raise RebuildError(f"checkpoint structure nests deeper than {MAX_DEPTH} levels")
     budget[0] -= 1
     if budget[0] < 0:
         raise RebuildError(f"checkpoint structure has more than {MAX_NODES} nodes")
+
+
+def _has_tensor(value: Any, budget: list[int], path: set[int], depth: int = 0) -> bool:
+    _count_node(budget, depth)
     if isinstance(value, TensorRef | StorageRef):
         return True
     if isinstance(value, NumpyArray):
@@ -123,11 +128,7 @@ def flatten(value: Any, prefix: str = "") -> Flat:
         return True
 
     def walk(name: str, node: Any, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            raise RebuildError(f"checkpoint structure nests deeper than {MAX_DEPTH} levels")
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise RebuildError(f"checkpoint structure has more than {MAX_NODES} nodes")
+        _count_node(budget, depth)
         if isinstance(node, TensorRef):
             out.tensors[name or "tensor"] = node
             return
