@@ -234,12 +234,13 @@ def _config_from_dict(space: Any, data: dict[str, Any]) -> Any:
         return None
 
 
-def make_target(bound: Any, args: tuple[Any, ...], kwargs: dict[str, Any], kernel: Any, isolate: bool) -> Target:
+def make_target(bound: Any, args: tuple[Any, ...], kwargs: dict[str, Any], kernel: Any,
+                isolate: bool, reference: str = "default") -> Target:
     """A re-importable :class:`KernelTarget` when possible, else an in-process target."""
     kernel = kernel if kernel is not None else getattr(bound, "kernel", None)
     if isolate and kernel is not None:
         try:
-            return KernelTarget(kernel, args, kwargs)
+            return KernelTarget(kernel, args, kwargs, reference=reference)
         except TargetError as exc:
             warnings.warn(f"{exc}; tuning in-process without crash isolation", stacklevel=3)
     return LocalTarget(bound, args, kwargs)
@@ -269,12 +270,15 @@ def autotune(
     keep_workers: bool = False,
     confirm: int = 3,
     seeds: list[Any] | None = None,
+    reference: str = "default",
 ) -> TuneReport:
     """Tune ``bound`` on ``args`` and return a :class:`TuneReport` (see :func:`tune`).
 
     ``seeds`` are configs worth trying first (after the default), e.g. hand-picked ones;
     ``confirm`` re-times that many of the fastest candidates before choosing;
-    ``keep_workers`` keeps the worker processes for the next call (see ``prewarm``).
+    ``keep_workers`` keeps the worker processes for the next call (see ``prewarm``);
+    ``reference="ref"`` checks candidates against the eager reference mode instead of the
+    default config (independent, slower: use it on small inputs).
 
     Example:
         >>> # report = autotune(kernel.bind(args), args, effort="quick"); report.best_ms
@@ -312,7 +316,7 @@ def autotune(
         seeds = [default] + list(seeds or []) + (
             nearby_winners(store, key, space) if store is not None else [])
     strat.start(space, seeds, random.Random(seed))
-    tgt = target or make_target(bound, args, kwargs, kernel, isolate)
+    tgt = target or make_target(bound, args, kwargs, kernel, isolate, reference)
     # a hung candidate must not eat the whole budget: per-candidate timeouts follow it
     harness = Harness(tgt, timer=timer, isolate=isolate, compile_workers=compile_workers,
                       keep_workers=keep_workers,
