@@ -182,3 +182,11 @@ def test_confirmation_rounds_reject_a_lucky_measurement():
     assert rep.config == FakeConfig(256, 4, 3)
     assert rep.confirmed[0]["config"] == FakeConfig(256, 4, 3).to_dict()
     assert rep.confirmed[-1]["times_ms"][1:] == [10.0, 10.0]
+
+
+def test_progress_bar_shows_count_best_and_elapsed(capsys):
+    rep = _run("random", max_evals=6, patience=0, progress=True, confirm=0)
+    out = capsys.readouterr().out
+    assert "autotune fake_double" in out and "6/6" in out
+    assert f"best {rep.best_ms * 1e3:.1f} µs" in out  # the best of the six, in µs
+    assert "0:00:0" in out  # elapsed
