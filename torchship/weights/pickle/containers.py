@@ -196,6 +196,15 @@ class Container:
         """Run the main pickle (and its helpers) through our machine. Example: see module."""
         raise NotImplementedError
 
+    def problem(self, message: str, strict: bool) -> None:
+        """A flaw in the file: refused when converting (``strict``), recorded when scanning.
+
+        Example: ``c.problem("3 bytes after STOP", strict=False)`` appends to ``c.findings``.
+        """
+        if strict:
+            raise ContainerError(self.path, message)
+        self.findings.append(message)
+
     def machine(self, data: Any, *, strict: bool, source: str, start: int = 0,
                 persistent: Any = None) -> Machine:
         """A machine wired to the allowlist and this container's limits. Example: internal."""
@@ -275,7 +284,7 @@ class LegacyContainer(_RawRecords):
         return LEGACY_MAGIC.to_bytes(10, "little") in head[:16]
 
     def load(self, strict: bool = True) -> Loaded:
-        """Run the pickle(s) through our machine, storages as records. Example: see class."""
+        """Run the legacy stream's pickles and index its raw storages. Example: see class."""
         traces: list[tuple[str, Trace]] = []
         pos = 0
         header = []
@@ -341,10 +350,7 @@ class LegacyContainer(_RawRecords):
                 raise PickleVMError(f"storage {ref.key!r} view needs {ref.base + ref.nbytes} "
                                     f"bytes, the file holds {rec[1]}", offset, source)
         if pos != self.size:
-            message = f"{self.size - pos} unexpected bytes after the last storage"
-            if strict:
-                raise ContainerError(self.path, message)
-            self.findings.append(message)
+            self.problem(f"{self.size - pos} unexpected bytes after the last storage", strict)
         return Loaded(value, traces, list(self.findings))
 
 
@@ -365,17 +371,14 @@ class PickleContainer(Container):
     kind = "pickle"
 
     def load(self, strict: bool = True) -> Loaded:
-        """Run the pickle(s) through our machine, storages as records. Example: see class."""
+        """Run the bare pickle through our machine. Example: see class."""
         with open(self.path, "rb") as f:
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
         try:
             m = self.machine(data, strict=strict, source=self.path)
             value = m.run()
             if m.trace.end != self.size:
-                message = f"{self.size - m.trace.end} bytes after STOP"
-                if strict:
-                    raise ContainerError(self.path, message)
-                self.findings.append(message)
+                self.problem(f"{self.size - m.trace.end} bytes after STOP", strict)
         finally:
             if isinstance(data, mmap.mmap):
                 data.close()
@@ -411,7 +414,7 @@ class TarContainer(_RawRecords):
         return self.pread(offset, size), offset
 
     def load(self, strict: bool = True) -> Loaded:
-        """Run the pickle(s) through our machine, storages as records. Example: see class."""
+        """Run the tar's pickles and index its raw storages. Example: see class."""
         try:
             return self._load(strict)
         except (struct.error, KeyError, TypeError, ValueError, IndexError) as exc:

@@ -223,10 +223,7 @@ class ZipContainer(Container):
                          persistent=persistent)
         value = m.run()
         if m.trace.end != main.file_size:
-            message = f"{main.name} has {main.file_size - m.trace.end} bytes after STOP"
-            if strict:
-                raise ContainerError(self.path, message)
-            self.findings.append(message)
+            self.problem(f"{main.name} has {main.file_size - m.trace.end} bytes after STOP", strict)
         return Loaded(value, [(main.name, m.trace)], list(self.findings))
 
     def record_crc(self, tensor: Any) -> int | None:
