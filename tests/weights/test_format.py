@@ -148,6 +148,13 @@ def test_serialize_header_pads_and_sorts_metadata() -> None:
     assert blob[8:].rstrip(b" ") == b'{"__metadata__":{"a":"1","b":"2"}}'
 
 
+@pytest.mark.parametrize("metadata", [{"a": 1}, {1: "x"}, {1: "a", "b": "c"}, {"a": None}])
+def test_serialize_header_refuses_non_string_metadata(metadata) -> None:
+    # {1: "a", "b": "c"} used to escape as a TypeError from sorting the keys
+    with pytest.raises(SafetensorError, match="metadata must map str to str"):
+        serialize_header([], metadata)
+
+
 def test_plan_layout_refuses_reserved_name() -> None:
     with pytest.raises(SafetensorError, match="reserved"):
         plan_layout({"__metadata__": ("F32", (1,))})

@@ -432,17 +432,14 @@ def serialize_header(
     """
     obj: dict[str, Any] = {}
     if metadata is not None:
-        meta: dict[str, str] = {}
-        for key in sorted(metadata):
-            value = metadata[key]
+        for key, value in metadata.items():  # check before sorting: mixed key types can't sort
             if not isinstance(key, str) or not isinstance(value, str):
                 raise SafetensorError(
                     f"metadata must map str to str, got {key!r}: {type(value).__name__}"
                 )
             _check_text(key, "metadata key", "<writer>")
             _check_text(value, "metadata value", "<writer>")
-            meta[key] = value
-        obj[_METADATA_KEY] = meta
+        obj[_METADATA_KEY] = {key: metadata[key] for key in sorted(metadata)}
     for key, info in tensors:
         if key in obj:
             raise SafetensorError(f"duplicate tensor name {key!r}")
