@@ -248,21 +248,33 @@ def _avg_pool2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]
     x, out = ins[0], outs[0]
     xp, k, s, d = _pool_input(x, out, a, 0.0)
     _window_sum(xp, out, k, s, d)
+    out /= avg_pool_count(x, out, a)
+
+
+def avg_pool_count(x: np.ndarray, out: np.ndarray, a: dict[str, Any]) -> np.ndarray:
+    """Divisor of each avg_pool2d window ([1, 1, OH, OW]): ``divisor``, or the number of cells
+    inside the padded input (``count_include_pad``) or the input itself.
+
+    Example:
+        >>> a = {"kernel": [2, 2], "stride": [2, 2], "padding": [1, 1], "ceil_mode": False,
+        ...      "count_include_pad": False, "divisor": 0}
+        >>> avg_pool_count(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2)), a).ravel().tolist()
+        [1.0, 1.0, 1.0, 1.0]
+    """
     if a["divisor"]:
-        out /= a["divisor"]
-        return
-    # divisor per window: cells inside the padded input (count_include_pad) or the input itself
+        return np.full((1, 1, 1, 1), a["divisor"], out.dtype)
+    k, s, _, d = _pool_params(a)
     h, w = x.shape[2], x.shape[3]
     p = _pair(a["padding"], "padding")
-    ones = np.zeros((1, 1, h + 2 * p[0], w + 2 * p[1]), x.dtype)
+    ones = np.zeros((1, 1, h + 2 * p[0], w + 2 * p[1]), out.dtype)
     if a["count_include_pad"]:
         ones[...] = 1
     else:
         ones[:, :, p[0] : p[0] + h, p[1] : p[1] + w] = 1
-    count = np.empty((1, 1, out.shape[2], out.shape[3]), x.dtype)
+    count = np.empty((1, 1, out.shape[2], out.shape[3]), out.dtype)
     op, _, _, _ = _pool_input(ones, count, {**a, "padding": [0, 0]}, 0.0)
     _window_sum(op, count, k, s, d)
-    out /= count
+    return count
 
 
 def _adaptive_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:

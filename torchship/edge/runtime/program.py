@@ -5,8 +5,9 @@ the program once per thread instead; the weights are shared through the page cac
 
 The file is memory-mapped; weights become read-only numpy views of the map (zero copy); each
 method gets one preallocated arena, and every value is a view at its planned offset. For each
-set of symbol values (dynamic dims) the bound steps — kernel, input arrays, output arrays,
-attributes — are built once and cached, so a call is a tight loop of kernel calls.
+set of symbol values (dynamic dims) the instructions are bound once into zero-argument steps
+(arena views, weight layouts, attributes and scratch buffers resolved; see
+``registry.bind_step``) and cached, so a call is a tight loop of step calls.
 
 Example:
     >>> prog = load("model.tsp")  # doctest: +SKIP
@@ -26,9 +27,15 @@ import numpy as np
 
 from torchship.edge.runtime.dims import DTYPES, ProgramError, evaluate_shape, nbytes
 from torchship.edge.runtime.format import MethodSpec, ProgramSpec, check_shapes, parse
-from torchship.edge.runtime.registry import OPS, resolve_attrs
+from torchship.edge.runtime.registry import OPS, Step, bind_step, resolve_attrs
 
 _CACHE = 16
+# bound steps, the instruction of each step, input arena views, output arena views
+_Bound = tuple[list[Step], list[Any], list[np.ndarray], list[np.ndarray]]
+
+
+def _at(instr: Any) -> str:
+    return f" at {instr.source}" if instr.source else ""
 
 
 class Method:
@@ -45,7 +52,7 @@ class Method:
         base = (-self.arena.ctypes.data) % 64  # 64-byte aligned base
         self._buf = self.arena[base : base + spec.arena_size]
         self._weights = {vid: weights[v.weight] for vid, v in enumerate(spec.values) if v.weight is not None}
-        self._bound: OrderedDict[tuple[int, ...], tuple[list[Any], list[np.ndarray], list[np.ndarray]]] = OrderedDict()
+        self._bound: OrderedDict[tuple[int, ...], _Bound] = OrderedDict()
         self._symbol_of = [[(pos, d) for d, _ in enumerate(spec.values[vid].shape)] for pos, vid in enumerate(spec.inputs)]
         self.symbols = list(spec.symbols)
 
@@ -80,7 +87,7 @@ class Method:
                     raise ProgramError(f"{self.where}: input {pos} ({v.name}) dim {d} must be {want}, got {got}")
         return env
 
-    def _bind(self, env: dict[str, int]) -> tuple[list[Any], list[np.ndarray], list[np.ndarray]]:
+    def _bind(self, env: dict[str, int]) -> _Bound:
         key = tuple(env[s] for s in self.symbols)
         hit = self._bound.get(key)
         if hit is not None:
@@ -96,7 +103,8 @@ class Method:
             elif v.kind in ("input", "arena"):
                 shape = evaluate_shape(v.shape, env)
                 arrays[vid] = np.ndarray(shape, DTYPES[v.dtype], self._buf, v.offset)
-        steps: list[Any] = []
+        steps: list[Step] = []
+        instrs = []
         for ins in spec.instrs:
             op = OPS[ins.op]
             attrs = resolve_attrs(op, ins.attrs, env) if ins.symbolic else ins.attrs
@@ -104,8 +112,12 @@ class Method:
                 out = spec.values[ins.outputs[0]]
                 arrays[ins.outputs[0]] = arrays[ins.inputs[0]].reshape(evaluate_shape(out.shape, env))
                 continue
-            steps.append((op.kernel, [arrays[i] for i in ins.inputs], [arrays[o] for o in ins.outputs], attrs, ins))
-        bound = (steps, [arrays[v] for v in spec.inputs], [arrays[v] for v in spec.outputs])
+            try:
+                steps.append(bind_step(op, [arrays[i] for i in ins.inputs], [arrays[o] for o in ins.outputs], attrs))  # type: ignore[misc]
+            except (ProgramError, ValueError, TypeError, IndexError, ArithmeticError, MemoryError) as exc:
+                raise ProgramError(f"{self.where}: {ins.op}{_at(ins)}: {exc}") from None
+            instrs.append(ins)
+        bound = (steps, instrs, [arrays[v] for v in spec.inputs], [arrays[v] for v in spec.outputs])
         self._bound[key] = bound  # type: ignore[assignment]
         if len(self._bound) > _CACHE:
             self._bound.popitem(last=False)
@@ -129,15 +141,16 @@ class Method:
                 raise ProgramError(f"{self.where}: input {pos} ({spec.values[vid].name}) must be {want}, got {x.dtype}")
             arrays.append(x)
         env = self._bind_symbols(arrays)
-        steps, in_arrays, out_arrays = self._bind(env)
+        steps, instrs, in_arrays, out_arrays = self._bind(env)
         for dst, src in zip(in_arrays, arrays):
             np.copyto(dst, src)
-        for kernel, ins, outs, attrs, instr in steps:
-            try:
-                kernel(ins, outs, attrs)
-            except (ProgramError, ValueError, TypeError, IndexError, ArithmeticError, MemoryError) as exc:
-                where = f" at {instr.source}" if instr.source else ""
-                raise ProgramError(f"{self.where}: {instr.op}{where}: {exc}") from None
+        k = 0
+        try:
+            for k, step in enumerate(steps):
+                step()
+        except (ProgramError, ValueError, TypeError, IndexError, ArithmeticError, MemoryError) as exc:
+            instr = instrs[k]
+            raise ProgramError(f"{self.where}: {instr.op}{_at(instr)}: {exc}") from None
         result = tuple(np.array(o, copy=True) for o in out_arrays)
         return result if spec.output_tuple else result[0]
 

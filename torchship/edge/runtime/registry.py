@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,8 @@ from torchship.edge.runtime.dims import DTYPES, ProgramError, check_dim, evaluat
 Shape = tuple[int, ...]
 Infer = Callable[[list[Shape], list[str], dict[str, Any]], list[tuple[Shape, str]]]
 Kernel = Callable[[list[np.ndarray], list[np.ndarray], dict[str, Any]], None]
+Step = Callable[[], None]
+Binder = Callable[[list[np.ndarray], list[np.ndarray], dict[str, Any]], Step]
 
 # attribute kinds: int, float, bool, ints, dim (int or dimension expression), dims, dtype,
 # str:<a|b|c> (one of the listed strings); a trailing "?" allows null
@@ -34,7 +36,10 @@ _KINDS = ("int", "float", "bool", "ints", "dim", "dims", "dtype", "str", "float?
 class OpDef:
     """One core op: arity, attribute schema, shape rule, kernel.
 
-    ``alias`` ops (reshape) produce a view of their input and get no arena slot.
+    ``alias`` ops (reshape) produce a view of their input and get no arena slot. ``bind`` (optional)
+    turns one instruction's arrays and attributes into a zero-argument step with everything
+    that does not change between calls (views, weight layouts, scratch buffers) worked out once;
+    ops without it run ``kernel`` (see :func:`bind_step`).
 
     Example:
         >>> OPS["add"].min_inputs
@@ -51,6 +56,7 @@ class OpDef:
     alias: bool = False
     doc: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    bind: Binder | None = None
 
 
 OPS: dict[str, OpDef] = {}
@@ -79,6 +85,43 @@ def register(
         return kernel
 
     return wrap
+
+
+def binder(name: str) -> Callable[[Binder], Binder]:
+    """Decorator attaching a load-time binder to the registered op ``name``.
+
+    The binder gets the instruction's input arrays, its output arrays (arena views) and resolved
+    attributes, and returns a step that recomputes the outputs from the current contents of the
+    inputs each time it is called. It must give the same results as the op's kernel.
+
+    Example:
+        >>> @binder("relu")  # doctest: +SKIP
+        ... def _bind_relu(ins, outs, a):
+        ...     x, o = ins[0], outs[0]
+        ...     return lambda: np.maximum(x, 0, out=o)
+    """
+
+    def wrap(fn: Binder) -> Binder:
+        OPS[name] = replace(OPS[name], bind=fn)
+        return fn
+
+    return wrap
+
+
+def bind_step(op: OpDef, ins: list[np.ndarray], outs: list[np.ndarray], attrs: dict[str, Any]) -> Step:
+    """The zero-argument step running one instruction: the op's binder, or its kernel.
+
+    Example:
+        >>> from torchship.edge.runtime import ops
+        >>> x, o = np.array([-1.0, 2.0]), np.empty(2)
+        >>> step = bind_step(OPS["relu"], [x], [o], {})
+        >>> step(); o.tolist()
+        [0.0, 2.0]
+    """
+    if op.bind is not None:
+        return op.bind(ins, outs, attrs)
+    kernel = op.kernel
+    return lambda: kernel(ins, outs, attrs)
 
 
 def required() -> Any:

@@ -1,0 +1,345 @@
+"""Load-time binders: each hot op turned into a zero-argument step with everything pre-resolved.
+
+A binder runs once per (method, symbol values) when the runtime binds a method (see
+``registry.bind_step``): it takes the instruction's arena views, weights and attributes and
+returns a closure that only calls numpy ufuncs/BLAS with ``out=`` into preallocated arrays —
+no dictionary lookups, shape logic or temporaries per call. Results equal the plain kernels
+(``ops.py``/``nn_ops.py``) up to float rounding; the tests compare both with torch float64.
+
+Convolutions get the biggest changes:
+
+- depthwise (``groups == in_channels``): the input is copied into a zero-padded row buffer
+  where each (batch, channel) plane is one flat row of ``Hp * Wp`` values. For stride ``(sh,
+  sw)`` and dilation ``(dh, dw)``, kernel tap ``(i, j)`` is then the 1-D strided slice
+  ``row[i*dh*Wp + j*dw :: sw]`` of length ``OH * Wq`` (``Wq = sh * Wp / sw``), so a tap is one
+  long vectorised multiply-add over whole planes ("wide" output with ``Wq - OW`` junk columns
+  per row) instead of one per output row; channels are processed in cache-sized blocks and the
+  junk columns dropped (and bias added) by the final copy into the output;
+- other convolutions: padded input and im2col column buffers preallocated, one BLAS matmul;
+- 1x1 stride-1 unpadded: a matmul straight from the input view.
+
+Example:
+    >>> import numpy as np
+    >>> from torchship.edge.runtime import ops, nn_ops, bound  # register ops and binders
+    >>> from torchship.edge.runtime.registry import OPS, bind_step
+    >>> x, o = np.array([[-1.0, 2.0]], np.float32), np.empty((1, 2), np.float32)
+    >>> step = bind_step(OPS["relu"], [x], [o], {})
+    >>> step(); o.tolist()
+    [[0.0, 2.0]]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from torchship.edge.runtime.nn_ops import _pool_params, _windows, avg_pool_count
+from torchship.edge.runtime.ops import _BINARY, _COMPARE, _LOGICAL, _UNARY_FLOAT
+from torchship.edge.runtime.registry import OPS, Step, binder
+
+Arrays = list[np.ndarray]
+_BLOCK = 1 << 16  # elements of one channel block of the depthwise wide buffers (fits in L2)
+
+
+def _plus_bias(out: np.ndarray, bias: np.ndarray | None, shape: tuple[int, ...]) -> Step | None:
+    if bias is None:
+        return None
+    b = bias.reshape(shape)
+    return lambda: np.add(out, b, out=out)
+
+
+def _chain(*steps: Step | None) -> Step:
+    live = [s for s in steps if s is not None]
+    if len(live) == 1:
+        return live[0]
+
+    def run() -> None:
+        for s in live:
+            s()
+
+    return run
+
+
+# --------------------------------------------------------------------------- elementwise
+
+
+def _bind_binary(ufunc: Any) -> Any:
+    def bind(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+        x, y, o = ins[0], ins[1], outs[0]
+        return lambda: ufunc(x, y, out=o)
+
+    return bind
+
+
+def _bind_unary(ufunc: Any) -> Any:
+    def bind(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+        x, o = ins[0], outs[0]
+        return lambda: ufunc(x, out=o)
+
+    return bind
+
+
+for _name, _uf in {**_BINARY, **_COMPARE, **_LOGICAL}.items():
+    binder(_name)(_bind_binary(_uf))
+for _name, _uf in {**_UNARY_FLOAT, "neg": np.negative, "abs": np.abs, "logical_not": np.logical_not}.items():
+    binder(_name)(_bind_unary(_uf))
+
+
+@binder("relu")
+def _bind_relu(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    x, o = ins[0], outs[0]
+    zero = o.dtype.type(0)
+    return lambda: np.maximum(x, zero, out=o)
+
+
+@binder("clamp")
+def _bind_clamp(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    x, o = ins[0], outs[0]
+    lo, hi = a["min"], a["max"]
+    if lo is None or hi is None or o.dtype.kind != "f":
+        kernel = OPS["clamp"].kernel
+        return lambda: kernel(ins, outs, a)
+    lo_, hi_ = o.dtype.type(lo), o.dtype.type(hi)
+
+    def step() -> None:
+        np.maximum(x, lo_, out=o)
+        np.minimum(o, hi_, out=o)
+
+    return step
+
+
+@binder("permute")
+def _bind_permute(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    src, o = ins[0].transpose(a["perm"]), outs[0]
+    return lambda: np.copyto(o, src)
+
+
+@binder("softmax")
+def _bind_softmax(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    x, o = ins[0], outs[0]
+    ax = a["axis"] % x.ndim
+    red = tuple(1 if i == ax else d for i, d in enumerate(x.shape))
+    m, s = np.empty(red, x.dtype), np.empty(red, x.dtype)
+
+    def step() -> None:
+        np.maximum.reduce(x, axis=ax, keepdims=True, out=m)
+        np.subtract(x, m, out=o)
+        np.exp(o, out=o)
+        np.add.reduce(o, axis=ax, keepdims=True, out=s)
+        np.divide(o, s, out=o)
+
+    return step
+
+
+# --------------------------------------------------------------------------- linear, layer norm
+
+
+@binder("linear")
+def _bind_linear(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    x, w, out = ins[0], ins[1], outs[0]
+    x2, o2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1])
+    wt = w if a["transposed"] else w.T
+    b = ins[2] if len(ins) == 3 else None
+    if b is None:
+        return lambda: np.matmul(x2, wt, out=o2)
+
+    def step() -> None:
+        np.matmul(x2, wt, out=o2)
+        np.add(o2, b, out=o2)
+
+    return step
+
+
+@binder("layer_norm")
+def _bind_layer_norm(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    x, out = ins[0], outs[0]
+    k = a["normalized_ndim"]
+    inner = int(np.prod(x.shape[x.ndim - k :], dtype=np.int64))
+    x2, o2 = x.reshape(-1, inner), out.reshape(-1, inner)
+    w = ins[1].reshape(inner) if len(ins) > 1 else None
+    b = ins[2].reshape(inner) if len(ins) > 2 else None
+    mean, var = np.empty((x2.shape[0], 1), x.dtype), np.empty((x2.shape[0], 1), x.dtype)
+    sq = np.empty_like(o2)
+    inv, eps = x.dtype.type(1.0 / inner) if inner else x.dtype.type(0), x.dtype.type(a["eps"])
+
+    def step() -> None:
+        np.add.reduce(x2, axis=1, keepdims=True, out=mean)
+        np.multiply(mean, inv, out=mean)
+        np.subtract(x2, mean, out=o2)
+        np.multiply(o2, o2, out=sq)
+        np.add.reduce(sq, axis=1, keepdims=True, out=var)
+        np.multiply(var, inv, out=var)
+        np.add(var, eps, out=var)
+        np.sqrt(var, out=var)
+        np.divide(o2, var, out=o2)
+        if w is not None:
+            np.multiply(o2, w, out=o2)
+        if b is not None:
+            np.add(o2, b, out=o2)
+
+    return step
+
+
+# --------------------------------------------------------------------------- convolution
+
+
+def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndarray | None, a: dict[str, Any]) -> Step:
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
+    mult, rows, hp = o // c, n * o, h + 2 * ph
+    wp = wd + 2 * pw
+    wp += (-wp) % sw  # a multiple of the column stride, so every tap is one strided slice
+    wq = sh * wp // sw  # wide-output columns per output row
+    span = oh * wq
+    offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
+    buf = np.zeros((rows, max(hp * wp, max(offsets) + sw * (span - 1) + 1)), x.dtype)
+    interior = buf[:, : hp * wp].reshape(n, c, mult, hp, wp)[:, :, :, ph : ph + h, pw : pw + wd]
+    src = x.reshape(n, c, 1, h, wd)
+    # per-row copies of the tap weights and bias ([tap, batch, channel]); refreshed before each
+    # call when they are computed values (e.g. dequantized int8 weights) rather than file weights
+    tw = np.empty((kh * kw, n, o), x.dtype)
+    wsrc = w.reshape(o, kh * kw).T[:, None, :]
+    brows = None if bias is None else np.empty((n, o), x.dtype)
+
+    def refresh() -> None:
+        np.copyto(tw, wsrc)
+        if brows is not None:
+            np.copyto(brows, bias)
+
+    refresh()
+    taps = [t.reshape(rows, 1) for t in tw]
+    brows3 = None if brows is None else brows.reshape(rows, 1, 1)
+    cb = max(1, min(rows, _BLOCK // max(1, span)))
+    wide, tmp = np.empty((cb, span), x.dtype), np.empty((cb, span), x.dtype)
+    out3 = out.reshape(rows, oh, ow)
+    blocks = []
+    for r0 in range(0, rows, cb):
+        r1 = min(rows, r0 + cb)
+        views = [buf[r0:r1, off : off + sw * (span - 1) + 1 : sw] for off in offsets]
+        wts = [t[r0:r1] for t in taps]
+        valid = wide[: r1 - r0].reshape(r1 - r0, oh, wq)[:, :, :ow]
+        blocks.append((wide[: r1 - r0], tmp[: r1 - r0], list(zip(views, wts)), valid, out3[r0:r1], None if brows3 is None else brows3[r0:r1]))
+    mul, add, copyto = np.multiply, np.add, np.copyto
+    computed = w.flags.writeable or (bias is not None and bias.flags.writeable)
+
+    def step() -> None:
+        if computed:
+            refresh()
+        copyto(interior, src)
+        for acc, t, pairs, valid, dst, b in blocks:
+            v0, w0 = pairs[0]
+            mul(v0, w0, out=acc)
+            for v, wt in pairs[1:]:
+                mul(v, wt, out=t)
+                add(acc, t, out=acc)
+            if b is None:
+                copyto(dst, valid)
+            else:
+                add(valid, b, out=dst)
+
+    return step
+
+
+def _padded(x: np.ndarray, ph: int, pw: int, value: float = 0.0, extra_h: int = 0, extra_w: int = 0) -> tuple[np.ndarray, Step | None]:
+    """A preallocated padded copy of ``x`` (border filled once) and the step refreshing it."""
+    if not (ph or pw or extra_h or extra_w):
+        return x, None
+    n, c, h, w = x.shape
+    xp = np.full((n, c, h + 2 * ph + extra_h, w + 2 * pw + extra_w), value, x.dtype)
+    inner = xp[:, :, ph : ph + h, pw : pw + w]
+    return xp, lambda: np.copyto(inner, x)
+
+
+@binder("conv2d")
+def _bind_conv2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    x, w, out = ins[0], ins[1], outs[0]
+    bias = ins[2] if len(ins) == 3 else None
+    n, c, _, _ = x.shape
+    o, cg, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    g = a["groups"]
+    if g == c and cg == 1:
+        return _bind_depthwise(x, w, out, bias, a)
+    if g != 1:
+        kernel = OPS["conv2d"].kernel
+        return lambda: kernel(ins, outs, a)
+    wm, o3 = w.reshape(o, c * kh * kw), out.reshape(n, o, oh * ow)
+    add_bias = _plus_bias(o3, bias, (1, o, 1))
+    if kh == kw == 1 and list(a["stride"]) == [1, 1] and list(a["padding"]) == [0, 0]:
+        x3 = x.reshape(n, c, -1)
+        return _chain(lambda: np.matmul(wm, x3, out=o3), add_bias)
+    (sh, sw), (ph, pw), d = a["stride"], a["padding"], tuple(a["dilation"])
+    xp, fill = _padded(x, ph, pw)
+    win = _windows(xp, kh, kw, (sh, sw), d, oh, ow).transpose(0, 1, 4, 5, 2, 3)
+    cols = np.empty((n, c * kh * kw, oh * ow), x.dtype)
+    cols6 = cols.reshape(n, c, kh, kw, oh, ow)
+    return _chain(fill, lambda: np.copyto(cols6, win), lambda: np.matmul(wm, cols, out=o3), add_bias)
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def _pool_taps(x: np.ndarray, out: np.ndarray, a: dict[str, Any], value: float) -> tuple[list[np.ndarray], Step | None]:
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _pool_params(a)
+    oh, ow = out.shape[2], out.shape[3]
+    extra_h = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - (x.shape[2] + 2 * ph))
+    extra_w = max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - (x.shape[3] + 2 * pw))
+    xp, fill = _padded(x, ph, pw, value, extra_h, extra_w)
+    taps = [
+        xp[:, :, i * dh : i * dh + (oh - 1) * sh + 1 : sh, j * dw : j * dw + (ow - 1) * sw + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return taps, fill
+
+
+@binder("max_pool2d")
+def _bind_max_pool2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    out = outs[0]
+    taps, fill = _pool_taps(ins[0], out, a, -np.inf)
+
+    def step() -> None:
+        np.copyto(out, taps[0])
+        for t in taps[1:]:
+            np.maximum(out, t, out=out)
+
+    return _chain(fill, step)
+
+
+@binder("avg_pool2d")
+def _bind_avg_pool2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    x, out = ins[0], outs[0]
+    taps, fill = _pool_taps(x, out, a, 0.0)
+    count = avg_pool_count(x, out, a)
+
+    def step() -> None:
+        np.copyto(out, taps[0])
+        for t in taps[1:]:
+            np.add(out, t, out=out)
+        np.divide(out, count, out=out)
+
+    return _chain(fill, step)
+
+
+@binder("adaptive_avg_pool2d")
+def _bind_adaptive(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    x, out = ins[0], outs[0]
+    n, c, h, w = x.shape
+    oh, ow = a["output_size"]
+    if h % oh or w % ow:
+        kernel = OPS["adaptive_avg_pool2d"].kernel
+        return lambda: kernel(ins, outs, a)
+    x6 = x.reshape(n, c, oh, h // oh, ow, w // ow)
+    inv = x.dtype.type(1.0 / ((h // oh) * (w // ow)))
+
+    def step() -> None:
+        np.add.reduce(x6, axis=(3, 5), out=out)
+        np.multiply(out, inv, out=out)
+
+    return step
+
+
+__all__ = ["OPS"]
