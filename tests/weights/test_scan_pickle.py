@@ -142,6 +142,26 @@ def test_scan_directory_npy_and_safetensors(tmp_path: Path, clean_files: dict[st
     assert reports["broken.safetensors"].verdict == "suspicious"
 
 
+def test_scan_program_file_and_spaced_header(tmp_path: Path) -> None:
+    # both are valid for safe_open, so scan must not call them "unrecognised" (suspicious)
+    import struct
+
+    from torchship.weights import numpy as ours_np
+    from torchship.weights.reader import PROGRAM_MAGIC
+
+    blob = ours_np.save({"w": np.eye(2, dtype=np.float32)})
+    (tmp_path / "prog.tsp").write_bytes(PROGRAM_MAGIC + struct.pack("<Q", 24) + bytes(8) + blob)
+    header = b'  {"w":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}'
+    (tmp_path / "spaced.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"ab")
+    bad = PROGRAM_MAGIC + struct.pack("<Q", 24) + bytes(8) + blob + b"\0"
+    (tmp_path / "bad.tsp").write_bytes(bad)
+    reports = {Path(r.path).name: r for r in scan([tmp_path / n for n in ("prog.tsp", "spaced.safetensors", "bad.tsp")])}
+    assert {n: (r.format, r.verdict) for n, r in reports.items()} == {
+        "prog.tsp": ("safetensors", "safe"), "spaced.safetensors": ("safetensors", "safe"),
+        "bad.tsp": ("safetensors", "suspicious")}
+    assert "trailing bytes" in " ".join(reports["bad.tsp"].problems)
+
+
 def test_model_class_pickle_is_suspicious(tmp_path: Path) -> None:
     model = torch.nn.Linear(2, 2)
     torch.save(model, tmp_path / "whole_model.pt")  # pickles the class by reference

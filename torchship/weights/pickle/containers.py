@@ -27,6 +27,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from torchship.weights.format import MAX_HEADER_SIZE
 from torchship.weights.pickle.allowlist import (
     StorageRef,
     StorageType,
@@ -35,6 +36,7 @@ from torchship.weights.pickle.allowlist import (
     resolve,
 )
 from torchship.weights.pickle.vm import Limits, Machine, PickleVMError, Trace, short_repr
+from torchship.weights.reader import PROGRAM_MAGIC
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
@@ -88,9 +90,11 @@ def sniff(path: str) -> str:
         return "npy"
     if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
         return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
+    if head[:8] == PROGRAM_MAGIC:
+        return "safetensors"  # a torchship program file: its weights are a safetensors blob
+    if len(head) >= 9 and head[8:9] in (b"{", b" ", b"\t", b"\n", b"\r"):  # JSON may lead with spaces
         n = int.from_bytes(head[:8], "little")
-        if 2 <= n <= 100_000_000:
+        if 2 <= n <= MAX_HEADER_SIZE:
             return "safetensors"
     if head[:1] in (b"(", b"}", b"]", b"c", b"N", b"I", b"S", b"V", b"L", b"F", b"K", b"J"):
         return "pickle"  # protocol 0/1 stream

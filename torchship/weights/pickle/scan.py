@@ -260,10 +260,11 @@ def scan_file(path: str | os.PathLike[str], limits: Limits | None = None) -> Sca
             _scan_npy_bytes(col, Path(path).read_bytes(), path, limits)
         elif kind == "safetensors":
             from torchship.weights.format import SafetensorError, parse_header
+            from torchship.weights.reader import blob_offset
 
             with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 try:
-                    parse_header(data, name=path)
+                    parse_header(data, name=path, base=blob_offset(data, name=path))
                 except SafetensorError as exc:
                     col.problem(str(exc))
         else:
