@@ -327,7 +327,7 @@ class BoundKernel:
             from torchship.kernels.autotune import tune
         except ImportError:
             return self._space.default()
-        return tune(self, args, effort=effort, budget_s=budget_s)
+        return tune(self, args, effort=effort, budget_s=budget_s, kwargs=kwargs)
 
 
 def _effort(device_type: str) -> str:
