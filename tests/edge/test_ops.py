@@ -46,6 +46,9 @@ CONV = [
     dict(stride=2, padding=1, dilation=1, groups=2, k=3, c=4, o=6),
     dict(stride=1, padding=1, dilation=1, groups=4, k=3, c=4, o=4),  # depthwise
     dict(stride=2, padding=1, dilation=1, groups=4, k=5, c=4, o=8),  # depthwise, multiplier 2
+    dict(stride=1, padding=2, dilation=2, groups=4, k=3, c=4, o=4),  # depthwise, dilated
+    dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=3, k=3, c=3, o=3, bias=False),  # depthwise, mixed
+    dict(stride=3, padding=0, dilation=1, groups=2, k=2, c=2, o=6),  # depthwise, stride 3, multiplier 3
     dict(stride=2, padding=0, dilation=1, groups=1, k=1, c=8, o=3),  # strided 1x1
     dict(stride=1, padding=0, dilation=1, groups=1, k=1, c=8, o=3),  # plain 1x1 (matmul path)
 ]
@@ -55,9 +58,37 @@ CONV = [
 def test_conv2d(cfg) -> None:
     x = torch.randn(2, cfg["c"], 11, 9)
     w = torch.randn(cfg["o"], cfg["c"] // cfg["groups"], cfg["k"], cfg["k"])
-    b = torch.randn(cfg["o"])
     kw = {k: cfg[k] for k in ("stride", "padding", "dilation", "groups")}
-    check(lambda x, w, b: F.conv2d(x, w, b, **kw), [x], [w, b])
+    if cfg.get("bias", True):
+        check(lambda x, w, b: F.conv2d(x, w, b, **kw), [x], [w, torch.randn(cfg["o"])])
+    else:
+        check(lambda x, w: F.conv2d(x, w, **kw), [x], [w])
+
+
+@pytest.mark.parametrize("cfg", CONV, ids=[str(i) for i in range(len(CONV))])
+def test_conv2d_bound_step_matches_kernel_with_computed_weights(cfg) -> None:
+    """The load-time bound conv step (bound.py) against the plain kernel and torch float64, with
+    writable weights changed between calls (as dequantized int8 weights are)."""
+    from torchship.edge.runtime.registry import OPS, bind_step
+
+    pair = lambda v: list(v) if isinstance(v, tuple) else [v, v]  # noqa: E731
+    a = {"stride": pair(cfg["stride"]), "padding": pair(cfg["padding"]), "dilation": pair(cfg["dilation"]), "groups": cfg["groups"]}
+    x = torch.randn(2, cfg["c"], 11, 9)
+    w = torch.randn(cfg["o"], cfg["c"] // cfg["groups"], cfg["k"], cfg["k"])
+    b = torch.randn(cfg["o"])
+    xs, ws, bs = x.numpy().copy(), w.numpy().copy(), b.numpy().copy()
+    ref = F.conv2d(x.double(), w.double(), b.double(), **{k: cfg[k] for k in ("stride", "padding", "dilation", "groups")})
+    out, plain = np.full(tuple(ref.shape), np.nan, np.float32), np.empty(tuple(ref.shape), np.float32)
+    step = bind_step(OPS["conv2d"], [xs, ws, bs], [out], a)
+    for scale in (1.0, -2.0):  # the second call sees new input, weight and bias contents
+        xs *= scale
+        ws *= scale
+        bs *= scale
+        step()
+        OPS["conv2d"].kernel([xs, ws, bs], [plain], a)
+        want = ref.numpy() * scale * scale + b.double().numpy().reshape(1, -1, 1, 1) * (scale - scale * scale)
+        assert np.abs(out - want).max() <= 2e-6 * np.abs(want).max()
+        assert np.abs(plain - want).max() <= 2e-6 * np.abs(want).max()
 
 
 def test_conv1d() -> None:

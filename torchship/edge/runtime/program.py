@@ -146,8 +146,9 @@ class Method:
             np.copyto(dst, src)
         k = 0
         try:
-            for k, step in enumerate(steps):
+            for step in steps:
                 step()
+                k += 1
         except (ProgramError, ValueError, TypeError, IndexError, ArithmeticError, MemoryError) as exc:
             instr = instrs[k]
             raise ProgramError(f"{self.where}: {instr.op}{_at(instr)}: {exc}") from None
