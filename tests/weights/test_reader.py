@@ -55,6 +55,9 @@ def test_slices_match_eager_indexing(arr_file, framework: str, index) -> None:
         ("x", "unsupported index 'x'"),
         (slice(0.5, 2), "slice bounds must be integers"),
         (True, "unsupported index True"),
+        (np.array([0, 1]), "unsupported index array"),  # was numpy's "truth value is ambiguous"
+        ((slice(0, 1), np.array([1, 2])), "unsupported index array"),
+        ((torch.tensor([0, 1]), Ellipsis), "unsupported index tensor"),
     ],
 )
 def test_bad_slices_raise_clear_errors(arr_file, index, fragment: str) -> None:

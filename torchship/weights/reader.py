@@ -207,15 +207,10 @@ def normalize_index(index: Any, shape: tuple[int, ...], *, name: str) -> tuple[A
         raise SliceError(
             f"tensor {name!r}: {len(concrete)} indices for a tensor with {len(shape)} dimensions {list(shape)}"
         )
-    fill = (slice(None),) * (len(shape) - len(concrete))
-    expanded: list[Any] = []
-    for item in items:
-        if item is Ellipsis:
-            expanded.extend(fill)
-        else:
-            expanded.append(item)
-    if Ellipsis not in items:
-        expanded.extend(fill)
+    fill = [slice(None)] * (len(shape) - len(concrete))
+    # ``is`` only: ``in``/``==`` on an array index would raise numpy's "truth value is ambiguous"
+    at = next((i for i, item in enumerate(items) if item is Ellipsis), len(items))
+    expanded = [*concrete[:at], *fill, *concrete[at:]]
     out: list[Any] = []
     for axis, (item, size) in enumerate(zip(expanded, shape)):
         if isinstance(item, slice):
