@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -58,6 +59,7 @@ class CompiledLaunch:
     kernel_name: str
     launch: Callable[[tuple[Any, ...], Any, tuple[Any, ...]], None]
     kernel: Any
+    direct: dict[str, Any] | None = None  # the direct path's globals (None: kernel[grid] only)
 
 
 def generate(launch: Launch, config: Config, reduction_index: dict[int, int], name: str,
@@ -160,8 +162,12 @@ def _host(cg: TritonCodegen, x: Any) -> str:
 
 
 def build_launcher(launch: Launch, cg: TritonCodegen, config: Config, device_type: str,
-                   num_programs: int) -> str:
-    """Python source of ``launch(a, bs, c)`` for this kernel."""
+                   num_programs: int, param_names: list[str] | None = None) -> str:
+    """Python source of ``launch(a, bs, c)`` for this kernel.
+
+    With ``param_names`` (the Triton kernel's parameters in order) the launcher gets the direct
+    path of :func:`direct_block`; without, every launch goes through ``_k[grid](...)``.
+    """
     lines = ["def launch(a, bs, c):"]
     # full dims unified across tensors must have equal sizes at run time
     groups: dict[int, list[FullDim]] = {}
@@ -196,13 +202,16 @@ def build_launcher(launch: Launch, cg: TritonCodegen, config: Config, device_typ
     lines.append("    if total <= 0:")
     lines.append("        return")
     if config.pid_type == "persistent":
-        lines.append(f"    grid = (min(total, {num_programs}),)")
+        lines.append(f"    g0 = min(total, {num_programs})")
     else:
-        lines.append("    grid = (total,)")
-    args = [p.getter for p in cg.used_args]
-    consts = [f"{k}={v}" for k, v in cg.constexprs.items()]
+        lines.append("    g0 = total")
     opts = [f"num_warps={config.num_warps}", f"num_stages={config.num_stages}"]
-    lines.append(f"    _k[grid]({', '.join(args + consts + opts)})")
+    args = [p.getter for p in cg.used_args]
+    if param_names is None:
+        consts = [f"{k}={v}" for k, v in cg.constexprs.items()]
+        lines.append(f"    _k[(g0,)]({', '.join(args + consts + opts)})")
+    else:
+        lines += direct_block(cg.used_args, cg.constexprs, param_names, opts)
     return _hoist("\n".join(lines) + "\n")
 
 
@@ -221,14 +230,193 @@ def _hoist(src: str) -> str:
     return "\n".join([head, *pre, body])
 
 
+# ---------------------------------------------------------------------------- direct launches
+# A cached call skips Triton's ``JITFunction.run`` (argument binding, specialisation, cache-key
+# string, launch metadata: most of a raw ``kernel[grid](...)``'s host time) and calls the
+# ``CompiledKernel`` that run returned for the same specialisation. Triton keys a compiled kernel
+# on (current device, per-argument specialisation, options); the direct key below is at least as
+# fine, so equal keys always mean the same compiled kernel:
+#   pointer: dtype (fixed by the site key) and data_ptr % 16 == 0
+#   int: == 1 (becomes a constexpr), % 16 == 0; only i32-range ints take the direct path
+#   float: nothing (always fp32); constexprs: their values
+#   options: the knobs run() folds into them (debug, instrumentation mode, ...)
+# Anything unusual (launch hooks installed, ints outside i32, an async-compile future, a kernel
+# reading globals, TORCHSHIP_DIRECT_LAUNCH=0) goes through ``kernel[grid](...)`` as before.
+
+_I32 = "-2147483648 <= {v} <= 2147483647"
+_IDLE = "((_e := _kn_runtime.{hook}) is None or (_e.__class__ is _HC and not _e.calls))"
+MAX_DIRECT = 64  # direct-key entries per compiled launch (a bound on memory, never reached
+# in practice: alignment x ==1 x %16 classes x padded-size constexprs)
+
+
+def direct_enabled() -> bool:
+    """Whether cached CUDA calls may bypass ``JITFunction.run`` (``TORCHSHIP_DIRECT_LAUNCH``).
+
+    Example:
+        >>> isinstance(direct_enabled(), bool)
+        True
+    """
+    return os.environ.get("TORCHSHIP_DIRECT_LAUNCH", "1") != "0"
+
+
+def _knob_parts() -> tuple[list[str], list[str]] | None:
+    """(key expressions, preconditions) for the Triton knobs ``JITFunction.run`` reads per
+    launch, for the installed Triton; None where it has no ``triton.knobs``."""
+    try:
+        from triton import knobs
+    except ImportError:
+        return None
+    parts = [f"_kn_{group}.{name}" for group, name in
+             (("runtime", "debug"), ("compilation", "instrumentation_mode"),
+              ("compilation", "fpsan_homomorphic_casts"))
+             if hasattr(getattr(knobs, group, None), name)]
+    pre = [_IDLE.format(hook="launch_enter_hook"), _IDLE.format(hook="launch_exit_hook")]
+    if hasattr(knobs.runtime, "add_stages_inspection_hook"):
+        pre.append("_kn_runtime.add_stages_inspection_hook is None")
+    return parts, pre
+
+
+def direct_block(params: list[Any], constexprs: dict[str, str], param_names: list[str],
+                 opts: list[str]) -> list[str]:
+    """Launcher lines after the grid (``g0``): compute the direct key, call the cached
+    ``CompiledKernel`` on a hit, else launch through ``_k[(g0,)]`` and record what it returns.
+
+    Example:
+        >>> direct_block([], {"B": "64"}, ["B"], ["num_warps=4"])[-1]
+        '    _first(key, _k[(g0,)](B=64, num_warps=4))'
+    """
+    knob = _knob_parts()
+    assert knob is not None, "direct launches need triton.knobs"
+    key_knobs, pre = knob
+    lines: list[str] = []
+    values, ints, key = [], [], ["dev", *key_knobs]
+    for i, p in enumerate(params):
+        lines.append(f"    v{i} = {p.getter}")
+        values.append(f"v{i}")
+        if p.value is None:  # a tensor's pointer
+            key.append(f"(v{i}.data_ptr() & 15) == 0")
+        elif p.value.dtype.is_floating_point:
+            pass  # Triton passes every float as fp32, unspecialised
+        else:
+            ints.append(f"v{i}")
+            key.append(f"v{i} == 1")
+            key.append(f"(v{i} & 15) == 0")
+    consts = []
+    for j, (name, expr) in enumerate(constexprs.items()):
+        if expr.lstrip("-").isdigit():
+            consts.append((name, expr))
+        else:
+            lines.append(f"    k{j} = {expr}")
+            consts.append((name, f"k{j}"))
+            key.append(f"k{j}")
+    all_args = values + [v for _, v in consts]
+    hit_call = (f"hit[0](g0, 1, 1, _stream(dev), hit[1], hit[2], None, None, None, "
+                f"{', '.join(all_args)})")
+    ind = "    "
+    lines.append("    key = None")
+    if ints:
+        lines.append(f"    if {' and '.join(_I32.format(v=v) for v in ints)}:")
+        ind = "        "
+    lines.append(f"{ind}dev = _dev()")
+    lines.append(f"{ind}key = ({', '.join(key)},)")
+    lines.append(f"{ind}hit = _direct.get(key)")
+    lines.append(f"{ind}if hit is not None and {' and '.join(pre)}:")
+    lines.append(f"{ind}    {hit_call}")
+    lines.append(f"{ind}    return")
+    kw = [f"{n}={v}" for n, v in consts]
+    lines.append(f"    _first(key, _k[(g0,)]({', '.join(values + kw + opts)}))")
+    return lines
+
+
+def direct_namespace(kernel: Any, device_fns: tuple[Callable[..., Any], Callable[..., Any]]
+                     | None = None) -> dict[str, Any]:
+    """Globals of a launcher with a direct path: its key -> launcher cache ``_direct`` and
+    ``_first(key, compiled)``, which records what ``kernel[grid](...)`` returned.
+
+    ``device_fns`` (current device, raw stream of a device) default to Triton's own, resolved
+    at the first call.
+    """
+    from triton import knobs
+
+    try:
+        from triton.knobs import HookChain
+    except ImportError:  # a Triton whose hooks are plain callables
+        class HookChain:  # type: ignore[no-redef]
+            calls: list[Any] = []
+
+    direct: dict[Any, tuple[Any, Any, Any]] = {}
+    ns: dict[str, Any] = {"_direct": direct, "_kn_runtime": knobs.runtime,
+                          "_kn_compilation": knobs.compilation, "_HC": HookChain}
+
+    def first(key: Any, compiled: Any) -> None:
+        if key is None or compiled is None or len(direct) >= MAX_DIRECT:
+            return
+        if hasattr(compiled, "result") or getattr(kernel, "used_global_vals", None) \
+                or getattr(kernel, "pre_run_hooks", None):
+            return  # an async-compile future, or checks run() makes per launch
+        try:
+            entry = (compiled.run, compiled.function, compiled.packed_metadata)
+        except AttributeError:
+            return
+        direct[key] = entry
+
+    def resolve() -> None:
+        if device_fns is not None:
+            ns["_dev"], ns["_stream"] = device_fns
+            return
+        import torch
+
+        from triton.runtime.driver import driver
+
+        torch.cuda.current_device()  # CUDA's lazy init, as Triton's get_current_device does
+        ns["_dev"] = getattr(torch._C, "_cuda_getDevice", None) or \
+            driver.active.get_current_device
+        ns["_stream"] = driver.active.get_current_stream
+
+    def lazy_dev() -> Any:
+        resolve()
+        return ns["_dev"]()
+
+    def lazy_stream(dev: Any) -> Any:
+        resolve()
+        return ns["_stream"](dev)
+
+    ns.update(_first=first, _dev=lazy_dev, _stream=lazy_stream)
+    return ns
+
+
+def _kernel_params(kernel: Any) -> list[str] | None:
+    fn = getattr(kernel, "fn", None)
+    if fn is None:
+        return None
+    try:
+        return list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return None
+
+
+def make_launch(launcher_src: str, kernel: Any, name: str,
+                extra: dict[str, Any] | None = None) -> Callable[..., None]:
+    """Execute generated launcher source with ``_k`` = ``kernel``; ``extra`` (e.g. from
+    :func:`direct_namespace`) becomes part of its globals, in place."""
+    ns = extra if extra is not None else {}
+    ns.update({"_k": kernel, "_pad": _pad, "KernelLaunchError": KernelLaunchError, "min": min})
+    exec(compile(launcher_src, f"<torchship launcher {name}>", "exec"), ns)  # our own code
+    return ns["launch"]
+
+
 def compile_launch(launch: Launch, config: Config, reduction_index: dict[int, int],
                    device_type: str, indexing: str, num_programs: int) -> CompiledLaunch:
-    """Generate, compile and wrap one launch."""
+    """Generate, compile and wrap one launch (with a direct path on CUDA, see above)."""
     name = f"_{launch.name}_kernel{launch.index}"
     source, cg = generate(launch, config, reduction_index, name, indexing, device_type)
     kernel = load_kernel(source, name, device_type)
-    launcher_src = build_launcher(launch, cg, config, device_type, num_programs)
-    ns: dict[str, Any] = {"_k": kernel, "_pad": _pad, "KernelLaunchError": KernelLaunchError,
-                          "min": min}
-    exec(compile(launcher_src, f"<torchship launcher {name}>", "exec"), ns)  # our own code
-    return CompiledLaunch(source, launcher_src, name, ns["launch"], kernel)
+    names = None
+    if device_type == "cuda" and direct_enabled() and _knob_parts() is not None:
+        names = _kernel_params(kernel)
+        if names != [p.name for p in cg.used_args] + list(cg.constexprs):
+            names = None  # an unexpected signature: stay on kernel[grid](...)
+    launcher_src = build_launcher(launch, cg, config, device_type, num_programs, names)
+    extra = direct_namespace(kernel) if names is not None else None
+    return CompiledLaunch(source, launcher_src, name, make_launch(launcher_src, kernel, name, extra),
+                          kernel, extra)
