@@ -98,3 +98,16 @@ def test_load_file_device_and_get_tensor(tmp_path) -> None:
     assert ours.load_file(path, device="cpu")["x"].device.type == "cpu"
     with safe_open(path, framework="pt", device="cpu") as f:
         assert f.get_tensor("x").sum().item() == 15
+
+
+def test_adapter_modules_export_the_same_names_as_safetensors() -> None:
+    # code written for safetensors.torch / safetensors.numpy uses e.g. ``st.safe_open``
+    import safetensors.numpy as peer_np
+
+    from torchship.weights import numpy as ours_np
+
+    for theirs, mine in ((peer, ours), (peer_np, ours_np)):
+        public = {"safe_open", "save", "save_file", "load", "load_file", "save_model", "load_model"}
+        expected = {n for n in public if hasattr(theirs, n)}
+        assert expected <= set(dir(mine)), expected - set(dir(mine))
+    assert ours.safe_open is safe_open and ours_np.safe_open is safe_open

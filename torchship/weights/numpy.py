@@ -25,10 +25,10 @@ import numpy as np
 
 from torchship.weights import shards as _shards
 from torchship.weights.format import SafetensorError, dtype_from_numpy
-from torchship.weights.reader import numpy_view, parse_bytes
+from torchship.weights.reader import numpy_view, parse_bytes, safe_open
 from torchship.weights.writer import Entry, save_entries, write_entries
 
-__all__ = ["load", "load_file", "save", "save_file", "save_sharded", "to_entries"]
+__all__ = ["load", "load_file", "safe_open", "save", "save_file", "save_sharded", "to_entries"]
 
 _F4 = np.dtype(ml_dtypes.float4_e2m1fn)
 

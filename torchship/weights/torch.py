@@ -27,10 +27,10 @@ import torch
 
 from torchship.weights import shards as _shards
 from torchship.weights.format import TORCH_NAMES, Header, SafetensorError
-from torchship.weights.reader import parse_bytes
+from torchship.weights.reader import parse_bytes, safe_open
 from torchship.weights.writer import Entry, save_entries, write_entries
 
-__all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model", "save_sharded"]
+__all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model", "save_sharded", "safe_open"]
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     k: getattr(torch, v) for k, v in TORCH_NAMES.items() if isinstance(getattr(torch, v, None), torch.dtype)
