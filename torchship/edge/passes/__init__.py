@@ -3,9 +3,11 @@
 1. ``cleanup.simplify``: identity views/casts/expands removed, reshape chains collapsed
 2. ``fold.constant_fold``: instructions whose inputs are all constants are evaluated once
 3. ``fold.fold_affine``: per-channel ``mul``/``add`` after conv2d/linear (batch norm) folded in
-4. ``quantize`` (optional): int8 weight-only linear/conv2d; float linear weights stored [K, N]
-5. ``cleanup.dce``: unused instructions and constants removed
-6. ``memory.plan``: lifetimes and best-fit offsets in one 64-byte aligned arena
+4. ``fuse.fuse_activations``: single-use relu/clamp after linear/conv2d/add folded into the
+   producer's ``clamp_min``/``clamp_max``
+5. ``quantize`` (optional): int8 weight-only linear/conv2d; float linear weights stored [K, N]
+6. ``cleanup.dce``: unused instructions and constants removed
+7. ``memory.plan``: lifetimes and best-fit offsets in one 64-byte aligned arena
 
 Example:
     >>> from torchship.edge.passes import run_passes  # doctest: +SKIP
@@ -16,6 +18,7 @@ from __future__ import annotations
 from torchship.edge.graph import Graph
 from torchship.edge.passes.cleanup import dce, simplify
 from torchship.edge.passes.fold import constant_fold, fold_affine
+from torchship.edge.passes.fuse import fuse_activations
 from torchship.edge.passes.memory import MemoryPlan, plan
 from torchship.edge.passes.quantize import quantize_int8, transpose_linear_weights
 
@@ -31,6 +34,7 @@ def run_passes(graph: Graph, quantize: str | None = None) -> MemoryPlan:
     fold_affine(graph)
     simplify(graph)
     dce(graph)
+    fuse_activations(graph)
     if quantize == "int8":
         quantize_int8(graph)
     elif quantize is not None:
@@ -40,4 +44,4 @@ def run_passes(graph: Graph, quantize: str | None = None) -> MemoryPlan:
     return plan(graph)
 
 
-__all__ = ["MemoryPlan", "constant_fold", "dce", "fold_affine", "plan", "quantize_int8", "run_passes", "transpose_linear_weights", "simplify"]
+__all__ = ["MemoryPlan", "constant_fold", "dce", "fold_affine", "fuse_activations", "plan", "quantize_int8", "run_passes", "transpose_linear_weights", "simplify"]

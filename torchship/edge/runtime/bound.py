@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from torchship.edge.runtime.nn_ops import _pool_params, _windows, avg_pool_count
-from torchship.edge.runtime.ops import _BINARY, _COMPARE, _LOGICAL, _UNARY_FLOAT
+from torchship.edge.runtime.ops import _BINARY, _CLIP, _COMPARE, _LOGICAL, _UNARY_FLOAT, clamp_step
 from torchship.edge.runtime.registry import OPS, Step, binder
 
 Arrays = list[np.ndarray]
@@ -81,7 +81,14 @@ def _bind_unary(ufunc: Any) -> Any:
 
 
 for _name, _uf in {**_BINARY, **_COMPARE, **_LOGICAL}.items():
-    binder(_name)(_bind_binary(_uf))
+    if _name != "add":
+        binder(_name)(_bind_binary(_uf))
+
+
+@binder("add")
+def _bind_add(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    x, y, o = ins[0], ins[1], outs[0]
+    return _chain(lambda: np.add(x, y, out=o), clamp_step(o, a))
 for _name, _uf in {**_UNARY_FLOAT, "neg": np.negative, "abs": np.abs, "logical_not": np.logical_not}.items():
     binder(_name)(_bind_unary(_uf))
 
@@ -89,24 +96,23 @@ for _name, _uf in {**_UNARY_FLOAT, "neg": np.negative, "abs": np.abs, "logical_n
 @binder("relu")
 def _bind_relu(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     x, o = ins[0], outs[0]
-    zero = o.dtype.type(0)
-    return lambda: np.maximum(x, zero, out=o)
+    t = o.dtype.type
+    if o.dtype.kind != "f":
+        return lambda: np.maximum(x, t(0), out=o)
+    lo, hi = t(0), t(np.inf)  # the clip ufunc: one pass, faster than np.maximum here
+    return lambda: _CLIP(x, lo, hi, out=o)
 
 
 @binder("clamp")
 def _bind_clamp(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     x, o = ins[0], outs[0]
     lo, hi = a["min"], a["max"]
-    if lo is None or hi is None or o.dtype.kind != "f":
+    if o.dtype.kind != "f" or (lo is None and hi is None):
         kernel = OPS["clamp"].kernel
         return lambda: kernel(ins, outs, a)
-    lo_, hi_ = o.dtype.type(lo), o.dtype.type(hi)
-
-    def step() -> None:
-        np.maximum(x, lo_, out=o)
-        np.minimum(o, hi_, out=o)
-
-    return step
+    t = o.dtype.type
+    lo_, hi_ = t(-np.inf if lo is None else float(lo)), t(np.inf if hi is None else float(hi))
+    return lambda: _CLIP(x, lo_, hi_, out=o)
 
 
 @binder("permute")
@@ -141,14 +147,15 @@ def _bind_linear(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     x2, o2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1])
     wt = w if a["transposed"] else w.T
     b = ins[2] if len(ins) == 3 else None
+    clamp = clamp_step(o2, a)
     if b is None:
-        return lambda: np.matmul(x2, wt, out=o2)
+        return _chain(lambda: np.matmul(x2, wt, out=o2), clamp)
 
     def step() -> None:
         np.matmul(x2, wt, out=o2)
         np.add(o2, b, out=o2)
 
-    return step
+    return _chain(step, clamp)
 
 
 @binder("layer_norm")
@@ -221,7 +228,8 @@ def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndar
         views = [buf[r0:r1, off : off + sw * (span - 1) + 1 : sw] for off in offsets]
         wts = [t[r0:r1] for t in taps]
         valid = wide[: r1 - r0].reshape(r1 - r0, oh, wq)[:, :, :ow]
-        blocks.append((wide[: r1 - r0], tmp[: r1 - r0], list(zip(views, wts)), valid, out3[r0:r1], None if brows3 is None else brows3[r0:r1]))
+        dst = out3[r0:r1]
+        blocks.append((wide[: r1 - r0], tmp[: r1 - r0], list(zip(views, wts)), valid, dst, None if brows3 is None else brows3[r0:r1], clamp_step(dst, a)))
     mul, add, copyto = np.multiply, np.add, np.copyto
     computed = w.flags.writeable or (bias is not None and bias.flags.writeable)
 
@@ -229,7 +237,7 @@ def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndar
         if computed:
             refresh()
         copyto(interior, src)
-        for acc, t, pairs, valid, dst, b in blocks:
+        for acc, t, pairs, valid, dst, b, clamp in blocks:
             v0, w0 = pairs[0]
             mul(v0, w0, out=acc)
             for v, wt in pairs[1:]:
@@ -239,6 +247,8 @@ def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndar
                 copyto(dst, valid)
             else:
                 add(valid, b, out=dst)
+            if clamp is not None:
+                clamp()  # while the block is in cache
 
     return step
 
@@ -263,20 +273,21 @@ def _bind_conv2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     g = a["groups"]
     if g == c and cg == 1:
         return _bind_depthwise(x, w, out, bias, a)
-    if g != 1:
+    if g != 1:  # grouped, not depthwise: the plain kernel (clamp included)
         kernel = OPS["conv2d"].kernel
         return lambda: kernel(ins, outs, a)
     wm, o3 = w.reshape(o, c * kh * kw), out.reshape(n, o, oh * ow)
     add_bias = _plus_bias(o3, bias, (1, o, 1))
+    clamp = clamp_step(o3, a)
     if kh == kw == 1 and list(a["stride"]) == [1, 1] and list(a["padding"]) == [0, 0]:
         x3 = x.reshape(n, c, -1)
-        return _chain(lambda: np.matmul(wm, x3, out=o3), add_bias)
+        return _chain(lambda: np.matmul(wm, x3, out=o3), add_bias, clamp)
     (sh, sw), (ph, pw), d = a["stride"], a["padding"], tuple(a["dilation"])
     xp, fill = _padded(x, ph, pw)
     win = _windows(xp, kh, kw, (sh, sw), d, oh, ow).transpose(0, 1, 4, 5, 2, 3)
     cols = np.empty((n, c * kh * kw, oh * ow), x.dtype)
     cols6 = cols.reshape(n, c, kh, kw, oh, ow)
-    return _chain(fill, lambda: np.copyto(cols6, win), lambda: np.matmul(wm, cols, out=o3), add_bias)
+    return _chain(fill, lambda: np.copyto(cols6, win), lambda: np.matmul(wm, cols, out=o3), add_bias, clamp)
 
 
 # --------------------------------------------------------------------------- pooling

@@ -21,7 +21,14 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from torchship.edge.runtime.dims import FLOATS, ProgramError
-from torchship.edge.runtime.ops import _bcast, _fail, _same_dtype
+from torchship.edge.runtime.ops import (
+    CLAMP_ATTRS,
+    _bcast,
+    _fail,
+    _same_dtype,
+    apply_clamp,
+    check_clamp,
+)
 from torchship.edge.runtime.registry import OPS, Shape, register, required
 
 R = required()
@@ -37,10 +44,11 @@ def _linear_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> 
         _fail(f"linear: input {x} and weight {shapes[1]} (expected [..., K] and {want})")
     if len(shapes) == 3 and shapes[2] != (w[0],):
         _fail(f"linear: bias {shapes[2]} must be [{w[0]}]")
+    check_clamp(a, dt)
     return [((*x[:-1], w[0]), dt)]
 
 
-@register("linear", (2, 3), _linear_infer, {"transposed": ("bool", False)})
+@register("linear", (2, 3), _linear_infer, {"transposed": ("bool", False), **CLAMP_ATTRS})
 def _linear(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
     x, w = ins[0], ins[1]
     out = outs[0]
@@ -49,6 +57,7 @@ def _linear(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) ->
     np.matmul(x2, w if a["transposed"] else w.T, out=o2)
     if len(ins) == 3:
         np.add(o2, ins[2], out=o2)
+    apply_clamp(out, a)
 
 
 def _matmul_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
@@ -97,6 +106,7 @@ def _conv_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> li
     (sh, sw), (ph, pw), (dh, dw) = (_pair(a[k], k) for k in ("stride", "padding", "dilation"))
     if min(sh, sw, dh, dw) < 1 or min(ph, pw) < 0:
         _fail("conv2d: stride and dilation must be >= 1, padding >= 0")
+    check_clamp(a, dt)
     oh = _conv_out(x[2], w[2], sh, ph, dh)
     ow = _conv_out(x[3], w[3], sw, pw, dw)
     return [((x[0], w[0], oh, ow), dt)]
@@ -149,7 +159,7 @@ def _depthwise(xp: np.ndarray, w: np.ndarray, out: np.ndarray, s: tuple[int, int
     "conv2d",
     (2, 3),
     _conv_infer,
-    {"stride": ("ints", [1, 1]), "padding": ("ints", [0, 0]), "dilation": ("ints", [1, 1]), "groups": ("int", 1)},
+    {"stride": ("ints", [1, 1]), "padding": ("ints", [0, 0]), "dilation": ("ints", [1, 1]), "groups": ("int", 1), **CLAMP_ATTRS},
 )
 def _conv2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
     x, w = ins[0], ins[1]
@@ -178,6 +188,7 @@ def _conv2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) ->
                     dst[...] = res.reshape(n, og, oh, ow)
     if len(ins) == 3:
         out += ins[2].reshape(1, o, 1, 1)
+    apply_clamp(out, a)
 
 
 # --------------------------------------------------------------------------- pooling

@@ -75,9 +75,60 @@ _LOGICAL = {"logical_and": np.logical_and, "logical_or": np.logical_or}
 def _binary_infer(allowed: tuple[str, ...], result: str | None) -> Any:
     def infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
         dt = _same_dtype(dtypes, allowed)
+        check_clamp(a, dt)
         return [(_bcast(shapes), result or dt)]
 
     return infer
+
+
+# fused output clamp (linear, conv2d, add): y = min(max(op(...), clamp_min), clamp_max)
+CLAMP_ATTRS: dict[str, tuple[str, Any]] = {"clamp_min": ("float?", None), "clamp_max": ("float?", None)}
+_CLIP: Any = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None)  # the clip ufunc
+if _CLIP is None:  # pragma: no cover - older numpy: the public wrapper
+    _CLIP = lambda x, lo, hi, out: np.clip(x, lo, hi, out=out)  # noqa: E731
+
+
+def check_clamp(a: dict[str, Any], dtype: str) -> None:
+    """A fused clamp needs a float output and ``clamp_min <= clamp_max``.
+
+    Example:
+        >>> check_clamp({"clamp_min": 0.0, "clamp_max": 6.0}, "F32")
+    """
+    lo, hi = a.get("clamp_min"), a.get("clamp_max")
+    if lo is None and hi is None:
+        return
+    if dtype not in FLOATS:
+        _fail(f"clamp_min/clamp_max need a float output, got {dtype}")
+    if lo is not None and hi is not None and float(lo) > float(hi):
+        _fail(f"clamp_min {lo} > clamp_max {hi}")
+
+
+def clamp_step(o: np.ndarray, a: dict[str, Any]) -> Any:
+    """A step clamping ``o`` in place to the op's fused ``clamp_min``/``clamp_max``, or None.
+
+    Example:
+        >>> o = np.array([-1.0, 3.0, 9.0], np.float32)
+        >>> clamp_step(o, {"clamp_min": 0.0, "clamp_max": 6.0})(); o.tolist()
+        [0.0, 3.0, 6.0]
+    """
+    lo, hi = a.get("clamp_min"), a.get("clamp_max")
+    if lo is None and hi is None:
+        return None
+    t = o.dtype.type
+    lo_, hi_ = t(-np.inf if lo is None else float(lo)), t(np.inf if hi is None else float(hi))
+    return lambda: _CLIP(o, lo_, hi_, out=o)
+
+
+def apply_clamp(o: np.ndarray, a: dict[str, Any]) -> None:
+    """Clamp ``o`` in place to the fused ``clamp_min``/``clamp_max`` attributes (if any).
+
+    Example:
+        >>> o = np.array([-1.0, 2.0], np.float32); apply_clamp(o, {"clamp_min": 0.0}); o.tolist()
+        [0.0, 2.0]
+    """
+    step = clamp_step(o, a)
+    if step is not None:
+        step()
 
 
 def _make_binary(ufunc: Any) -> Any:
@@ -87,9 +138,16 @@ def _make_binary(ufunc: Any) -> Any:
     return kernel
 
 
+@register("add", 2, _binary_infer(_NUMERIC, None), CLAMP_ATTRS)
+def _add(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
+    np.add(ins[0], ins[1], out=outs[0])
+    apply_clamp(outs[0], a)
+
+
 for _name, _uf in _BINARY.items():
     _allowed = FLOATS if _name in ("div", "pow") else _NUMERIC
-    register(_name, 2, _binary_infer(_allowed, None))(_make_binary(_uf))
+    if _name != "add":
+        register(_name, 2, _binary_infer(_allowed, None))(_make_binary(_uf))
 for _name, _uf in _COMPARE.items():
     register(_name, 2, _binary_infer((*_NUMERIC, "BOOL"), "BOOL"))(_make_binary(_uf))
 for _name, _uf in _LOGICAL.items():
