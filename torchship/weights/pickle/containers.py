@@ -121,7 +121,6 @@ class Container:
         self.findings: list[str] = []
         self.machines: list[Machine] = []  # every machine run, kept for the scanner
         self._data_map: mmap.mmap | None = None
-        self.recorded_crcs: dict[str, int] = {}  # tensor name -> CRC-32 the file recorded
         self._handed_out: tuple[int, int] | None = None
 
     def close(self) -> None:

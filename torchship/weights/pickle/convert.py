@@ -81,19 +81,21 @@ class ConvertReport:
 ProgressFn = Callable[[str, int, int], None]
 
 
-def _entries_for(path: str, report: ConvertReport, crcs: dict[str, int],
+def _entries_for(path: str, report: ConvertReport, crcs: dict[str, int], recorded: set[str],
                  progress: ProgressFn | None) -> tuple[Any, dict[str, Entry], dict[str, str]]:
     container = open_container(path)
     report.container = container.kind
     try:
-        return container, *_plan(container, report, crcs, progress)
+        return container, *_plan(container, report, crcs, recorded, progress)
     except BaseException:
         container.close()
         raise
 
 
-def _plan(container: Any, report: ConvertReport, crcs: dict[str, int],
+def _plan(container: Any, report: ConvertReport, crcs: dict[str, int], recorded: set[str],
           progress: ProgressFn | None) -> tuple[dict[str, Entry], dict[str, str]]:
+    """Entries (read lazily) and metadata; ``crcs`` gets each tensor's CRC-32 (``recorded``:
+    the names whose CRC is the one the checkpoint's zip stored, known before reading)."""
     flat = flatten(container.load(strict=True).value)
     kept, tied = dedupe(flat.tensors)
     total = len(kept)
@@ -104,7 +106,7 @@ def _plan(container: Any, report: ConvertReport, crcs: dict[str, int],
         known = container.record_crc(t)  # the zip's own CRC when the tensor is a whole record
         if known is not None:
             crcs[name] = known
-            container.recorded_crcs[name] = known
+            recorded.add(name)
 
         def on_read(data: Any, name: str = name, known: int | None = known) -> None:
             if known is None:
@@ -191,8 +193,8 @@ def _drop(mapped: mmap.mmap, start: int, stop: int) -> None:
 def _convert_one(path: str, out: str, verify: bool, progress: ProgressFn | None,
                  report: ConvertReport) -> dict[str, Entry]:
     crcs: dict[str, int] = {}
-    container, entries, metadata = _entries_for(path, report, crcs, progress)
-    recorded = set(container.recorded_crcs)
+    recorded: set[str] = set()
+    container, entries, metadata = _entries_for(path, report, crcs, recorded, progress)
     try:
         save_entries(entries, out, metadata)
     finally:
