@@ -117,3 +117,16 @@ def test_pickle_checkpoint_gets_a_hint_to_convert(tmp_path, capsys) -> None:
     garbage.write_bytes(b"\x01" * 16)
     assert main(["weights", "verify", str(garbage)]) == 1
     assert "convert" not in capsys.readouterr().out
+
+
+def test_inspect_directory_of_plain_files(tmp_path, capsys) -> None:
+    # inspect accepts what verify accepts: a folder of independent .safetensors files
+    ours_np.save_file({"a": np.zeros(3, np.int8)}, tmp_path / "adapter.safetensors")
+    ours_np.save_file({"b": np.zeros(2, np.float32)}, tmp_path / "model.safetensors")
+    assert main(["weights", "inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 tensors, 11 B in 2 file(s)" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["weights", "inspect", str(empty)]) == 1
+    assert "no .safetensors file" in capsys.readouterr().out

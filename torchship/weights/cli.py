@@ -53,6 +53,23 @@ def read_header(path: Path) -> Header:
                 buf.close()
 
 
+def checkpoint_files(path: str | Path) -> tuple[list[Path], dict[str, list[str]] | None]:
+    """The files behind ``path`` (a file, an index, a checkpoint directory, or a directory of
+    independent ``*.safetensors`` files) and the shard index mapping when there is one.
+
+    Example:
+        >>> checkpoint_files("ckpt/")  # doctest: +SKIP
+        ([PosixPath('ckpt/model-00001-of-00002.safetensors'), ...], {...})
+    """
+    p = Path(path)
+    if p.is_dir() and not list(p.glob("*.safetensors.index.json")):
+        plain = sorted(p.glob("*.safetensors"))
+        if not plain:
+            raise SafetensorError(f"{p}: directory holds no .safetensors file")
+        return plain, None  # a folder of independent files (or one model.safetensors)
+    return shards.resolve(p)
+
+
 def verify_path(path: str | Path) -> tuple[list[Path], list[str]]:
     """Validate a file, an index, a checkpoint directory, or every ``*.safetensors`` file of a
     directory without an index; return (files checked, problems).
@@ -64,16 +81,10 @@ def verify_path(path: str | Path) -> tuple[list[Path], list[str]]:
     p = Path(path)
     if not p.exists():
         return [], [f"{p}: no such file or directory"]
-    plain = sorted(p.glob("*.safetensors")) if p.is_dir() else []
-    if p.is_dir() and not (p / shards.INDEX_NAME).is_file() and not list(p.glob("*.safetensors.index.json")):
-        if not plain:
-            return [], [f"{p}: directory holds no .safetensors file"]
-        files, mapping = plain, None  # a folder of independent files: check each
-    else:
-        try:
-            files, mapping = shards.resolve(p)
-        except SafetensorError as exc:
-            return [], [str(exc)]
+    try:
+        files, mapping = checkpoint_files(p)
+    except SafetensorError as exc:
+        return [], [str(exc)]
     problems: list[str] = []
     seen: dict[str, Path] = {}
     for file_path in files:
@@ -106,7 +117,7 @@ def _inspect(args: argparse.Namespace) -> int:
     console = Console()
     p = Path(args.path)
     try:
-        files, _ = shards.resolve(p)
+        files, _ = checkpoint_files(p)
         headers = [(f, read_header(f)) for f in files]
     except SafetensorError as exc:
         console.print(f"[red]invalid:[/] {escape(str(exc))}", soft_wrap=True)
