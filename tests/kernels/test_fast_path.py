@@ -79,6 +79,7 @@ class FakeJit:
         self.consts = consts
         self.cache: dict[Any, FakeCompiled] = {}
         self.log: list[Any] = []
+        self.seen: set[Any] = set()
 
     def __getitem__(self, grid: tuple[int, ...]) -> Any:
         def run(*args: Any, **kw: Any) -> FakeCompiled:
@@ -177,6 +178,17 @@ def test_ints_outside_i32_and_floats() -> None:
             assert kind == "run"  # i64 ints always take Triton's own path
     assert direct(*_site_values(captured, {"x": x, "out": out, "k": 3, "s": 7.0}, (20,))) is None
     assert fake.log[-1][0] == "direct"  # a new float value: same fp32 kernel
+
+
+def test_sizes_outside_i32_take_triton_path() -> None:
+    direct, plain, fake, captured = _launchers(softmax, (torch.randn(3, 40),))
+    for cols in (40, 2**31 + 16, 2**31 + 16, 40, 2**31 - 16, 2**31 - 16):
+        x = torch.zeros(1, 1).expand(2, cols)  # no memory behind the big sizes
+        out = torch.zeros(1, 1).expand(2, cols)
+        site = _site_values(captured, {"x": x, "out": out}, (2,))
+        kind = _check_same_launch(direct, plain, fake, site)
+        assert kind == ("run" if cols > 2**31 else "direct" if cols in fake.seen else "run")
+        fake.seen.add(cols)
 
 
 def test_hooks_and_knobs_send_launches_through_triton(monkeypatch: pytest.MonkeyPatch) -> None:

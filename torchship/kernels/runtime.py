@@ -41,14 +41,17 @@ __all__ = ["BoundKernel", "Kernel", "kernel"]
 
 _ENV = getattr(os, "environ", None)
 _ENV_DATA = getattr(_ENV, "_data", None)
-_INTERPRET_KEY = b"TORCHSHIP_INTERPRET" if os.name == "posix" else "TORCHSHIP_INTERPRET"
+
+
+if _ENV_DATA is not None and os.name == "posix":  # read raw: no str encoding per call
+    _env_get, _INTERPRET_KEY, _ONE = _ENV_DATA.get, b"TORCHSHIP_INTERPRET", b"1"
+else:
+    _env_get, _INTERPRET_KEY, _ONE = os.environ.get, "TORCHSHIP_INTERPRET", "1"
 
 
 def _interpret_mode() -> bool:
     """TORCHSHIP_INTERPRET=1, read on every call (cheaply: no str encoding on posix)."""
-    if _ENV_DATA is not None and os.name == "posix":
-        return _ENV_DATA.get(_INTERPRET_KEY) == b"1"
-    return os.environ.get("TORCHSHIP_INTERPRET") == "1"
+    return _env_get(_INTERPRET_KEY) == _ONE
 
 
 def _arg_key(a: Any) -> Any:
@@ -420,23 +423,31 @@ class Kernel:
         return bound
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # the cached path: generated key -> bound kernel -> its runner (host code + launches)
+        if _env_get(_INTERPRET_KEY) != _ONE:
+            fast = self._fast_key
+            if fast is not None and not kwargs:
+                try:
+                    bound = self._bound.get(fast(args))
+                except Exception:  # other arity/types than first seen: generic key
+                    bound = None
+                if bound is not None:
+                    runner = bound._runner
+                    if runner is not None:
+                        return runner(*args)
+        return self._call(args, kwargs)
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Everything but the cached path: interpret mode, new keys, the first call."""
         if _interpret_mode():
             from torchship.kernels import ref
 
             return ref.run(self.fn, args, kwargs)
-        fast = self._fast_key
-        key = None
-        if fast is not None and not kwargs:
-            try:
-                key = fast(args)
-            except Exception:  # other arity/types than first seen: generic key
-                key = None
-        if key is None:
-            key = tuple(map(_arg_key, args))
-            if kwargs:
-                key += tuple((k, _arg_key(v)) for k, v in sorted(kwargs.items()))
-            elif fast is None:
-                self._fast_key = _make_fast_key(args)
+        key = tuple(map(_arg_key, args))
+        if kwargs:
+            key += tuple((k, _arg_key(v)) for k, v in sorted(kwargs.items()))
+        elif self._fast_key is None:
+            self._fast_key = _make_fast_key(args)
         bound = self._bound.get(key)
         if bound is None:
             bound = self.bind(args, kwargs)

@@ -238,6 +238,7 @@ def _hoist(src: str) -> str:
 # fine, so equal keys always mean the same compiled kernel:
 #   pointer: dtype (fixed by the site key) and data_ptr % 16 == 0
 #   int: == 1 (becomes a constexpr), % 16 == 0; only i32-range ints take the direct path
+#   (Triton's i64/u64 classes), sizes and strides checked together by OR-ing them
 #   float: nothing (always fp32); constexprs: their values
 #   options: the knobs run() folds into them (debug, instrumentation mode, ...)
 # Anything unusual (launch hooks installed, ints outside i32, an async-compile future, a kernel
@@ -289,18 +290,20 @@ def direct_block(params: list[Any], constexprs: dict[str, str], param_names: lis
     assert knob is not None, "direct launches need triton.knobs"
     key_knobs, pre = knob
     lines: list[str] = []
-    values, ints, key = [], [], ["dev", *key_knobs]
+    values, ints, sizes, key = [], [], [], ["dev", *key_knobs]
     for i, p in enumerate(params):
         lines.append(f"    v{i} = {p.getter}")
         values.append(f"v{i}")
         if p.value is None:  # a tensor's pointer
-            key.append(f"(v{i}.data_ptr() & 15) == 0")
+            key.append(f"not v{i}.data_ptr() & 15")
         elif p.value.dtype.is_floating_point:
             pass  # Triton passes every float as fp32, unspecialised
         else:
-            ints.append(f"v{i}")
+            # sizes and strides are never negative: one OR tells whether all fit in i32
+            is_size = ".shape[" in p.getter or ".stride(" in p.getter
+            (sizes if is_size else ints).append(f"v{i}")
             key.append(f"v{i} == 1")
-            key.append(f"(v{i} & 15) == 0")
+            key.append(f"not v{i} & 15")
     consts = []
     for j, (name, expr) in enumerate(constexprs.items()):
         if expr.lstrip("-").isdigit():
@@ -314,8 +317,12 @@ def direct_block(params: list[Any], constexprs: dict[str, str], param_names: lis
                 f"{', '.join(all_args)})")
     ind = "    "
     lines.append("    key = None")
-    if ints:
-        lines.append(f"    if {' and '.join(_I32.format(v=v) for v in ints)}:")
+    checks = [_I32.format(v=v) for v in ints]
+    if sizes:
+        checks.append(f"(0 <= ({' | '.join(sizes)}) <= 2147483647)" if len(sizes) > 1
+                      else _I32.format(v=sizes[0]))
+    if checks:
+        lines.append(f"    if {' and '.join(checks)}:")
         ind = "        "
     lines.append(f"{ind}dev = _dev()")
     lines.append(f"{ind}key = ({', '.join(key)},)")
@@ -358,7 +365,8 @@ def direct_namespace(kernel: Any, device_fns: tuple[Callable[..., Any], Callable
             entry = (compiled.run, compiled.function, compiled.packed_metadata)
         except AttributeError:
             return
-        direct[key] = entry
+        if entry[1] is not None:  # loaded (run() loads it before launching)
+            direct[key] = entry
 
     def resolve() -> None:
         if device_fns is not None:
