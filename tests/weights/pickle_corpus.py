@@ -224,19 +224,19 @@ def malicious(tmp: Path, canary: Path) -> list[Payload]:
     add("legacy_stream", "payload in a legacy (non-zip) torch file", buf.getvalue(), ".bin")
     bad_pkl = pickle.dumps({"w": _Reduce(os.system, (sh,))}, protocol=2)
 
-    def dup(members: list[tuple[zipfile.ZipInfo, bytes]]) -> list[tuple[zipfile.ZipInfo, bytes]]:
-        data_info = next(i for i, _ in members if i.filename.endswith("/data.pkl"))
-        return members + [(zipfile.ZipInfo(data_info.filename), bad_pkl)]
+    def extra_copy(rename: Callable[[str], str]) -> Callable[[list[tuple[zipfile.ZipInfo, bytes]]], list[tuple[zipfile.ZipInfo, bytes]]]:
+        """A zip edit that appends the payload under ``rename(<root>/data.pkl)``."""
+
+        def edit(members: list[tuple[zipfile.ZipInfo, bytes]]) -> list[tuple[zipfile.ZipInfo, bytes]]:
+            data_info = next(i for i, _ in members if i.filename.endswith("/data.pkl"))
+            return members + [(zipfile.ZipInfo(rename(data_info.filename)), bad_pkl)]
+
+        return edit
 
     add("zip_duplicate_name", "second data.pkl with the same name in the zip",
-        _rezip(_clean_torch_zip(), dup), ".pt")
-
-    def case(members: list[tuple[zipfile.ZipInfo, bytes]]) -> list[tuple[zipfile.ZipInfo, bytes]]:
-        data_info = next(i for i, _ in members if i.filename.endswith("/data.pkl"))
-        return members + [(zipfile.ZipInfo(data_info.filename.replace("data.pkl", "DATA.pkl")), bad_pkl)]
-
+        _rezip(_clean_torch_zip(), extra_copy(lambda n: n)), ".pt")
     add("zip_case_conflict", "data.pkl and DATA.pkl (conflict on case-insensitive systems)",
-        _rezip(_clean_torch_zip(), case), ".pt")
+        _rezip(_clean_torch_zip(), extra_copy(lambda n: n.replace("data.pkl", "DATA.pkl"))), ".pt")
 
     def second_root(members: list[tuple[zipfile.ZipInfo, bytes]]) -> list[tuple[zipfile.ZipInfo, bytes]]:
         return [(zipfile.ZipInfo("evil/data.pkl"), bad_pkl)] + members
@@ -244,12 +244,8 @@ def malicious(tmp: Path, canary: Path) -> list[Payload]:
     add("zip_second_root", "a second root folder whose data.pkl comes first",
         _rezip(_clean_torch_zip(), second_root), ".pt")
 
-    def renamed(members: list[tuple[zipfile.ZipInfo, bytes]]) -> list[tuple[zipfile.ZipInfo, bytes]]:
-        data_info = next(i for i, _ in members if i.filename.endswith("/data.pkl"))
-        return members + [(zipfile.ZipInfo(data_info.filename.replace("data.pkl", "extra")), bad_pkl)]
-
     add("zip_pickle_without_pkl_suffix", "payload pickle in a member not named *.pkl",
-        _rezip(_clean_torch_zip(), renamed), ".pt")
+        _rezip(_clean_torch_zip(), extra_copy(lambda n: n.replace("data.pkl", "extra"))), ".pt")
     blob = bytearray(_rezip(_clean_torch_zip(), lambda m: [(i, bad_pkl if i.filename.endswith("data.pkl") else d) for i, d in m]))
     _set_flag(blob, "data.pkl", 0x0001)
     add("zip_encrypted_flag", "data.pkl flagged encrypted (zip flag trick)", bytes(blob), ".pt")
