@@ -83,6 +83,8 @@ class TritonCodegen(ReductionEmitter):
         self.tile_vars: dict[int, dict[str, str]] = {}
         self.ctx = _Ctx()
         self.last_loc: Any = None
+        self.prologue_at: int | None = None  # where hoisted set-up lines go (see generate)
+        self.hoisted: dict[str, str] = {}  # hoisted expression -> its name
         for p in launch.args:
             self.used.add(p.name)
             if p.value is not None:
@@ -230,13 +232,16 @@ class TritonCodegen(ReductionEmitter):
             self.constexprs[name] = str(self.config.block_sizes[key])
         return self.block_names[key]
 
-    def open_tile(self, tile: TileInfo, begin_expr: str) -> None:
-        """Emit index/mask of a tile whose block starts at ``begin_expr`` (a name)."""
+    def open_tile(self, tile: TileInfo, begin_expr: str, masked: bool = True) -> None:
+        """Emit index/mask of a tile whose block starts at ``begin_expr`` (a name); with
+        ``masked=False`` the block is known to be full and gets no mask."""
         blk = self.block_name(tile)
         idx = self.fresh(f"{tile.name}_index")
-        mask = self.fresh(f"{tile.name}_mask")
         self.line(f"{idx} = {begin_expr} + tl.arange(0, {blk})")
-        self.line(f"{mask} = {idx} < {self.ref(tile.end)}")
+        mask: str | None = None
+        if masked:
+            mask = self.fresh(f"{tile.name}_mask")
+            self.line(f"{mask} = {idx} < {self.ref(tile.end)}")
         self.ctx.dims[id(tile)] = (idx, mask, blk, begin_expr)
         self.tile_vars[id(tile)] = {"begin": begin_expr, "block_size": blk}
 
@@ -276,6 +281,8 @@ class TritonCodegen(ReductionEmitter):
             self.line(f"{idx}_mask = {idx} < {size}")
             self.ctx.dims[r.id] = (idx, f"{idx}_mask", rname, "0")
             self.used.add(f"{idx}_mask")
+        # loop-invariant set-up (tensor descriptors) is inserted here, before the grid code
+        self.prologue_at = len(self.lines)
         self.emit_grid()
         body = "\n".join(self.lines)
         words = set(re.findall(r"[A-Za-z_]\w*", body))
@@ -284,6 +291,25 @@ class TritonCodegen(ReductionEmitter):
         self.used_args = [p for p in self.launch.args if p.name in words]
         header = self.signature()
         return "\n".join([header, *self.lines]) + "\n"
+
+    def hoist(self, expr: str, hint: str) -> str:
+        """Name for ``expr`` computed once in the kernel prologue, when it only reads kernel
+        arguments and constexprs (else ``expr`` itself): e.g. a tensor descriptor used in a
+        loop is created once per program, not once per iteration."""
+        if self.prologue_at is None:
+            return expr
+        if expr in self.hoisted:
+            return self.hoisted[expr]
+        allowed = {p.name for p in self.launch.args} | set(self.constexprs) | {
+            "tl", "shape", "strides", "block_shape", "make_tensor_descriptor"}
+        words = set(re.findall(r"(?<![.\w])[A-Za-z_]\w*", expr))
+        if not words <= allowed:
+            return expr
+        name = self.fresh(hint)
+        self.lines.insert(self.prologue_at, f"    {name} = {expr}")
+        self.prologue_at += 1
+        self.hoisted[expr] = name
+        return name
 
     def host_expr(self, x: Any) -> str:
         if isinstance(x, Value):
@@ -413,6 +439,9 @@ class TritonCodegen(ReductionEmitter):
             self.line(f"{name} = {init}")
             self.ctx.names[c.phi.id] = name
         opened = 0
+        if len(loop.tiles) == 1:
+            self.emit_peeled_tile_loop(loop)
+            return
         if loop.tiles:
             for t in loop.tiles:
                 b = self.fresh(f"{t.name}_begin")
@@ -435,6 +464,31 @@ class TritonCodegen(ReductionEmitter):
             if final != name:
                 self.line(f"{name} = {final}")
         self.indent -= opened
+
+    def emit_peeled_tile_loop(self, loop: Loop) -> None:
+        """A one-tile inner loop as two loops: full blocks with no masks on the tile's dim
+        (the usual case: no ``tl.where`` / masked loads per iteration), then the ragged last
+        block, if any, with masks. Loop-carried values flow from the first into the second."""
+        t = loop.tiles[0]
+        blk = self.block_name(t)
+        begin, end = self.ref(t.begin), self.ref(t.end)
+        full_end = self.fresh(f"{t.name}_full_end")
+        self.line(f"{full_end} = {begin} + ({end} - {begin}) // {blk} * {blk}")
+        for part, (lo, hi, extra) in enumerate(((begin, full_end, ""),
+                                                (full_end, end, ", num_stages=1"))):
+            self.line("# full blocks (no masks)" if part == 0 else
+                      "# the ragged last block (masked)")
+            b = self.fresh(f"{t.name}_begin")
+            self.line(f"for {b} in tl.range({lo}, {hi}, {blk}{extra}):")
+            self.indent += 1
+            self.open_tile(t, b, masked=part == 1)
+            self.emit_items(loop.body)
+            for c in loop.carried:
+                final = self.ref(c.final)
+                name = self.ctx.names[c.phi.id]
+                if final != name:
+                    self.line(f"{name} = {final}")
+            self.indent -= 1
 
     def emit_node(self, node: Node) -> None:
         if node.out is not None and self.has_rolled(node.out):

@@ -215,6 +215,8 @@ def _tdesc(cg: Any, node: Node) -> tuple[str, str, list[str]]:
         spec.append(":")
     desc = (f"tl.make_tensor_descriptor({ref.ptr.name}, shape=[{', '.join(shape)}], "
             f"strides=[{', '.join(strides)}], block_shape=[{', '.join(blocks)}])")
+    # created once per program when it depends only on kernel arguments (not per iteration)
+    desc = cg.hoist(desc, f"{ref.ptr.name}_desc") if hasattr(cg, "hoist") else desc
     return desc, f"[{', '.join(offsets)}]", spec
 
 

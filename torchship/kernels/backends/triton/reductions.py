@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -177,10 +178,21 @@ class ReductionEmitter:
 
 
 def _zero_padded(v: Value, d: Any) -> bool:
-    """True when ``v``'s lanes outside dim ``d`` are known to be 0 (a masked load)."""
+    """True when ``v``'s lanes outside dim ``d`` are known to be 0: a masked load (``other=0``),
+    possibly cast or scaled by a finite python number or a 0-d value (``(x[tm, :] * s).to(...)``,
+    e.g. attention's pre-scaled q), so dots need not re-mask it in every loop iteration."""
     node = v.node
-    while node is not None and node.op == "to":
-        src = node.inputs[0]
+    while node is not None and node.op in ("to", "mul"):
+        if node.op == "mul":
+            vals = [x for x in node.inputs if isinstance(x, Value) and x.ndim > 0]
+            others = [x for x in node.inputs if not (isinstance(x, Value) and x.ndim > 0)]
+            if len(vals) != 1 or not all(
+                    isinstance(x, Value) or (isinstance(x, (int, float)) and math.isfinite(x))
+                    for x in others):
+                return False
+            src: Any = vals[0]
+        else:
+            src = node.inputs[0]
         if not isinstance(src, Value):
             return False
         node = src.node
