@@ -313,7 +313,7 @@ def autotune(
         seeds: list[Any] = []
     else:
         strat = make_strategy(strategy, space, cap)
-        seeds = [default] + list(seeds or []) + (
+        seeds = [default] + list(seeds or []) + dot_seeds(space, default) + (
             nearby_winners(store, key, space) if store is not None else [])
     strat.start(space, seeds, random.Random(seed))
     tgt = target or make_target(bound, args, kwargs, kernel, isolate, reference)
@@ -476,3 +476,41 @@ def load_log(path: str | os.PathLike[str]) -> dict[str, Any]:
         >>> # load_log(report.log_path)["candidates"][0]["status"]
     """
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def dot_seeds(space: Any, default: Any) -> list[Any]:
+    """Variants of the default of a GPU kernel with ``tl.dot``: what is usually best for an
+    H100 matmul (persistent programs with tensor descriptors / TMA, 128x256 output tiles,
+    4 stages), so the search starts from them instead of hoping to sample them.
+
+    Example:
+        >>> dot_seeds(None, None)
+        []
+    """
+    launches = getattr(space, "launches", None)
+    if not launches or space.device != "cuda" or not any(la.has_dot for la in launches):
+        return []
+    from torchship.kernels.config import Config
+
+    base = default.to_dict()
+    tweaks: list[dict[str, Any]] = [{"num_stages": 4}]
+    if "tensor_descriptor" in space.params.get("indexing", []):
+        tweaks += [{"indexing": "tensor_descriptor"},
+                   {"indexing": "tensor_descriptor", "pid_type": "persistent"}]
+    # widen each grid block of 128 in a dot launch to 256 (one at a time)
+    for i, bp in enumerate(space.block_params):
+        if bp.grid and bp.in_dot and base["block_sizes"][i] == 128:
+            wide = list(base["block_sizes"])
+            wide[i] = 256
+            tweaks += [{"block_sizes": wide}, {"block_sizes": wide, "num_warps": 8},
+                       {"block_sizes": wide, "num_warps": 8, "pid_type": "persistent",
+                        "indexing": "tensor_descriptor"}]
+    out: list[Any] = []
+    for tw in tweaks:
+        try:
+            cfg = Config.from_dict(base | tw)
+        except Exception:  # noqa: BLE001 - a knob this space lacks
+            continue
+        if cfg != default and cfg not in out and space.is_valid(cfg):
+            out.append(cfg)
+    return out
