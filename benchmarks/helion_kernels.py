@@ -116,6 +116,9 @@ def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Written as the torchship example is (one (batch, head) per program indexed by the
+    tile's begin, so blocks stay 2-D; exp2 with log2(e)/sqrt(d) folded into q), so both
+    compilers get the same algorithm."""
     b, h, s, d = q.shape
     d = hl.specialize(d)
     sk = k.size(2)
@@ -123,48 +126,55 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     kt = k.reshape(-1, sk, d).transpose(1, 2)
     vf = v.reshape(-1, sk, d)
     out = torch.empty_like(qf)
-    scale = 1.0 / math.sqrt(d)
+    qk_scale = 1.4426950408889634 / math.sqrt(d)
     for tb, tm in hl.tile([qf.size(0), s], block_size=[1, None]):
-        mx = hl.full([tb, tm], float("-inf"), dtype=torch.float32)
-        den = hl.zeros([tb, tm], dtype=torch.float32)
-        acc = hl.zeros([tb, tm, d], dtype=torch.float32)
-        qb = qf[tb, tm, :]
+        bh = tb.begin
+        mx = hl.full([tm], float("-inf"), dtype=torch.float32)
+        den = hl.zeros([tm], dtype=torch.float32)
+        acc = hl.zeros([tm, d], dtype=torch.float32)
+        qb = (qf[bh, tm, :].to(torch.float32) * qk_scale).to(q.dtype)
         for tn in hl.tile(sk):
-            sc = hl.dot(qb, kt[tb, :, tn]) * scale
+            sc = hl.dot(qb, kt[bh, :, tn])
             new = torch.maximum(mx, torch.amax(sc, -1))
-            p = torch.exp(sc - new[:, :, None])
-            alpha = torch.exp(mx - new)
+            p = torch.exp2(sc - new[:, None])
+            alpha = torch.exp2(mx - new)
             den = den * alpha + p.sum(-1)
-            acc = hl.dot(p.to(v.dtype), vf[tb, tn, :], acc=acc * alpha[:, :, None])
+            acc = hl.dot(p.to(v.dtype), vf[bh, tn, :], acc=acc * alpha[:, None])
             mx = new
-        out[tb, tm, :] = (acc / den[:, :, None]).to(q.dtype)
+        out[bh, tm, :] = (acc / den[:, None]).to(q.dtype)
     return out.view(b, h, s, d)
 
 def attention_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Written as the torchship example is (one (batch, head) per program indexed by the
+    tile's begin, so blocks stay 2-D; exp2 with log2(e)/sqrt(d) folded into q), so both
+    compilers get the same algorithm; the key loop stops at the query tile's end
+    (seq_q == seq_k)."""
     b, h, s, d = q.shape
     d = hl.specialize(d)
     sk = k.size(2)
+    if s != sk:
+        raise ValueError("the Helion causal attention assumes seq_q == seq_k")
     qf = q.reshape(-1, s, d)
     kt = k.reshape(-1, sk, d).transpose(1, 2)
     vf = v.reshape(-1, sk, d)
     out = torch.empty_like(qf)
-    scale = 1.0 / math.sqrt(d)
+    qk_scale = 1.4426950408889634 / math.sqrt(d)
     for tb, tm in hl.tile([qf.size(0), s], block_size=[1, None]):
-        mx = hl.full([tb, tm], float("-inf"), dtype=torch.float32)
-        den = hl.zeros([tb, tm], dtype=torch.float32)
-        acc = hl.zeros([tb, tm, d], dtype=torch.float32)
-        qb = qf[tb, tm, :]
-        for tn in hl.tile(sk):
-            sc = hl.dot(qb, kt[tb, :, tn]) * scale
-            vis = tm.index[:, None] >= tn.index[None, :]
-            sc = torch.where(vis[None, :, :], sc, float("-inf"))
+        bh = tb.begin
+        mx = hl.full([tm], float("-inf"), dtype=torch.float32)
+        den = hl.zeros([tm], dtype=torch.float32)
+        acc = hl.zeros([tm, d], dtype=torch.float32)
+        qb = (qf[bh, tm, :].to(torch.float32) * qk_scale).to(q.dtype)
+        for tn in hl.tile(0, tm.end):
+            sc = hl.dot(qb, kt[bh, :, tn])
+            sc = torch.where(tm.index[:, None] >= tn.index[None, :], sc, float("-inf"))
             new = torch.maximum(mx, torch.amax(sc, -1))
-            p = torch.exp(sc - new[:, :, None])
-            alpha = torch.exp(mx - new)
+            p = torch.exp2(sc - new[:, None])
+            alpha = torch.exp2(mx - new)
             den = den * alpha + p.sum(-1)
-            acc = hl.dot(p.to(v.dtype), vf[tb, tn, :], acc=acc * alpha[:, :, None])
+            acc = hl.dot(p.to(v.dtype), vf[bh, tn, :], acc=acc * alpha[:, None])
             mx = new
-        out[tb, tm, :] = (acc / den[:, :, None]).to(q.dtype)
+        out[bh, tm, :] = (acc / den[:, None]).to(q.dtype)
     return out.view(b, h, s, d)
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
