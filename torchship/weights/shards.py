@@ -89,7 +89,8 @@ def write_index(
     atomically; return its path.
 
     Example:
-        >>> write_index(tempfile.mkdtemp(), {"a": "model-00001-of-00001.safetensors"}, 8).name  # doctest: +SKIP
+        >>> import tempfile
+        >>> write_index(tempfile.mkdtemp(), {"a": "model-00001-of-00001.safetensors"}, 8).name
         'model.safetensors.index.json'
     """
     index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
@@ -105,8 +106,12 @@ def remove_stale(directory: str | os.PathLike[str], keep: list[str], prefix: str
     checkpoint; return the names removed.
 
     Example:
-        >>> remove_stale(tempfile.mkdtemp(), ["model.safetensors"])  # doctest: +SKIP
-        []
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> for name in ("model.safetensors", "model.safetensors.index.json", "notes.txt"):
+        ...     _ = (d / name).write_bytes(b"")
+        >>> remove_stale(d, ["model.safetensors"])
+        ['model.safetensors.index.json']
     """
     out = Path(directory)
     pattern = re.compile(re.escape(prefix) + r"(-\d{5}-of-\d{5}\.safetensors|\.safetensors|\.safetensors\.index\.json)")
