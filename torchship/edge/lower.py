@@ -59,6 +59,15 @@ def torch_dtype(dt: torch.dtype) -> str:
     return table[dt]
 
 
+def out_dtype(lw: Any, node: torch.fx.Node) -> str:
+    """Program dtype of ``node``'s (single) result; the handler signature ``(lw, node)``.
+
+    Example:
+        >>> # out_dtype(lw, node) -> 'F32'
+    """
+    return torch_dtype(node.meta["val"].dtype)
+
+
 def sym_to_dim(expr: Any) -> Any:
     """Convert a sympy size expression from torch.export to a program dimension.
 

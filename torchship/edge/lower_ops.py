@@ -17,13 +17,20 @@ from typing import Any
 import torch
 
 from torchship.edge.lower import Lowering, handles, sym_to_dim, torch_dtype
+from torchship.edge.lower import out_dtype as _out_dtype
 
 aten = torch.ops.aten
 Node = torch.fx.Node
 
 
-def _out_dtype(lw: Lowering, node: Node) -> str:
-    return torch_dtype(node.meta["val"].dtype)
+def _first_output_only(lw: Lowering, node: Node, outs: list[Any], what: str) -> list[Any]:
+    """``outs`` for a multi-output ATen op of which only output 0 is lowered; fail at the first
+    reader of another output."""
+    for user in node.users:
+        if user.args[1] != 0:
+            lw.node = user
+            raise lw.fail(f"{what} are not supported")
+    return outs
 
 
 # ----------------------------------------------------------------------------- elementwise
@@ -252,11 +259,7 @@ def _max_pool(lw: Lowering, node: Node) -> Any:
     y = lw.g.emit("max_pool2d", [x], dt, shape, {"kernel": k, "stride": s, "padding": p, "dilation": d, "ceil_mode": bool(ceil)}, lw.source)
     if node.target is aten.max_pool2d.default:
         return y
-    for user in node.users:
-        if user.args[1] != 0:
-            lw.node = user
-            raise lw.fail("max_pool2d indices (return_indices=True) are not supported")
-    return [y, None]
+    return _first_output_only(lw, node, [y, None], "max_pool2d indices (return_indices=True)")
 
 
 @handles(aten.avg_pool2d.default)
@@ -323,11 +326,7 @@ def _layer_norm(lw: Lowering, node: Node) -> Any:
     y = lw.g.emit("layer_norm", ins, dt, lw.shape_of(xv), {"normalized_ndim": len(shape), "eps": float(eps)}, lw.source)
     if node.target is aten.layer_norm.default:
         return y
-    for user in node.users:
-        if user.args[1] != 0:
-            lw.node = user
-            raise lw.fail("layer_norm saved mean/rstd outputs are not supported")
-    return [y, None, None]
+    return _first_output_only(lw, node, [y, None, None], "layer_norm saved mean/rstd outputs")
 
 
 @handles(aten._softmax.default, aten.softmax.int, aten._log_softmax.default, aten.log_softmax.int)

@@ -13,14 +13,11 @@ from typing import Any
 
 import torch
 
-from torchship.edge.lower import INT64_MAX, Lowering, handles, sym_to_dim, torch_dtype
+from torchship.edge.lower import INT64_MAX, Lowering, handles, sym_to_dim
+from torchship.edge.lower import out_dtype as _out_dtype
 
 aten = torch.ops.aten
 Node = torch.fx.Node
-
-
-def _out_dtype(lw: Lowering, node: Node) -> str:
-    return torch_dtype(node.meta["val"].dtype)
 
 
 # ----------------------------------------------------------------------------- shape ops

@@ -18,13 +18,16 @@ Convolutions get the biggest changes:
 - other convolutions: padded input and im2col column buffers preallocated, one BLAS matmul;
 - 1x1 stride-1 unpadded: a matmul straight from the input view.
 
+Pooling takes the kernel taps as strided views of a preallocated padded copy. The plain
+``conv2d`` kernel (depthwise case) and the pool kernels run these binders once per call.
+
 Example:
     >>> import numpy as np
     >>> from torchship.edge.runtime import ops, nn_ops, bound  # register ops and binders
     >>> from torchship.edge.runtime.registry import OPS, bind_step
     >>> x, o = np.array([[-1.0, 2.0]], np.float32), np.empty((1, 2), np.float32)
     >>> step = bind_step(OPS["relu"], [x], [o], {})
-    >>> step(); o.tolist()
+    >>> _ = step(); o.tolist()
     [[0.0, 2.0]]
 """
 
@@ -34,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from torchship.edge.runtime.nn_ops import _pool_params, _windows, avg_pool_count
+from torchship.edge.runtime.nn_ops import _pair, _pool_params, _windows
 from torchship.edge.runtime.ops import _BINARY, _CLIP, _COMPARE, _LOGICAL, _UNARY_FLOAT, clamp_step
 from torchship.edge.runtime.registry import OPS, Step, binder
 
@@ -307,17 +310,44 @@ def _pool_taps(x: np.ndarray, out: np.ndarray, a: dict[str, Any], value: float) 
     return taps, fill
 
 
+def _window_reduce(taps: list[np.ndarray], out: np.ndarray, ufunc: Any) -> None:
+    np.copyto(out, taps[0])
+    for t in taps[1:]:
+        ufunc(out, t, out=out)
+
+
+def avg_pool_count(x: np.ndarray, out: np.ndarray, a: dict[str, Any]) -> np.ndarray:
+    """Divisor of each avg_pool2d window ([1, 1, OH, OW]): ``divisor``, or the number of cells
+    inside the padded input (``count_include_pad``) or the input itself.
+
+    Example:
+        >>> a = {"kernel": [2, 2], "stride": [2, 2], "padding": [1, 1], "ceil_mode": False,
+        ...      "count_include_pad": False, "divisor": 0}
+        >>> avg_pool_count(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2)), a).ravel().tolist()
+        [1.0, 1.0, 1.0, 1.0]
+    """
+    if a["divisor"]:
+        return np.full((1, 1, 1, 1), a["divisor"], out.dtype)
+    h, w = x.shape[2], x.shape[3]
+    ph, pw = _pair(a["padding"], "padding")
+    ones = np.zeros((1, 1, h + 2 * ph, w + 2 * pw), out.dtype)
+    if a["count_include_pad"]:
+        ones[...] = 1
+    else:
+        ones[:, :, ph : ph + h, pw : pw + w] = 1
+    count = np.empty((1, 1, out.shape[2], out.shape[3]), out.dtype)
+    taps, fill = _pool_taps(ones, count, {**a, "padding": [0, 0]}, 0.0)
+    if fill is not None:  # windows running past the padded input (ceil_mode)
+        fill()
+    _window_reduce(taps, count, np.add)
+    return count
+
+
 @binder("max_pool2d")
 def _bind_max_pool2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     out = outs[0]
     taps, fill = _pool_taps(ins[0], out, a, -np.inf)
-
-    def step() -> None:
-        np.copyto(out, taps[0])
-        for t in taps[1:]:
-            np.maximum(out, t, out=out)
-
-    return _chain(fill, step)
+    return _chain(fill, lambda: _window_reduce(taps, out, np.maximum))
 
 
 @binder("avg_pool2d")
@@ -327,9 +357,7 @@ def _bind_avg_pool2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     count = avg_pool_count(x, out, a)
 
     def step() -> None:
-        np.copyto(out, taps[0])
-        for t in taps[1:]:
-            np.add(out, t, out=out)
+        _window_reduce(taps, out, np.add)
         np.divide(out, count, out=out)
 
     return _chain(fill, step)

@@ -1,13 +1,14 @@
 """Core ops, part 2: linear algebra, convolution, pooling and normalisation (numpy kernels).
 
-``linear``/``matmul`` go to BLAS through ``np.matmul``; ``conv2d`` is a direct matmul for 1x1,
-a per-tap multiply-accumulate for depthwise, and im2col (``sliding_window_view``) + matmul
-otherwise — no Python loop over pixels anywhere.
+``linear``/``matmul`` go to BLAS through ``np.matmul``; ``conv2d`` is a direct matmul for 1x1
+and im2col (``sliding_window_view``) + matmul otherwise — no Python loop over pixels anywhere.
+Depthwise conv2d and the pools run through their load-time binders (``bound.py``); these plain
+kernels serve constant folding and ops without a binder.
 
 Example:
     >>> import numpy as np
     >>> out = np.empty((2, 3), np.float32)
-    >>> OPS["linear"].kernel([np.ones((2, 4), np.float32), np.ones((3, 4), np.float32)], [out], {})
+    >>> OPS["linear"].kernel([np.ones((2, 4), np.float32), np.ones((3, 4), np.float32)], [out], {"transposed": False})
     >>> out[0].tolist()
     [4.0, 4.0, 4.0]
 """
@@ -112,10 +113,8 @@ def _conv_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> li
     return [((x[0], w[0], oh, ow), dt)]
 
 
-def _pad(x: np.ndarray, ph: int, pw: int, value: float = 0.0, extra_h: int = 0, extra_w: int = 0) -> np.ndarray:
-    if not (ph or pw or extra_h or extra_w):
-        return x
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph + extra_h), (pw, pw + extra_w)), constant_values=value)
+def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
 
 
 def _windows(xp: np.ndarray, kh: int, kw: int, s: tuple[int, int], d: tuple[int, int], oh: int, ow: int) -> np.ndarray:
@@ -124,35 +123,13 @@ def _windows(xp: np.ndarray, kh: int, kw: int, s: tuple[int, int], d: tuple[int,
     return win[:, :, : (oh - 1) * s[0] + 1 : s[0], : (ow - 1) * s[1] + 1 : s[1], :: d[0], :: d[1]]
 
 
-def _tap(xp: np.ndarray, i: int, j: int, s: tuple[int, int], d: tuple[int, int], oh: int, ow: int) -> np.ndarray:
-    """Strided view of the input cells that kernel tap (i, j) reads for every output position."""
-    r, c = i * d[0], j * d[1]
-    return xp[:, :, r : r + (oh - 1) * s[0] + 1 : s[0], c : c + (ow - 1) * s[1] + 1 : s[1]]
+def _run_bound(name: str, ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
+    """Run op ``name`` once through its load-time binder (``bound.py``, which imports this module)."""
+    from torchship.edge.runtime import bound  # noqa: F401  (registers the binders)
 
-
-_BLOCK = 1 << 22  # elements per channel block (bounds the temporary)
-
-
-def _depthwise(xp: np.ndarray, w: np.ndarray, out: np.ndarray, s: tuple[int, int], d: tuple[int, int], mult: int) -> None:
-    """Depthwise conv as a multiply-accumulate per kernel tap, in cache-sized channel blocks."""
-    n, o, oh, ow = out.shape
-    kh, kw = w.shape[2], w.shape[3]
-    if mult != 1:
-        xp = np.repeat(xp, mult, axis=1)
-    cb = max(1, _BLOCK // max(1, n * oh * ow))
-    tmp = np.empty((n, min(cb, o), oh, ow), out.dtype)
-    for c0 in range(0, o, cb):
-        c1 = min(o, c0 + cb)
-        xb, ob, tb = xp[:, c0:c1], out[:, c0:c1], tmp[:, : c1 - c0]
-        wb = w[c0:c1, 0]
-        for i in range(kh):
-            for j in range(kw):
-                tap = wb[:, i, j].reshape(1, -1, 1, 1)
-                if i == 0 and j == 0:
-                    np.multiply(_tap(xb, i, j, s, d, oh, ow), tap, out=ob)
-                else:
-                    np.multiply(_tap(xb, i, j, s, d, oh, ow), tap, out=tb)
-                    ob += tb
+    bind = OPS[name].bind
+    assert bind is not None, name
+    bind(ins, outs, a)()
 
 
 @register(
@@ -168,24 +145,19 @@ def _conv2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) ->
     o, cg, kh, kw = w.shape
     _, _, oh, ow = out.shape
     g = a["groups"]
+    if g == c and cg == 1:  # depthwise (channel multiplier o // c): see bound._bind_depthwise
+        _run_bound("conv2d", ins, outs, a)
+        return
     s, p, d = tuple(a["stride"]), tuple(a["padding"]), tuple(a["dilation"])
     if kh == kw == 1 and s == (1, 1) and p == (0, 0) and g == 1:
         np.matmul(w.reshape(o, c), x.reshape(n, c, -1), out=out.reshape(n, o, -1))
     else:
-        xp = _pad(x, *p)
-        if g == c and cg == 1:  # depthwise (channel multiplier o // c)
-            _depthwise(xp, w, out, s, d, o // c)
-        else:
-            win = _windows(xp, kh, kw, s, d, oh, ow)
-            og = o // g
-            for gi in range(g):
-                cols = win[:, gi * cg : (gi + 1) * cg].transpose(0, 1, 4, 5, 2, 3).reshape(n, cg * kh * kw, oh * ow)
-                dst = out[:, gi * og : (gi + 1) * og]
-                res = np.matmul(w[gi * og : (gi + 1) * og].reshape(og, -1), cols)
-                if g == 1:
-                    np.copyto(out.reshape(n, o, oh * ow), res)
-                else:
-                    dst[...] = res.reshape(n, og, oh, ow)
+        win = _windows(_pad(x, *p), kh, kw, s, d, oh, ow)
+        og = o // g
+        for gi in range(g):
+            cols = win[:, gi * cg : (gi + 1) * cg].transpose(0, 1, 4, 5, 2, 3).reshape(n, cg * kh * kw, oh * ow)
+            res = np.matmul(w[gi * og : (gi + 1) * og].reshape(og, -1), cols)
+            out[:, gi * og : (gi + 1) * og] = res.reshape(n, og, oh, ow)
     if len(ins) == 3:
         out += ins[2].reshape(1, o, 1, 1)
     apply_clamp(out, a)
@@ -217,75 +189,17 @@ def _pool_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> li
     return [((x[0], x[1], oh, ow), dt)]
 
 
-def _pool_input(x: np.ndarray, out: np.ndarray, a: dict[str, Any], value: float) -> tuple[np.ndarray, tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Padded input (``value`` outside) big enough for every window, and kernel/stride/dilation."""
-    k, s, p, d = _pool_params(a)
-    oh, ow = out.shape[2], out.shape[3]
-    need_h = (oh - 1) * s[0] + (k[0] - 1) * d[0] + 1
-    need_w = (ow - 1) * s[1] + (k[1] - 1) * d[1] + 1
-    extra_h = max(0, need_h - (x.shape[2] + 2 * p[0]))
-    extra_w = max(0, need_w - (x.shape[3] + 2 * p[1]))
-    return _pad(x, p[0], p[1], value, extra_h, extra_w), k, s, d
-
-
-def _window_sum(xp: np.ndarray, out: np.ndarray, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int]) -> None:
-    oh, ow = out.shape[2], out.shape[3]
-    for i in range(k[0]):
-        for j in range(k[1]):
-            if i == 0 and j == 0:
-                np.copyto(out, _tap(xp, 0, 0, s, d, oh, ow))
-            else:
-                out += _tap(xp, i, j, s, d, oh, ow)
-
-
 _POOL_ATTRS = {"kernel": ("ints", R), "stride": ("ints", []), "padding": ("ints", [0, 0]), "ceil_mode": ("bool", False)}
 
 
 @register("max_pool2d", 1, _pool_infer, {**_POOL_ATTRS, "dilation": ("ints", [1, 1])})
 def _max_pool2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
-    xp, k, s, d = _pool_input(ins[0], outs[0], a, -np.inf)
-    out = outs[0]
-    oh, ow = out.shape[2], out.shape[3]
-    for i in range(k[0]):
-        for j in range(k[1]):
-            if i == 0 and j == 0:
-                np.copyto(out, _tap(xp, 0, 0, s, d, oh, ow))
-            else:
-                np.maximum(out, _tap(xp, i, j, s, d, oh, ow), out=out)
+    _run_bound("max_pool2d", ins, outs, a)  # taps over a padded copy: bound._bind_max_pool2d
 
 
 @register("avg_pool2d", 1, _pool_infer, {**_POOL_ATTRS, "count_include_pad": ("bool", True), "divisor": ("int", 0)})
 def _avg_pool2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
-    x, out = ins[0], outs[0]
-    xp, k, s, d = _pool_input(x, out, a, 0.0)
-    _window_sum(xp, out, k, s, d)
-    out /= avg_pool_count(x, out, a)
-
-
-def avg_pool_count(x: np.ndarray, out: np.ndarray, a: dict[str, Any]) -> np.ndarray:
-    """Divisor of each avg_pool2d window ([1, 1, OH, OW]): ``divisor``, or the number of cells
-    inside the padded input (``count_include_pad``) or the input itself.
-
-    Example:
-        >>> a = {"kernel": [2, 2], "stride": [2, 2], "padding": [1, 1], "ceil_mode": False,
-        ...      "count_include_pad": False, "divisor": 0}
-        >>> avg_pool_count(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2)), a).ravel().tolist()
-        [1.0, 1.0, 1.0, 1.0]
-    """
-    if a["divisor"]:
-        return np.full((1, 1, 1, 1), a["divisor"], out.dtype)
-    k, s, _, d = _pool_params(a)
-    h, w = x.shape[2], x.shape[3]
-    p = _pair(a["padding"], "padding")
-    ones = np.zeros((1, 1, h + 2 * p[0], w + 2 * p[1]), out.dtype)
-    if a["count_include_pad"]:
-        ones[...] = 1
-    else:
-        ones[:, :, p[0] : p[0] + h, p[1] : p[1] + w] = 1
-    count = np.empty((1, 1, out.shape[2], out.shape[3]), out.dtype)
-    op, _, _, _ = _pool_input(ones, count, {**a, "padding": [0, 0]}, 0.0)
-    _window_sum(op, count, k, s, d)
-    return count
+    _run_bound("avg_pool2d", ins, outs, a)  # bound._bind_avg_pool2d
 
 
 def _adaptive_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:

@@ -115,7 +115,7 @@ def bind_step(op: OpDef, ins: list[np.ndarray], outs: list[np.ndarray], attrs: d
         >>> from torchship.edge.runtime import ops
         >>> x, o = np.array([-1.0, 2.0]), np.empty(2)
         >>> step = bind_step(OPS["relu"], [x], [o], {})
-        >>> step(); o.tolist()
+        >>> _ = step(); o.tolist()
         [0.0, 2.0]
     """
     if op.bind is not None:
