@@ -111,3 +111,17 @@ def test_adapter_modules_export_the_same_names_as_safetensors() -> None:
         expected = {n for n in public if hasattr(theirs, n)}
         assert expected <= set(dir(mine)), expected - set(dir(mine))
     assert ours.safe_open is safe_open and ours_np.safe_open is safe_open
+
+
+def test_cuda_without_cuda_is_a_clear_error_up_front(tmp_path, monkeypatch) -> None:
+    # used to fail only at get_tensor(), with torch's own AssertionError
+    path = tmp_path / "w.safetensors"
+    ours.save_file({"w": torch.ones(2)}, path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for call in (lambda: safe_open(path, "pt", device="cuda"), lambda: ours.load_file(path, device=0),
+                 lambda: ours.load(path.read_bytes(), device="cuda:0")):
+        with pytest.raises(SafetensorError, match="CUDA is not available"):
+            call()
+    with pytest.raises(SafetensorError, match=r"w\.safetensors: device 'cuda'"):
+        safe_open(path, "pt", device="cuda")
+    assert torch.equal(ours.load_file(path, device="cpu")["w"], torch.ones(2))

@@ -298,7 +298,10 @@ class safe_open:  # noqa: N801 - drop-in name
             from torchship.weights import torch as torch_adapter
 
             self._torch = torch_adapter
-            self._device = torch_adapter.normalize_device(device)
+            try:
+                self._device = torch_adapter.normalize_device(device, check=True)
+            except SafetensorError as exc:
+                raise SafetensorError(f"{self._name}: {exc}") from None
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> safe_open:

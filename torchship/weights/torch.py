@@ -44,19 +44,21 @@ _STAGING: dict[Any, list[torch.Tensor]] = {}
 _STAGING_LOCK = threading.Lock()
 
 
-def normalize_device(device: Any) -> torch.device:
-    """``"cpu"``, ``"cuda:1"``, ``1`` or a ``torch.device`` -> ``torch.device``.
+def normalize_device(device: Any, *, check: bool = False) -> torch.device:
+    """``"cpu"``, ``"cuda:1"``, ``1`` or a ``torch.device`` -> ``torch.device``; with ``check``,
+    a CUDA device on a machine without CUDA is a SafetensorError up front.
 
     Example:
         >>> normalize_device(0)
         device(type='cuda', index=0)
     """
-    if isinstance(device, int) and not isinstance(device, bool):
-        return torch.device("cuda", device)
     try:
-        return torch.device(device)
+        dev = torch.device("cuda", device) if isinstance(device, int) and not isinstance(device, bool) else torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise SafetensorError(f"invalid device {device!r}: {exc}") from exc
+    if check and dev.type == "cuda" and not torch.cuda.is_available():
+        raise SafetensorError(f"device {device!r} requested but CUDA is not available to torch {torch.__version__}")
+    return dev
 
 
 def _storage_shape(key: str, dtype: str, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -334,7 +336,7 @@ def load(data: bytes, device: Any = "cpu") -> dict[str, torch.Tensor]:
         [0, 1]
     """
     buf, header, keys = parse_bytes(data)
-    dev = normalize_device(device)
+    dev = normalize_device(device, check=True)
     if dev.type != "cpu":
         return load_to_device(buf, header, keys, dev)
     return {key: cpu_view(buf, header, key) for key in keys}
