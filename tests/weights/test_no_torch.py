@@ -33,8 +33,13 @@ SCRIPT = textwrap.dedent(
         pass
     else:
         raise AssertionError("framework='pt' must need torch")
+    from torchship.weights.numpy import save_sharded
+    shards = save_sharded({f"t{i}": np.full(100, i, np.float32) for i in range(4)}, path + ".d", 500)
+    assert len(shards) == 4 and sorted(load_file(path + ".d")) == ["t0", "t1", "t2", "t3"]
     from torchship.cli import main
     assert main(["weights", "verify", path]) == 0
+    assert main(["weights", "verify", path + ".d"]) == 0
+    assert main(["weights", "scan", path, path + ".d"]) == 0
     print("OK", "torch" in sys.modules and sys.modules["torch"] is None)
     """
 )
