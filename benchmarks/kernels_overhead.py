@@ -88,11 +88,13 @@ def _params(kern: Any) -> list[str]:
     return list(inspect.signature(fn).parameters)
 
 
-def _expect(kern: Any, names: list[str]) -> None:
+def _expect(kern: Any, names: list[str], block: list[str]) -> bool:
+    """Check the generated kernel's parameters; True when it takes the block constexpr."""
     got = _params(kern)
-    if got != names:
+    if got not in (names + block, names):
         raise SystemExit(f"the generated kernel's parameters changed: {got}; update the raw "
-                         f"wrapper in {__file__} (it expects {names})")
+                         f"wrapper in {__file__} (it expects {names} [+ {block}])")
+    return got == names + block
 
 
 def _compiled(kernel: Any, args: tuple[Any, ...]) -> tuple[Any, Any]:
@@ -107,16 +109,20 @@ def _compiled(kernel: Any, args: tuple[Any, ...]) -> tuple[Any, Any]:
 
 def raw_add(kern: Any, config: Any) -> Any:
     """A raw-Triton user's ``add``: allocate, read size and strides, compute the grid, launch."""
-    _expect(kern, ["t_end", "x", "x_stride0", "y", "y_stride0", "out", "out_stride0",
-                   "BLOCK_T"])
+    names = ["t_end", "x", "x_stride0", "y", "y_stride0", "out", "out_stride0"]
+    blocked = _expect(kern, names, ["BLOCK_T"])  # a block of 1 is compiled in, not passed
     block, warps, stages = config.block_sizes[0], config.num_warps, config.num_stages
     cdiv = triton.cdiv
 
     def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = torch.empty_like(x)
         n = x.size(0)
-        kern[(cdiv(n, block),)](n, x, x.stride(0), y, y.stride(0), out, out.stride(0),
-                                BLOCK_T=block, num_warps=warps, num_stages=stages)
+        if blocked:
+            kern[(cdiv(n, block),)](n, x, x.stride(0), y, y.stride(0), out, out.stride(0),
+                                    BLOCK_T=block, num_warps=warps, num_stages=stages)
+        else:
+            kern[(n,)](n, x, x.stride(0), y, y.stride(0), out, out.stride(0),
+                       num_warps=warps, num_stages=stages)
         return out
 
     return run
@@ -124,8 +130,9 @@ def raw_add(kern: Any, config: Any) -> Any:
 
 def raw_softmax(kern: Any, config: Any) -> Any:
     """A raw-Triton user's row softmax: also pads the row length to a power of two."""
-    _expect(kern, ["tm_end", "x", "x_size1", "x_stride0", "x_stride1", "out", "out_stride0",
-                   "out_stride1", "R_X1", "BLOCK_TM"])
+    names = ["tm_end", "x", "x_size1", "x_stride0", "x_stride1", "out", "out_stride0",
+             "out_stride1", "R_X1"]
+    blocked = _expect(kern, names, ["BLOCK_TM"])
     block, warps, stages = config.block_sizes[0], config.num_warps, config.num_stages
     cdiv, p2 = triton.cdiv, triton.next_power_of_2
 
@@ -133,8 +140,13 @@ def raw_softmax(kern: Any, config: Any) -> Any:
         out = torch.empty_like(x)
         m, n = x.shape
         sx, so = x.stride(), out.stride()
-        kern[(cdiv(m, block),)](m, x, n, sx[0], sx[1], out, so[0], so[1], R_X1=max(16, p2(n)),
-                                BLOCK_TM=block, num_warps=warps, num_stages=stages)
+        if blocked:
+            kern[(cdiv(m, block),)](m, x, n, sx[0], sx[1], out, so[0], so[1],
+                                    R_X1=max(16, p2(n)), BLOCK_TM=block, num_warps=warps,
+                                    num_stages=stages)
+        else:
+            kern[(m,)](m, x, n, sx[0], sx[1], out, so[0], so[1], R_X1=max(16, p2(n)),
+                       num_warps=warps, num_stages=stages)
         return out
 
     return run
