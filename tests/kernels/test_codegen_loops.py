@@ -1,0 +1,115 @@
+"""Inner tile loops: full blocks run without masks and the ragged tail with them; tensor
+descriptors are created once per program; a pre-scaled masked load is not re-masked per
+iteration; dot configs with too many values per thread are invalid on GPU."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+import torchship as ts
+from torchship.kernels import Config
+from torchship.kernels.config import ConfigSpace
+
+
+@ts.kernel
+def matmul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    m, k = x.size()
+    n = y.size(1)
+    out = torch.empty([m, n], dtype=x.dtype, device=x.device)
+    for tm, tn in ts.tile([m, n]):
+        acc = ts.zeros([tm, tn], dtype=torch.float32)
+        for tk in ts.tile(k):
+            acc = ts.dot(x[tm, tk], y[tk, tn], acc=acc)
+        out[tm, tn] = acc.to(out.dtype)
+    return out
+
+
+@ts.kernel
+def scaled_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """Row sums of (q * scale) @ k over key blocks: q's masked load is scaled once."""
+    m, d = q.size()
+    n = k.size(1)
+    out = torch.empty([m], dtype=torch.float32, device=q.device)
+    for tm in ts.tile(m):
+        qb = (q[tm, :].float() * scale).to(q.dtype)
+        total = ts.zeros([tm], dtype=torch.float32)
+        for tn in ts.tile(n):
+            s = ts.dot(qb, k[:, tn])
+            total = total + s.sum(dim=1)
+        out[tm] = total
+    return out
+
+
+def _cfg(space: ConfigSpace, **knobs: object) -> Config:
+    """The space's default with some knobs changed."""
+    return Config.from_dict(space.default().to_dict() | knobs)
+
+
+def _loop_bodies(src: str) -> list[str]:
+    """The text of each `for ... in tl.range` loop at the K-loop indent (up to the next one)."""
+    parts = re.split(r"\n(?=\s*# (?:full blocks|the ragged last block))", src)
+    return parts[1:]
+
+
+@pytest.mark.parametrize("k", [96, 97])
+def test_full_blocks_unmasked_tail_masked_and_correct(k: int) -> None:
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(33, k, generator=g)
+    y = torch.randn(k, 40, generator=g)
+    cfg = _cfg(matmul.bind((x, y)).config_space, block_sizes=[16, 16, 32], num_warps=4,
+               num_stages=1)
+    src = matmul.to_triton_code(cfg, args=(x, y))
+    full, tail = _loop_bodies(src)
+    assert "tk_mask" not in full.split("tl.range", 2)[1].split("# the ragged")[0]
+    assert "tk_mask" in tail
+    assert "num_stages=1" in tail
+    out = matmul.bind((x, y)).compile(cfg)(x, y)
+    ref = (x.double() @ y.double()).float()
+    assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_tensor_descriptors_created_once_before_the_grid() -> None:
+    x = torch.randn(64, 128)
+    y = torch.randn(128, 64)
+    bound = matmul.bind((x, y))
+    if "tensor_descriptor" not in bound.config_space.params["indexing"]:
+        pytest.skip("this Triton has no tl.make_tensor_descriptor")
+    cfg = _cfg(bound.config_space, block_sizes=[32, 32, 32], num_warps=4, num_stages=1,
+               pid_type="persistent", indexing="tensor_descriptor")
+    src = matmul.to_triton_code(cfg, args=(x, y))
+    grid_at = src.index("(one program per tile)")
+    made = [m.start() for m in re.finditer(r"tl\.make_tensor_descriptor", src)]
+    assert len(made) == 3 and all(p < grid_at for p in made)
+    out = bound.compile(cfg)(x, y)
+    assert torch.allclose(out, (x.double() @ y.double()).float(), atol=1e-4, rtol=1e-4)
+
+
+def test_scaled_masked_load_not_remasked_in_loop() -> None:
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(37, 20, generator=g)  # d=20: padded to 32, masked load
+    k = torch.randn(20, 45, generator=g)
+    cfg = _cfg(scaled_scores.bind((q, k, 0.3)).config_space, block_sizes=[16, 16],
+               num_warps=4, num_stages=1)
+    src = scaled_scores.to_triton_code(cfg, args=(q, k, 0.3))
+    assert "qb_masked" not in src
+    out = scaled_scores.bind((q, k, 0.3)).compile(cfg)(q, k, 0.3)
+    ref = ((q.double() * 0.3) @ k.double()).sum(dim=1).float()
+    assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_dot_configs_with_too_many_values_per_thread_are_invalid_on_gpu() -> None:
+    x = torch.randn(512, 512)
+    bound = matmul.bind((x, x))
+    space = bound.config_space
+    gpu = ConfigSpace(space.block_params, space.launches, space.reductions, space.tunables,
+                      ["pointer"], "cuda")
+    big = _cfg(gpu, block_sizes=[128, 256, 32], num_warps=1, num_stages=1)
+    with pytest.raises(ts.KernelConfigError, match="values per thread"):
+        gpu.validate(big)
+    gpu.validate(_cfg(gpu, block_sizes=[128, 256, 32], num_warps=8, num_stages=1))
+    assert all(math.prod(c.block_sizes[:2]) // (32 * c.num_warps) <= 256
+               for c in (gpu.sample(__import__("random").Random(i)) for i in range(50)))
