@@ -4,7 +4,8 @@ For each model of the zoo and all-MiniLM-L6-v2 (batch 1, sequence 128), in one r
 
 - torchship: ``torchship.edge.export`` -> program file; ``runtime.load`` time (median of
   repeated loads: map + validate everything + arena), per-inference latency (median), file size,
-  planned arena bytes (MiniLM is exported with a dynamic sequence dim, max 128);
+  planned arena bytes, plus the kernels' scratch outside the arena (``Method.scratch_bytes``:
+  padded copies, im2col columns; MiniLM is exported with a dynamic sequence dim, max 128);
 - torch eager: latency of the ``nn.Module`` under ``torch.no_grad()``;
 - ExecuTorch 1.5.1, in its own venv (``--et-venv``, default /tmp/et-venv; created with
   ``pip install torch==2.13.0 executorch==1.5.1`` when missing unless ``--no-create-venv``):
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             method = runtime.method("forward")
             rows[name] = {
                 "torchship": {"load_ms": float(np.median(loads)) * 1e3, "file_bytes": path.stat().st_size,
-                              "planned_bytes": method.arena_bytes(), "tensor_bytes": method.tensor_bytes(), "rel_err": err},
+                              "planned_bytes": method.arena_bytes(), "tensor_bytes": method.tensor_bytes(),
+                              "scratch_bytes": method.scratch_bytes(), "rel_err": err},
                 "eager": {},
             }
             runners[name] = {"torchship": (lambda r=runtime, a=arrays: r.run(*a)),
@@ -308,7 +310,7 @@ def _cpu() -> str:
 def _table(console: Console, rows: dict[str, dict[str, Any]]) -> None:
     t = Table(title="torchship.edge vs eager vs ExecuTorch 1.5.1 (latency median, ms)")
     for col in ("model", "torchship", "eager", "ET portable", "ET XNNPACK", "ours/portable", "ours/XNNPACK",
-                "load ms (ours | ET xnn)", "arena KiB (ours | ET xnn)", "file KiB (ours | ET xnn)", "rel err"):
+                "load ms (ours | ET xnn)", "arena KiB (ours +scratch | ET xnn)", "file KiB (ours | ET xnn)", "rel err"):
         t.add_column(col, justify="right")
     for name, r in rows.items():
         ours, p, x = r["torchship"], r.get("et_portable"), r.get("et_xnnpack")
@@ -316,7 +318,7 @@ def _table(console: Console, rows: dict[str, dict[str, Any]]) -> None:
         t.add_row(
             name, f"{ours['latency_ms']:.2f}", f"{r['eager']['latency_ms']:.2f}", f(p, "latency_ms"), f(x, "latency_ms"),
             f"{ours['latency_ms'] / p['latency_ms']:.2f}x" if p else "-", f"{ours['latency_ms'] / x['latency_ms']:.2f}x" if x else "-",
-            f"{ours['load_ms']:.2f} | {f(x, 'load_ms')}", f"{ours['planned_bytes'] / 1024:.0f} | {f(x, 'planned_bytes', 1024)}",
+            f"{ours['load_ms']:.2f} | {f(x, 'load_ms')}", f"{ours['planned_bytes'] / 1024:.0f} +{ours.get('scratch_bytes', 0) / 1024:.0f} | {f(x, 'planned_bytes', 1024)}",
             f"{ours['file_bytes'] / 1024:.0f} | {f(x, 'file_bytes', 1024)}", f"{ours['rel_err']:.1e}",
         )
     console.print(t)

@@ -83,3 +83,28 @@ def test_weights_are_zero_copy_views_of_the_file(tmp_path) -> None:
     assert not arr.flags.owndata and not arr.flags.writeable
     assert arr.tolist() == [0, 1, 2, 3]
     np.testing.assert_array_equal(prog.run(np.ones(4, np.float32)), [1, 2, 3, 4])
+
+
+def test_scratch_outside_the_arena_is_reported_and_temporaries_shared() -> None:
+    """Two 3x3 padded convs: each keeps its own padded input copy (2x7x7), the im2col columns
+    (18x25) are one buffer shared by both steps; results equal a float64 direct convolution."""
+    rng = np.random.default_rng(0)
+    g = Graph("forward")
+    x = g.add_input("x", "F32", [1, 2, 5, 5])
+    w1, w2 = (g.add_const(f"w{i}", rng.standard_normal((2, 2, 3, 3)).astype(np.float32)) for i in range(2))
+    attrs = {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1}
+    h = g.emit("conv2d", [x, w1], "F32", [1, 2, 5, 5], attrs)
+    g.outputs = [g.emit("conv2d", [h, w2], "F32", [1, 2, 5, 5], attrs)]
+    ws = [g.values[w1].const.astype(np.float64), g.values[w2].const.astype(np.float64)]
+    method = loads(Program({"forward": g}, {"forward": run_passes(g)}).to_bytes()).method("forward")
+    assert method.scratch_bytes() == 0  # nothing bound before the first call
+    xin = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    got = method(xin)
+    assert method.scratch_bytes() == (2 * 2 * 7 * 7 + 18 * 25) * 4
+
+    def conv(v: np.ndarray, k: np.ndarray) -> np.ndarray:  # direct sum over the 9 taps
+        p = np.pad(v, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        return sum(np.einsum("nchw,oc->nohw", p[:, :, i : i + 5, j : j + 5], k[:, :, i, j]) for i in range(3) for j in range(3))
+
+    ref = conv(conv(xin.astype(np.float64), ws[0]), ws[1])
+    assert np.abs(got - ref).max() <= 2e-6 * np.abs(ref).max()

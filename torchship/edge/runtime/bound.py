@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,51 @@ from torchship.edge.runtime.registry import OPS, Step, binder
 
 Arrays = list[np.ndarray]
 _BLOCK = 1 << 16  # elements of one channel block of the depthwise wide buffers (fits in L2)
+
+
+_COUNTER = threading.local()
+
+
+def scratch(shape: tuple[int, ...], dtype: np.dtype, fill: float | None = None, temp: bool = False) -> np.ndarray:
+    """A binder's private buffer (outside the arena), counted by :func:`scratch_bytes`.
+
+    ``temp`` buffers hold nothing from one call to the next (a step overwrites them before
+    reading), so steps of one method share them by shape and dtype (see :func:`binding`).
+
+    Example:
+        >>> scratch((2, 3), np.dtype("float32"), 0.0).sum()
+        np.float32(0.0)
+    """
+    pool = getattr(_COUNTER, "pool", None)
+    key = (tuple(shape), np.dtype(dtype).str)
+    if temp and pool is not None and key in pool:
+        return pool[key]
+    arr = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+    _COUNTER.nbytes = getattr(_COUNTER, "nbytes", 0) + arr.nbytes
+    if temp and pool is not None:
+        pool[key] = arr
+    return arr
+
+
+def binding(pool: dict[Any, np.ndarray] | None) -> None:
+    """Set the temp-buffer pool that :func:`scratch` shares from on this thread (None: no sharing).
+
+    Example:
+        >>> binding({}); a = scratch((4,), np.dtype("float32"), temp=True)
+        >>> a is scratch((4,), np.dtype("float32"), temp=True); binding(None)
+        True
+    """
+    _COUNTER.pool = pool
+
+
+def scratch_bytes() -> int:
+    """Bytes of binder scratch allocated so far by this thread (a running total).
+
+    Example:
+        >>> before = scratch_bytes(); _ = scratch((4,), np.dtype("float64")); scratch_bytes() - before
+        32
+    """
+    return int(getattr(_COUNTER, "nbytes", 0))
 
 
 def _plus_bias(out: np.ndarray, bias: np.ndarray | None, shape: tuple[int, ...]) -> Step | None:
@@ -129,7 +175,7 @@ def _bind_softmax(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     x, o = ins[0], outs[0]
     ax = a["axis"] % x.ndim
     red = tuple(1 if i == ax else d for i, d in enumerate(x.shape))
-    m, s = np.empty(red, x.dtype), np.empty(red, x.dtype)
+    m, s = scratch(red, x.dtype), scratch(red, x.dtype)  # distinct: both live at once
 
     def step() -> None:
         np.maximum.reduce(x, axis=ax, keepdims=True, out=m)
@@ -169,8 +215,8 @@ def _bind_layer_norm(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     x2, o2 = x.reshape(-1, inner), out.reshape(-1, inner)
     w = ins[1].reshape(inner) if len(ins) > 1 else None
     b = ins[2].reshape(inner) if len(ins) > 2 else None
-    mean, var = np.empty((x2.shape[0], 1), x.dtype), np.empty((x2.shape[0], 1), x.dtype)
-    sq = np.empty_like(o2)
+    mean, var = scratch((x2.shape[0], 1), x.dtype), scratch((x2.shape[0], 1), x.dtype)
+    sq = scratch(o2.shape, o2.dtype, temp=True)
     inv, eps = x.dtype.type(1.0 / inner) if inner else x.dtype.type(0), x.dtype.type(a["eps"])
 
     def step() -> None:
@@ -205,14 +251,14 @@ def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndar
     wq = sh * wp // sw  # wide-output columns per output row
     span = oh * wq
     offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
-    buf = np.zeros((rows, max(hp * wp, max(offsets) + sw * (span - 1) + 1)), x.dtype)
+    buf = scratch((rows, max(hp * wp, max(offsets) + sw * (span - 1) + 1)), x.dtype, 0.0)
     interior = buf[:, : hp * wp].reshape(n, c, mult, hp, wp)[:, :, :, ph : ph + h, pw : pw + wd]
     src = x.reshape(n, c, 1, h, wd)
     # per-row copies of the tap weights and bias ([tap, batch, channel]); refreshed before each
     # call when they are computed values (e.g. dequantized int8 weights) rather than file weights
-    tw = np.empty((kh * kw, n, o), x.dtype)
+    tw = scratch((kh * kw, n, o), x.dtype)
     wsrc = w.reshape(o, kh * kw).T[:, None, :]
-    brows = None if bias is None else np.empty((n, o), x.dtype)
+    brows = None if bias is None else scratch((n, o), x.dtype)
 
     def refresh() -> None:
         np.copyto(tw, wsrc)
@@ -223,7 +269,7 @@ def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndar
     taps = [t.reshape(rows, 1) for t in tw]
     brows3 = None if brows is None else brows.reshape(rows, 1, 1)
     cb = max(1, min(rows, _BLOCK // max(1, span)))
-    wide, tmp = np.empty((cb, span), x.dtype), np.empty((cb, span), x.dtype)
+    wide, tmp = scratch((cb, span), x.dtype), scratch((cb, span), x.dtype)  # distinct: both live at once
     out3 = out.reshape(rows, oh, ow)
     blocks = []
     for r0 in range(0, rows, cb):
@@ -261,7 +307,7 @@ def _padded(x: np.ndarray, ph: int, pw: int, value: float = 0.0, extra_h: int = 
     if not (ph or pw or extra_h or extra_w):
         return x, None
     n, c, h, w = x.shape
-    xp = np.full((n, c, h + 2 * ph + extra_h, w + 2 * pw + extra_w), value, x.dtype)
+    xp = scratch((n, c, h + 2 * ph + extra_h, w + 2 * pw + extra_w), x.dtype, value)
     inner = xp[:, :, ph : ph + h, pw : pw + w]
     return xp, lambda: np.copyto(inner, x)
 
@@ -288,7 +334,7 @@ def _bind_conv2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     (sh, sw), (ph, pw), d = a["stride"], a["padding"], tuple(a["dilation"])
     xp, fill = _padded(x, ph, pw)
     win = _windows(xp, kh, kw, (sh, sw), d, oh, ow).transpose(0, 1, 4, 5, 2, 3)
-    cols = np.empty((n, c * kh * kw, oh * ow), x.dtype)
+    cols = scratch((n, c * kh * kw, oh * ow), x.dtype, temp=True)
     cols6 = cols.reshape(n, c, kh, kw, oh, ow)
     return _chain(fill, lambda: np.copyto(cols6, win), lambda: np.matmul(wm, cols, out=o3), add_bias, clamp)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from torchship.edge.runtime.bound import binding, scratch_bytes
 from torchship.edge.runtime.dims import DTYPES, ProgramError, evaluate_shape, nbytes
 from torchship.edge.runtime.format import MethodSpec, ProgramSpec, check_shapes, parse
 from torchship.edge.runtime.registry import OPS, Step, bind_step, resolve_attrs
@@ -55,6 +56,7 @@ class Method:
         self._bound: OrderedDict[tuple[int, ...], _Bound] = OrderedDict()
         self._symbol_of = [[(pos, d) for d, _ in enumerate(spec.values[vid].shape)] for pos, vid in enumerate(spec.inputs)]
         self.symbols = list(spec.symbols)
+        self._scratch = 0  # largest binder scratch of one binding (bound.scratch)
 
     @property
     def name(self) -> str:
@@ -105,6 +107,20 @@ class Method:
                 arrays[vid] = np.ndarray(shape, DTYPES[v.dtype], self._buf, v.offset)
         steps: list[Step] = []
         instrs = []
+        before = scratch_bytes()
+        binding({})  # steps of this binding share their temporaries
+        try:
+            self._bind_steps(spec, env, arrays, steps, instrs)
+        finally:
+            binding(None)
+        self._scratch = max(self._scratch, scratch_bytes() - before)
+        bound = (steps, instrs, [arrays[v] for v in spec.inputs], [arrays[v] for v in spec.outputs])
+        self._bound[key] = bound  # type: ignore[assignment]
+        if len(self._bound) > _CACHE:
+            self._bound.popitem(last=False)
+        return bound  # type: ignore[return-value]
+
+    def _bind_steps(self, spec: MethodSpec, env: dict[str, int], arrays: list[Any], steps: list[Step], instrs: list[Any]) -> None:
         for ins in spec.instrs:
             op = OPS[ins.op]
             attrs = resolve_attrs(op, ins.attrs, env) if ins.symbolic else ins.attrs
@@ -117,11 +133,6 @@ class Method:
             except (ProgramError, ValueError, TypeError, IndexError, ArithmeticError, MemoryError) as exc:
                 raise ProgramError(f"{self.where}: {ins.op}{_at(ins)}: {exc}") from None
             instrs.append(ins)
-        bound = (steps, instrs, [arrays[v] for v in spec.inputs], [arrays[v] for v in spec.outputs])
-        self._bound[key] = bound  # type: ignore[assignment]
-        if len(self._bound) > _CACHE:
-            self._bound.popitem(last=False)
-        return bound  # type: ignore[return-value]
 
     def __call__(self, *inputs: Any) -> Any:
         """Run the method on numpy arrays; returns an array, or a tuple for several outputs.
@@ -163,6 +174,16 @@ class Method:
             8192
         """
         return self.spec.arena_size
+
+    def scratch_bytes(self) -> int:
+        """Bytes of the kernels' own buffers outside the arena (padded copies, im2col columns,
+        per-channel weight copies): the largest over the shapes bound so far (0 before a call).
+
+        Example:
+            >>> load("mlp.tsp").method("forward").scratch_bytes()  # doctest: +SKIP
+            0
+        """
+        return self._scratch
 
     def tensor_bytes(self) -> int:
         """Sum of the upper-bound sizes of every arena tensor (what a plan without reuse needs).
