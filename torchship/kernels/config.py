@@ -350,7 +350,7 @@ class ConfigSpace:
                         "shared memory (reduce block sizes or num_stages)")
         return None
 
-    def _budget_problem(self, choice: dict[str, Any]) -> str | None:
+    def _budget_problem(self, choice: dict[str, Any], threads: bool = True) -> str | None:
         smem = self._smem_problem(choice)
         if smem:
             return smem
@@ -376,7 +376,7 @@ class ConfigSpace:
                 # autotuner (benchmarks/results/kernels.json, attention), and such configs are
                 # never competitive: keep at most 256 values of a block per thread.
                 per_thread = elems // (32 * choice["num_warps"])
-                if self.device == "cuda" and launch.has_dot and per_thread > 256:
+                if threads and self.device == "cuda" and launch.has_dot and per_thread > 256:
                     return (f"launch {li}: a block of {elems} elements on "
                             f"{choice['num_warps']} warps is {per_thread} values per thread "
                             "(> 256: register spills, compile hangs); use more warps")
@@ -466,7 +466,9 @@ class ConfigSpace:
         choice["num_stages"] = 3 if gpu and has_dot else 2 if gpu else 1
         while self._smem_problem(choice) and choice["num_stages"] > 1:
             choice["num_stages"] -= 1
-        while self._budget_problem(choice):
+        # num_warps is chosen below from the final blocks (<= 128 values per thread), so the
+        # per-thread rule is not what shrinks the blocks here
+        while self._budget_problem(choice, threads=False):
             # shrink the largest block parameter until the biggest value fits
             sizes = [(choice[f"block_sizes[{i}]"], i) for i in range(len(self.block_params))]
             rolls = [
