@@ -102,7 +102,7 @@ def test_scaled_masked_load_not_remasked_in_loop() -> None:
 
 
 def test_dot_configs_with_too_many_values_per_thread_are_invalid_on_gpu() -> None:
-    x = torch.randn(512, 512)
+    x = torch.randn(512, 512, dtype=torch.bfloat16)
     bound = matmul.bind((x, x))
     space = bound.config_space
     gpu = ConfigSpace(space.block_params, space.launches, space.reductions, space.tunables,
