@@ -546,8 +546,14 @@ def plot_curves(state: dict[str, Any], path: Path) -> None:
         ax.ticklabel_format(axis="x", useOffset=False)
         for name, style in (("helion", "--"), ("compile", ":"), ("eager", "-.")):
             rec = row["impls"].get(name) or {}
+            label = name
+            prev = (state.get("helion_prev") or {}).get(_case_key(row))
+            if name == "helion" and not rec.get("tune_s") and prev:
+                rec, label = prev, "helion tuned (earlier run) †"
+            elif name == "helion":
+                label = "helion tuned" if rec.get("tune_s") else "helion default"
             if rec.get("status") == "ok":
-                ax.axhline(rec["ms"] * 1e3, linestyle=style, color="gray", label=name)
+                ax.axhline(rec["ms"] * 1e3, linestyle=style, color="gray", label=label)
         ax.set_title(f"{row['variant']} {row['shape_key']}", fontsize=9)
         ax.set_xlabel("tuning seconds")
         ax.set_ylabel("µs")
