@@ -122,3 +122,17 @@ def test_deterministic_bytes_for_many_metadata_keys() -> None:
     shuffled = dict(reversed(list(meta.items())))
     entries = {"x": Entry("U8", (1,), b"\x00")}
     assert _blob(entries, meta) == _blob(entries, shuffled)
+
+
+def test_symlink_is_written_through_and_mode_kept(tmp_path) -> None:
+    target = tmp_path / "blobs" / "abc123"
+    target.parent.mkdir()
+    ours_np.save_file({"a": np.zeros(2, np.float32)}, str(target))
+    os.chmod(target, 0o640)
+    link = tmp_path / "model.safetensors"
+    link.symlink_to(target)
+    ours_np.save_file({"a": np.arange(3, dtype=np.float32)}, str(link))
+    assert link.is_symlink(), "the link must stay a link (as safetensors writes through it)"
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
+    np.testing.assert_array_equal(ours_np.load_file(str(target))["a"], np.arange(3, dtype=np.float32))
+    assert [p.name for p in target.parent.iterdir()] == ["abc123"], "no temp file left behind"

@@ -225,6 +225,8 @@ def atomic_write(
 ) -> Any:
     """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename it to ``path``.
 
+    A symlink ``path`` is written through to its target; an existing file keeps its mode.
+
     On any error the temp file is removed and ``path`` is untouched. ``fsync=False`` skips the
     flush to disk (the rename is still atomic, but a power cut may lose the new file's data).
 
@@ -234,11 +236,15 @@ def atomic_write(
         >>> atomic_write(p, lambda f: f.write(b"ok"))
         2
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    # A symlink is written through (its target is replaced, the link stays), as an in-place
+    # writer would; an existing file keeps its permission bits.
+    path = os.path.realpath(os.fspath(path))
+    directory = os.path.dirname(path)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(fd, os.stat(path).st_mode & 0o7777)
         with open(fd, "wb", buffering=WRITE_BUFFER, closefd=True) as fileobj:
             result = write(fileobj)
             fileobj.flush()
