@@ -498,20 +498,8 @@ class ConfigSpace:
         return self._from_choice(choice)
 
     def _largest_block(self, choice: dict[str, Any]) -> int:
-        best = 1
-        for launch in self.launches:
-            for shape in launch.value_shapes:
-                elems = 1
-                for kind, idx in shape:
-                    if kind == "B":
-                        elems *= choice[f"block_sizes[{idx}]"]
-                    elif kind == "R":
-                        chunk = choice[f"reduction_loops[{idx}]"]
-                        elems *= chunk or max(16, _next_pow2(self.reductions[idx].size))
-                    else:
-                        elems *= idx
-                best = max(best, elems)
-        return best
+        shapes = (shape for launch in self.launches for shape in launch.value_shapes)
+        return max((self._elems(choice, shape) for shape in shapes), default=1)
 
     def sample(self, rng: random.Random) -> Config:
         """A uniformly random valid config (rejection sampling over the knobs).
