@@ -132,3 +132,13 @@ def test_key_is_json_and_stable() -> None:
     assert b1 is b2 and b1.key_dict() == b2.key_dict()
     assert softmax.bind((torch.randn(1, 8),)) is not b1  # size-1 dims are part of the key
     assert len(b1.source_hash) == 16
+
+
+def test_power_of_two_full_dims_drop_their_mask_through_a_constexpr() -> None:
+    code = softmax.to_triton_code(args=(torch.randn(8, 64),))
+    assert "if EXACT_X1:" in code and "x_r1_mask = tl.full([R_X1], 1, tl.int1)" in code
+    # both specialisations run and agree with torch: a power-of-two row (mask folded away) and
+    # a ragged one (lanes past the size masked)
+    for cols in (64, 67):
+        x = torch.randn(8, cols, dtype=torch.float64).float()
+        torch.testing.assert_close(softmax(x), torch.softmax(x.double(), dim=1).float())

@@ -271,16 +271,32 @@ class TritonCodegen(ReductionEmitter):
             if self.ctx.dim(r.id) is not None or self.chunk_of(r) is not None:
                 continue
             size = self.ref(r.size)
+            idx = self.fresh(f"{r.label.split('.')[0]}_r{r.label[-2]}")
+            mask: str | None = f"{idx}_mask"
             if r.static is not None:
                 rname = str(r.static)
+                self.line(f"{idx} = tl.arange(0, {rname})")
+                if r.static & (r.static - 1) == 0:
+                    mask = None  # the size is checked equal to the block at launch: no padding
+                else:
+                    self.line(f"{mask} = {idx} < {size}")
             else:
-                rname = self.fresh(f"R_{r.label.replace('.size(', '').replace(')', '')}".upper())
-                self.constexprs[rname] = f"_pad({self.host_expr(r.size)})"
-            idx = self.fresh(f"{r.label.split('.')[0]}_r{r.label[-2]}")
-            self.line(f"{idx} = tl.arange(0, {rname})")
-            self.line(f"{idx}_mask = {idx} < {size}")
-            self.ctx.dims[r.id] = (idx, f"{idx}_mask", rname, "0")
-            self.used.add(f"{idx}_mask")
+                label = r.label.replace(".size(", "").replace(")", "").upper()
+                rname = self.fresh(f"R_{label}")
+                exact = self.fresh(f"EXACT_{label}")
+                host = self.host_expr(r.size)
+                self.constexprs[rname] = f"_pad({host})"
+                # a size that is its own padded block (a power of two >= 16) needs no mask; the
+                # all-true mask folds away in Triton, so full-dim loads stay vectorised
+                self.constexprs[exact] = f"{host} == _pad({host})"
+                self.line(f"{idx} = tl.arange(0, {rname})")
+                self.line(f"if {exact}:")
+                self.line(f"    {mask} = tl.full([{rname}], 1, tl.int1)")
+                self.line("else:")
+                self.line(f"    {mask} = {idx} < {size}")
+            self.ctx.dims[r.id] = (idx, mask, rname, "0")
+            if mask is not None:
+                self.used.add(mask)
         # loop-invariant set-up (tensor descriptors) is inserted here, before the grid code
         self.prologue_at = len(self.lines)
         self.emit_grid()
