@@ -36,25 +36,37 @@ def attention(
     # softmax in base 2: exp(x) = exp2(x * log2(e)); folding 1/sqrt(d) * log2(e) into q once
     # saves a multiply per score (the dot already yields log2-scaled scores)
     qk_scale = LOG2E / math.sqrt(head_dim)
+    bn = ts.register_block_size(16, 256)  # one key block size for both key loops
     for tb, tm in ts.tile([batch * heads, seq_q], block_size=[1, None]):
         bh = tb.begin  # one (batch, head) per program: index with the scalar, blocks stay 2-D
         qb = (qf[bh, tm, :].float() * qk_scale).to(q.dtype)
         row_max = ts.full([tm, 1], float("-inf"), dtype=torch.float32)
         denom = ts.zeros([tm, 1], dtype=torch.float32)
         acc = ts.zeros([tm, head_dim], dtype=torch.float32)
-        # causal: keys past this tile's last query are never visible, so stop there
-        kv_end = min(tm.end, seq_k) if causal else seq_k
-        for tn in ts.tile(0, kv_end):
+        # causal: keys before this query tile are visible to all its rows (no mask), keys in
+        # [tm.begin, tm.end) are masked per element (the diagonal blocks), later keys never load
+        kv_open = min(tm.begin, seq_k) if causal else seq_k
+        for tn in ts.tile(0, kv_open, block_size=bn):
             scores = ts.dot(qb, kt[bh, :, tn])  # fp32, already times log2(e)/sqrt(d)
-            if causal:
-                visible = tm.index[:, None] >= tn.index[None, :]
-                scores = torch.where(visible, scores, float("-inf"))
             new_max = torch.maximum(row_max, scores.amax(dim=1, keepdim=True))
             p = torch.exp2(scores - new_max)
             alpha = torch.exp2(row_max - new_max)
             denom = denom * alpha + p.sum(dim=1, keepdim=True)
             acc = ts.dot(p.to(v.dtype), vf[bh, tn, :], acc=acc * alpha)
             row_max = new_max
+        if causal:
+            # the same online-softmax step with the causal mask (a helper function would be
+            # inlined the same way; the language keeps kernels to one function body)
+            for tn in ts.tile(kv_open, min(tm.end, seq_k), block_size=bn):
+                scores = ts.dot(qb, kt[bh, :, tn])
+                visible = tm.index[:, None] >= tn.index[None, :]
+                scores = torch.where(visible, scores, float("-inf"))
+                new_max = torch.maximum(row_max, scores.amax(dim=1, keepdim=True))
+                p = torch.exp2(scores - new_max)
+                alpha = torch.exp2(row_max - new_max)
+                denom = denom * alpha + p.sum(dim=1, keepdim=True)
+                acc = ts.dot(p.to(v.dtype), vf[bh, tn, :], acc=acc * alpha)
+                row_max = new_max
         out[bh, tm, :] = (acc / denom).to(q.dtype)
     return out.reshape(batch, heads, seq_q, head_dim)
 

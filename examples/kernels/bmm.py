@@ -1,4 +1,4 @@
-"""Batched matmul ``[b, m, k] @ [b, k, n]``: a 3-D tile grid with a block of one batch.
+"""Batched matmul ``[b, m, k] @ [b, k, n]``: a 3-D tile grid, one batch entry per program.
 
 Example:
     >>> a, b = make_inputs("test", seed=0)
@@ -24,10 +24,11 @@ def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"bmm: shapes {tuple(a.shape)} and {tuple(b.shape)} do not match")
     out = torch.empty([batch, m, n], dtype=a.dtype, device=a.device)
     for tb, tm, tn in ts.tile([batch, m, n], block_size=[1, None, None]):
-        acc = ts.zeros([tb, tm, tn], dtype=torch.float32)
+        i = tb.begin  # one batch entry per program: a scalar index keeps the blocks 2-D
+        acc = ts.zeros([tm, tn], dtype=torch.float32)
         for tk in ts.tile(k):
-            acc = ts.dot(a[tb, tm, tk], b[tb, tk, tn], acc=acc)
-        out[tb, tm, tn] = acc.to(a.dtype)
+            acc = ts.dot(a[i, tm, tk], b[i, tk, tn], acc=acc)
+        out[i, tm, tn] = acc.to(a.dtype)
     return out
 
 

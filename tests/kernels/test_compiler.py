@@ -206,6 +206,24 @@ def test_dtype_promotion_follows_torch(compiled_mode: None, poison_empty: None) 
     close(promote(a, b, c), want)
 
 
+@ts.kernel
+def bmm_3d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    out = torch.empty([a.size(0), a.size(1), b.size(2)], dtype=a.dtype)
+    for tb, tm, tn in ts.tile(out.size(), block_size=[1, None, None]):
+        acc = ts.zeros([tb, tm, tn], dtype=torch.float32)
+        for tk in ts.tile(a.size(2)):
+            acc = ts.dot(a[tb, tm, tk], b[tb, tk, tn], acc=acc)  # [1, m, k] @ [1, k, n]
+        out[tb, tm, tn] = acc.to(a.dtype)
+    return out
+
+
+def test_batched_3d_dot_with_a_batch_block_of_one(compiled_mode: None,
+                                                  poison_empty: None) -> None:
+    seed()
+    a, b = torch.randn(3, 45, 70), torch.randn(3, 70, 38)
+    close(bmm_3d(a, b), torch.bmm(a.double(), b.double()), atol=1e-4)
+
+
 def test_addmm_full_k_and_atomic_add(compiled_mode: None, poison_empty: None) -> None:
     seed()
     bias, x, w = torch.randn(40), torch.randn(50, 33), torch.randn(33, 40)
