@@ -121,3 +121,27 @@ def test_dot_configs_with_too_many_values_per_thread_are_invalid_on_gpu() -> Non
     assert default.block_sizes[:2] == [128, 128] and default.num_warps == 8
     assert all(math.prod(c.block_sizes[:2]) // (32 * c.num_warps) <= 256
                for c in (gpu.sample(__import__("random").Random(i)) for i in range(50)))
+
+
+def _as_gpu(space: ConfigSpace) -> ConfigSpace:
+    return ConfigSpace(space.block_params, space.launches, space.reductions, space.tunables,
+                       ["pointer", "tensor_descriptor"], "cuda")
+
+
+def test_dot_seeds_put_small_query_tiles_first_for_fused_attention() -> None:
+    from examples.kernels.attention import attention
+    from torchship.kernels.autotune.tuner import dot_seeds
+
+    q = torch.randn(1, 2, 256, 64, dtype=torch.bfloat16)
+    att = _as_gpu(attention.bind((q, q, q), {"causal": True}).config_space)
+    default = att.default()
+    assert default.block_sizes[0] == 128 and default.num_warps == 4
+    seeds = dot_seeds(att, default)
+    assert seeds and all(att.is_valid(s) for s in seeds) and default not in seeds
+    assert seeds[1].block_sizes[0] == 64 and seeds[1].num_warps == 4  # right after 4 stages
+    # a plain matmul keeps the H100 matmul seeds first; narrow tiles come after them
+    x = torch.randn(512, 512, dtype=torch.bfloat16)
+    mm = _as_gpu(matmul.bind((x, x)).config_space)
+    mm_seeds = dot_seeds(mm, mm.default())
+    narrow = [i for i, s in enumerate(mm_seeds) if s.block_sizes[:2] in ([64, 128], [128, 64])]
+    assert len(narrow) == 2 and min(narrow) > 2

@@ -497,11 +497,16 @@ def dot_seeds(space: Any, default: Any) -> list[Any]:
     if "tensor_descriptor" in space.params.get("indexing", []):
         tweaks += [{"indexing": "tensor_descriptor"},
                    {"indexing": "tensor_descriptor", "pid_type": "persistent"}]
-    # widen each grid block of 128 in a dot launch to 256 (one at a time)
+    # dots fused with whole-row work (flash attention): smaller query tiles come first
+    # (64x64, 4 warps: 213 µs vs 243 at 128x64 for causal 4x32x2048x64 bf16 on H100)
+    fused = any(la.has_dot and any(k == "R" for shape in la.value_shapes for k, _ in shape)
+                for la in launches)
+    # widen each grid block of 128 in a dot launch to 256 (one at a time), and narrow it to 64
     for i, bp in enumerate(space.block_params):
         if bp.grid and bp.in_dot and base["block_sizes"][i] == 128:
-            wide = list(base["block_sizes"])
-            wide[i] = 256
+            wide, narrow = list(base["block_sizes"]), list(base["block_sizes"])
+            wide[i], narrow[i] = 256, 64
+            tweaks.insert(1 if fused else len(tweaks), {"block_sizes": narrow, "num_warps": 4})
             tweaks += [{"block_sizes": wide}, {"block_sizes": wide, "num_warps": 8},
                        {"block_sizes": wide, "num_warps": 8, "pid_type": "persistent",
                         "indexing": "tensor_descriptor"}]
