@@ -114,8 +114,8 @@ def clamp_step(o: np.ndarray, a: dict[str, Any]) -> Any:
     lo, hi = a.get("clamp_min"), a.get("clamp_max")
     if lo is None and hi is None:
         return None
-    t = o.dtype.type
-    lo_, hi_ = t(-np.inf if lo is None else float(lo)), t(np.inf if hi is None else float(hi))
+    # 0-d array bounds: the ufunc takes them faster than scalars
+    lo_, hi_ = np.array(-np.inf if lo is None else float(lo), o.dtype), np.array(np.inf if hi is None else float(hi), o.dtype)
     return lambda: _CLIP(o, lo_, hi_, out=o)
 
 
