@@ -49,6 +49,9 @@ CONV = [
     dict(stride=1, padding=2, dilation=2, groups=4, k=3, c=4, o=4),  # depthwise, dilated
     dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=3, k=3, c=3, o=3, bias=False),  # depthwise, mixed
     dict(stride=3, padding=0, dilation=1, groups=2, k=2, c=2, o=6),  # depthwise, stride 3, multiplier 3
+    dict(stride=1, padding=(1, 0), dilation=1, groups=2, k=3, c=2, o=4),  # depthwise rows path, multiplier 2
+    dict(stride=1, padding=(0, 3), dilation=(1, 2), groups=3, k=3, c=3, o=3),  # depthwise rows path, dilated
+    dict(stride=1, padding=0, dilation=1, groups=4, k=1, c=4, o=4),  # depthwise 1x1
     dict(stride=2, padding=0, dilation=1, groups=1, k=1, c=8, o=3),  # strided 1x1
     dict(stride=1, padding=0, dilation=1, groups=1, k=1, c=8, o=3),  # plain 1x1 (matmul path)
 ]
@@ -89,6 +92,19 @@ def test_conv2d_bound_step_matches_kernel_with_computed_weights(cfg) -> None:
         want = ref.numpy() * scale * scale + b.double().numpy().reshape(1, -1, 1, 1) * (scale - scale * scale)
         assert np.abs(out - want).max() <= 2e-6 * np.abs(want).max()
         assert np.abs(plain - want).max() <= 2e-6 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("mult", [1, 2])
+def test_depthwise_over_several_channel_blocks(stride: int, mult: int) -> None:
+    """Planes big enough that the bound depthwise step pads and convolves several channel blocks
+    (bound._BLOCK) one after the other, with a fused clamp: equal to torch float64."""
+    from torchship.edge.runtime import bound
+
+    x = torch.randn(1, 48, 60, 57)
+    assert 48 * mult * 60 * 59 > 2 * bound._BLOCK
+    fn = lambda x, w, b: F.hardtanh(F.conv2d(x, w, b, stride=stride, padding=1, groups=48), -1.0, 2.0)  # noqa: E731
+    check(fn, [x], [torch.randn(48 * mult, 1, 3, 3), torch.randn(48 * mult)])
 
 
 def test_conv1d() -> None:

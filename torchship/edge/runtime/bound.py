@@ -8,8 +8,10 @@ no dictionary lookups, shape logic or temporaries per call. Results equal the pl
 
 Convolutions get the biggest changes:
 
-- depthwise (``groups == in_channels``): the input is copied into a zero-padded row buffer
-  where each (batch, channel) plane is one flat row of ``Hp * Wp`` values. For stride ``(sh,
+- depthwise (``groups == in_channels``), one cache-sized channel block at a time: the block
+  is copied into a zero-padded row buffer where each (batch, channel) plane is one flat row of
+  ``Hp * Wp`` values (stride 1: ``kw`` such rows, shifted, so the taps of a kernel row form one
+  BLAS matrix; see :func:`_bind_depthwise_rows`). For stride ``(sh,
   sw)`` and dilation ``(dh, dw)``, kernel tap ``(i, j)`` is then the 1-D strided slice
   ``row[i*dh*Wp + j*dw :: sw]`` of length ``OH * Wq`` (``Wq = sh * Wp / sw``), so a tap is one
   long vectorised multiply-add over whole planes ("wide" output with ``Wq - OW`` junk columns
@@ -318,6 +320,75 @@ def _bind_layer_norm(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
 # --------------------------------------------------------------------------- convolution
 
 
+def _bind_depthwise_rows(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndarray | None, a: dict[str, Any]) -> Step:
+    """Stride-1 depthwise conv as BLAS: ``kw`` zero-padded copies of each plane, copy ``j``
+    shifted left by ``j * dw`` elements, so for kernel row ``i`` the ``kw`` taps of a plane are
+    the rows of one ``[kw, OH * Wp]`` matrix with a row stride (``i * dh * Wp`` into every copy)
+    and the row's contribution is one batched ``[1, kw] @ [kw, OH * Wp]`` matmul per channel
+    block ("wide" rows as in :func:`_bind_depthwise`)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    (ph, pw), (dh, dw) = a["padding"], a["dilation"]
+    mult, rows, hp, wp = o // c, n * o, h + 2 * ph, wd + 2 * pw
+    span, plane = oh * wp, hp * wp
+    cb = max(1, min(rows, _BLOCK // max(1, span)))
+    cb = max(mult, cb // mult * mult)  # whole groups of one input channel's outputs
+    buf = scratch((cb, kw, plane), x.dtype, 0.0)  # borders zeroed once, interiors rewritten per block
+    xf = x.reshape(n * c, 1, h, wd)
+    tw = scratch((kh, n, o, kw), x.dtype)  # [row, batch, channel, tap] weight copies
+    wsrc = w.reshape(o, kh, kw).transpose(1, 0, 2)[:, None]
+    brows = None if bias is None else scratch((n, o), x.dtype)
+
+    def refresh() -> None:
+        np.copyto(tw, wsrc)
+        if brows is not None:
+            np.copyto(brows, bias)
+
+    refresh()
+    wrows = tw.reshape(kh, rows, 1, kw)
+    brows3 = None if brows is None else brows.reshape(rows, 1, 1)
+    wide, tmp = scratch((cb, 1, span), x.dtype), scratch((cb, 1, span), x.dtype)  # distinct: both live at once
+    out3 = out.reshape(rows, oh, ow)
+    blocks = []
+    for r0 in range(0, rows, cb):
+        r1 = min(rows, r0 + cb)
+        k = r1 - r0
+        src = xf[r0 // mult : r1 // mult]
+        fills = []
+        for j in range(kw):  # x column q lands at column pw + q - j*dw of copy j (reads never need < 0)
+            lo = max(0, j * dw - pw)
+            dst = buf[:k, j].reshape(k // mult, mult, hp, wp)[:, :, ph : ph + h, pw + lo - j * dw : pw + wd - j * dw]
+            fills.append((dst, src[..., lo:]))
+        mats = [(buf[:k, :, i * dh * wp : i * dh * wp + span], wrows[i, r0:r1]) for i in range(kh)]
+        valid = wide[:k].reshape(k, oh, wp)[:, :, :ow]
+        dst3 = out3[r0:r1]
+        b = None if brows3 is None else brows3[r0:r1]
+        blocks.append((fills, mats, wide[:k], tmp[:k], valid, dst3, b, clamp_step(dst3, a)))
+    matmul, add, copyto = np.matmul, np.add, np.copyto
+    computed = w.flags.writeable or (bias is not None and bias.flags.writeable)
+
+    def step() -> None:
+        if computed:
+            refresh()
+        for fills, mats, acc, t, valid, dst, b, clamp in blocks:
+            for f_dst, f_src in fills:
+                copyto(f_dst, f_src)
+            m0, w0 = mats[0]
+            matmul(w0, m0, out=acc)
+            for m, wt in mats[1:]:
+                matmul(wt, m, out=t)
+                add(acc, t, out=acc)
+            if b is None:
+                copyto(dst, valid)
+            else:
+                add(valid, b, out=dst)
+            if clamp is not None:
+                clamp()
+
+    return step
+
+
 def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndarray | None, a: dict[str, Any]) -> Step:
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
@@ -329,9 +400,12 @@ def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndar
     wq = sh * wp // sw  # wide-output columns per output row
     span = oh * wq
     offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
-    buf = scratch((rows, max(hp * wp, max(offsets) + sw * (span - 1) + 1)), x.dtype, 0.0)
-    interior = buf[:, : hp * wp].reshape(n, c, mult, hp, wp)[:, :, :, ph : ph + h, pw : pw + wd]
-    src = x.reshape(n, c, 1, h, wd)
+    # one channel block at a time is padded into ``buf`` (borders zeroed once, interior
+    # overwritten per block), so the padded copy is block-sized and still in cache for the taps
+    cb = max(1, min(rows, _BLOCK // max(1, span)))
+    cb = max(mult, cb // mult * mult)  # whole groups of one input channel's outputs
+    buf = scratch((cb, max(hp * wp, max(offsets) + sw * (span - 1) + 1)), x.dtype, 0.0)
+    xf = x.reshape(n * c, 1, h, wd)
     # per-row copies of the tap weights and bias ([tap, batch, channel]); refreshed before each
     # call when they are computed values (e.g. dequantized int8 weights) rather than file weights
     tw = scratch((kh * kw, n, o), x.dtype)
@@ -346,25 +420,27 @@ def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndar
     refresh()
     taps = [t.reshape(rows, 1) for t in tw]
     brows3 = None if brows is None else brows.reshape(rows, 1, 1)
-    cb = max(1, min(rows, _BLOCK // max(1, span)))
     wide, tmp = scratch((cb, span), x.dtype), scratch((cb, span), x.dtype)  # distinct: both live at once
     out3 = out.reshape(rows, oh, ow)
     blocks = []
     for r0 in range(0, rows, cb):
         r1 = min(rows, r0 + cb)
-        views = [buf[r0:r1, off : off + sw * (span - 1) + 1 : sw] for off in offsets]
+        k = r1 - r0
+        interior = buf[:k, : hp * wp].reshape(k // mult, mult, hp, wp)[:, :, ph : ph + h, pw : pw + wd]
+        views = [buf[:k, off : off + sw * (span - 1) + 1 : sw] for off in offsets]
         wts = [t[r0:r1] for t in taps]
-        valid = wide[: r1 - r0].reshape(r1 - r0, oh, wq)[:, :, :ow]
+        valid = wide[:k].reshape(k, oh, wq)[:, :, :ow]
         dst = out3[r0:r1]
-        blocks.append((wide[: r1 - r0], tmp[: r1 - r0], list(zip(views, wts)), valid, dst, None if brows3 is None else brows3[r0:r1], clamp_step(dst, a)))
+        b = None if brows3 is None else brows3[r0:r1]
+        blocks.append((interior, xf[r0 // mult : r1 // mult], wide[:k], tmp[:k], list(zip(views, wts)), valid, dst, b, clamp_step(dst, a)))
     mul, add, copyto = np.multiply, np.add, np.copyto
     computed = w.flags.writeable or (bias is not None and bias.flags.writeable)
 
     def step() -> None:
         if computed:
             refresh()
-        copyto(interior, src)
-        for acc, t, pairs, valid, dst, b, clamp in blocks:
+        for interior, src, acc, t, pairs, valid, dst, b, clamp in blocks:
+            copyto(interior, src)
             v0, w0 = pairs[0]
             mul(v0, w0, out=acc)
             for v, wt in pairs[1:]:
@@ -399,7 +475,7 @@ def _bind_conv2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     oh, ow = out.shape[2], out.shape[3]
     g = a["groups"]
     if g == c and cg == 1:
-        return _bind_depthwise(x, w, out, bias, a)
+        return (_bind_depthwise_rows if list(a["stride"]) == [1, 1] else _bind_depthwise)(x, w, out, bias, a)
     if g != 1:  # grouped, not depthwise: the plain kernel (clamp included)
         kernel = OPS["conv2d"].kernel
         return lambda: kernel(ins, outs, a)
