@@ -86,21 +86,25 @@ def test_weights_are_zero_copy_views_of_the_file(tmp_path) -> None:
 
 
 def test_scratch_outside_the_arena_is_reported_and_temporaries_shared() -> None:
-    """Two 3x3 padded convs: each keeps its own padded input copy (2x7x7), the im2col columns
-    (18x25) are one buffer shared by both steps; results equal a float64 direct convolution."""
+    """Two 3x3 padded convs (2 -> 3 -> 2 channels): each keeps its own padded input copy (2x7x7,
+    3x7x7); the im2col columns (18x25, then 27x25) live in one temp region sized for the larger
+    (64-byte aligned, plus 64 bytes of alignment slack), not their sum; results equal a float64
+    direct convolution."""
     rng = np.random.default_rng(0)
     g = Graph("forward")
     x = g.add_input("x", "F32", [1, 2, 5, 5])
-    w1, w2 = (g.add_const(f"w{i}", rng.standard_normal((2, 2, 3, 3)).astype(np.float32)) for i in range(2))
+    w1 = g.add_const("w1", rng.standard_normal((3, 2, 3, 3)).astype(np.float32))
+    w2 = g.add_const("w2", rng.standard_normal((2, 3, 3, 3)).astype(np.float32))
     attrs = {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1}
-    h = g.emit("conv2d", [x, w1], "F32", [1, 2, 5, 5], attrs)
+    h = g.emit("conv2d", [x, w1], "F32", [1, 3, 5, 5], attrs)
     g.outputs = [g.emit("conv2d", [h, w2], "F32", [1, 2, 5, 5], attrs)]
     ws = [g.values[w1].const.astype(np.float64), g.values[w2].const.astype(np.float64)]
     method = loads(Program({"forward": g}, {"forward": run_passes(g)}).to_bytes()).method("forward")
     assert method.scratch_bytes() == 0  # nothing bound before the first call
     xin = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
     got = method(xin)
-    assert method.scratch_bytes() == (2 * 2 * 7 * 7 + 18 * 25) * 4
+    assert method.scratch_bytes() == (2 + 3) * 7 * 7 * 4 + -(-27 * 25 * 4 // 64) * 64 + 64
+    got = method(xin)  # the second call reuses the region (temps are rewritten before reading)
 
     def conv(v: np.ndarray, k: np.ndarray) -> np.ndarray:  # direct sum over the 9 taps
         p = np.pad(v, ((0, 0), (0, 0), (1, 1), (1, 1)))

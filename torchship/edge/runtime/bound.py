@@ -60,38 +60,90 @@ _BLOCK = 1 << 16  # elements of one channel block of the depthwise wide buffers 
 
 
 _COUNTER = threading.local()
+_ALIGN = 64
+
+
+class TempRegion:
+    """The temporaries of one binding: every step's temp buffers are views into one shared
+    byte region, carved from offset 0 again for each step, so the region is the largest
+    step's need (not a sum). A measuring region (``size=None``) hands out fresh arrays and only
+    records that need; :meth:`Method._bind` binds once to measure and once for real.
+
+    Example:
+        >>> r = TempRegion(None); r.next_step(); _ = r.take((4,), np.dtype("float32")); r.peak
+        64
+    """
+
+    def __init__(self, size: int | None) -> None:
+        self.buf = None if size is None else np.empty(size + _ALIGN, np.uint8)
+        self.base = 0 if self.buf is None else (-self.buf.ctypes.data) % _ALIGN
+        self.cursor = 0
+        self.peak = 0
+
+    def next_step(self) -> None:
+        """Start carving for the next step (the previous step's temps are dead).
+
+        Example:
+            >>> r = TempRegion(None); r.next_step(); r.cursor
+            0
+        """
+        self.cursor = 0
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A temp buffer of this step, distinct from the step's other temps.
+
+        Example:
+            >>> TempRegion(128).take((2, 3), np.dtype("float32")).shape
+            (2, 3)
+        """
+        dtype = np.dtype(dtype)
+        offset = self.cursor
+        self.cursor += -(-int(np.prod(shape, dtype=np.int64)) * dtype.itemsize // _ALIGN) * _ALIGN
+        self.peak = max(self.peak, self.cursor)
+        if self.buf is None:
+            return np.empty(shape, dtype)
+        return np.ndarray(shape, dtype, self.buf, self.base + offset)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the region (0 while measuring).
+
+        Example:
+            >>> TempRegion(None).nbytes
+            0
+        """
+        return 0 if self.buf is None else int(self.buf.nbytes)
 
 
 def scratch(shape: tuple[int, ...], dtype: np.dtype, fill: float | None = None, temp: bool = False) -> np.ndarray:
     """A binder's private buffer (outside the arena), counted by :func:`scratch_bytes`.
 
     ``temp`` buffers hold nothing from one call to the next (a step overwrites them before
-    reading), so steps of one method share them by shape and dtype (see :func:`binding`).
+    reading) and are not used by other steps, so they come from the binding's shared
+    :class:`TempRegion` (see :func:`binding`) when one is set.
 
     Example:
         >>> scratch((2, 3), np.dtype("float32"), 0.0).sum()
         np.float32(0.0)
     """
-    pool = getattr(_COUNTER, "pool", None)
-    key = (tuple(shape), np.dtype(dtype).str)
-    if temp and pool is not None and key in pool:
-        return pool[key]
+    region = getattr(_COUNTER, "region", None)
+    if temp and region is not None and fill is None:
+        return region.take(tuple(shape), np.dtype(dtype))
     arr = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
     _COUNTER.nbytes = getattr(_COUNTER, "nbytes", 0) + arr.nbytes
-    if temp and pool is not None:
-        pool[key] = arr
     return arr
 
 
-def binding(pool: dict[Any, np.ndarray] | None) -> None:
-    """Set the temp-buffer pool that :func:`scratch` shares from on this thread (None: no sharing).
+def binding(region: TempRegion | None) -> None:
+    """Set the temp region that :func:`scratch` carves temps from on this thread (None: none).
 
     Example:
-        >>> binding({}); a = scratch((4,), np.dtype("float32"), temp=True)
-        >>> a is scratch((4,), np.dtype("float32"), temp=True); binding(None)
-        True
+        >>> r = TempRegion(None); binding(r); r.next_step()
+        >>> a, b = scratch((4,), np.dtype("float32"), temp=True), scratch((4,), np.dtype("float32"), temp=True)
+        >>> binding(None); r.peak
+        128
     """
-    _COUNTER.pool = pool
+    _COUNTER.region = region
 
 
 def scratch_bytes() -> int:
@@ -348,7 +400,7 @@ def _bind_depthwise_rows(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np
     refresh()
     wrows = tw.reshape(kh, rows, 1, kw)
     brows3 = None if brows is None else brows.reshape(rows, 1, 1)
-    wide, tmp = scratch((cb, 1, span), x.dtype), scratch((cb, 1, span), x.dtype)  # distinct: both live at once
+    wide, tmp = scratch((cb, 1, span), x.dtype, temp=True), scratch((cb, 1, span), x.dtype, temp=True)
     out3 = out.reshape(rows, oh, ow)
     blocks = []
     for r0 in range(0, rows, cb):
@@ -420,7 +472,7 @@ def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndar
     refresh()
     taps = [t.reshape(rows, 1) for t in tw]
     brows3 = None if brows is None else brows.reshape(rows, 1, 1)
-    wide, tmp = scratch((cb, span), x.dtype), scratch((cb, span), x.dtype)  # distinct: both live at once
+    wide, tmp = scratch((cb, span), x.dtype, temp=True), scratch((cb, span), x.dtype, temp=True)
     out3 = out.reshape(rows, oh, ow)
     blocks = []
     for r0 in range(0, rows, cb):

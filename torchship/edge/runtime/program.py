@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from torchship.edge.runtime.bound import binding, scratch_bytes
+from torchship.edge.runtime.bound import TempRegion, binding, scratch_bytes
 from torchship.edge.runtime.dims import DTYPES, ProgramError, evaluate_shape, nbytes
 from torchship.edge.runtime.format import MethodSpec, ProgramSpec, check_shapes, parse
 from torchship.edge.runtime.registry import OPS, Step, bind_step, resolve_attrs
@@ -106,33 +106,37 @@ class Method:
                 shape = evaluate_shape(v.shape, env)
                 arrays[vid] = np.ndarray(shape, DTYPES[v.dtype], self._buf, v.offset)
         steps: list[Step] = []
-        instrs = []
+        instrs: list[Any] = []
+        measure = TempRegion(None)  # first pass: each step's temp need (the steps are dropped)
+        self._bind_steps(spec, env, list(arrays), [], [], measure)
+        region = TempRegion(measure.peak)
         before = scratch_bytes()
-        binding({})  # steps of this binding share their temporaries
-        try:
-            self._bind_steps(spec, env, arrays, steps, instrs)
-        finally:
-            binding(None)
-        self._scratch = max(self._scratch, scratch_bytes() - before)
+        self._bind_steps(spec, env, arrays, steps, instrs, region)
+        self._scratch = max(self._scratch, scratch_bytes() - before + region.nbytes)
         bound = (steps, instrs, [arrays[v] for v in spec.inputs], [arrays[v] for v in spec.outputs])
         self._bound[key] = bound  # type: ignore[assignment]
         if len(self._bound) > _CACHE:
             self._bound.popitem(last=False)
         return bound  # type: ignore[return-value]
 
-    def _bind_steps(self, spec: MethodSpec, env: dict[str, int], arrays: list[Any], steps: list[Step], instrs: list[Any]) -> None:
-        for ins in spec.instrs:
-            op = OPS[ins.op]
-            attrs = resolve_attrs(op, ins.attrs, env) if ins.symbolic else ins.attrs
-            if op.alias:
-                out = spec.values[ins.outputs[0]]
-                arrays[ins.outputs[0]] = arrays[ins.inputs[0]].reshape(evaluate_shape(out.shape, env))
-                continue
-            try:
-                steps.append(bind_step(op, [arrays[i] for i in ins.inputs], [arrays[o] for o in ins.outputs], attrs))  # type: ignore[misc]
-            except (ProgramError, ValueError, TypeError, IndexError, ArithmeticError, MemoryError) as exc:
-                raise ProgramError(f"{self.where}: {ins.op}{_at(ins)}: {exc}") from None
-            instrs.append(ins)
+    def _bind_steps(self, spec: MethodSpec, env: dict[str, int], arrays: list[Any], steps: list[Step], instrs: list[Any], region: TempRegion) -> None:
+        binding(region)  # steps of this binding carve their temporaries from one region
+        try:
+            for ins in spec.instrs:
+                op = OPS[ins.op]
+                attrs = resolve_attrs(op, ins.attrs, env) if ins.symbolic else ins.attrs
+                if op.alias:
+                    out = spec.values[ins.outputs[0]]
+                    arrays[ins.outputs[0]] = arrays[ins.inputs[0]].reshape(evaluate_shape(out.shape, env))
+                    continue
+                region.next_step()
+                try:
+                    steps.append(bind_step(op, [arrays[i] for i in ins.inputs], [arrays[o] for o in ins.outputs], attrs))  # type: ignore[misc]
+                except (ProgramError, ValueError, TypeError, IndexError, ArithmeticError, MemoryError) as exc:
+                    raise ProgramError(f"{self.where}: {ins.op}{_at(ins)}: {exc}") from None
+                instrs.append(ins)
+        finally:
+            binding(None)
 
     def __call__(self, *inputs: Any) -> Any:
         """Run the method on numpy arrays; returns an array, or a tuple for several outputs.
