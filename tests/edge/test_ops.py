@@ -107,6 +107,18 @@ def test_depthwise_over_several_channel_blocks(stride: int, mult: int) -> None:
     check(fn, [x], [torch.randn(48 * mult, 1, 3, 3), torch.randn(48 * mult)])
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_im2col_in_several_chunks(stride: int) -> None:
+    """Columns bigger than one chunk (bound._COLS): the bound conv builds and multiplies them in
+    chunks of output rows, then adds bias and clamps: equal to torch float64."""
+    from torchship.edge.runtime import bound
+
+    x = torch.randn(2, 16, 23, 21)
+    assert 2 * 16 * 9 * 21 * 23 * 4 // stride**2 > 3 * bound._COLS
+    fn = lambda x, w, b: F.relu(F.conv2d(x, w, b, stride=stride, padding=1))  # noqa: E731
+    check(fn, [x], [torch.randn(8, 16, 3, 3), torch.randn(8)])
+
+
 def test_conv1d() -> None:
     check(lambda x, w: F.conv1d(x, w, stride=2, padding=1), [torch.randn(2, 3, 17)], [torch.randn(4, 3, 3)])
 

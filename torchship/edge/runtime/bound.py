@@ -56,7 +56,8 @@ from torchship.edge.runtime.ops import (
 from torchship.edge.runtime.registry import OPS, Step, binder
 
 Arrays = list[np.ndarray]
-_BLOCK = 1 << 16  # elements of one channel block of the depthwise wide buffers (fits in L2)
+_BLOCK = 1 << 15  # elements of one channel block of the depthwise wide buffers (fits in L2)
+_COLS = 1 << 15  # bytes of one chunk of im2col columns (built and consumed while in cache)
 
 
 _COUNTER = threading.local()
@@ -509,17 +510,26 @@ def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndar
 
 
 def _padded(x: np.ndarray, ph: int, pw: int, value: float = 0.0, extra_h: int = 0, extra_w: int = 0) -> tuple[np.ndarray, Step | None]:
-    """A preallocated padded copy of ``x`` (border filled once) and the step refreshing it."""
+    """A padded copy of ``x`` in the step's temp region and the step refilling it (border value
+    and interior) before each use."""
     if not (ph or pw or extra_h or extra_w):
         return x, None
     n, c, h, w = x.shape
-    xp = scratch((n, c, h + 2 * ph + extra_h, w + 2 * pw + extra_w), x.dtype, value)
-    inner = xp[:, :, ph : ph + h, pw : pw + w]
-    return xp, lambda: np.copyto(inner, x)
+    xp = scratch((n, c, h + 2 * ph + extra_h, w + 2 * pw + extra_w), x.dtype, temp=True)
+    inner, border = xp[:, :, ph : ph + h, pw : pw + w], const(value, x.dtype)
+
+    def fill() -> None:
+        np.copyto(xp, border)
+        np.copyto(inner, x)
+
+    return xp, fill
 
 
 @binder("conv2d")
 def _bind_conv2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    """Depthwise: :func:`_bind_depthwise_rows` / :func:`_bind_depthwise`; 1x1 stride-1 unpadded:
+    one matmul; otherwise im2col in chunks of whole output rows (at most ``_COLS`` bytes of
+    columns each), each chunk's columns copied and multiplied while in cache."""
     x, w, out = ins[0], ins[1], outs[0]
     bias = ins[2] if len(ins) == 3 else None
     n, c, _, _ = x.shape
@@ -540,9 +550,21 @@ def _bind_conv2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     (sh, sw), (ph, pw), d = a["stride"], a["padding"], tuple(a["dilation"])
     xp, fill = _padded(x, ph, pw)
     win = _windows(xp, kh, kw, (sh, sw), d, oh, ow).transpose(0, 1, 4, 5, 2, 3)
-    cols = scratch((n, c * kh * kw, oh * ow), x.dtype, temp=True)
-    cols6 = cols.reshape(n, c, kh, kw, oh, ow)
-    return _chain(fill, lambda: np.copyto(cols6, win), lambda: np.matmul(wm, cols, out=o3), add_bias, clamp)
+    rows = max(1, min(oh, _COLS // max(1, n * c * kh * kw * ow * x.dtype.itemsize)))
+    cols = scratch((n, c * kh * kw, rows * ow), x.dtype, temp=True)
+    chunks = []
+    for r0 in range(0, oh, rows):
+        r1 = min(oh, r0 + rows)
+        part = cols[:, :, : (r1 - r0) * ow]
+        chunks.append((part.reshape(n, c, kh, kw, r1 - r0, ow), win[:, :, :, :, r0:r1], part, o3[:, :, r0 * ow : r1 * ow]))
+    copyto, matmul = np.copyto, np.matmul
+
+    def im2col() -> None:
+        for cols6, src, part, dst in chunks:
+            copyto(cols6, src)
+            matmul(wm, part, out=dst)
+
+    return _chain(fill, im2col, add_bias, clamp)
 
 
 # --------------------------------------------------------------------------- pooling
