@@ -305,7 +305,7 @@ def _bind_softmax(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     if ax == x.ndim - 1 and o.flags.c_contiguous and o.size:  # row sums as one BLAS matmul with ones
         ones = scratch((x.shape[-1], 1), x.dtype, 1.0)
         o2, s2 = o.reshape(-1, x.shape[-1]), s.reshape(-1, 1)
-        total: Step = lambda: np.matmul(o2, ones, out=s2)  # noqa: E731
+        total: Step = lambda: np.dot(o2, ones, out=s2)  # noqa: E731
     else:
         total = lambda: np.add.reduce(o, axis=ax, keepdims=True, out=s)  # noqa: E731
 
@@ -329,11 +329,15 @@ def _bind_linear(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     wt = w if a["transposed"] else w.T
     b = ins[2] if len(ins) == 3 else None
     clamp = clamp_step(o2, a)
+    # np.dot on 2-D operands dispatches ~0.5 us faster than np.matmul; it needs a C-contiguous
+    # output of the exact result dtype
+    same = x2.dtype == wt.dtype == o2.dtype and o2.flags.c_contiguous
+    mm = np.dot if same else np.matmul
     if b is None:
-        return _chain(lambda: np.matmul(x2, wt, out=o2), clamp)
+        return _chain(lambda: mm(x2, wt, out=o2), clamp)
 
     def step() -> None:
-        np.matmul(x2, wt, out=o2)
+        mm(x2, wt, out=o2)
         np.add(o2, b, out=o2)
 
     return _chain(step, clamp)
@@ -341,7 +345,7 @@ def _bind_linear(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
 
 @binder("layer_norm")
 def _bind_layer_norm(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
-    """Mean and variance as BLAS matmuls with a ``1/n`` column (faster than ``add.reduce`` plus
+    """Mean and variance as BLAS products with a ``1/n`` column (faster than ``add.reduce`` plus
     a scaling pass on short rows)."""
     x, out = ins[0], outs[0]
     k = a["normalized_ndim"]
@@ -355,10 +359,10 @@ def _bind_layer_norm(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     eps = const(a["eps"], x.dtype)
 
     def step() -> None:
-        np.matmul(x2, inv, out=mean)
+        np.dot(x2, inv, out=mean)
         np.subtract(x2, mean, out=o2)
         np.multiply(o2, o2, out=sq)
-        np.matmul(sq, inv, out=var)
+        np.dot(sq, inv, out=var)
         np.add(var, eps, out=var)
         np.sqrt(var, out=var)
         np.divide(o2, var, out=o2)
