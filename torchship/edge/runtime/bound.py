@@ -205,7 +205,7 @@ def _bind_unary(ufunc: Any) -> Any:
     return bind
 
 
-for _name, _uf in {**_BINARY, **_COMPARE, **_LOGICAL}.items():
+for _name, _uf in {**_BINARY, **_COMPARE, **_LOGICAL, "matmul": np.matmul}.items():
     if _name != "add":
         binder(_name)(_bind_binary(_uf))
 
