@@ -119,6 +119,16 @@ def test_conv_im2col_in_several_chunks(stride: int) -> None:
     check(fn, [x], [torch.randn(8, 16, 3, 3), torch.randn(8)])
 
 
+@pytest.mark.parametrize("hi", [3.0, 40.0])
+def test_gelu_over_several_blocks(hi: float) -> None:
+    """The bound erf-GELU works in blocks of bound._GELU_CHUNK elements (the last one partial);
+    values in [-hi, hi] (40: both tails) equal torch float64 within 1e-6 of the largest output."""
+    from torchship.edge.runtime import bound
+
+    x = torch.linspace(-hi, hi, 2 * bound._GELU_CHUNK + 123).reshape(1, -1)
+    check(lambda x: F.gelu(x), [x], tol=1e-6)
+
+
 def test_conv1d() -> None:
     check(lambda x, w: F.conv1d(x, w, stride=2, padding=1), [torch.randn(2, 3, 17)], [torch.randn(4, 3, 3)])
 

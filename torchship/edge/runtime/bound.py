@@ -45,7 +45,6 @@ from torchship.edge.runtime.ops import (
     _AS,
     _AS_P,
     _BINARY,
-    _CHUNK,
     _CLIP,
     _COMPARE,
     _LOGICAL,
@@ -57,6 +56,7 @@ from torchship.edge.runtime.registry import OPS, Step, binder
 
 Arrays = list[np.ndarray]
 _BLOCK = 1 << 15  # elements of one channel block of the depthwise wide buffers (fits in L2)
+_GELU_CHUNK = 1 << 13  # elements per gelu block (three temporaries of 32 KiB each)
 _COLS = 1 << 15  # bytes of one chunk of im2col columns (built and consumed while in cache)
 
 
@@ -264,7 +264,7 @@ def _bind_gelu(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     half, neg_k, k_, zero = c(-0.5), c(-k), c(k), c(0.0)
     coef = [c(v / 2) for v in _AS]
     xf, of = x.reshape(-1), o.reshape(-1)
-    m = max(1, min(xf.shape[0], _CHUNK))
+    m = max(1, min(xf.shape[0], _GELU_CHUNK))
     r, t, p = scratch((3, m), x.dtype, temp=True)
     blocks = [(xf[s : s + m], of[s : s + m]) for s in range(0, xf.shape[0], m)]
     blocks = [(xb, ob, r[: len(xb)], t[: len(xb)], p[: len(xb)]) for xb, ob in blocks]
@@ -345,8 +345,8 @@ def _bind_linear(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
 
 @binder("layer_norm")
 def _bind_layer_norm(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
-    """Mean and variance as BLAS products with a ``1/n`` column (faster than ``add.reduce`` plus
-    a scaling pass on short rows)."""
+    """Mean as a BLAS product with a ``1/n`` column and variance as per-row dot products
+    (faster than ``add.reduce`` plus a scaling pass on short rows, and no squared copy)."""
     x, out = ins[0], outs[0]
     k = a["normalized_ndim"]
     inner = int(np.prod(x.shape[x.ndim - k :], dtype=np.int64))
@@ -354,15 +354,15 @@ def _bind_layer_norm(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     w = ins[1].reshape(inner) if len(ins) > 1 else None
     b = ins[2].reshape(inner) if len(ins) > 2 else None
     mean, var = scratch((x2.shape[0], 1), x.dtype), scratch((x2.shape[0], 1), x.dtype)
-    sq = scratch(o2.shape, o2.dtype, temp=True)
     inv = scratch((inner, 1), x.dtype, 1.0 / inner if inner else 0.0)
-    eps = const(a["eps"], x.dtype)
+    inv0, eps = const(1.0 / inner if inner else 0.0, x.dtype), const(a["eps"], x.dtype)
+    rows_a, rows_b, var3 = o2.reshape(-1, 1, inner), o2.reshape(-1, inner, 1), var.reshape(-1, 1, 1)
 
     def step() -> None:
         np.dot(x2, inv, out=mean)
         np.subtract(x2, mean, out=o2)
-        np.multiply(o2, o2, out=sq)
-        np.dot(sq, inv, out=var)
+        np.matmul(rows_a, rows_b, out=var3)  # each row's sum of squares, no squared copy
+        np.multiply(var, inv0, out=var)
         np.add(var, eps, out=var)
         np.sqrt(var, out=var)
         np.divide(o2, var, out=o2)
