@@ -98,23 +98,23 @@ def test_conv2d_bound_step_matches_kernel_with_computed_weights(cfg) -> None:
 @pytest.mark.parametrize("mult", [1, 2])
 def test_depthwise_over_several_channel_blocks(stride: int, mult: int) -> None:
     """Planes big enough that the bound depthwise step pads and convolves several channel blocks
-    (bound._BLOCK) one after the other, with a fused clamp: equal to torch float64."""
-    from torchship.edge.runtime import bound
+    (bound_conv._BLOCK) one after the other, with a fused clamp: equal to torch float64."""
+    from torchship.edge.runtime import bound_conv
 
     x = torch.randn(1, 48, 60, 57)
-    assert 48 * mult * 60 * 59 > 2 * bound._BLOCK
+    assert 48 * mult * 60 * 59 > 2 * bound_conv._BLOCK
     fn = lambda x, w, b: F.hardtanh(F.conv2d(x, w, b, stride=stride, padding=1, groups=48), -1.0, 2.0)  # noqa: E731
     check(fn, [x], [torch.randn(48 * mult, 1, 3, 3), torch.randn(48 * mult)])
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_conv_im2col_in_several_chunks(stride: int) -> None:
-    """Columns bigger than one chunk (bound._COLS): the bound conv builds and multiplies them in
-    chunks of output rows, then adds bias and clamps: equal to torch float64."""
-    from torchship.edge.runtime import bound
+    """Columns bigger than one chunk (bound_conv._COLS): the bound conv builds and multiplies
+    them in chunks of output rows, then adds bias and clamps: equal to torch float64."""
+    from torchship.edge.runtime import bound_conv
 
     x = torch.randn(2, 16, 23, 21)
-    assert 2 * 16 * 9 * 21 * 23 * 4 // stride**2 > 3 * bound._COLS
+    assert 2 * 16 * 9 * 21 * 23 * 4 // stride**2 > 3 * bound_conv._COLS
     fn = lambda x, w, b: F.relu(F.conv2d(x, w, b, stride=stride, padding=1))  # noqa: E731
     check(fn, [x], [torch.randn(8, 16, 3, 3), torch.randn(8)])
 

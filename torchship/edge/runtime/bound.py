@@ -6,22 +6,10 @@ returns a closure that only calls numpy ufuncs/BLAS with ``out=`` into prealloca
 no dictionary lookups, shape logic or temporaries per call. Results equal the plain kernels
 (``ops.py``/``nn_ops.py``) up to float rounding; the tests compare both with torch float64.
 
-Convolutions get the biggest changes:
-
-- depthwise (``groups == in_channels``), one cache-sized channel block at a time: the block
-  is copied into a zero-padded row buffer where each (batch, channel) plane is one flat row of
-  ``Hp * Wp`` values (stride 1: ``kw`` such rows, shifted, so the taps of a kernel row form one
-  BLAS matrix; see :func:`_bind_depthwise_rows`). For stride ``(sh,
-  sw)`` and dilation ``(dh, dw)``, kernel tap ``(i, j)`` is then the 1-D strided slice
-  ``row[i*dh*Wp + j*dw :: sw]`` of length ``OH * Wq`` (``Wq = sh * Wp / sw``), so a tap is one
-  long vectorised multiply-add over whole planes ("wide" output with ``Wq - OW`` junk columns
-  per row) instead of one per output row; channels are processed in cache-sized blocks and the
-  junk columns dropped (and bias added) by the final copy into the output;
-- other convolutions: padded input and im2col column buffers preallocated, one BLAS matmul;
-- 1x1 stride-1 unpadded: a matmul straight from the input view.
-
-Pooling takes the kernel taps as strided views of a preallocated padded copy. The plain
-``conv2d`` kernel (depthwise case) and the pool kernels run these binders once per call.
+Scratch: a binder's buffers come from :func:`scratch`; buffers that carry nothing between
+calls and serve one step are views into the binding's :class:`TempRegion` (one region per
+binding, carved from its start again for each step). Convolution and pooling binders are in
+``bound_conv.py``.
 
 Example:
     >>> import numpy as np
@@ -40,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from torchship.edge.runtime.nn_ops import _pair, _pool_params, _windows
+from torchship.edge.runtime import nn_ops  # noqa: F401  (registers matmul before its binder)
 from torchship.edge.runtime.ops import (
     _AS,
     _AS_P,
@@ -55,9 +43,7 @@ from torchship.edge.runtime.ops import (
 from torchship.edge.runtime.registry import OPS, Step, binder
 
 Arrays = list[np.ndarray]
-_BLOCK = 1 << 15  # elements of one channel block of the depthwise wide buffers (fits in L2)
 _GELU_CHUNK = 1 << 13  # elements per gelu block (three temporaries of 32 KiB each)
-_COLS = 1 << 15  # bytes of one chunk of im2col columns (built and consumed while in cache)
 
 
 _COUNTER = threading.local()
@@ -167,14 +153,14 @@ def const(value: float, dtype: np.dtype) -> np.ndarray:
     return np.array(value, dtype)
 
 
-def _plus_bias(out: np.ndarray, bias: np.ndarray | None, shape: tuple[int, ...]) -> Step | None:
+def plus_bias(out: np.ndarray, bias: np.ndarray | None, shape: tuple[int, ...]) -> Step | None:
     if bias is None:
         return None
     b = bias.reshape(shape)
     return lambda: np.add(out, b, out=out)
 
 
-def _chain(*steps: Step | None) -> Step:
+def chain(*steps: Step | None) -> Step:
     live = [s for s in steps if s is not None]
     if len(live) == 1:
         return live[0]
@@ -213,7 +199,7 @@ for _name, _uf in {**_BINARY, **_COMPARE, **_LOGICAL, "matmul": np.matmul}.items
 @binder("add")
 def _bind_add(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     x, y, o = ins[0], ins[1], outs[0]
-    return _chain(lambda: np.add(x, y, out=o), clamp_step(o, a))
+    return chain(lambda: np.add(x, y, out=o), clamp_step(o, a))
 for _name, _uf in {**_UNARY_FLOAT, "neg": np.negative, "abs": np.abs, "logical_not": np.logical_not}.items():
     binder(_name)(_bind_unary(_uf))
 
@@ -334,13 +320,13 @@ def _bind_linear(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     same = x2.dtype == wt.dtype == o2.dtype and o2.flags.c_contiguous
     mm = np.dot if same else np.matmul
     if b is None:
-        return _chain(lambda: mm(x2, wt, out=o2), clamp)
+        return chain(lambda: mm(x2, wt, out=o2), clamp)
 
     def step() -> None:
         mm(x2, wt, out=o2)
         np.add(o2, b, out=o2)
 
-    return _chain(step, clamp)
+    return chain(step, clamp)
 
 
 @binder("layer_norm")
@@ -370,291 +356,6 @@ def _bind_layer_norm(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
             np.multiply(o2, w, out=o2)
         if b is not None:
             np.add(o2, b, out=o2)
-
-    return step
-
-
-# --------------------------------------------------------------------------- convolution
-
-
-def _bind_depthwise_rows(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndarray | None, a: dict[str, Any]) -> Step:
-    """Stride-1 depthwise conv as BLAS: ``kw`` zero-padded copies of each plane, copy ``j``
-    shifted left by ``j * dw`` elements, so for kernel row ``i`` the ``kw`` taps of a plane are
-    the rows of one ``[kw, OH * Wp]`` matrix with a row stride (``i * dh * Wp`` into every copy)
-    and the row's contribution is one batched ``[1, kw] @ [kw, OH * Wp]`` matmul per channel
-    block ("wide" rows as in :func:`_bind_depthwise`)."""
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    oh, ow = out.shape[2], out.shape[3]
-    (ph, pw), (dh, dw) = a["padding"], a["dilation"]
-    mult, rows, hp, wp = o // c, n * o, h + 2 * ph, wd + 2 * pw
-    span, plane = oh * wp, hp * wp
-    cb = max(1, min(rows, _BLOCK // max(1, span)))
-    cb = max(mult, cb // mult * mult)  # whole groups of one input channel's outputs
-    buf = scratch((cb, kw, plane), x.dtype, 0.0)  # borders zeroed once, interiors rewritten per block
-    xf = x.reshape(n * c, 1, h, wd)
-    tw = scratch((kh, n, o, kw), x.dtype)  # [row, batch, channel, tap] weight copies
-    wsrc = w.reshape(o, kh, kw).transpose(1, 0, 2)[:, None]
-    brows = None if bias is None else scratch((n, o), x.dtype)
-
-    def refresh() -> None:
-        np.copyto(tw, wsrc)
-        if brows is not None:
-            np.copyto(brows, bias)
-
-    refresh()
-    wrows = tw.reshape(kh, rows, 1, kw)
-    brows3 = None if brows is None else brows.reshape(rows, 1, 1)
-    wide, tmp = scratch((cb, 1, span), x.dtype, temp=True), scratch((cb, 1, span), x.dtype, temp=True)
-    out3 = out.reshape(rows, oh, ow)
-    blocks = []
-    for r0 in range(0, rows, cb):
-        r1 = min(rows, r0 + cb)
-        k = r1 - r0
-        src = xf[r0 // mult : r1 // mult]
-        fills = []
-        for j in range(kw):  # x column q lands at column pw + q - j*dw of copy j (reads never need < 0)
-            lo = max(0, j * dw - pw)
-            dst = buf[:k, j].reshape(k // mult, mult, hp, wp)[:, :, ph : ph + h, pw + lo - j * dw : pw + wd - j * dw]
-            fills.append((dst, src[..., lo:]))
-        mats = [(buf[:k, :, i * dh * wp : i * dh * wp + span], wrows[i, r0:r1]) for i in range(kh)]
-        valid = wide[:k].reshape(k, oh, wp)[:, :, :ow]
-        dst3 = out3[r0:r1]
-        b = None if brows3 is None else brows3[r0:r1]
-        blocks.append((fills, mats, wide[:k], tmp[:k], valid, dst3, b, clamp_step(dst3, a)))
-    matmul, add, copyto = np.matmul, np.add, np.copyto
-    computed = w.flags.writeable or (bias is not None and bias.flags.writeable)
-
-    def step() -> None:
-        if computed:
-            refresh()
-        for fills, mats, acc, t, valid, dst, b, clamp in blocks:
-            for f_dst, f_src in fills:
-                copyto(f_dst, f_src)
-            m0, w0 = mats[0]
-            matmul(w0, m0, out=acc)
-            for m, wt in mats[1:]:
-                matmul(wt, m, out=t)
-                add(acc, t, out=acc)
-            if b is None:
-                copyto(dst, valid)
-            else:
-                add(valid, b, out=dst)
-            if clamp is not None:
-                clamp()
-
-    return step
-
-
-def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndarray | None, a: dict[str, Any]) -> Step:
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    oh, ow = out.shape[2], out.shape[3]
-    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
-    mult, rows, hp = o // c, n * o, h + 2 * ph
-    wp = wd + 2 * pw
-    wp += (-wp) % sw  # a multiple of the column stride, so every tap is one strided slice
-    wq = sh * wp // sw  # wide-output columns per output row
-    span = oh * wq
-    offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
-    # one channel block at a time is padded into ``buf`` (borders zeroed once, interior
-    # overwritten per block), so the padded copy is block-sized and still in cache for the taps
-    cb = max(1, min(rows, _BLOCK // max(1, span)))
-    cb = max(mult, cb // mult * mult)  # whole groups of one input channel's outputs
-    buf = scratch((cb, max(hp * wp, max(offsets) + sw * (span - 1) + 1)), x.dtype, 0.0)
-    xf = x.reshape(n * c, 1, h, wd)
-    # per-row copies of the tap weights and bias ([tap, batch, channel]); refreshed before each
-    # call when they are computed values (e.g. dequantized int8 weights) rather than file weights
-    tw = scratch((kh * kw, n, o), x.dtype)
-    wsrc = w.reshape(o, kh * kw).T[:, None, :]
-    brows = None if bias is None else scratch((n, o), x.dtype)
-
-    def refresh() -> None:
-        np.copyto(tw, wsrc)
-        if brows is not None:
-            np.copyto(brows, bias)
-
-    refresh()
-    taps = [t.reshape(rows, 1) for t in tw]
-    brows3 = None if brows is None else brows.reshape(rows, 1, 1)
-    wide, tmp = scratch((cb, span), x.dtype, temp=True), scratch((cb, span), x.dtype, temp=True)
-    out3 = out.reshape(rows, oh, ow)
-    blocks = []
-    for r0 in range(0, rows, cb):
-        r1 = min(rows, r0 + cb)
-        k = r1 - r0
-        interior = buf[:k, : hp * wp].reshape(k // mult, mult, hp, wp)[:, :, ph : ph + h, pw : pw + wd]
-        views = [buf[:k, off : off + sw * (span - 1) + 1 : sw] for off in offsets]
-        wts = [t[r0:r1] for t in taps]
-        valid = wide[:k].reshape(k, oh, wq)[:, :, :ow]
-        dst = out3[r0:r1]
-        b = None if brows3 is None else brows3[r0:r1]
-        blocks.append((interior, xf[r0 // mult : r1 // mult], wide[:k], tmp[:k], list(zip(views, wts)), valid, dst, b, clamp_step(dst, a)))
-    mul, add, copyto = np.multiply, np.add, np.copyto
-    computed = w.flags.writeable or (bias is not None and bias.flags.writeable)
-
-    def step() -> None:
-        if computed:
-            refresh()
-        for interior, src, acc, t, pairs, valid, dst, b, clamp in blocks:
-            copyto(interior, src)
-            v0, w0 = pairs[0]
-            mul(v0, w0, out=acc)
-            for v, wt in pairs[1:]:
-                mul(v, wt, out=t)
-                add(acc, t, out=acc)
-            if b is None:
-                copyto(dst, valid)
-            else:
-                add(valid, b, out=dst)
-            if clamp is not None:
-                clamp()  # while the block is in cache
-
-    return step
-
-
-def _padded(x: np.ndarray, ph: int, pw: int, value: float = 0.0, extra_h: int = 0, extra_w: int = 0) -> tuple[np.ndarray, Step | None]:
-    """A padded copy of ``x`` in the step's temp region and the step refilling it (border value
-    and interior) before each use."""
-    if not (ph or pw or extra_h or extra_w):
-        return x, None
-    n, c, h, w = x.shape
-    xp = scratch((n, c, h + 2 * ph + extra_h, w + 2 * pw + extra_w), x.dtype, temp=True)
-    inner, border = xp[:, :, ph : ph + h, pw : pw + w], const(value, x.dtype)
-
-    def fill() -> None:
-        np.copyto(xp, border)
-        np.copyto(inner, x)
-
-    return xp, fill
-
-
-@binder("conv2d")
-def _bind_conv2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
-    """Depthwise: :func:`_bind_depthwise_rows` / :func:`_bind_depthwise`; 1x1 stride-1 unpadded:
-    one matmul; otherwise im2col in chunks of whole output rows (at most ``_COLS`` bytes of
-    columns each), each chunk's columns copied and multiplied while in cache."""
-    x, w, out = ins[0], ins[1], outs[0]
-    bias = ins[2] if len(ins) == 3 else None
-    n, c, _, _ = x.shape
-    o, cg, kh, kw = w.shape
-    oh, ow = out.shape[2], out.shape[3]
-    g = a["groups"]
-    if g == c and cg == 1:
-        return (_bind_depthwise_rows if list(a["stride"]) == [1, 1] else _bind_depthwise)(x, w, out, bias, a)
-    if g != 1:  # grouped, not depthwise: the plain kernel (clamp included)
-        kernel = OPS["conv2d"].kernel
-        return lambda: kernel(ins, outs, a)
-    wm, o3 = w.reshape(o, c * kh * kw), out.reshape(n, o, oh * ow)
-    add_bias = _plus_bias(o3, bias, (1, o, 1))
-    clamp = clamp_step(o3, a)
-    if kh == kw == 1 and list(a["stride"]) == [1, 1] and list(a["padding"]) == [0, 0]:
-        x3 = x.reshape(n, c, -1)
-        return _chain(lambda: np.matmul(wm, x3, out=o3), add_bias, clamp)
-    (sh, sw), (ph, pw), d = a["stride"], a["padding"], tuple(a["dilation"])
-    xp, fill = _padded(x, ph, pw)
-    win = _windows(xp, kh, kw, (sh, sw), d, oh, ow).transpose(0, 1, 4, 5, 2, 3)
-    rows = max(1, min(oh, _COLS // max(1, n * c * kh * kw * ow * x.dtype.itemsize)))
-    cols = scratch((n, c * kh * kw, rows * ow), x.dtype, temp=True)
-    chunks = []
-    for r0 in range(0, oh, rows):
-        r1 = min(oh, r0 + rows)
-        part = cols[:, :, : (r1 - r0) * ow]
-        chunks.append((part.reshape(n, c, kh, kw, r1 - r0, ow), win[:, :, :, :, r0:r1], part, o3[:, :, r0 * ow : r1 * ow]))
-    copyto, matmul = np.copyto, np.matmul
-
-    def im2col() -> None:
-        for cols6, src, part, dst in chunks:
-            copyto(cols6, src)
-            matmul(wm, part, out=dst)
-
-    return _chain(fill, im2col, add_bias, clamp)
-
-
-# --------------------------------------------------------------------------- pooling
-
-
-def _pool_taps(x: np.ndarray, out: np.ndarray, a: dict[str, Any], value: float) -> tuple[list[np.ndarray], Step | None]:
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _pool_params(a)
-    oh, ow = out.shape[2], out.shape[3]
-    extra_h = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - (x.shape[2] + 2 * ph))
-    extra_w = max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - (x.shape[3] + 2 * pw))
-    xp, fill = _padded(x, ph, pw, value, extra_h, extra_w)
-    taps = [
-        xp[:, :, i * dh : i * dh + (oh - 1) * sh + 1 : sh, j * dw : j * dw + (ow - 1) * sw + 1 : sw]
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    return taps, fill
-
-
-def _window_reduce(taps: list[np.ndarray], out: np.ndarray, ufunc: Any) -> None:
-    np.copyto(out, taps[0])
-    for t in taps[1:]:
-        ufunc(out, t, out=out)
-
-
-def avg_pool_count(x: np.ndarray, out: np.ndarray, a: dict[str, Any]) -> np.ndarray:
-    """Divisor of each avg_pool2d window ([1, 1, OH, OW]): ``divisor``, or the number of cells
-    inside the padded input (``count_include_pad``) or the input itself.
-
-    Example:
-        >>> a = {"kernel": [2, 2], "stride": [2, 2], "padding": [1, 1], "ceil_mode": False,
-        ...      "count_include_pad": False, "divisor": 0}
-        >>> avg_pool_count(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2)), a).ravel().tolist()
-        [1.0, 1.0, 1.0, 1.0]
-    """
-    if a["divisor"]:
-        return np.full((1, 1, 1, 1), a["divisor"], out.dtype)
-    h, w = x.shape[2], x.shape[3]
-    ph, pw = _pair(a["padding"], "padding")
-    ones = np.zeros((1, 1, h + 2 * ph, w + 2 * pw), out.dtype)
-    if a["count_include_pad"]:
-        ones[...] = 1
-    else:
-        ones[:, :, ph : ph + h, pw : pw + w] = 1
-    count = np.empty((1, 1, out.shape[2], out.shape[3]), out.dtype)
-    taps, fill = _pool_taps(ones, count, {**a, "padding": [0, 0]}, 0.0)
-    if fill is not None:  # windows running past the padded input (ceil_mode)
-        fill()
-    _window_reduce(taps, count, np.add)
-    return count
-
-
-@binder("max_pool2d")
-def _bind_max_pool2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
-    out = outs[0]
-    taps, fill = _pool_taps(ins[0], out, a, -np.inf)
-    return _chain(fill, lambda: _window_reduce(taps, out, np.maximum))
-
-
-@binder("avg_pool2d")
-def _bind_avg_pool2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
-    x, out = ins[0], outs[0]
-    taps, fill = _pool_taps(x, out, a, 0.0)
-    count = avg_pool_count(x, out, a)
-
-    def step() -> None:
-        _window_reduce(taps, out, np.add)
-        np.divide(out, count, out=out)
-
-    return _chain(fill, step)
-
-
-@binder("adaptive_avg_pool2d")
-def _bind_adaptive(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
-    x, out = ins[0], outs[0]
-    n, c, h, w = x.shape
-    oh, ow = a["output_size"]
-    if h % oh or w % ow:
-        kernel = OPS["adaptive_avg_pool2d"].kernel
-        return lambda: kernel(ins, outs, a)
-    x6 = x.reshape(n, c, oh, h // oh, ow, w // ow)
-    inv = x.dtype.type(1.0 / ((h // oh) * (w // ow)))
-
-    def step() -> None:
-        np.add.reduce(x6, axis=(3, 5), out=out)
-        np.multiply(out, inv, out=out)
 
     return step
 

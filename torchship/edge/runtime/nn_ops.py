@@ -124,8 +124,8 @@ def _windows(xp: np.ndarray, kh: int, kw: int, s: tuple[int, int], d: tuple[int,
 
 
 def _run_bound(name: str, ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
-    """Run op ``name`` once through its load-time binder (``bound.py``, which imports this module)."""
-    from torchship.edge.runtime import bound  # noqa: F401  (registers the binders)
+    """Run op ``name`` once through its load-time binder (``bound_conv.py``, which imports this module)."""
+    from torchship.edge.runtime import bound_conv  # noqa: F401  (registers the binders)
 
     bind = OPS[name].bind
     assert bind is not None, name
@@ -145,7 +145,7 @@ def _conv2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) ->
     o, cg, kh, kw = w.shape
     _, _, oh, ow = out.shape
     g = a["groups"]
-    if g == c and cg == 1:  # depthwise (channel multiplier o // c): see bound._bind_depthwise
+    if g == c and cg == 1:  # depthwise (channel multiplier o // c): see bound_conv._bind_depthwise
         _run_bound("conv2d", ins, outs, a)
         return
     s, p, d = tuple(a["stride"]), tuple(a["padding"]), tuple(a["dilation"])
@@ -194,12 +194,12 @@ _POOL_ATTRS = {"kernel": ("ints", R), "stride": ("ints", []), "padding": ("ints"
 
 @register("max_pool2d", 1, _pool_infer, {**_POOL_ATTRS, "dilation": ("ints", [1, 1])})
 def _max_pool2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
-    _run_bound("max_pool2d", ins, outs, a)  # taps over a padded copy: bound._bind_max_pool2d
+    _run_bound("max_pool2d", ins, outs, a)  # taps over a padded copy: bound_conv._bind_max_pool2d
 
 
 @register("avg_pool2d", 1, _pool_infer, {**_POOL_ATTRS, "count_include_pad": ("bool", True), "divisor": ("int", 0)})
 def _avg_pool2d(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
-    _run_bound("avg_pool2d", ins, outs, a)  # bound._bind_avg_pool2d
+    _run_bound("avg_pool2d", ins, outs, a)  # bound_conv._bind_avg_pool2d
 
 
 def _adaptive_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
