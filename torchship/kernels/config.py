@@ -186,6 +186,11 @@ class LaunchSpec:
     loads: list[tuple[tuple[tuple[str, int], ...], int, bool]] = field(default_factory=list)
     inner_loops: bool = False
 
+    @property
+    def has_full_dim(self) -> bool:
+        """Whether a value of this launch holds a whole (``:``) dimension."""
+        return any(k == "R" for shape in self.value_shapes for k, _ in shape)
+
 
 def _pow2_range(lo: int, hi: int) -> list[int]:
     lo = 1 << max(0, math.ceil(math.log2(max(lo, 1))))
@@ -439,8 +444,7 @@ class ConfigSpace:
             limit = 16384 if gpu else 2048
             if _next_pow2(red.size) > limit and len(opts) > 1:
                 choice[f"reduction_loops[{i}]"] = max(o for o in opts if o is not None)
-        has_red = {li for li, la in enumerate(self.launches) if any(
-            k == "R" for s in la.value_shapes for k, _ in s)}
+        has_red = {li for li, la in enumerate(self.launches) if la.has_full_dim}
         has_dot = {li for li, la in enumerate(self.launches) if la.has_dot}
         for i, bp in enumerate(self.block_params):
             opts = self.params[f"block_sizes[{i}]"]
