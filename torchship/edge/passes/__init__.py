@@ -5,9 +5,11 @@
 3. ``fold.fold_affine``: per-channel ``mul``/``add`` after conv2d/linear (batch norm) folded in
 4. ``fuse.fuse_activations``: single-use relu/clamp after linear/conv2d/add folded into the
    producer's ``clamp_min``/``clamp_max``
-5. ``quantize`` (optional): int8 weight-only linear/conv2d; float linear weights stored [K, N]
-6. ``cleanup.dce``: unused instructions and constants removed
-7. ``memory.plan``: lifetimes and best-fit offsets in one 64-byte aligned arena
+5. ``mbconv.fuse_mbconv`` (float programs only): float32 1x1 expand -> depthwise -> 1x1 project
+   [-> residual add] chains become one ``fused_mbconv`` (no hidden maps in the arena)
+6. ``quantize`` (optional): int8 weight-only linear/conv2d; float linear weights stored [K, N]
+7. ``cleanup.dce``: unused instructions and constants removed
+8. ``memory.plan``: lifetimes and best-fit offsets in one 64-byte aligned arena
 
 Example:
     >>> from torchship.edge.passes import run_passes  # doctest: +SKIP
@@ -19,6 +21,7 @@ from torchship.edge.graph import Graph
 from torchship.edge.passes.cleanup import dce, simplify
 from torchship.edge.passes.fold import constant_fold, fold_affine
 from torchship.edge.passes.fuse import fuse_activations
+from torchship.edge.passes.mbconv import fuse_mbconv
 from torchship.edge.passes.memory import MemoryPlan, plan
 from torchship.edge.passes.quantize import quantize_int8, transpose_linear_weights
 
@@ -35,6 +38,8 @@ def run_passes(graph: Graph, quantize: str | None = None) -> MemoryPlan:
     simplify(graph)
     dce(graph)
     fuse_activations(graph)
+    if quantize is None:
+        fuse_mbconv(graph)
     if quantize == "int8":
         quantize_int8(graph)
     elif quantize is not None:
@@ -44,4 +49,4 @@ def run_passes(graph: Graph, quantize: str | None = None) -> MemoryPlan:
     return plan(graph)
 
 
-__all__ = ["MemoryPlan", "constant_fold", "dce", "fold_affine", "fuse_activations", "plan", "quantize_int8", "run_passes", "transpose_linear_weights", "simplify"]
+__all__ = ["MemoryPlan", "constant_fold", "dce", "fold_affine", "fuse_activations", "fuse_mbconv", "plan", "quantize_int8", "run_passes", "transpose_linear_weights", "simplify"]
