@@ -202,3 +202,21 @@ def test_gather_and_index() -> None:
     check(lambda x, i: torch.gather(x, 0, i), [torch.randn(3, 5), idx])
     rows, cols = torch.tensor([[0], [2]]), torch.tensor([[1, 3, -1]])
     check(lambda x, r, c: x[r, c] * 2, [torch.randn(3, 4, 2), rows, cols])
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 16, 16), (64, 5), (40, 32), (3, 33)])
+def test_softmax_short_and_long_rows(shape: tuple[int, ...]) -> None:
+    """Many short rows take the transposed-max / outer-product path, the others the plain one."""
+    x = torch.randn(*shape) * 4
+    x.view(-1)[:: shape[-1] + 1] = 60.0  # large logits: the max subtraction must be exact
+    check(lambda x: F.softmax(x, -1), [x])
+    check(lambda x, b: F.softmax(x + b, -1), [x], [torch.full((shape[-1],), -1e9).index_fill(0, torch.tensor([0]), 0.0)])
+
+
+@pytest.mark.parametrize("rows", [1, 3, 32, 200])
+def test_layer_norm_and_linear_bias_tiles(rows: int) -> None:
+    """Small outputs add file biases from full-size copies and scale by an outer product."""
+    w, b = torch.randn(24) + 1, torch.randn(24)
+    lw, lb = torch.randn(40, 24), torch.randn(40)
+    check(lambda x, w, b, lw, lb: F.linear(F.layer_norm(x * 3 + 1, (24,), w, b), lw, lb), [torch.randn(rows, 24)], [w, b, lw, lb])
+    check(lambda x: F.layer_norm(x, (24,)), [torch.randn(rows, 24)])
