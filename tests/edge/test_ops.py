@@ -220,3 +220,10 @@ def test_layer_norm_and_linear_bias_tiles(rows: int) -> None:
     lw, lb = torch.randn(40, 24), torch.randn(40)
     check(lambda x, w, b, lw, lb: F.linear(F.layer_norm(x * 3 + 1, (24,), w, b), lw, lb), [torch.randn(rows, 24)], [w, b, lw, lb])
     check(lambda x: F.layer_norm(x, (24,)), [torch.randn(rows, 24)])
+
+
+def test_permute_of_permute_is_one_permute() -> None:
+    fn = lambda x: x.permute(0, 2, 1, 3).transpose(-1, -2).contiguous() * 2  # noqa: E731
+    x = torch.randn(2, 5, 3, 4)
+    check(fn, [x])
+    assert export(Fn(fn).eval(), (x,)).summary()["methods"]["forward"]["ops"]["permute"] == 1

@@ -8,6 +8,12 @@ Example:
     >>> _ = simplify(g), dce(g)
     >>> g.outputs, len(g.instrs)
     ([0], 0)
+    >>> g = Graph("f"); x = g.add_input("x", "F32", [2, 3, 4])
+    >>> y = g.emit("permute", [x], "F32", [3, 2, 4], {"perm": [1, 0, 2]})
+    >>> g.outputs = [g.emit("permute", [y], "F32", [3, 4, 2], {"perm": [0, 2, 1]})]
+    >>> _ = simplify(g), dce(g)
+    >>> [(i.op, i.inputs, i.attrs["perm"]) for i in g.instrs]
+    [('permute', [0], [1, 2, 0])]
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ def _identity(graph: Graph, k: int) -> int | None:
 
 
 def simplify(graph: Graph) -> int:
-    """Remove identity instructions and collapse reshape-of-reshape; return the count removed.
+    """Remove identity instructions, collapse reshape-of-reshape and permute-of-permute; return
+    the count removed.
 
     Reshapes become aliases at run time (no copy), so only real data movement remains.
 
@@ -51,6 +58,13 @@ def simplify(graph: Graph) -> int:
             while src in producer and graph.instrs[producer[src]].op == "reshape":
                 src = graph.instrs[producer[src]].inputs[0]
             ins.inputs = [src]
+        if ins.op == "permute":  # permute of a permute: one permute (the inner one may die in dce)
+            src, perm = ins.inputs[0], list(ins.attrs["perm"])
+            while src in producer and graph.instrs[producer[src]].op == "permute":
+                inner = graph.instrs[producer[src]]
+                perm = [inner.attrs["perm"][p] for p in perm]
+                src = inner.inputs[0]
+            ins.inputs, ins.attrs = [src], {**ins.attrs, "perm": perm}
         fwd = _identity(graph, k)
         if fwd is not None:
             graph.replace_uses(ins.outputs[0], fwd)

@@ -176,9 +176,20 @@ def chain(*steps: Step | None) -> Step:
 # --------------------------------------------------------------------------- elementwise
 
 
+def _scalar_view(x: np.ndarray) -> np.ndarray:
+    """A one-element operand as a 0-d view of the same bytes (ufuncs broadcast a 0-d array
+    ~2x faster than a ``[1]`` one: 1024-element divide 1.06 -> 0.57 us); others unchanged.
+
+    Example:
+        >>> _scalar_view(np.ones((1, 1))).shape
+        ()
+    """
+    return x.reshape(()) if x.size == 1 and x.ndim else x
+
+
 def _bind_binary(ufunc: Any) -> Any:
     def bind(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
-        x, y, o = ins[0], ins[1], outs[0]
+        x, y, o = _scalar_view(ins[0]), _scalar_view(ins[1]), outs[0]
         return lambda: ufunc(x, y, out=o)
 
     return bind
@@ -199,7 +210,7 @@ for _name, _uf in {**_BINARY, **_COMPARE, **_LOGICAL, "matmul": np.matmul}.items
 
 @binder("add")
 def _bind_add(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
-    x, y, o = ins[0], ins[1], outs[0]
+    x, y, o = _scalar_view(ins[0]), _scalar_view(ins[1]), outs[0]
     return chain(lambda: np.add(x, y, out=o), clamp_step(o, a))
 for _name, _uf in {**_UNARY_FLOAT, "neg": np.negative, "abs": np.abs, "logical_not": np.logical_not}.items():
     binder(_name)(_bind_unary(_uf))
