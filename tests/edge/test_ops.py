@@ -214,8 +214,8 @@ def test_softmax_short_and_long_rows(shape: tuple[int, ...]) -> None:
 
 
 @pytest.mark.parametrize("rows", [1, 3, 32, 200])
-def test_layer_norm_and_linear_bias_tiles(rows: int) -> None:
-    """Small outputs add file biases from full-size copies and scale by an outer product."""
+def test_layer_norm_outer_product_scale(rows: int) -> None:
+    """Layer norm scales by the outer product rstd * w (also with no weight), then a linear."""
     w, b = torch.randn(24) + 1, torch.randn(24)
     lw, lb = torch.randn(40, 24), torch.randn(40)
     check(lambda x, w, b, lw, lb: F.linear(F.layer_norm(x * 3 + 1, (24,), w, b), lw, lb), [torch.randn(rows, 24)], [w, b, lw, lb])

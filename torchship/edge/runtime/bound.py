@@ -269,12 +269,13 @@ def _bind_embedding(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
 
 @binder("gelu")
 def _bind_gelu(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
-    """Exact (erf) GELU in 15 numpy calls per block: ``relu(x) - |x| * erfc(|x|/sqrt 2) / 2``
+    """Exact (erf) GELU in 19 ufunc calls per block: ``relu(x) - |x| * erfc(|x|/sqrt 2) / 2``
     with erfc from Abramowitz-Stegun 7.1.26 (absolute error < 1.5e-7), rewritten so every
     constant folds into a 0-d operand: with ``b = -|x|/2``, ``exp(-x^2/2) = exp(b|x|)`` and
-    ``t = 1/(1 + P|x|/sqrt 2) = -K/(b - K)`` for ``K = 1/(P sqrt 2)``. The polynomial
-    ``sum_k c_k t^k`` (k = 1..5, coefficients carrying the final 1/2) is 4 multiplies building
-    the powers plus one BLAS ``[1, 5] @ [5, n]`` product instead of 9 Horner calls."""
+    ``t = 1/(1 + P|x|/sqrt 2) = -K/(b - K)`` for ``K = 1/(P sqrt 2)``; the polynomial's
+    coefficients carry the final 1/2. (The polynomial as 4 power multiplies + one BLAS
+    ``[1, 5] @ [5, n]`` product saves 4 calls but needs 6 temp rows instead of 3: more scratch
+    than the tiny transformer's whole memory budget allows, or smaller, slower blocks.)"""
     x, o = ins[0], outs[0]
     if a["approximate"] == "tanh":
         kernel = OPS["gelu"].kernel
@@ -282,31 +283,27 @@ def _bind_gelu(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     c = lambda v: const(v, x.dtype)  # noqa: E731
     k = 1.0 / (_AS_P * np.sqrt(2.0))
     half, neg_k, k_, zero, inf = c(-0.5), c(-k), c(k), c(0.0), c(np.inf)
-    coef = scratch((1, 5), x.dtype)
-    coef[0] = [v / 2 for v in _AS]
+    coef = [c(v / 2) for v in _AS]
     xf, of = x.reshape(-1), o.reshape(-1)
     m = max(1, min(xf.shape[0], _GELU_CHUNK))
-    tmp = scratch((7, m), x.dtype, temp=True)
-    r, p, pw = tmp[0], tmp[1], tmp[2:]  # |x| (then |x| exp), polynomial, powers t .. t^5
+    r, t, p = scratch((3, m), x.dtype, temp=True)
     blocks = [(xf[s : s + m], of[s : s + m]) for s in range(0, xf.shape[0], m)]
-    blocks = [(xb, ob, r[: len(xb)], p[: len(xb)], p[: len(xb)].reshape(1, -1), pw[:, : len(xb)]) for xb, ob in blocks]
-    mul, sub = np.multiply, np.subtract
+    blocks = [(xb, ob, r[: len(xb)], t[: len(xb)], p[: len(xb)]) for xb, ob in blocks]
+    mul, add, sub = np.multiply, np.add, np.subtract
 
     def step() -> None:
-        for xb, ob, ab, pb, pb2, tp in blocks:
-            t1, t2, t3, t4, t5 = tp
+        for xb, ob, ab, tb, pb in blocks:
             np.abs(xb, out=ab)
             mul(ab, half, out=pb)  # b = -|x|/2
-            sub(pb, k_, out=t1)
-            np.divide(neg_k, t1, out=t1)  # t
+            sub(pb, k_, out=tb)
+            np.divide(neg_k, tb, out=tb)  # t
             mul(pb, ab, out=pb)  # -x^2/2
             np.exp(pb, out=pb)
             mul(ab, pb, out=ab)  # |x| exp(-x^2/2)
-            mul(t1, t1, out=t2)
-            mul(t2, t1, out=t3)
-            mul(t2, t2, out=t4)
-            mul(t4, t1, out=t5)
-            np.dot(coef, tp, out=pb2)  # sum_k c_k t^k
+            mul(tb, coef[4], out=pb)
+            for cf in coef[3::-1]:
+                add(pb, cf, out=pb)
+                mul(pb, tb, out=pb)
             mul(pb, ab, out=pb)  # |x| erfc(|x|/sqrt 2) / 2
             _CLIP(xb, zero, inf, out=ob)  # relu: the clip ufunc is ~2x faster than maximum here
             sub(ob, pb, out=ob)
@@ -383,21 +380,6 @@ def _softmax_short_rows(x: np.ndarray, o: np.ndarray, m: np.ndarray, s: np.ndarr
 
 # --------------------------------------------------------------------------- linear, layer norm
 
-_TILE = 1 << 13  # outputs up to this many elements add a file bias from a full-size copy
-
-
-def _tiled(b: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``b`` broadcast to ``shape`` as a scratch copy: a plain add is ~1 us faster than
-    numpy's broadcasting loop over short rows (~50 ns per row). Only for file weights
-    (read-only), which cannot change between calls.
-
-    Example:
-        >>> _tiled(np.arange(2.0), (3, 2)).tolist()
-        [[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]]
-    """
-    tile = scratch(shape, b.dtype)
-    np.copyto(tile, b)
-    return tile
 
 
 
@@ -414,8 +396,6 @@ def _bind_linear(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     mm = np.dot if same else np.matmul
     if b is None:
         return chain(lambda: mm(x2, wt, out=o2), clamp)
-    if o2.shape[0] > 1 and o2.size <= _TILE and not b.flags.writeable:
-        b = _tiled(b, o2.shape)  # a file weight: a plain add beats numpy's per-row broadcasting
 
     def step() -> None:
         mm(x2, wt, out=o2)
@@ -428,9 +408,10 @@ def _bind_linear(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
 def _bind_layer_norm(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     """Mean and variance as BLAS products with a ``1/n`` column (the variance from a squared
     copy of the centred rows in the temp region). numpy's broadcasting loops pay ~50 ns per
-    row, so on short rows the scale ``rstd[r] * w[c]`` is one BLAS outer product into a temp
-    and is applied by a plain multiply, and small inputs add the bias from a full-size copy
-    (tiny transformer [32, 64]: 9.1 -> ~6.5 us)."""
+    row, so the scale ``rstd[r] * w[c]`` is one BLAS outer product into that temp and is
+    applied by a plain multiply (tiny transformer [32, 64]: 9.1 -> ~7 us). (Bias added from a
+    full-size copy would save ~1 us more per step but costs a persistent activation-sized
+    buffer per layer norm and linear: over the tiny transformer's memory budget.)"""
     x, out = ins[0], outs[0]
     k = a["normalized_ndim"]
     inner = int(np.prod(x.shape[x.ndim - k :], dtype=np.int64))
@@ -442,8 +423,6 @@ def _bind_layer_norm(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     inv = scratch((inner, 1), x.dtype, 1.0 / inner if inner else 0.0)
     eps, neg_half = const(a["eps"], x.dtype), const(-0.5, x.dtype)
     sq = scratch(o2.shape, x.dtype, temp=True)  # squares, then the scale rstd * w
-    if b is not None and rows > 1 and x2.size <= _TILE and not b.flags.writeable:  # a file weight
-        b = _tiled(b, o2.shape)
     same = w is not None and x2.dtype == w.dtype == sq.dtype
 
     def step() -> None:
