@@ -248,21 +248,16 @@ def _bind_slice(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
 
 @binder("embedding")
 def _bind_embedding(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
-    """A bounds-checked ``take`` (``mode="raise"`` rejects indices >= V) after one check for
-    negative indices, which ``take`` would wrap: 2 calls instead of min, max and take."""
+    """One range check and one ``take``: the indices viewed as unsigned make every negative
+    index huge, so a single max checks ``[0, V)`` (instead of a min and a max)."""
     table, idx, o = ins[0], ins[1], outs[0]
-    low, flat = np.minimum.reduce, idx.reshape(-1)
-
-    def fail() -> None:
-        raise ProgramError(f"embedding: index out of range [0, {table.shape[0]}) (got {idx.min()}..{idx.max()})")
+    flat = idx.reshape(-1).view(np.dtype(f"u{idx.dtype.itemsize}"))
+    top, n = np.maximum.reduce, table.shape[0]
 
     def step() -> None:
-        if flat.size and low(flat) < 0:
-            fail()
-        try:
-            np.take(table, idx, axis=0, out=o, mode="raise")
-        except IndexError:
-            fail()
+        if flat.size and top(flat) >= n:
+            raise ProgramError(f"embedding: index out of range [0, {n}) (got {idx.min()}..{idx.max()})")
+        np.take(table, idx, axis=0, out=o, mode="clip")  # every index checked above
 
     return step
 
