@@ -10,10 +10,12 @@ For each case (example variant x shape x dtype), in one process on one GPU:
   after ``torchship.kernels.autotune`` at effort quick (its autotune seconds).
 
 Every output is checked against a float32 reference (relative L2 error) before it is timed;
-timings are medians of CUDA-event-timed launches with an L2 flush before each. Ceilings are
+timings are medians of CUDA-event-timed launches with an L2 flush before each, taken in
+interleaved rounds (every implementation once per round; the median round counts). Ceilings are
 measured in the same run (device copy bandwidth; bf16 torch.mm 8192^3). Results are written to
 ``OUT/kernels.json`` after each case (a crash loses one case: a driver process restarts the
-worker after the case that died) and a table to ``OUT/kernels.md``.
+worker after the case that died) and a table to ``OUT/kernels.md`` (benchmarks/kernels_report.py,
+which also merges the parts of a suite run as ``--part 1/2`` and ``--part 2/2``).
 
 Example:
     $ python benchmarks/kernels.py --out bench-out --deadline-s 520
@@ -38,34 +40,27 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# (example module, variant, shape key, dtype name, tune helion)
-CASES: list[tuple[str, str, str, str, bool]] = [
-    # Helion autotuned (effort quick, capped) only for attention, whose Helion body changed;
-    # the other headline Helion-tuned figures can be carried from an earlier run of the same
-    # Helion kernels on the same card and versions (--helion-prev), marked as such
-    ("attention", "attention", "gpu_small", "bfloat16", True),
-    ("softmax", "softmax", "gpu_large", "bfloat16", False),
-    ("rms_norm", "rms_norm", "gpu_large", "bfloat16", False),
-    ("matmul", "matmul", "gpu_large", "bfloat16", False),
-    ("attention", "attention_causal", "gpu_small", "bfloat16", False),
-    ("layer_norm", "layer_norm", "gpu_large", "bfloat16", False),
-    ("add", "add", "gpu_large", "bfloat16", False),
-    ("cross_entropy", "cross_entropy", "gpu_small", "bfloat16", False),
-    ("swiglu", "swiglu", "gpu_large", "bfloat16", False),
-    ("softmax", "softmax_two_pass", "gpu_large", "bfloat16", False),
-    ("welford", "var_mean", "gpu_small", "float32", False),
-    ("sum", "sum", "gpu_small", "bfloat16", False),
-    ("geglu", "geglu", "gpu_large", "bfloat16", False),
-    ("embedding", "embedding", "gpu_small", "bfloat16", False),
-    ("matmul_epilogue", "matmul_bias_relu", "gpu_large", "bfloat16", False),
-    ("bmm", "bmm", "gpu_small", "bfloat16", False),
-    ("sum", "long_sum", "gpu_large", "float32", False),
-    ("softmax", "softmax", "gpu_small", "bfloat16", False),
-    ("rms_norm", "rms_norm", "gpu_small", "bfloat16", False),
-    ("matmul", "matmul", "gpu_small", "bfloat16", False),
+from benchmarks.kernels_report import helion_prev, report  # noqa: E402
+
+# (example module, variant, dtype name): every variant runs at both realistic shape keys
+_VARIANTS: list[tuple[str, str, str]] = [
+    ("attention", "attention", "bfloat16"), ("attention", "attention_causal", "bfloat16"),
+    ("softmax", "softmax", "bfloat16"), ("softmax", "softmax_two_pass", "bfloat16"),
+    ("rms_norm", "rms_norm", "bfloat16"), ("layer_norm", "layer_norm", "bfloat16"),
+    ("matmul", "matmul", "bfloat16"), ("matmul_epilogue", "matmul_bias_relu", "bfloat16"),
+    ("bmm", "bmm", "bfloat16"), ("add", "add", "bfloat16"),
+    ("cross_entropy", "cross_entropy", "bfloat16"), ("swiglu", "swiglu", "bfloat16"),
+    ("geglu", "geglu", "bfloat16"), ("embedding", "embedding", "bfloat16"),
+    ("welford", "var_mean", "float32"), ("sum", "sum", "bfloat16"),
+    ("sum", "long_sum", "float32"),
 ]
-#: variants whose Helion body changed after 2026-11-26 16:19 (2-D blocks, exp2)
-HELION_REWRITTEN = {"attention", "attention_causal"}
+# (example module, variant, shape key, dtype name, tune helion): Helion is autotuned (effort
+# quick, capped) where the flag is set or the variant is named in --helion-tune; elsewhere
+# its default config runs (a full Helion quick search costs 80-100 s a kernel)
+CASES: list[tuple[str, str, str, str, bool]] = [
+    (example, variant, key, dtype, variant == "attention" and key == "gpu_small")
+    for example, variant, dtype in _VARIANTS for key in ("gpu_small", "gpu_large")
+]
 TOL = {"float32": 2e-3, "float16": 1e-2, "bfloat16": 3e-2}
 
 
@@ -184,6 +179,8 @@ def run_case(case: tuple[str, str, str, str, bool], bench: Bench, opts: argparse
     impls: dict[str, dict[str, Any]] = {}
     row["impls"] = impls
 
+    timed: dict[str, Any] = {}  # checked implementations, timed together at the end
+
     def measure(name: str, fn: Any, **extra: Any) -> None:
         rec: dict[str, Any] = dict(extra)
         impls[name] = rec
@@ -195,16 +192,34 @@ def run_case(case: tuple[str, str, str, str, bool], bench: Bench, opts: argparse
                 rec["status"] = f"wrong (rel err {rec['err']:.3g} > {tol})"
                 return
             del out
-            ms = bench.ms(lambda: fn(*args))
-            rec.update(status="ok", ms=ms, GBps=nbytes / (ms * 1e-3) / 1e9,
+            rec["status"] = "ok"
+            timed[name] = fn
+        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            rec["status"] = f"error: {type(exc).__name__}: {str(exc)[:300]}"
+            rec["traceback"] = traceback.format_exc()[-1500:]
+
+    def time_all() -> None:
+        """Time every checked implementation in interleaved rounds (median of the rounds), so
+        none is timed alone right after a tuning burst and all see the same GPU state."""
+        rounds: dict[str, list[float]] = {name: [] for name in timed}
+        for _ in range(opts.rounds):
+            for name, fn in timed.items():
+                try:
+                    rounds[name].append(bench.ms(lambda fn=fn: fn(*args)))
+                except Exception as exc:  # noqa: BLE001
+                    impls[name].update(status=f"error: {type(exc).__name__}: {str(exc)[:300]}",
+                                       traceback=traceback.format_exc()[-1500:])
+        for name, times in rounds.items():
+            rec = impls[name]
+            if rec["status"] != "ok" or not times:
+                continue
+            ms = sorted(times)[len(times) // 2]
+            rec.update(ms=ms, rounds_ms=times, GBps=nbytes / (ms * 1e-3) / 1e9,
                        TFLOPs=flops / (ms * 1e-3) / 1e12)
             if row["bound"] == "memory":
                 rec["pct_ceiling"] = 100 * rec["GBps"] / ceil["copy_GBps"]
             else:
                 rec["pct_ceiling"] = 100 * rec["TFLOPs"] / ceil["mm_bf16_TFLOPs"]
-        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-            rec["status"] = f"error: {type(exc).__name__}: {str(exc)[:300]}"
-            rec["traceback"] = traceback.format_exc()[-1500:]
 
     def left() -> float:
         return deadline - time.monotonic()
@@ -262,7 +277,8 @@ def run_case(case: tuple[str, str, str, str, bool], bench: Bench, opts: argparse
         try:
             from benchmarks.helion_kernels import make
 
-            tune = tune_helion and not opts.helion_default_only and left() > opts.helion_cap + 30
+            tune = (tune_helion or variant in opts.helion_tune.split(",")) and (
+                not opts.helion_default_only and left() > opts.helion_cap + 30)
             if tune:
                 hk = make(variant, effort=opts.helion_effort, budget_s=opts.helion_cap)
             else:
@@ -278,6 +294,7 @@ def run_case(case: tuple[str, str, str, str, bool], bench: Bench, opts: argparse
         except Exception as exc:  # noqa: BLE001
             impls["helion"] = {"status": f"error: {type(exc).__name__}: {str(exc)[:300]}",
                                "traceback": traceback.format_exc()[-1500:]}
+    time_all()
     return row
 
 
@@ -349,7 +366,10 @@ def _selected(opts: argparse.Namespace) -> list[tuple[str, str, str, str, bool]]
     cases = CASES
     if opts.only:
         names = set(opts.only.split(","))
-        cases = [c for c in cases if c[1] in names or c[0] in names]
+        cases = [c for c in cases if {c[0], c[1], f"{c[1]}:{c[2]}"} & names]
+    if opts.part:
+        k, n = map(int, opts.part.split("/"))
+        cases = cases[k - 1::n]
     if opts.dry:
         seen: set[str] = set()
         cases = [c for c in cases if not (c[1] in seen or seen.add(c[1]))]
@@ -377,7 +397,7 @@ def driver(opts: argparse.Namespace) -> int:
     state_path = out_dir / "kernels.json"
     _save(state_path, {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                        "argv": sys.argv[1:], "cases": [], "crashed": [],
-                       "helion_prev": _helion_prev(opts.helion_prev)})
+                       "helion_prev": helion_prev(opts.helion_prev)})
     t_end = time.monotonic() + opts.deadline_s
     start = 0
     n = len(_selected(opts))
@@ -399,179 +419,16 @@ def driver(opts: argparse.Namespace) -> int:
     return 0
 
 
-def _case_key(row: dict[str, Any]) -> str:
-    return f"{row['variant']}|{row['shape_key']}|{row['dtype']}"
-
-
-def _helion_prev(path: str | None) -> dict[str, Any]:
-    """Helion-autotuned records of an earlier run's JSON (same kernels, card and versions),
-    keyed by case, with that run's date and versions; {} when there is no such file."""
-    if not path or not Path(path).exists():
-        return {}
-    old = json.loads(Path(path).read_text())
-    out: dict[str, Any] = {}
-    for row in old.get("cases", []):
-        if row["variant"] in HELION_REWRITTEN:
-            continue  # an earlier figure of a different Helion body is not carried
-        rec = row.get("impls", {}).get("helion") or {}
-        if rec.get("status") == "ok" and rec.get("tune_s"):
-            out[_case_key(row)] = rec | {"date": old.get("date"), "versions": old.get("versions")}
-    return out
-
-
-def _fmt_us(rec: dict[str, Any] | None) -> str:
-    if not rec:
-        return "-"
-    if rec.get("status") != "ok":
-        return "fail" if rec.get("status", "").startswith(("error", "wrong")) else "-"
-    return f"{rec['ms'] * 1e3:.1f}"
-
-
-def report(out_dir: Path) -> None:
-    """Print the rich table and write kernels.md (the BENCHMARKS.md section body)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    state = json.loads((out_dir / "kernels.json").read_text())
-    ceil, ver = state.get("ceilings", {}), state.get("versions", {})
-    cols = ["kernel", "shape", "eager µs", "compile µs", "helion def µs", "helion tuned µs",
-            "ours def µs", "ours hand µs", "ours tuned µs", "ours % ceil", "vs helion",
-            "vs compile", "tune s (ours/helion)", "ours ≤1.02×helion at s"]
-    prev = state.get("helion_prev") or {}
-    used_prev: list[str] = []
-    table = Table(title=f"kernels on {ver.get('gpu', '?')}: copy {ceil.get('copy_GBps', 0):.0f} GB/s, "
-                  f"mm bf16 {ceil.get('mm_bf16_TFLOPs', 0):.0f} TFLOP/s")
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("kernel", "shape") else "right")
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    vs_h, vs_c, vs_ht, vs_hd, vs_e = [], [], [], [], []
-    for row in state["cases"]:
-        im = row["impls"]
-        best_ours = im.get("ours_tuned") if (im.get("ours_tuned") or {}).get("status") == "ok" else im.get("ours_default")
-        hand = im.get("ours_hand") or {}
-        def ratio(peer: str, sink: list[float], im: dict = im, best_ours: Any = best_ours) -> str:
-            p = im.get(peer) or {}
-            if p.get("status") == "ok" and best_ours and best_ours.get("status") == "ok":
-                r = p["ms"] / best_ours["ms"]
-                sink.append(r)
-                return f"{r:.2f}x"
-            return "-"
-        shape = "x".join(map(str, row["shapes"][0])) + f" {row['dtype'].replace('bfloat16', 'bf16')}"
-        ours_t, hel_run = im.get("ours_tuned") or {}, im.get("helion") or {}
-        hel_def = hel_run if hel_run.get("status") == "ok" and not hel_run.get("tune_s") else {}
-        hel_tuned = hel_run if hel_run.get("tune_s") else {}
-        mark = ""
-        if not hel_tuned and _case_key(row) in prev:
-            hel_tuned, mark = prev[_case_key(row)], "†"
-            used_prev.append(row["variant"])
-        # the Helion figure we compare with: tuned (this run, else the earlier run's), else default
-        hel = hel_tuned if hel_tuned.get("status") == "ok" else hel_run
-        im = dict(im, helion=hel)
-        tune = (f"{ours_t['tune_s']:.0f}" if ours_t.get("tune_s") else "-") + " / " + (
-            f"{hel['tune_s']:.0f}" if hel.get("tune_s") else "def")
-        pct = f"{best_ours['pct_ceiling']:.0f}%" if best_ours and best_ours.get("status") == "ok" else "-"
-        if hel.get("status") == "ok" and best_ours and best_ours.get("status") == "ok":
-            (vs_ht if hel.get("tune_s") else vs_hd).append(hel["ms"] / best_ours["ms"])
-        eag = im.get("eager") or {}
-        if eag.get("status") == "ok" and best_ours and best_ours.get("status") == "ok":
-            vs_e.append(eag["ms"] / best_ours["ms"])
-        reach = "-"
-        if hel.get("status") == "ok" and ours_t.get("candidates"):
-            # first time the search's own measurement got within 2% of Helion's final time
-            hits = [c["elapsed_s"] for c in ours_t["candidates"]
-                    if c.get("status") == "ok" and c["time_ms"] <= 1.02 * hel["ms"]]
-            reach = f"{min(hits):.1f}" if hits else "never"
-        tuned_cell = _fmt_us(hel_tuned or None) + (mark if hel_tuned else "")
-        if hel_run.get("tune_s") and hel_run.get("status") != "ok":
-            tuned_cell = "fail"
-        cells = [row["variant"], shape, _fmt_us(im.get("eager")), _fmt_us(im.get("compile")),
-                 _fmt_us(hel_def or None) if hel_def or hel_run.get("tune_s") else _fmt_us(hel_run),
-                 tuned_cell,
-                 _fmt_us(im.get("ours_default")), _fmt_us(hand or None), _fmt_us(ours_t), pct,
-                 ratio("helion", vs_h, im), ratio("compile", vs_c, im), tune, reach]
-        table.add_row(*cells)
-        md.append("| " + " | ".join(cells) + " |")
-    gm = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")  # noqa: E731
-    summary = (f"geomean speed-up of ours (tuned, else default) over Helion autotuned: "
-               f"{gm(vs_ht):.2f}x ({len(vs_ht)} cases); over Helion's default config: "
-               f"{gm(vs_hd):.2f}x ({len(vs_hd)} cases); over all Helion rows: {gm(vs_h):.2f}x "
-               f"({len(vs_h)}); over torch.compile max-autotune-no-cudagraphs: {gm(vs_c):.2f}x "
-               f"({len(vs_c)} cases); over eager: {gm(vs_e):.2f}x ({len(vs_e)} cases)")
-    if used_prev:
-        dates = sorted({str(r.get("date")) for r in prev.values()})
-        summary += (f"\n\n† Helion autotuned (effort quick) in an earlier run ({', '.join(dates)}) "
-                    f"of the same Helion kernel, shape, card and versions, not re-tuned in this "
-                    f"run for lack of device time: {', '.join(used_prev)}.")
-    Console(width=240).print(table)
-    print(summary)
-    if state.get("crashed"):
-        print("crashed cases:", state["crashed"])
-    if state.get("skipped"):
-        print("skipped (time):", state["skipped"])
-    head = (f"{ver.get('gpu', '?')} (sm {ver.get('capability', '?')}), torch {ver.get('torch')}, "
-            f"triton {ver.get('triton')}, helion {ver.get('helion')}; {state.get('date')}. "
-            f"Ceilings measured in the same run: copy {ceil.get('copy_GBps', 0):.0f} GB/s, "
-            f"torch.mm bf16 {ceil.get('mm_size')}^3 {ceil.get('mm_bf16_TFLOPs', 0):.0f} TFLOP/s.")
-    (out_dir / "kernels.md").write_text(head + "\n\n" + "\n".join(md) + "\n\n" + summary + "\n")
-    plot_curves(state, out_dir / "kernels_autotune.png")
-
-
-def plot_curves(state: dict[str, Any], path: Path) -> None:
-    """One panel per case with a Helion time: our best-so-far (search timer) against tuning
-    seconds, with Helion's and torch.compile's final times as lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in state["cases"] if (r["impls"].get("ours_tuned") or {}).get("candidates")]
-    if not rows:
-        return
-    n = len(rows)
-    cols = min(4, n)
-    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4 * cols, 3 * ((n + cols - 1) // cols)),
-                             squeeze=False, dpi=110)
-    for ax, row in zip(axes.flat, rows):
-        cands = row["impls"]["ours_tuned"]["candidates"]
-        best, xs, ys = math.inf, [], []
-        for c in cands:
-            if c.get("status") == "ok" and c["time_ms"] < best:
-                best = c["time_ms"]
-            if math.isfinite(best):
-                xs.append(c["elapsed_s"])
-                ys.append(best * 1e3)
-        # x from 0 s: the gap before the first point is worker set-up and the first batch
-        ax.step(xs, ys, where="post", marker=".", label="torchship best so far")
-        ax.set_xlim(0, max(xs[-1] if xs else 1.0, 1.0) * 1.05)
-        ax.ticklabel_format(axis="x", useOffset=False)
-        for name, style in (("helion", "--"), ("compile", ":"), ("eager", "-.")):
-            rec = row["impls"].get(name) or {}
-            label = name
-            prev = (state.get("helion_prev") or {}).get(_case_key(row))
-            if name == "helion" and not rec.get("tune_s") and prev:
-                rec, label = prev, "helion tuned (earlier run) †"
-            elif name == "helion":
-                label = "helion tuned" if rec.get("tune_s") else "helion default"
-            if rec.get("status") == "ok":
-                ax.axhline(rec["ms"] * 1e3, linestyle=style, color="gray", label=label)
-        ax.set_title(f"{row['variant']} {row['shape_key']}", fontsize=9)
-        ax.set_xlabel("tuning seconds")
-        ax.set_ylabel("µs")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench-out")
     p.add_argument("--device", default="cuda")
     p.add_argument("--deadline-s", type=float, default=520.0, help="whole run's wall budget")
-    p.add_argument("--only", default=None, help="comma list of variants or examples")
+    p.add_argument("--only", default=None,
+                   help="comma list of examples, variants or variant:shape_key")
+    p.add_argument("--part", default=None, help="K/N: run every N-th case from the K-th")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per case")
+    p.add_argument("--helion-tune", default="", help="comma list of variants to tune Helion on")
     p.add_argument("--shape-key", default=None, help="override every case's shape key")
     p.add_argument("--ours-budget", type=float, default=15.0)
     p.add_argument("--helion-effort", default="quick")
