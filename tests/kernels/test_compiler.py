@@ -262,6 +262,28 @@ def test_pinned_config_and_validation(compiled_mode: None) -> None:
         bad.compile(Config(block_sizes=[32], num_warps=3))
 
 
+def test_partial_config_takes_the_rest_from_the_default(compiled_mode: None) -> None:
+    """A pinned Config that names only block sizes and warps works for a 2-D tiled kernel with
+    a looped-reduction candidate (loop orders and reduction loops come from the default)."""
+
+    @ts.kernel(config=Config(block_sizes=[32, 64], num_warps=2))
+    def scale_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(x)
+        for tm, tn in ts.tile(x.size()):
+            out[tm, tn] = x[tm, tn] * y[tm, :].sum(dim=1, keepdim=True)
+        return out
+
+    x, y = torch.randn(70, 90), torch.randn(70, 50)
+    close(scale_rows(x, y), x * y.sum(dim=1, keepdim=True))
+    bound = scale_rows.bind((x, y))
+    space = bound.config_space
+    done = space.complete(Config(num_warps=8))
+    assert done.block_sizes == space.default().block_sizes and done.num_warps == 8
+    assert done.loop_orders == space.default().loop_orders
+    assert space.complete(Config(block_sizes=[32, 64])).block_sizes == [32, 64]
+    close(bound.compile(Config(num_warps=8))(x, y), x * y.sum(dim=1, keepdim=True))
+
+
 def test_half_and_bfloat16_softmax_style_kernel(compiled_mode: None, poison_empty: None) -> None:
     @ts.kernel
     def rowscale(x: torch.Tensor) -> torch.Tensor:

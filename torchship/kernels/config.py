@@ -22,10 +22,10 @@ import json
 import math
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from torchship.kernels.errors import KernelConfigError
+from torchship.kernels.specs import BlockParamSpec, LaunchSpec, ReductionSpec
 
 __all__ = ["BlockParamSpec", "Config", "ConfigSpace", "LaunchSpec", "ReductionSpec"]
 
@@ -147,49 +147,6 @@ class Config:
     def __repr__(self) -> str:
         parts = [f"{k}={v!r}" for k, v in self.to_dict().items()]
         return f"Config({', '.join(parts)})"
-
-
-@dataclass
-class BlockParamSpec:
-    """One tunable block size: bounds, the largest extent it tiles, and whether a ``tl.dot``
-    uses it (then it must be >= 16)."""
-
-    name: str
-    lo: int
-    hi: int
-    extent: int
-    in_dot: bool = False
-    grid: bool = True  # tiles a launch grid dimension (else an inner device loop)
-    dot_batch: bool = False  # the batch dim of a 3-D dot: one batch element per program
-
-
-@dataclass
-class ReductionSpec:
-    """A full (``:``) dimension: its size when bound and whether it can be a looped reduction."""
-
-    name: str
-    size: int
-    rollable: bool
-    in_dot: bool = False
-
-
-@dataclass
-class LaunchSpec:
-    """One device launch: its grid dims, the block params and full dims its values combine."""
-
-    grid_dims: int
-    block_params: list[int] = field(default_factory=list)  # per grid dim (-1 = fixed)
-    value_shapes: list[tuple[tuple[str, int], ...]] = field(default_factory=list)
-    has_dot: bool = False
-    dot_itemsize: int = 2
-    # loads as (shape keys, itemsize, inside an inner loop): for the shared-memory estimate
-    loads: list[tuple[tuple[tuple[str, int], ...], int, bool]] = field(default_factory=list)
-    inner_loops: bool = False
-
-    @property
-    def has_full_dim(self) -> bool:
-        """Whether a value of this launch holds a whole (``:``) dimension."""
-        return any(k == "R" for shape in self.value_shapes for k, _ in shape)
 
 
 def _pow2_range(lo: int, hi: int) -> list[int]:
@@ -415,6 +372,25 @@ class ConfigSpace:
         problem = self._budget_problem(choice)
         if problem:
             raise KernelConfigError(f"block sizes too large: {problem}")
+
+    def complete(self, config: Config) -> Config:
+        """``config`` with the knobs it leaves out taken from :meth:`default`: a user's
+        ``Config(block_sizes=[64, 64], num_warps=8)`` need not spell out loop orders or
+        reduction loops (or even block sizes). Knobs it gives are kept as given.
+
+        Example:
+            >>> space = ConfigSpace([BlockParamSpec("tm", 1, 1024, 100)], [LaunchSpec(1)])
+            >>> space.complete(Config(num_warps=8)).block_sizes == space.default().block_sizes
+            True
+        """
+        fill: dict[str, Any] = {}
+        default = None
+        for knob, needed in (("block_sizes", self.block_params), ("loop_orders", self._n_orders),
+                             ("reduction_loops", self.reductions)):
+            if needed and not getattr(config, knob):
+                default = default or self.default()
+                fill[knob] = getattr(default, knob)
+        return config.replace(**fill) if fill else config
 
     def is_valid(self, config: Config) -> bool:
         """True when :meth:`validate` passes.

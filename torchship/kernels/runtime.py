@@ -272,6 +272,7 @@ class BoundKernel:
         runner = self._runners.get(config)
         if runner is not None:
             return runner
+        config = self._space.complete(config)
         self._space.validate(config)
         hooks = [SiteHook(self, config, i) for i in range(len(self.parsed.sites))]
         ctx = _HostCtx(hooks, self.syms, config, self.tunables)
@@ -283,7 +284,7 @@ class BoundKernel:
     def to_triton_code(self, config: Config | None = None, args: Sequence[Any] | None = None,
                        kwargs: dict[str, Any] | None = None) -> str:
         """Readable Triton source of every launch for ``config`` (default config if None)."""
-        config = config or self._space.default()
+        config = self._space.complete(config) if config else self._space.default()
         self._space.validate(config)
         launches = [self._trace[i] for i in sorted(self._trace)]
         if config.tunables and args is not None:

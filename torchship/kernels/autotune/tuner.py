@@ -309,7 +309,8 @@ def autotune(
     user_configs = getattr(getattr(bound, "kernel", None), "configs", None)
     if strategy is None and user_configs:
         # @ts.kernel(configs=[...]): choose among the user's configs only
-        strat: Strategy = make_strategy(list(user_configs), space, cap)
+        complete = getattr(space, "complete", lambda c: c)  # fill knobs a user left out
+        strat: Strategy = make_strategy([complete(c) for c in user_configs], space, cap)
         seeds: list[Any] = []
     else:
         strat = make_strategy(strategy, space, cap)
