@@ -29,10 +29,9 @@ from torchship.kernels.frontend.captures import TensorRef
 from torchship.kernels.frontend.host import is_missing
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
 from torchship.kernels.ops.memory import Index
+from torchship.kernels.ops.pointwise import TORCH_UNARY
 
-_UNARY = ["exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "tanh", "abs", "erf",
-          "relu", "silu", "neg", "sin", "cos", "floor", "ceil"]
-FUNCTIONS: dict[Any, str] = {getattr(torch, n): n for n in _UNARY if hasattr(torch, n)}
+FUNCTIONS: dict[Any, str] = {getattr(torch, n): n for n in TORCH_UNARY if hasattr(torch, n)}
 FUNCTIONS.update({
     torch.special.erf: "erf", torch.special.expit: "sigmoid", F.relu: "relu", F.silu: "silu",
     F.gelu: "gelu", F.sigmoid: "sigmoid", F.tanh: "tanh", torch.maximum: "maximum",
@@ -44,10 +43,13 @@ FUNCTIONS.update({
     language.full: "full", language.dot: "dot", language.atomic_add: "atomic_add",
     builtins.abs: "abs", builtins.min: "pymin", builtins.max: "pymax", builtins.float: "pyfloat",
     builtins.int: "pyint", math.sqrt: "sqrt", math.exp: "exp", math.log: "log",
+    math.log1p: "log1p", math.expm1: "expm1", math.log10: "log10", math.log2: "log2",
+    math.sin: "sin", math.cos: "cos", math.tan: "tan", math.tanh: "tanh", math.erf: "erf",
+    math.floor: "floor", math.ceil: "ceil", math.trunc: "trunc",
     torch.square: "square", torch.add: "add", torch.mul: "mul", torch.sub: "sub",
     torch.div: "truediv",
 })
-METHODS = {n: n for n in _UNARY + ["sum", "mean", "amax", "amin", "max", "min", "argmax",
+METHODS = {n: n for n in [*TORCH_UNARY, "sum", "mean", "amax", "amin", "max", "min", "argmax",
                                    "argmin", "to", "float", "half", "bfloat16", "double", "t",
                                    "transpose", "unsqueeze", "clamp", "clip", "pow", "matmul",
                                    "square", "type_as", "int", "long", "bool"]}
@@ -409,8 +411,8 @@ class CallHandler:
         mod = getattr(fobj, "__module__", "") or ""
         if mod.startswith("torch") or getattr(fobj, "__name__", "") in dir(torch):
             raise self.err(KernelSyntaxError, f"unsupported torch op `{text}` in device code",
-                           hint="supported: arithmetic, exp/log/sqrt/rsqrt/sigmoid/tanh/abs/"
-                           "erf/maximum/minimum/where/pow, F.relu/gelu/silu, sum/mean/amax/"
+                           hint=f"supported: arithmetic, {'/'.join(TORCH_UNARY)}, "
+                           "maximum/minimum/where/pow/clamp, F.relu/gelu/silu, sum/mean/amax/"
                            "amin/max/argmax, matmul/addmm, ts.dot/zeros/full/atomic_add",
                            node=node)
         raise self.err(KernelSyntaxError, f"cannot call `{text}` in device code",

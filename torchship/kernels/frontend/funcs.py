@@ -15,14 +15,17 @@ import torch
 
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
+from torchship.kernels.ops.pointwise import TORCH_UNARY
 
 REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin"}
-_UNARY = {"exp", "exp2", "log", "log2", "sqrt", "rsqrt", "sigmoid", "tanh", "abs", "erf",
-          "relu", "silu", "neg", "sin", "cos", "floor", "ceil"}
+_UNARY = set(TORCH_UNARY)
+#: the same functions on plain Python numbers (host values folded at trace time)
 _PYFUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs,
             "exp2": lambda x: 2.0**x, "log2": math.log2, "sin": math.sin, "cos": math.cos,
             "floor": math.floor, "ceil": math.ceil, "tanh": math.tanh, "erf": math.erf,
-            "neg": lambda x: -x}
+            "neg": lambda x: -x, "log1p": math.log1p, "expm1": math.expm1,
+            "log10": math.log10, "tan": math.tan, "trunc": math.trunc,
+            "reciprocal": lambda x: 1.0 / x, "rsqrt": lambda x: 1.0 / math.sqrt(x)}
 
 
 def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
@@ -34,8 +37,6 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
             if name in _PYFUNCS and isinstance(x, (int, float)):
                 return _PYFUNCS[name](x)
             x = h.operand(x)
-        if name == "gelu":
-            pass
         return b.emit(name, [x])
     if name == "gelu":
         approx = kwargs.get("approximate", "none")

@@ -88,7 +88,8 @@ _bitwise("xor", "^")
 
 
 def _unary(name: str, body: str, result: str = "same", needs_f32: bool = False) -> None:
-    """``body`` uses ``{a}`` (the operand, already in the compute dtype) and ``{one}``."""
+    """``body`` uses ``{a}`` (the operand, already in the compute dtype) and ``{t}`` (that
+    dtype in Triton)."""
 
     def infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
         dtype, _ = promote(inputs)
@@ -104,7 +105,7 @@ def _unary(name: str, body: str, result: str = "same", needs_f32: bool = False) 
         if needs_f32 and (out_dtype in _HALF):
             work = torch.float32
         a = cg.coerce(node.inputs[0], args[0], work if result != "bool" else None)
-        expr = body.format(a=a)
+        expr = body.format(a=a, t=cg.tl(work))
         if work != out_dtype and result != "bool":
             expr = f"({expr}).to({cg.tl(out_dtype)})"
         return expr
@@ -126,6 +127,17 @@ _unary("sin", "tl.sin({a})", "float", True)
 _unary("cos", "tl.cos({a})", "float", True)
 _unary("floor", "tl.floor({a})", "same", True)
 _unary("ceil", "tl.ceil({a})", "same", True)
+_unary("log10", "tl.log2({a}) * 0.30102999566398120", "float", True)
+# accurate near 0 without libdevice: log1p(x) = log(u) * x / (u - 1) with u = 1 + x (Goldberg),
+# expm1(x) = (u - 1) * x / log(u) with u = exp(x) (Kahan); exact x where u rounds to 1
+_unary("log1p", "tl.where(1.0 + {a} == 1.0, {a}, tl.log(1.0 + {a}) * {a} / (1.0 + {a} - 1.0))",
+       "float", True)
+_unary("expm1", "tl.where(tl.exp({a}) == 1.0, {a}, tl.where(tl.abs({a}) < 1.0, "
+       "(tl.exp({a}) - 1.0) * {a} / tl.log(tl.exp({a})), tl.exp({a}) - 1.0))", "float", True)
+_unary("tan", "tl.sin({a}) / tl.cos({a})", "float", True)
+_unary("trunc", "tl.where({a} >= 0, tl.floor({a}), tl.ceil({a}))", "same", True)
+_unary("sign", "tl.where({a} > 0, 1, tl.where({a} < 0, -1, 0)).to({t})")
+_unary("reciprocal", "1.0 / {a}", "float", True)
 _unary("sigmoid", "1.0 / (1.0 + tl.exp(-{a}))", "float", True)
 _unary("tanh", "1.0 - 2.0 / (tl.exp(2.0 * {a}) + 1.0)", "float", True)
 _unary("erf", "tl.math.erf({a})", "float", True)
@@ -138,6 +150,12 @@ _unary(
     "float",
     True,
 )
+
+
+#: element-wise math a kernel may call as ``torch.<name>(x)`` or ``x.<name>()``
+TORCH_UNARY = ("exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",
+               "sigmoid", "tanh", "abs", "erf", "relu", "silu", "neg", "sin", "cos", "tan",
+               "floor", "ceil", "trunc", "sign", "reciprocal")
 
 
 def _pow_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:

@@ -140,6 +140,8 @@ class TritonCodegen(ReductionEmitter):
             dtype = torch.float32  # the interpreter cannot do bf16 arithmetic (no numpy bf16)
         if dtype is None or operand.dtype == dtype:
             return expr
+        if not operand.shape:  # a scalar argument is a plain Python number in the interpreter
+            return f"tl.cast({expr}, {self.tl(dtype)})"
         return f"{expr}.to({self.tl(dtype)})"
 
     def ref(self, x: Any) -> str:
