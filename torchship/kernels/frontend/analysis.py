@@ -3,7 +3,7 @@ block shapes per launch (for the element budget), dot use.
 
 A full dim can be rolled into a looped reduction when (1) no loop-carried value contains it,
 (2) every value containing it is only used in the loop region where it is defined (or deeper),
-and (3) no value contains it together with another full dim. Then every value containing the
+(3) no value contains it together with another full dim, and (4) no scan runs along it. Then every value containing the
 dim can be recomputed lazily inside the chunk loop of each consumer.
 
 Example:
@@ -68,6 +68,10 @@ def full_dims(launch: Launch) -> list[FullDimInfo]:
                 if isinstance(r, FullDim):
                     bad.add(r.id)
     for node, path in nodes:
+        if node.op == "scan":  # a prefix needs every element before it: never chunked
+            r = node.inputs[0].shape[node.attrs["dim"]].find()
+            if isinstance(r, FullDim):
+                bad.add(r.id)
         shapes = [node.out.shape] if node.out is not None else []
         if node.op in ("store", "atomic_add", "load"):
             shapes.append(index_shape(node.attrs["index"]))

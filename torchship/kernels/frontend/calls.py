@@ -47,9 +47,9 @@ FUNCTIONS.update({
     math.sin: "sin", math.cos: "cos", math.tan: "tan", math.tanh: "tanh", math.erf: "erf",
     math.floor: "floor", math.ceil: "ceil", math.trunc: "trunc",
     torch.square: "square", torch.add: "add", torch.mul: "mul", torch.sub: "sub",
-    torch.div: "truediv",
+    torch.div: "truediv", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
 })
-METHODS = {n: n for n in [*TORCH_UNARY, "sum", "mean", "amax", "amin", "max", "min", "argmax",
+METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "sum", "mean", "amax", "amin", "max", "min", "argmax",
                                    "argmin", "to", "float", "half", "bfloat16", "double", "t",
                                    "transpose", "unsqueeze", "clamp", "clip", "pow", "matmul",
                                    "square", "type_as", "int", "long", "bool"]}
@@ -412,7 +412,7 @@ class CallHandler:
         if mod.startswith("torch") or getattr(fobj, "__name__", "") in dir(torch):
             raise self.err(KernelSyntaxError, f"unsupported torch op `{text}` in device code",
                            hint=f"supported: arithmetic, {'/'.join(TORCH_UNARY)}, "
-                           "maximum/minimum/where/pow/clamp, F.relu/gelu/silu, sum/mean/amax/"
+                           "maximum/minimum/where/pow/clamp, F.relu/gelu/silu, cumsum/cumprod, sum/mean/amax/"
                            "amin/max/argmax, matmul/addmm, ts.dot/zeros/full/atomic_add",
                            node=node)
         raise self.err(KernelSyntaxError, f"cannot call `{text}` in device code",

@@ -98,6 +98,8 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         return b.emit("to", [args[0]], {"dtype": dtype})
     if name in REDUCTIONS:
         return reduction(h, name, args, kwargs, node)
+    if name in ("cumsum", "cumprod"):
+        return scan(h, name, args, kwargs, node)
     if name == "matmul":
         return h.matmul(h.operand(args[0]), h.operand(args[1]))
     if name == "addmm":
@@ -243,3 +245,23 @@ def reduction(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: 
         idx = b.emit("reduce", [x], {"kind": "arg" + kind, "dim": dims[0], "keepdim": keep})
         return MaxResult(val, idx)
     return val
+
+
+def scan(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+    """cumsum/cumprod along ``dim``, which must be whole in the block (``:`` or a constant)."""
+    x = args[0]
+    if not isinstance(x, Value):
+        raise h.err(KernelTypeError, f"{name}() needs a block", node=node)
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    if dim is None or x.ndim == 0:
+        raise h.err(KernelSyntaxError, f"{name}() needs dim= (and a block with dimensions)",
+                    node=node)
+    if kwargs.get("dtype") is not None:
+        raise h.err(KernelTypeError, f"{name}(dtype=) is not supported in device code",
+                    hint=f"convert first: x.to(torch.float32).{name}(dim)", node=node)
+    (d,) = _norm_dims(h, x, dim, node)
+    if isinstance(x.shape[d].find(), TileDim):
+        raise h.err(KernelSyntaxError, f"{name}() along a tiled dimension would restart at "
+                    "every tile", hint="take the whole dimension in the block (x[tm, :]) "
+                    "and scan along it", node=node)
+    return h.b.emit("scan", [x], {"kind": name, "dim": d})

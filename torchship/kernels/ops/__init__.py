@@ -34,7 +34,7 @@ class OpDef:
     name: str
     infer: Callable[[list[Any], dict[str, Any]], tuple[tuple[Dim, ...], torch.dtype]]
     emit: Callable[[Any, Any, list[str]], str]
-    kind: str = "pointwise"  # pointwise | reduce | dot | memory | create | view
+    kind: str = "pointwise"  # pointwise | reduce | scan | dot | memory | create | view
 
 
 OPS: dict[str, OpDef] = {}
@@ -161,4 +161,4 @@ def _dim_desc(d: Dim) -> str:
 
 
 # import the op families (they register themselves)
-from torchship.kernels.ops import create, matmul, memory, pointwise, reduce  # noqa: E402,F401
+from torchship.kernels.ops import create, matmul, memory, pointwise, reduce, scan  # noqa: E402,F401
