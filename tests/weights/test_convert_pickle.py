@@ -111,6 +111,27 @@ def test_float8_and_unsigned(clean_files: dict[str, Path], tmp_path: Path) -> No
         assert torch.equal(_bits(tensors[k]), _bits(v)), k
 
 
+def test_float4_packed_pairs(tmp_path: Path) -> None:
+    """torch's float4_e2m1fn_x2 (two F4 values a byte) converts to F4 with the last dim
+    doubled, as safetensors writes it; the peer reads back the same packed bits."""
+    packed = torch.randint(0, 256, (6, 5), dtype=torch.uint8)
+    t = packed.view(torch.float4_e2m1fn_x2)
+    torch.save({"w": t, "rows": t[2:5], "b": torch.randn(3)}, tmp_path / "f4.pt")
+    convert(tmp_path / "f4.pt", tmp_path / "f4.safetensors")
+    header = json.loads((tmp_path / "f4.safetensors").read_bytes()[8:][:(
+        int.from_bytes((tmp_path / "f4.safetensors").read_bytes()[:8], "little"))])
+    assert header["w"]["dtype"] == "F4" and header["w"]["shape"] == [6, 10]
+    assert header["rows"]["shape"] == [3, 10]
+    with peer_safe_open(tmp_path / "f4.safetensors", framework="pt") as f:
+        for name, want in (("w", packed), ("rows", packed[2:5])):
+            got = f.get_tensor(name)
+            assert got.dtype == torch.float4_e2m1fn_x2 and got.shape == want.shape
+            assert torch.equal(got.view(torch.uint8), want), name
+    torch.save({"s": t[0, 0]}, tmp_path / "f4s.pt")
+    with pytest.raises(ConvertError, match="0-d torch.float4_e2m1fn_x2"):
+        convert(tmp_path / "f4s.pt", tmp_path / "f4s.safetensors")
+
+
 def test_tied_and_views(clean_files: dict[str, Path], tmp_path: Path) -> None:
     report = convert(clean_files["tied_lm"], tmp_path / "t.safetensors")
     assert report.tied == {"lm_head.weight": "embed.weight"}

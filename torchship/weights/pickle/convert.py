@@ -36,6 +36,7 @@ from torchship.weights.pickle.rebuild import (
     flatten,
     lazy_bytes,
     safetensors_dtype,
+    safetensors_shape,
 )
 from torchship.weights.pickle.vm import PickleVMError
 from torchship.weights.writer import Entry, save_entries
@@ -115,7 +116,7 @@ def _plan(container: Any, report: ConvertReport, crcs: dict[str, int], recorded:
             if progress is not None:
                 progress(name, done[0], total)
 
-        entries[name] = Entry(dtype, tuple(int(d) for d in t.shape), lazy_bytes(t, on_read))
+        entries[name] = Entry(dtype, safetensors_shape(name, t, dtype), lazy_bytes(t, on_read))
         if hasattr(t, "is_contiguous") and not t.is_contiguous():
             report.views_copied += 1
     if "format" in flat.values:  # the safetensors format tag wins; loaders check it

@@ -213,6 +213,23 @@ def safetensors_dtype(name: str, t: Any) -> str:
     return t.dtype.safetensors
 
 
+def safetensors_shape(name: str, t: Any, dtype: str) -> tuple[int, ...]:
+    """The tensor's shape in the safetensors header: torch's packed ``float4_e2m1fn_x2`` holds
+    two F4 values a byte, so its last dimension doubles (as safetensors writes it).
+
+    Example:
+        >>> safetensors_shape("x", np.zeros((2, 3), np.uint8), "U8")
+        (2, 3)
+    """
+    shape = tuple(int(d) for d in t.shape)
+    if dtype != "F4":
+        return shape
+    if not shape:
+        raise RebuildError(f"tensor {name!r}: a 0-d torch.float4_e2m1fn_x2 (two values) has no "
+                           "safetensors shape")
+    return (*shape[:-1], 2 * shape[-1])
+
+
 def _swap(raw: Any, t: TensorRef) -> Any:
     unit = t.dtype.itemsize // 2 if t.dtype.name.startswith("complex") else t.dtype.itemsize
     if unit <= 1:
