@@ -28,6 +28,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from torchship.edge.runtime import attention as _attention  # noqa: F401  (the attention op)
 from torchship.edge.runtime import bound as _binders  # noqa: F401  (register the ops and their binders)
 from torchship.edge.runtime import bound_conv as _conv_binders  # noqa: F401
 from torchship.edge.runtime import mbconv as _mbconv  # noqa: F401  (the fused_mbconv op)

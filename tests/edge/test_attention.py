@@ -1,0 +1,248 @@
+"""attention (passes/attention.py + runtime/attention.py): fused program == unfused program == eager."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.export import Dim
+
+from examples.models.zoo import tiny_transformer  # noqa: I001
+from tests.edge._util import rel_err
+from torchship.edge import export
+from torchship.edge.program import Program
+from torchship.edge.runtime import loads
+from torchship.edge.runtime.dims import ProgramError
+
+
+class MHA(nn.Module):
+    """Multi-head attention written out by hand (packed or separate projections, mul or div
+    scale, optional additive key mask, optional cross attention on a second sequence)."""
+
+    def __init__(self, d: int, heads: int, packed: bool, divide: bool) -> None:
+        super().__init__()
+        self.heads, self.packed, self.divide = heads, packed, divide
+        self.qkv = nn.Linear(d, 3 * d)
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.out = nn.Linear(d, d)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        b, s, d = t.shape
+        return t.reshape(b, s, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.packed:
+            q, k, v = self.qkv(x).split(x.shape[-1], dim=-1)
+        else:
+            q, k, v = self.q(x), self.k(ctx), self.v(ctx)
+        q, k, v = self._split(q), self._split(k), self._split(v)
+        hd = q.shape[-1]
+        s = q @ k.transpose(-1, -2)
+        s = s / math.sqrt(hd) if self.divide else s * (1.0 / math.sqrt(hd))
+        if mask is not None:
+            s = s + (1.0 - mask[:, None, None, :].to(s.dtype)) * -1e9
+        b, sq = x.shape[:2]
+        return self.out((s.softmax(-1) @ v).transpose(1, 2).reshape(b, sq, -1))
+
+
+class SDPA(nn.Module):
+    """torch's scaled_dot_product_attention (causal) between projections."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.qkv, self.out = heads, nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q, k, v = (t.reshape(b, s, self.heads, -1).transpose(1, 2) for t in self.qkv(x).split(d, dim=-1))
+        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(b, s, d))
+
+
+class Probs(MHA):
+    """Also returns the attention probabilities: the core must stay unfused."""
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = (self._split(t) for t in self.qkv(x).split(x.shape[-1], dim=-1))
+        p = (q @ k.transpose(-1, -2) * 0.25).softmax(-1)
+        return self.out((p @ v).transpose(1, 2).reshape(x.shape)), p
+
+
+def _unfused(model: nn.Module, inputs: tuple, monkeypatch: pytest.MonkeyPatch, **kw: object) -> Program:
+    import torchship.edge.passes as passes
+
+    with monkeypatch.context() as mp:
+        mp.setattr(passes, "fuse_attention", lambda g: 0)
+        return export(model, inputs, **kw)
+
+
+def _ops(prog: Program, method: str = "forward") -> dict[str, int]:
+    return prog.summary()["methods"][method]["ops"]
+
+
+def _eager64(model: nn.Module, inputs: tuple) -> list[np.ndarray]:
+    with torch.no_grad():
+        ref = model.double()(*(t.double() if t.is_floating_point() else t for t in inputs))
+    model.float()
+    return [r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,))]
+
+
+def _check(fused: Program, plain: Program, refs: list[np.ndarray], inputs: tuple, method: str = "forward") -> None:
+    arrays = [t.numpy() for t in inputs]
+    got_f = loads(fused.to_bytes()).method(method)(*arrays)
+    got_p = loads(plain.to_bytes()).method(method)(*arrays)
+    got_f, got_p = (list(g) if isinstance(g, tuple) else [g] for g in (got_f, got_p))
+    for f, p, r in zip(got_f, got_p, refs):
+        assert rel_err(f.astype(np.float64), r) <= 1e-5
+        assert rel_err(p.astype(np.float64), r) <= 1e-5
+        assert rel_err(f, p) <= 1e-5
+
+
+def test_zoo_tiny_transformer(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, (ids, mask) = tiny_transformer()
+    methods = {"encode": ((ids, mask), None)}
+    fused, plain = export(model, (ids, mask), methods=methods), _unfused(model, (ids, mask), monkeypatch, methods=methods)
+    for name in ("forward", "encode"):
+        assert _ops(fused, name)["attention"] == 2 and "softmax" not in _ops(fused, name)
+        assert "attention" not in _ops(plain, name) and _ops(plain, name)["softmax"] == 2
+        with torch.no_grad():
+            ref = getattr(model.double(), name)(ids, mask).numpy()
+        model.float()
+        _check(fused, plain, [ref], (ids, mask), name)
+    assert fused.summary()["methods"]["forward"]["arena_bytes"] <= plain.summary()["methods"]["forward"]["arena_bytes"]
+
+
+# (d, heads, batch, seq, context seq or None (self attention), packed, divide, mask)
+CASES = {
+    "packed-div-mask": (48, 3, 2, 7, None, True, True, True),
+    "packed-mul-nomask-1head": (16, 1, 1, 5, None, True, False, False),
+    "separate-mul-mask-long": (64, 8, 1, 40, None, False, False, True),
+    "cross-div-nomask": (32, 4, 3, 6, 9, False, True, False),
+    "cross-mul-mask": (24, 2, 2, 3, 11, False, False, True),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_fused_equals_unfused_equals_eager(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    d, heads, b, s, sk, packed, divide, masked = CASES[name]
+    torch.manual_seed(len(name))
+    model = MHA(d, heads, packed, divide).eval()
+    x, ctx = torch.randn(b, s, d), torch.randn(b, sk or s, d)
+    inputs: tuple = (x, x if sk is None else ctx)
+    if masked:
+        mask = torch.ones(b, sk or s, dtype=torch.long)
+        mask[-1, (sk or s) // 2 :] = 0
+        inputs = (*inputs, mask)
+    fused, plain = export(model, inputs), _unfused(model, inputs, monkeypatch)
+    assert _ops(fused).get("attention") == 1 and "softmax" not in _ops(fused)
+    assert "attention" not in _ops(plain)
+    _check(fused, plain, _eager64(model, inputs), inputs)
+
+
+def test_sdpa_causal(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model, x = SDPA(32, 4).eval(), torch.randn(2, 9, 32)
+    fused, plain = export(model, (x,)), _unfused(model, (x,), monkeypatch)
+    assert _ops(fused).get("attention") == 1 and "attention" not in _ops(plain)
+    _check(fused, plain, _eager64(model, (x,)), (x,))
+
+
+def test_dynamic_sequence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One program, several sequence lengths (the binder's views are made per length)."""
+    torch.manual_seed(1)
+    model = MHA(32, 4, True, True).eval()
+    x, mask = torch.randn(1, 6, 32), torch.ones(1, 6, dtype=torch.long)
+    seq = Dim("seq", min=2, max=20)
+    dyn = ({1: seq}, {1: seq}, {1: seq})
+    prog = export(model, (x, x, mask), dynamic_shapes=dyn)
+    assert _ops(prog).get("attention") == 1
+    fused = loads(prog.to_bytes())
+    for n in (2, 13, 20, 5):
+        x, mask = torch.randn(1, n, 32), torch.ones(1, n, dtype=torch.long)
+        mask[0, n - 1 :] = 0
+        (ref,) = _eager64(model, (x, x, mask))
+        assert rel_err(fused.run(x.numpy(), x.numpy(), mask.numpy()).astype(np.float64), ref) <= 1e-5
+
+
+def test_not_fused_when_probabilities_are_an_output() -> None:
+    torch.manual_seed(2)
+    model, x = Probs(16, 2, True, False).eval(), torch.randn(1, 5, 16)
+    prog = export(model, (x, x))
+    assert "attention" not in _ops(prog) and _ops(prog)["softmax"] == 1
+    got = loads(prog.to_bytes()).run(x.numpy(), x.numpy())
+    for g, r in zip(got, _eager64(model, (x, x))):
+        assert rel_err(g.astype(np.float64), r) <= 1e-5
+
+
+def test_float64_program_keeps_the_unfused_core() -> None:
+    torch.manual_seed(3)
+    model, x = MHA(16, 2, True, True).double().eval(), torch.randn(1, 4, 16, dtype=torch.float64)
+    assert "attention" not in _ops(export(model, (x, x)))
+
+
+def _split(data: bytes) -> tuple[dict, bytes]:
+    off, _, _, n = struct.unpack_from("<QIIQ", data, 8)
+    return json.loads(data[32 : 32 + n]), data[off:]
+
+
+def _build(header: dict, weights: bytes) -> bytes:
+    """Independent writer following docs/edge-format.md."""
+    head = json.dumps(header).encode()
+    off = -(-(32 + len(head)) // 64) * 64
+    return b"TSHPPROG" + struct.pack("<QIIQ", off, 1, 0, len(head)) + head + bytes(off - 32 - len(head)) + weights
+
+
+@pytest.fixture(scope="module")
+def fused_bytes() -> bytes:
+    torch.manual_seed(4)
+    x, mask = torch.randn(1, 6, 32), torch.ones(1, 6, dtype=torch.long)
+    return export(MHA(32, 4, True, True).eval(), (x, x, mask)).to_bytes()
+
+
+def _tampered(data: bytes, fn) -> bytes:
+    header, weights = _split(data)
+    (ins,) = [i for i in header["methods"]["forward"]["instructions"] if i["op"] == "attention"]
+    fn(ins)
+    return _build(header, weights)
+
+
+def test_independent_rebuild_runs(fused_bytes: bytes) -> None:
+    rng = np.random.default_rng(0)
+    x, mask = rng.standard_normal((1, 6, 32)).astype(np.float32), np.ones((1, 6), np.int64)
+    assert np.array_equal(loads(_tampered(fused_bytes, lambda ins: None)).run(x, x, mask), loads(fused_bytes).run(x, x, mask))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"heads": 0}, "must be >= 1"),
+        ({"v_offset": 80}, "v_offset 80"),
+        ({"q_offset": -1}, "q_offset -1"),
+        ({"heads": 8}, "must fit"),
+        ({"head_dim": 16}, "must fit"),
+        ({"scale": "x"}, "expected float"),
+        ({"causal": True}, "no attribute"),
+    ],
+)
+def test_loader_rejects_bad_attributes(fused_bytes: bytes, change: dict, message: str) -> None:
+    with pytest.raises(ProgramError, match=message):
+        loads(_tampered(fused_bytes, lambda ins: ins.setdefault("attrs", {}).update(change)))
+
+
+def test_loader_rejects_bad_inputs(fused_bytes: bytes) -> None:
+    def drop_v(ins: dict) -> None:
+        del ins["inputs"][2:]
+
+    with pytest.raises(ProgramError, match="attention"):
+        loads(_tampered(fused_bytes, drop_v))
+
+    def bias_as_q(ins: dict) -> None:  # the [1, 1, 1, 6] bias as q: not 3-D
+        ins["inputs"][0] = ins["inputs"][3]
+
+    with pytest.raises(ProgramError, match="must be 3-D"):
+        loads(_tampered(fused_bytes, bias_as_q))

@@ -1,0 +1,117 @@
+"""The ``attention`` op: multi-head scaled dot-product attention on packed ``[B, S, C]`` tensors.
+
+Semantics (docs/edge-ops.md) are those of the unfused subgraph the export pass
+(``passes/attention.py``) replaces: per head ``h``, the ``head_dim`` columns starting at
+``offset + h * head_dim`` of ``q``, ``k`` and ``v`` are that head's rows;
+``p = softmax(q_h @ k_h^T * scale [+ bias])`` and ``p @ v_h`` is written to columns
+``h * head_dim ...`` of the ``[B, Sq, heads * head_dim]`` output.
+
+The binder works on strided views of the arena, so the per-head slices, permutes and the final
+permute back are never copied: one batched ``matmul`` over ``[B, heads]`` into a scores temp,
+one scale multiply, one bias add, the softmax binder's in-place steps, and one batched
+``matmul`` straight into the output's per-head view.
+
+Example:
+    >>> import numpy as np
+    >>> from torchship.edge.runtime.registry import OPS, bind_step
+    >>> qkv = np.zeros((1, 2, 6), np.float32); qkv[0, :, 4:] = [[1, 2], [3, 4]]
+    >>> out = np.empty((1, 2, 2), np.float32)
+    >>> a = {**{k: d for k, (_, d) in OPS["attention"].attrs.items()}, "heads": 2, "head_dim": 1,
+    ...      "scale": 1.0, "k_offset": 2, "v_offset": 4}
+    >>> bind_step(OPS["attention"], [qkv, qkv, qkv], [out], a)()
+    >>> out[0].tolist()  # all scores 0: each head averages its value column
+    [[2.0, 3.0], [2.0, 3.0]]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from torchship.edge.runtime.bound import const, scratch
+from torchship.edge.runtime.dims import FLOATS
+from torchship.edge.runtime.ops import R, _bcast, _fail, _same_dtype
+from torchship.edge.runtime.registry import OPS, Shape, Step, bind_step, binder, register
+
+Arrays = list[np.ndarray]
+
+ATTENTION_ATTRS: dict[str, tuple[str, Any]] = {
+    "heads": ("int", R),
+    "head_dim": ("int", R),
+    "scale": ("float", R),
+    "q_offset": ("int", 0),
+    "k_offset": ("int", 0),
+    "v_offset": ("int", 0),
+}
+
+
+def _infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
+    dt = _same_dtype(dtypes, FLOATS)
+    q, k, v = shapes[:3]
+    heads, hd = a["heads"], a["head_dim"]
+    if heads < 1 or hd < 1:
+        _fail(f"attention: heads {heads} and head_dim {hd} must be >= 1")
+    if len(q) != 3 or len(k) != 3 or len(v) != 3:
+        _fail(f"attention: q {list(q)}, k {list(k)}, v {list(v)} must be 3-D [B, S, C]")
+    if not (q[0] == k[0] == v[0]) or k[1] != v[1]:
+        _fail(f"attention: q {list(q)}, k {list(k)}, v {list(v)} need one batch and k, v one length")
+    for name, shape in (("q", q), ("k", k), ("v", v)):
+        off = a[f"{name}_offset"]
+        if off < 0 or off + heads * hd > shape[2]:
+            _fail(f"attention: {name}_offset {off} + heads * head_dim {heads * hd} must fit in {name}'s {shape[2]} columns")
+    scores = (q[0], heads, q[1], k[1])
+    if len(shapes) == 4 and (len(shapes[3]) > 4 or _bcast([scores, shapes[3]]) != scores):
+        _fail(f"attention: bias {list(shapes[3])} must broadcast to the scores {list(scores)}")
+    return [((q[0], q[1], heads * hd), dt)]
+
+
+@register("attention", (3, 4), _infer, ATTENTION_ATTRS)
+def _attention(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> None:
+    _bind_attention(ins, outs, a)()
+
+
+def heads_view(x: np.ndarray, offset: int, heads: int, head_dim: int) -> np.ndarray:
+    """``x[..., offset : offset + heads * head_dim]`` as ``[B, heads, S, head_dim]``, a view.
+
+    Example:
+        >>> heads_view(np.arange(12.0).reshape(1, 2, 6), 2, 2, 1)[0, :, :, 0].tolist()
+        [[2.0, 8.0], [3.0, 9.0]]
+    """
+    b, s, _ = x.shape
+    cols = x[:, :, offset : offset + heads * head_dim]
+    st = cols.strides
+    shape, strides = (b, heads, s, head_dim), (st[0], head_dim * st[2], st[1], st[2])
+    return np.lib.stride_tricks.as_strided(cols, shape, strides, writeable=cols.flags.writeable)
+
+
+@binder("attention")
+def _bind_attention(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    heads, hd = a["heads"], a["head_dim"]
+    q = heads_view(ins[0], a["q_offset"], heads, hd)
+    kt = heads_view(ins[1], a["k_offset"], heads, hd).transpose(0, 1, 3, 2)
+    v = heads_view(ins[2], a["v_offset"], heads, hd)
+    o = heads_view(outs[0], 0, heads, hd)
+    bias = ins[3] if len(ins) == 4 else None
+    s = scratch((q.shape[0], heads, q.shape[2], kt.shape[3]), outs[0].dtype, temp=True)
+    softmax = bind_step(OPS["softmax"], [s], [s], {"axis": -1})
+    scale, matmul, mul, add = const(a["scale"], s.dtype), np.matmul, np.multiply, np.add
+
+    if bias is None:
+
+        def step() -> None:
+            matmul(q, kt, out=s)
+            mul(s, scale, out=s)
+            softmax()
+            matmul(s, v, out=o)
+
+        return step
+
+    def step_bias() -> None:
+        matmul(q, kt, out=s)
+        mul(s, scale, out=s)
+        add(s, bias, out=s)
+        softmax()
+        matmul(s, v, out=o)
+
+    return step_bias
