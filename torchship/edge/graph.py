@@ -94,7 +94,7 @@ class Graph:
             >>> g = Graph("f"); g.values[g.add_const("c", np.zeros((2, 2), np.float32))].dtype
             'F32'
         """
-        arr = np.ascontiguousarray(array)
+        arr = np.asarray(array, order="C")  # keeps 0-d (np.ascontiguousarray makes it 1-d)
         if arr.dtype.byteorder == ">":
             arr = arr.astype(arr.dtype.newbyteorder("<"))
         vid = self.add_value(name, dtype_name(arr.dtype), list(arr.shape))
