@@ -144,6 +144,46 @@ def test_fused_equals_unfused_equals_eager(name: str, monkeypatch: pytest.Monkey
     _check(fused, plain, _eager64(model, inputs), inputs)
 
 
+def test_rows_far_below_the_block_maximum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows the block-max shift would underflow (a fully masked sequence beside a normal one;
+    scores spread over hundreds) take the per-row softmax: fused == unfused == eager float32
+    (float64 eager keeps score differences under a -1e9 mask that float32 rounds away)."""
+    import torchship.edge.runtime.attention as runtime
+
+    calls: list[bool] = []
+    real = runtime._shifted_softmax
+
+    def spy(s: np.ndarray):
+        step = real(s)
+
+        def run() -> bool:
+            calls.append(step())
+            return calls[-1]
+
+        return run
+
+    monkeypatch.setattr(runtime, "_shifted_softmax", spy)
+    torch.manual_seed(5)
+    model = MHA(32, 4, True, False).eval()
+    x, mask = torch.randn(2, 6, 32), torch.ones(2, 6, dtype=torch.long)
+    mask[1] = 0
+    with torch.no_grad():
+        model.qkv.weight[:32] *= 40.0  # huge query scores: rows of one head far below another's
+    inputs = (x, x, mask)
+    fused, plain = export(model, inputs), _unfused(model, inputs, monkeypatch)
+    with torch.no_grad():
+        ref = model(*inputs).numpy()
+    _check(fused, plain, [ref.astype(np.float64)], inputs)
+    assert calls and not any(calls)  # every call fell back
+    x2 = torch.randn(2, 6, 32) * 0.01
+    with torch.no_grad():
+        model.qkv.weight[:32] /= 40.0
+    fused = export(model, (x2, x2, torch.ones(2, 6, dtype=torch.long)))
+    calls.clear()
+    loads(fused.to_bytes()).run(x2.numpy(), x2.numpy(), np.ones((2, 6), np.int64))
+    assert calls and all(calls)  # the shifted softmax when every row is near the maximum
+
+
 def test_sdpa_causal(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     model, x = SDPA(32, 4).eval(), torch.randn(2, 9, 32)
