@@ -3,7 +3,9 @@ scalar-only subgraphs), through export + numpy runtime against torch eager in fl
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.edge.test_ops import check
 
@@ -13,3 +15,63 @@ def test_scalar_subgraph_stays_zero_dimensional() -> None:
     # folding evaluates: scalar constants must stay 0-d (they were 1-d, and folding failed)
     check(lambda x: torch.lerp(x, x * 2, 0.3), [torch.randn(3, 8)])
     check(lambda x: torch.lerp(x, -x, 0.7), [torch.randn(5)])
+
+
+X2 = torch.randn(3, 8) * 3
+X4 = torch.randn(1, 4, 6, 6)
+
+ACTIVATIONS = {
+    "leaky_relu": lambda x: F.leaky_relu(x, 0.1),
+    "elu": lambda x: F.elu(x, 0.7),
+    "celu": lambda x: F.celu(x, 1.5),
+    "selu": F.selu,
+    "softplus": F.softplus,
+    "softplus_beta_threshold": lambda x: F.softplus(x, beta=2.0, threshold=3.0),
+    "mish": F.mish,
+    "hardshrink": lambda x: F.hardshrink(x, 0.4),
+    "threshold": lambda x: F.threshold(x, 0.1, -1.0),
+    "glu": lambda x: F.glu(x, -1),
+    "logsumexp": lambda x: x.logsumexp(-1),
+}
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activations_compose_from_core_ops(name: str) -> None:
+    check(ACTIVATIONS[name], [X2])
+
+
+def test_prelu_per_channel() -> None:
+    check(lambda x, w: F.prelu(x, w), [X4], params=[torch.rand(4)])
+
+
+@pytest.mark.parametrize("correction", [0, 1])
+def test_var_std(correction: int) -> None:
+    check(lambda x: torch.var(x, -1, correction=correction), [X2])
+    check(lambda x: torch.std(x, (0, 2), keepdim=True, correction=correction), [X4[0]])
+    check(lambda x: x.var() + x.std(0).sum(), [X2])
+
+
+LAYOUT = {
+    "x[:, idx]": (lambda x: x[:, torch.tensor([0, 3, 3, 7])], X2),
+    "x[..., idx, :]": (lambda x: x[:, :, torch.tensor([[5, 0], [1, 1]]), :], X4),
+    "x[i, :, j]": (lambda x: x[torch.tensor([0, 2]), :, torch.tensor([1, 1])], torch.randn(3, 4, 5)),
+    "index_select": (lambda x: x.index_select(1, torch.tensor([2, 0])), X4),
+    "flip": (lambda x: x.flip(-1, 1), X4),
+    "roll": (lambda x: x.roll((2, -1), (1, 0)), X2),
+    "repeat": (lambda x: x.repeat(2, 1, 3), X2),
+    "pad_constant": (lambda x: F.pad(x, (1, 2, 0, 3), value=0.5), X4),
+    "pad_crop": (lambda x: F.pad(x, (-1, 2, 1, -2)), X4),
+    "pad_reflect": (lambda x: F.pad(x, (1, 1, 2, 2), mode="reflect"), X4),
+    "pad_replicate": (lambda x: F.pad(x, (2, 1, 1, 1), mode="replicate"), X4),
+    "upsample_nearest": (lambda x: F.interpolate(x, scale_factor=2), X4),
+    "upsample_bilinear": (lambda x: F.interpolate(x, size=(9, 11), mode="bilinear"), X4),
+    "upsample_bilinear_corners": (
+        lambda x: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True), X4),
+    "pixel_shuffle": (lambda x: F.pixel_shuffle(x, 2), X4),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYOUT))
+def test_indexing_padding_resizing(name: str) -> None:
+    fn, x = LAYOUT[name]
+    check(fn, [x])

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from torchship.edge import lower_ops, lower_shapes  # noqa: F401  (register the ATen handlers)
+from torchship.edge import lower_nn, lower_ops, lower_shapes  # noqa: F401  (register the ATen handlers)
 from torchship.edge.graph import Graph
 from torchship.edge.lower import ExportError, Lowering, sym_to_dim
 from torchship.edge.passes import run_passes
@@ -34,6 +34,10 @@ _PRESERVE = (
     aten.scaled_dot_product_attention.default,
     aten.hardswish.default,
     aten.hardsigmoid.default,
+    aten.softplus.default,  # torch's decompositions of these use log1p/expm1/fmod
+    aten.mish.default,
+    aten.celu.default,
+    aten.roll.default,
 )
 
 
@@ -64,10 +68,21 @@ def _exported(model: torch.nn.Module, name: str, inputs: tuple[Any, ...], dynami
     return ep, prefix
 
 
+# ops torch keeps whole in its core ATen IR that decompose into ones we lower (resizing and
+# reflect/replicate padding become tensor indexing, pixel shuffles views, glu a split)
+_DECOMPOSE = (
+    aten.upsample_nearest1d, aten.upsample_nearest2d, aten.upsample_bilinear2d,
+    aten.reflection_pad1d, aten.reflection_pad2d, aten.replication_pad1d,
+    aten.replication_pad2d, aten.pixel_shuffle, aten.pixel_unshuffle, aten.glu, aten.logsumexp,
+    aten.repeat, aten.hardshrink, aten.threshold,
+)
+
+
 def _table() -> Any:
     table = torch.export.default_decompositions()
     for op in _PRESERVE:
         table.pop(op, None)
+    table.update(torch._decomp.get_decompositions(list(_DECOMPOSE)))
     return table
 
 

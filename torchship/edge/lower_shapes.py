@@ -137,27 +137,6 @@ def _gather(lw: Lowering, node: Node) -> int:
     return lw.emit("gather", [lw.val(node.args[0]), lw.val(node.args[2])], {"axis": int(node.args[1])})
 
 
-@handles(aten.index.Tensor)
-def _index(lw: Lowering, node: Node) -> int:
-    idx = list(node.args[1])
-    while idx and idx[-1] is None:
-        idx.pop()
-    if not idx or any(i is None for i in idx):
-        raise lw.fail("indexing with a tensor after a ':' (x[:, idx]) is not supported; use index_select or gather")
-    vals = [lw.val(i) for i in idx]
-    if any(lw.g.values[v].dtype == "BOOL" for v in vals):
-        raise lw.fail("boolean-mask indexing has a data-dependent shape and is not supported; use torch.where")
-    return lw.emit("index", [lw.val(node.args[0]), *vals])
-
-
-@handles(aten.index_select.default)
-def _index_select(lw: Lowering, node: Node) -> int:
-    x, dim, idx = lw.val(node.args[0]), int(node.args[1]), lw.val(node.args[2])
-    if dim % len(lw.shape_of(x)) != 0 or len(lw.shape_of(x)) != 2:
-        raise lw.fail("index_select is supported on dim 0 of a 2-D tensor only")
-    return lw.emit("embedding", [x, idx])
-
-
 # ----------------------------------------------------------------------------- creation
 
 

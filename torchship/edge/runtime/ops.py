@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -225,6 +226,9 @@ def _silu(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> N
 def _clamp(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
     lo, hi = a["min"], a["max"]
     x = ins[0]
+    if x.dtype.kind in "iu":  # integer tensors: the (integral) bounds in the tensor's dtype
+        lo = None if lo is None else x.dtype.type(math.ceil(lo))
+        hi = None if hi is None else x.dtype.type(math.floor(hi))
     if lo is not None and hi is not None:
         np.clip(x, lo, hi, out=outs[0])
     elif lo is not None:

@@ -1,0 +1,289 @@
+"""ATen -> core op handlers, part 3: activations, statistics and data movement that compose
+from core ops (no op of their own in the program format): leaky_relu, elu (celu and selu
+decompose to it), softplus, mish, var/std, flip, roll, constant padding and tensor indexing
+along any axis (``x[:, idx]``, ``index_select``; the resize and reflect/replicate padding
+decompositions index this way).
+
+Example:
+    >>> from torchship.edge.lower import HANDLERS
+    >>> import torchship.edge.lower_nn  # registers
+    >>> torch.ops.aten.leaky_relu.default in HANDLERS
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchship.edge.lower import Lowering, handles
+from torchship.edge.lower import out_dtype as _out_dtype
+
+aten = torch.ops.aten
+Node = torch.fx.Node
+
+
+def _arg(node: Node, i: int, name: str, default: Any) -> Any:
+    if len(node.args) > i:
+        return node.args[i]
+    return node.kwargs.get(name, default)
+
+
+class _Emit:
+    """Shorthand for emitting intermediate values of one node's lowering (same source line)."""
+
+    def __init__(self, lw: Lowering, dtype: str) -> None:
+        self.lw, self.dt = lw, dtype
+
+    def __call__(self, op: str, inputs: list[int], shape: list[Any] | None = None,
+                 attrs: dict[str, Any] | None = None, dtype: str | None = None) -> int:
+        lw = self.lw
+        if shape is None:  # element-wise: the broadcast shape of the inputs
+            shape = _broadcast(lw, [lw.shape_of(i) for i in inputs])
+        return lw.g.emit(op, inputs, dtype or self.dt, list(shape), attrs or {}, lw.source)
+
+    def c(self, value: float) -> int:
+        return self.lw.const(value, self.dt)
+
+
+def _bind(lw: Lowering, v: int) -> int:
+    """The node's output: ``v`` itself when it already has the node's shape, else a view."""
+    shape = lw.out()[1]
+    return v if lw.shape_of(v) == shape else lw.emit("reshape", [v], {"shape": shape})
+
+
+def _broadcast(lw: Lowering, shapes: list[list[Any]]) -> list[Any]:
+    """numpy broadcasting of shapes whose dims may be symbolic (equal symbols broadcast)."""
+    rank = max(len(s) for s in shapes)
+    out: list[Any] = [1] * rank
+    for s in shapes:
+        for k, d in enumerate(s, rank - len(s)):
+            if out[k] == 1:
+                out[k] = d
+            elif d != 1 and d != out[k]:
+                raise lw.fail(f"index tensors of shapes {shapes} do not broadcast")
+    return out
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+@handles(aten.leaky_relu.default)
+def _leaky_relu(lw: Lowering, node: Node) -> int:
+    dt = _out_dtype(lw, node)
+    e = _Emit(lw, dt)
+    x = lw.tensor(node.args[0], dt)
+    slope = float(_arg(node, 1, "negative_slope", 0.01))
+    pos = e("gt", [x, e.c(0.0)], dtype="BOOL")
+    return lw.emit("where", [pos, x, e("mul", [x, e.c(slope)])])
+
+
+@handles(aten.elu.default, aten.celu.default)
+def _elu(lw: Lowering, node: Node) -> int:
+    """``scale * x`` where ``x > 0``, else ``scale * alpha * (exp(input_scale * x) - 1)``
+    (celu is elu with ``input_scale = 1 / alpha``)."""
+    dt = _out_dtype(lw, node)
+    e = _Emit(lw, dt)
+    x = lw.tensor(node.args[0], dt)
+    alpha = float(_arg(node, 1, "alpha", 1.0))
+    if node.target is aten.celu.default:
+        scale, input_scale = 1.0, 1.0 / alpha
+    else:
+        scale = float(_arg(node, 2, "scale", 1.0))
+        input_scale = float(_arg(node, 3, "input_scale", 1.0))
+    neg = e("sub", [e("exp", [e("mul", [x, e.c(input_scale)])]), e.c(1.0)])
+    neg = e("mul", [neg, e.c(alpha * scale)])
+    pos = e("mul", [x, e.c(scale)]) if scale != 1.0 else x
+    return lw.emit("where", [e("gt", [x, e.c(0.0)], dtype="BOOL"), pos, neg])
+
+
+def _softplus(e: _Emit, x: int, beta: float, threshold: float) -> int:
+    """``x`` where ``beta * x > threshold``, else ``log(1 + exp(beta * x)) / beta`` (torch's
+    definition; the exp is taken of ``min(beta * x, threshold)`` so the unused branch stays
+    finite)."""
+    bx = e("mul", [x, e.c(beta)]) if beta != 1.0 else x
+    capped = e("minimum", [bx, e.c(threshold)])
+    soft = e("log", [e("add", [e("exp", [capped]), e.c(1.0)])])
+    if beta != 1.0:
+        soft = e("div", [soft, e.c(beta)])
+    return e("where", [e("gt", [bx, e.c(threshold)], dtype="BOOL"), x, soft])
+
+
+@handles(aten.softplus.default)
+def _softplus_op(lw: Lowering, node: Node) -> int:
+    dt = _out_dtype(lw, node)
+    e = _Emit(lw, dt)
+    x = lw.tensor(node.args[0], dt)
+    return _bind(lw, _softplus(e, x, float(_arg(node, 1, "beta", 1.0)),
+                               float(_arg(node, 2, "threshold", 20.0))))
+
+
+@handles(aten.mish.default)
+def _mish(lw: Lowering, node: Node) -> int:
+    """``x * tanh(softplus(x))``."""
+    dt = _out_dtype(lw, node)
+    e = _Emit(lw, dt)
+    x = lw.tensor(node.args[0], dt)
+    return lw.emit("mul", [x, e("tanh", [_softplus(e, x, 1.0, 20.0)])])
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+@handles(aten.var.correction, aten.var.dim, aten.std.correction, aten.std.dim)
+def _var(lw: Lowering, node: Node) -> int:
+    """``sum((x - mean)^2) / (N - correction)`` over ``dim`` (all axes when None); std is its
+    square root."""
+    dt, shape = lw.out()
+    e = _Emit(lw, dt)
+    x = lw.tensor(node.args[0], dt)
+    xs = lw.shape_of(x)
+    dims = _arg(node, 1, "dim", None)
+    axes = list(range(len(xs))) if dims is None else [int(d) % len(xs) for d in (
+        [dims] if isinstance(dims, int) else dims)]
+    if node.target in (aten.var.dim, aten.std.dim):
+        correction = 1.0 if _arg(node, 2, "unbiased", True) else 0.0
+    else:
+        c = node.kwargs.get("correction", None)
+        correction = 1.0 if c is None else float(c)
+    # keepdim needs nothing here: the result is viewed as the node's own output shape
+    if any(not isinstance(xs[a], int) for a in axes):
+        raise lw.fail("var/std over a dynamic dimension is not supported")
+    n = int(np.prod([xs[a] for a in axes])) if axes else 1
+    kept = [1 if k in axes else d for k, d in enumerate(xs)]
+    mean = e("mean", [x], kept, {"axes": axes, "keepdim": True})
+    dev = e("sub", [x, mean])
+    ss = e("sum", [e("mul", [dev, dev])], kept, {"axes": axes, "keepdim": True})
+    var = e("div", [ss, e.c(max(n - correction, 0.0))])
+    if node.target in (aten.std.correction, aten.std.dim):
+        var = e("sqrt", [var])
+    return _bind(lw, var)
+
+
+# ----------------------------------------------------------------------------- data movement
+
+
+def index_axes(lw: Lowering, x: int, entries: list[int | None]) -> int:
+    """``x[entries]`` with torch's advanced-indexing rules, where ``entries`` holds an index
+    tensor or ``None`` (a whole axis) per leading axis: the indexed axes move to the front for
+    the core ``index`` op and the result's index dims go back where torch puts them (in place
+    when the index tensors are adjacent, else first).
+
+    Example:
+        >>> index_axes(lw, x, [None, idx])  # doctest: +SKIP
+    """
+    g = lw.g
+    xs = lw.shape_of(x)
+    dt = g.values[x].dtype
+    at = [k for k, i in enumerate(entries) if i is not None]
+    idx = [i for i in entries if i is not None]
+    rest = [k for k in range(len(xs)) if k not in at]
+    if at != list(range(len(at))):
+        perm = at + rest
+        x = g.emit("permute", [x], dt, [xs[p] for p in perm], {"perm": perm}, lw.source)
+    bshape = _broadcast(lw, [lw.shape_of(i) for i in idx])
+    y_shape = bshape + [xs[k] for k in rest]
+    y = g.emit("index", [x, *idx], dt, y_shape, {}, lw.source)
+    adjacent = at == list(range(at[0], at[0] + len(at)))
+    p, nb = at[0], len(bshape)
+    if not adjacent or p == 0:
+        return y
+    perm = list(range(nb, nb + p)) + list(range(nb)) + list(range(nb + p, len(y_shape)))
+    return g.emit("permute", [y], dt, [y_shape[q] for q in perm], {"perm": perm}, lw.source)
+
+
+@handles(aten.index.Tensor, aten._unsafe_index.Tensor)
+def _index(lw: Lowering, node: Node) -> int:
+    entries = list(node.args[1])
+    while entries and entries[-1] is None:
+        entries.pop()
+    if not entries:
+        return lw.val(node.args[0])
+    vals = [None if i is None else lw.val(i) for i in entries]
+    if any(v is not None and lw.g.values[v].dtype == "BOOL" for v in vals):
+        raise lw.fail("boolean-mask indexing has a data-dependent shape and is not supported; use torch.where")
+    return _bind(lw, index_axes(lw, lw.val(node.args[0]), vals))
+
+
+@handles(aten.index_select.default)
+def _index_select(lw: Lowering, node: Node) -> int:
+    x, idx = lw.val(node.args[0]), lw.val(node.args[2])
+    dim = int(node.args[1]) % max(len(lw.shape_of(x)), 1)
+    return _bind(lw, index_axes(lw, x, [None] * dim + [idx]))
+
+
+@handles(aten.flip.default)
+def _flip(lw: Lowering, node: Node) -> int:
+    x = lw.val(node.args[0])
+    xs = lw.shape_of(x)
+    for d in sorted({int(d) % len(xs) for d in node.args[1]}):
+        if not isinstance(xs[d], int):
+            raise lw.fail("flip along a dynamic dimension is not supported")
+        rev = lw.g.add_const(f"{lw.g.name}.flip", np.arange(xs[d] - 1, -1, -1, dtype=np.int64))
+        x = index_axes(lw, x, [None] * d + [rev])
+    return _bind(lw, x)
+
+
+def _slice(lw: Lowering, x: int, axis: int, start: int, end: int) -> int:
+    shape = list(lw.shape_of(x))
+    shape[axis] = end - start
+    return lw.g.emit("slice", [x], lw.g.values[x].dtype, shape,
+                     {"axis": axis, "start": start, "end": end, "step": 1}, lw.source)
+
+
+def _concat(lw: Lowering, parts: list[int], axis: int) -> int:
+    shapes = [lw.shape_of(p) for p in parts]
+    shape = list(shapes[0])
+    shape[axis] = sum(s[axis] for s in shapes)
+    return lw.g.emit("concat", parts, lw.g.values[parts[0]].dtype, shape, {"axis": axis}, lw.source)
+
+
+@handles(aten.roll.default)
+def _roll(lw: Lowering, node: Node) -> int:
+    x = lw.val(node.args[0])
+    xs = lw.shape_of(x)
+    shifts = list(_arg(node, 1, "shifts", []))
+    dims = list(_arg(node, 2, "dims", []))
+    if not dims:
+        raise lw.fail("roll without dims (of the flattened tensor) is not supported; pass dims=")
+    for s, d in zip(shifts, dims):
+        d = int(d) % len(xs)
+        n = lw.shape_of(x)[d]
+        if not isinstance(n, int):
+            raise lw.fail("roll along a dynamic dimension is not supported")
+        k = int(s) % n if n else 0
+        if k:
+            x = _concat(lw, [_slice(lw, x, d, n - k, n), _slice(lw, x, d, 0, n - k)], d)
+    return _bind(lw, x)
+
+
+@handles(aten.constant_pad_nd.default)
+def _constant_pad(lw: Lowering, node: Node) -> int:
+    """F.pad(mode="constant"): pairs (before, after) from the last axis backwards; a
+    negative amount crops."""
+    x = lw.val(node.args[0])
+    pad = [int(p) for p in node.args[1]]
+    value = float(_arg(node, 2, "value", 0.0))
+    dt = lw.g.values[x].dtype
+    rank = len(lw.shape_of(x))
+    for k in range(len(pad) // 2):
+        axis = rank - 1 - k
+        before, after = pad[2 * k], pad[2 * k + 1]
+        n = lw.shape_of(x)[axis]
+        if (before < 0 or after < 0) and not isinstance(n, int):
+            raise lw.fail("cropping (negative padding) of a dynamic dimension is not supported")
+        if before < 0 or after < 0:
+            x = _slice(lw, x, axis, max(-before, 0), n - max(-after, 0))
+        parts = [x]
+        for amount, first in ((before, True), (after, False)):
+            if amount > 0:
+                shape = list(lw.shape_of(x))
+                shape[axis] = amount
+                fill = lw.g.emit("full", [], dt, shape, {"shape": shape, "value": value, "dtype": dt},
+                                 lw.source)
+                parts.insert(0, fill) if first else parts.append(fill)
+        if len(parts) > 1:
+            x = _concat(lw, parts, axis)
+    return _bind(lw, x)
