@@ -51,16 +51,18 @@ class MHA(nn.Module):
 
 
 class SDPA(nn.Module):
-    """torch's scaled_dot_product_attention (causal) between projections."""
+    """torch's scaled_dot_product_attention between projections: causal, or with a constant
+    per-head float mask ``[1, H, S, S]`` (a relative-position bias)."""
 
-    def __init__(self, d: int, heads: int) -> None:
+    def __init__(self, d: int, heads: int, seq: int | None = None) -> None:
         super().__init__()
         self.heads, self.qkv, self.out = heads, nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.rel = None if seq is None else nn.Parameter(torch.randn(1, heads, seq, seq))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, d = x.shape
         q, k, v = (t.reshape(b, s, self.heads, -1).transpose(1, 2) for t in self.qkv(x).split(d, dim=-1))
-        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=self.rel, is_causal=self.rel is None)
         return self.out(y.transpose(1, 2).reshape(b, s, d))
 
 
@@ -189,6 +191,19 @@ def test_sdpa_causal(monkeypatch: pytest.MonkeyPatch) -> None:
     model, x = SDPA(32, 4).eval(), torch.randn(2, 9, 32)
     fused, plain = export(model, (x,)), _unfused(model, (x,), monkeypatch)
     assert _ops(fused).get("attention") == 1 and "attention" not in _ops(plain)
+    _check(fused, plain, _eager64(model, (x,)), (x,))
+
+
+@pytest.mark.parametrize("scores", [64, 100, 1 << 16])
+def test_blocks_of_heads_with_a_per_head_bias(scores: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Score blocks of 1, 2 or all 6 heads (``_SCORES`` elements), bias sliced per block."""
+    import torchship.edge.runtime.attention as runtime
+
+    monkeypatch.setattr(runtime, "_SCORES", scores)
+    torch.manual_seed(6)
+    model, x = SDPA(24, 6, seq=5).eval(), torch.randn(2, 5, 24)
+    fused, plain = export(model, (x,)), _unfused(model, (x,), monkeypatch)
+    assert _ops(fused).get("attention") == 1
     _check(fused, plain, _eager64(model, (x,)), (x,))
 
 

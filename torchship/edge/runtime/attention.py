@@ -87,34 +87,48 @@ def heads_view(x: np.ndarray, offset: int, heads: int, head_dim: int) -> np.ndar
     return np.lib.stride_tricks.as_strided(cols, shape, strides, writeable=cols.flags.writeable)
 
 
+_SCORES = 1 << 16  # most score elements per block of heads (256 KiB of float32 temp)
+
+
+def _head_block(batch: int, heads: int, rows: int) -> int:
+    """Heads per block: the largest divisor of ``heads`` whose scores fit ``_SCORES`` (>= 1)."""
+    return max(d for d in range(1, heads + 1) if heads % d == 0 and (d == 1 or batch * d * rows <= _SCORES))
+
+
 @binder("attention")
 def _bind_attention(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
+    """Blocks of heads (all of them for short sequences) share one scores temp, so long
+    sequences (MiniLM: 12 heads x 128 x 128) never hold all heads' scores at once."""
     heads, hd = a["heads"], a["head_dim"]
     q = heads_view(ins[0], a["q_offset"], heads, hd)
     kt = heads_view(ins[1], a["k_offset"], heads, hd).transpose(0, 1, 3, 2)
     v = heads_view(ins[2], a["v_offset"], heads, hd)
     o = heads_view(outs[0], 0, heads, hd)
-    bias = ins[3] if len(ins) == 4 else None
-    s = scratch((q.shape[0], heads, q.shape[2], kt.shape[3]), outs[0].dtype, temp=True)
+    bias = None if len(ins) == 3 else ins[3].reshape((1,) * (4 - ins[3].ndim) + ins[3].shape)
+    hb = _head_block(q.shape[0], heads, q.shape[2] * kt.shape[3])
+    s = scratch((q.shape[0], hb, q.shape[2], kt.shape[3]), outs[0].dtype, temp=True)
     scale, matmul, mul, add = const(a["scale"], s.dtype), np.matmul, np.multiply, np.add
-
-    def scores() -> None:
-        matmul(q, kt, out=s)
-        mul(s, scale, out=s)
-        if bias is not None:
-            add(s, bias, out=s)
-
     exact = bind_step(OPS["softmax"], [s], [s], {"axis": -1})
-    if s.size == 0:
-        return lambda: (scores(), exact(), matmul(s, v, out=o))
-    shifted = _shifted_softmax(s)
+    shifted = _shifted_softmax(s) if s.size else lambda: False
+    blocks = []
+    for h in range(0, heads, hb):
+        part = slice(h, h + hb)
+        b = bias if bias is None or bias.shape[1] == 1 else bias[:, part]
+        blocks.append((q[:, part], kt[:, part], v[:, part], o[:, part], b))
+
+    def scores(qb: np.ndarray, kb: np.ndarray, bb: np.ndarray | None) -> None:
+        matmul(qb, kb, out=s)
+        mul(s, scale, out=s)
+        if bb is not None:
+            add(s, bb, out=s)
 
     def step() -> None:
-        scores()
-        if not shifted():
-            scores()  # a row far below the block maximum (or inf/nan): the per-row softmax
-            exact()
-        matmul(s, v, out=o)
+        for qb, kb, vb, ob, bb in blocks:
+            scores(qb, kb, bb)
+            if not shifted():  # a row far below the block maximum (or inf/nan): per-row softmax
+                scores(qb, kb, bb)
+                exact()
+            matmul(s, vb, out=ob)
 
     return step
 
