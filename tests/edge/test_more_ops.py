@@ -75,3 +75,28 @@ LAYOUT = {
 def test_indexing_padding_resizing(name: str) -> None:
     fn, x = LAYOUT[name]
     check(fn, [x])
+
+
+UNARY = {
+    "log1p_tiny": lambda x: torch.log1p(x * 1e-7) * 1e7,  # log(1 + x) would lose these
+    "expm1_tiny": lambda x: torch.expm1(x * 1e-7) * 1e7,
+    "log1p_expm1": lambda x: torch.log1p(x.abs()) + torch.expm1(x * 0.1),
+    "log2": lambda x: torch.log2(x.abs() + 0.1),
+    "floor_ceil_trunc": lambda x: torch.floor(x) + torch.ceil(x) * 10 + torch.trunc(x) * 100,
+    "round_half_even": lambda x: torch.round(x * 2) / 2 + torch.round(torch.tensor([0.5, 1.5, 2.5, -0.5])).sum(),
+    "sign": lambda x: torch.sign(x) + torch.sign(x.round()) * 0.5,
+    "logsigmoid": F.logsigmoid,
+    "softshrink": lambda x: F.softshrink(x, 0.5),
+}
+
+
+@pytest.mark.parametrize("name", list(UNARY))
+def test_unary_math(name: str) -> None:
+    check(UNARY[name], [X2])
+
+
+def test_cumsum_float_int_bool() -> None:
+    check(lambda x: x.cumsum(-1) + x.cumsum(0), [X2])
+    check(lambda x: torch.cumsum(x, 1), [torch.randint(-9, 9, (4, 6), dtype=torch.int32)])
+    check(lambda x: (x > 0).cumsum(1), [X2])
+    check(lambda x: torch.arange(x.shape[1]).cumsum(0) + x.long().cumsum(1), [X2])

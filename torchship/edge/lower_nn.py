@@ -1,6 +1,7 @@
 """ATen -> core op handlers, part 3: activations, statistics and data movement that compose
 from core ops (no op of their own in the program format): leaky_relu, elu (celu and selu
-decompose to it), softplus, mish, var/std, flip, roll, constant padding and tensor indexing
+decompose to it), softplus, mish, var/std, flip, roll, constant padding, cumsum (its own core
+op, ``runtime/scan.py``) and tensor indexing
 along any axis (``x[:, idx]``, ``index_select``; the resize and reflect/replicate padding
 decompositions index this way).
 
@@ -287,3 +288,11 @@ def _constant_pad(lw: Lowering, node: Node) -> int:
         if len(parts) > 1:
             x = _concat(lw, parts, axis)
     return _bind(lw, x)
+
+
+@handles(aten.cumsum.default)
+def _cumsum(lw: Lowering, node: Node) -> int:
+    """Running sum in torch's result dtype (integers and bool accumulate in int64)."""
+    dt = _out_dtype(lw, node)
+    x = lw.tensor(node.args[0], dt)
+    return lw.emit("cumsum", [x], {"axis": int(node.args[1]) % max(len(lw.shape_of(x)), 1)})

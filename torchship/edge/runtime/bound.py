@@ -212,7 +212,8 @@ for _name, _uf in {**_BINARY, **_COMPARE, **_LOGICAL, "matmul": np.matmul}.items
 def _bind_add(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     x, y, o = _scalar_view(ins[0]), _scalar_view(ins[1]), outs[0]
     return chain(lambda: np.add(x, y, out=o), clamp_step(o, a))
-for _name, _uf in {**_UNARY_FLOAT, "neg": np.negative, "abs": np.abs, "logical_not": np.logical_not}.items():
+for _name, _uf in {**_UNARY_FLOAT, "neg": np.negative, "abs": np.abs, "sign": np.sign,
+                   "logical_not": np.logical_not}.items():
     binder(_name)(_bind_unary(_uf))
 
 

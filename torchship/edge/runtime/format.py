@@ -32,6 +32,7 @@ from torchship.edge.runtime import attention as _attention  # noqa: F401  (the a
 from torchship.edge.runtime import bound as _binders  # noqa: F401  (register the ops and their binders)
 from torchship.edge.runtime import bound_conv as _conv_binders  # noqa: F401
 from torchship.edge.runtime import mbconv as _mbconv  # noqa: F401  (the fused_mbconv op)
+from torchship.edge.runtime import scan as _scan  # noqa: F401  (the cumsum op)
 from torchship.edge.runtime.dims import DTYPES, ProgramError, check_dim, evaluate_shape, nbytes
 from torchship.edge.runtime.registry import OPS, has_symbolic_attrs, resolve_attrs, validate_attrs
 from torchship.weights.format import Header, SafetensorError, parse_header

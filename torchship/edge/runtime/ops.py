@@ -174,12 +174,9 @@ def _unary_infer(allowed: tuple[str, ...]) -> Any:
 
 
 _UNARY_FLOAT = {
-    "exp": np.exp,
-    "log": np.log,
-    "sqrt": np.sqrt,
-    "tanh": np.tanh,
-    "sin": np.sin,
-    "cos": np.cos,
+    "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh, "sin": np.sin, "cos": np.cos,
+    "log1p": np.log1p, "expm1": np.expm1, "log2": np.log2, "floor": np.floor, "ceil": np.ceil,
+    "trunc": np.trunc, "round": np.rint,  # round: half to even, like torch.round
 }
 for _name, _uf in _UNARY_FLOAT.items():
     register(_name, 1, _unary_infer(FLOATS))(
@@ -190,6 +187,9 @@ register("neg", 1, _unary_infer(("F32", "F64", "I64", "I32", "I8")))(
 )
 register("abs", 1, _unary_infer(("F32", "F64", "I64", "I32", "I8")))(
     lambda ins, outs, a: np.abs(ins[0], out=outs[0])
+)
+register("sign", 1, _unary_infer(("F32", "F64", "I64", "I32", "I8")))(
+    lambda ins, outs, a: np.sign(ins[0], out=outs[0])
 )
 register("logical_not", 1, _unary_infer(("BOOL",)))(
     lambda ins, outs, a: np.logical_not(ins[0], out=outs[0])

@@ -1,0 +1,30 @@
+"""Core op ``cumsum``: the running sum along one axis (numpy kernel).
+
+Example:
+    >>> import numpy as np
+    >>> out = np.empty(3, np.float32)
+    >>> OPS["cumsum"].kernel([np.array([1, 2, 3], np.float32)], [out], {"axis": 0})
+    >>> out.tolist()
+    [1.0, 3.0, 6.0]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from torchship.edge.runtime.ops import _axis, _same_dtype
+from torchship.edge.runtime.registry import OPS, Shape, register, required
+
+__all__ = ["OPS"]
+
+
+def _cumsum_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
+    _axis(a["axis"], len(shapes[0]))
+    return [(shapes[0], _same_dtype(dtypes, ("F32", "F64", "I64")))]
+
+
+@register("cumsum", 1, _cumsum_infer, {"axis": ("int", required())})
+def _cumsum(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
+    np.cumsum(ins[0], axis=a["axis"], out=outs[0])
