@@ -68,6 +68,7 @@ LAYOUT = {
     "upsample_bilinear_corners": (
         lambda x: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True), X4),
     "pixel_shuffle": (lambda x: F.pixel_shuffle(x, 2), X4),
+    "pixel_unshuffle": (lambda x: F.pixel_unshuffle(x, 2), X4),
 }
 
 
