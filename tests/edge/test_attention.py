@@ -234,6 +234,16 @@ def test_not_fused_when_probabilities_are_an_output() -> None:
         assert rel_err(g.astype(np.float64), r) <= 1e-5
 
 
+def test_int8_program_fuses_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weight-only int8 leaves the (weightless) attention core float32: fused there as well."""
+    model, (ids, mask) = tiny_transformer()
+    fused = export(model, (ids, mask), quantize="int8")
+    plain = _unfused(model, (ids, mask), monkeypatch, quantize="int8")
+    assert _ops(fused)["attention"] == 2 and "attention" not in _ops(plain)
+    got_f, got_p = (loads(p.to_bytes()).run(ids.numpy(), mask.numpy()) for p in (fused, plain))
+    assert rel_err(got_f, got_p) <= 1e-5
+
+
 def test_float64_program_keeps_the_unfused_core() -> None:
     torch.manual_seed(3)
     model, x = MHA(16, 2, True, True).double().eval(), torch.randn(1, 4, 16, dtype=torch.float64)
