@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     rows: dict[str, dict[str, Any]] = {}
     runners: dict[str, dict[str, Any]] = {}
+    load_at_start = os.getloadavg()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("export (torchship, torch.export for ExecuTorch)", total=len(args.models))
         for name in args.models:
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[name][impl]["min_ms"] = float(np.min(ts)) * 1e3
         rows[name][impl]["runs"] = len(ts)
     _table(console, rows)
-    result = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
+    result = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "load_avg_at_start": load_at_start, "load_avg_at_end": os.getloadavg(),
                           "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                           "threads": args.threads},
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds, "models": rows}
