@@ -3,11 +3,14 @@ scalar-only subgraphs), through export + numpy runtime against torch eager in fl
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from tests.edge.test_ops import check
+from torchship.edge import export
 
 
 def test_scalar_subgraph_stays_zero_dimensional() -> None:
@@ -101,3 +104,61 @@ def test_cumsum_float_int_bool() -> None:
     check(lambda x: torch.cumsum(x, 1), [torch.randint(-9, 9, (4, 6), dtype=torch.int32)])
     check(lambda x: (x > 0).cumsum(1), [X2])
     check(lambda x: torch.arange(x.shape[1]).cumsum(0) + x.long().cumsum(1), [X2])
+
+
+def _module(mod: torch.nn.Module, x: torch.Tensor) -> None:
+    mod = mod.eval()
+    with torch.no_grad():
+        want = mod.double()(x.double()).numpy()
+        prog = export(mod.float(), (x,))
+    got = prog.run(x.numpy())
+    assert float(np.abs(got - want).max() / np.abs(want).max()) <= 2e-6
+
+
+@pytest.mark.parametrize("kw", [
+    {"stride": 2, "padding": 1, "output_padding": 1},
+    {"stride": 3, "padding": 0},
+    {"stride": 1, "padding": 2, "dilation": 2},
+    {"stride": 2, "padding": 1, "groups": 2, "bias": False},
+    {"stride": (2, 1), "padding": (0, 1), "output_padding": (1, 0)},
+])
+def test_conv_transpose2d(kw: dict) -> None:
+    torch.manual_seed(1)
+    _module(nn.ConvTranspose2d(4, 6, 3, **kw), torch.randn(2, 4, 5, 7))
+
+
+def test_conv_transpose1d() -> None:
+    torch.manual_seed(2)
+    _module(nn.ConvTranspose1d(4, 3, 4, stride=2, padding=1), torch.randn(1, 4, 9))
+
+
+@pytest.mark.parametrize("mod", [nn.GroupNorm(2, 6), nn.GroupNorm(3, 6, affine=False),
+                                 nn.InstanceNorm2d(6, affine=True), nn.InstanceNorm1d(6)],
+                         ids=["group", "group_plain", "instance2d", "instance1d"])
+def test_group_and_instance_norm(mod: nn.Module) -> None:
+    torch.manual_seed(3)
+    if getattr(mod, "affine", False):
+        with torch.no_grad():
+            mod.weight.uniform_(0.5, 2.0)
+            mod.bias.uniform_(-1, 1)
+    x = torch.randn(2, 6, 5, 4) * 3 + 1 if not isinstance(mod, nn.InstanceNorm1d) else torch.randn(2, 6, 9)
+    _module(mod, x)
+
+
+SMALL = {
+    "argmin": (lambda x: x.argmin(-1), X2),
+    "clamp_tensor_bounds": (lambda x: torch.clamp(x, min=x.mean(), max=x.amax(0) / 2), X2),
+    "any_all": (lambda x: (x > 0).any(-1).float() + (x > -3).all().float(), X2),
+    "floor_divide": (lambda x: torch.div(x, 0.3, rounding_mode="floor") + torch.div(x, 0.7, rounding_mode="trunc"), X2),
+    "int_floor_divide": (lambda x: torch.div(x, 3, rounding_mode="floor"), torch.randint(-20, 20, (4, 5))),
+    "remainder_fmod": (lambda x: torch.remainder(x, 0.7) + torch.fmod(x, 0.7) + x % 1.5, X2),
+    "trig": (lambda x: torch.atan(x) + torch.asin(x.clamp(-1, 1)) + torch.acos(x.clamp(-0.9, 0.9))
+             + torch.tan(x * 0.3) + torch.sinh(x * 0.2) + torch.cosh(x * 0.2), X2),
+    "cumprod": (lambda x: (x * 0.1 + 1).cumprod(-1), X2),
+}
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_small_compositions(name: str) -> None:
+    fn, x = SMALL[name]
+    check(fn, [x])

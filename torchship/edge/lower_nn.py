@@ -260,22 +260,19 @@ def _roll(lw: Lowering, node: Node) -> int:
     return _bind(lw, x)
 
 
-@handles(aten.constant_pad_nd.default)
-def _constant_pad(lw: Lowering, node: Node) -> int:
-    """F.pad(mode="constant"): pairs (before, after) from the last axis backwards; a
-    negative amount crops."""
-    x = lw.val(node.args[0])
-    pad = [int(p) for p in node.args[1]]
-    value = float(_arg(node, 2, "value", 0.0))
+def pad_value(lw: Lowering, x: int, pads: dict[int, tuple[int, int]], value: float) -> int:
+    """``x`` with ``pads[axis] = (before, after)`` elements of ``value`` added on each axis (a
+    negative amount crops), as ``slice`` / ``full`` + ``concat``.
+
+    Example:
+        >>> pad_value(lw, x, {3: (1, 1)}, 0.0)  # doctest: +SKIP
+    """
     dt = lw.g.values[x].dtype
-    rank = len(lw.shape_of(x))
-    for k in range(len(pad) // 2):
-        axis = rank - 1 - k
-        before, after = pad[2 * k], pad[2 * k + 1]
+    for axis, (before, after) in pads.items():
         n = lw.shape_of(x)[axis]
-        if (before < 0 or after < 0) and not isinstance(n, int):
-            raise lw.fail("cropping (negative padding) of a dynamic dimension is not supported")
         if before < 0 or after < 0:
+            if not isinstance(n, int):
+                raise lw.fail("cropping (negative padding) of a dynamic dimension is not supported")
             x = _slice(lw, x, axis, max(-before, 0), n - max(-after, 0))
         parts = [x]
         for amount, first in ((before, True), (after, False)):
@@ -284,15 +281,100 @@ def _constant_pad(lw: Lowering, node: Node) -> int:
                 shape[axis] = amount
                 fill = lw.g.emit("full", [], dt, shape, {"shape": shape, "value": value, "dtype": dt},
                                  lw.source)
-                parts.insert(0, fill) if first else parts.append(fill)
+                parts.insert(0 if first else len(parts), fill)
         if len(parts) > 1:
             x = _concat(lw, parts, axis)
+    return x
+
+
+@handles(aten.constant_pad_nd.default)
+def _constant_pad(lw: Lowering, node: Node) -> int:
+    """F.pad(mode="constant"): pairs (before, after) from the last axis backwards."""
+    x = lw.val(node.args[0])
+    pad = [int(p) for p in node.args[1]]
+    rank = len(lw.shape_of(x))
+    pads = {rank - 1 - k: (pad[2 * k], pad[2 * k + 1]) for k in range(len(pad) // 2)}
+    return _bind(lw, pad_value(lw, x, pads, float(_arg(node, 2, "value", 0.0))))
+
+
+@handles(aten.cumsum.default, aten.cumprod.default)
+def _cumsum(lw: Lowering, node: Node) -> int:
+    """Running sum / product in torch's result dtype (integers and bool accumulate in int64)."""
+    dt = _out_dtype(lw, node)
+    x = lw.tensor(node.args[0], dt)
+    op = "cumprod" if node.target is aten.cumprod.default else "cumsum"
+    return lw.emit(op, [x], {"axis": int(node.args[1]) % max(len(lw.shape_of(x)), 1)})
+
+
+# ----------------------------------------------------------------------------- small compositions
+
+
+@handles(aten.argmin.default)
+def _argmin(lw: Lowering, node: Node) -> int:
+    """The first minimum is the first maximum of ``-x``."""
+    if len(node.args) < 2 or node.args[1] is None:
+        raise lw.fail("argmin without dim is not supported; flatten first")
+    x = lw.val(node.args[0])
+    neg = lw.g.emit("neg", [x], lw.g.values[x].dtype, lw.shape_of(x), {}, lw.source)
+    keep = bool(_arg(node, 2, "keepdim", False))
+    return lw.emit("argmax", [neg], {"axis": int(node.args[1]), "keepdim": keep})
+
+
+@handles(aten.clamp.Tensor, aten.clamp_min.Tensor, aten.clamp_max.Tensor)
+def _clamp_tensor(lw: Lowering, node: Node) -> int:
+    """Tensor bounds: ``minimum(maximum(x, lo), hi)``."""
+    dt = _out_dtype(lw, node)
+    e = _Emit(lw, dt)
+    x = lw.tensor(node.args[0], dt)
+    if node.target is aten.clamp_min.Tensor:
+        lo, hi = node.args[1], None
+    elif node.target is aten.clamp_max.Tensor:
+        lo, hi = None, node.args[1]
+    else:
+        lo, hi = _arg(node, 1, "min", None), _arg(node, 2, "max", None)
+    if lo is not None:
+        x = e("maximum", [x, lw.tensor(lo, dt)])
+    if hi is not None:
+        x = e("minimum", [x, lw.tensor(hi, dt)])
     return _bind(lw, x)
 
 
-@handles(aten.cumsum.default)
-def _cumsum(lw: Lowering, node: Node) -> int:
-    """Running sum in torch's result dtype (integers and bool accumulate in int64)."""
+@handles(aten.any.dim, aten.any.dims, aten.any.default, aten.all.dim, aten.all.dims, aten.all.default)
+def _any_all(lw: Lowering, node: Node) -> int:
+    """``any``/``all`` as ``amax``/``amin`` of the values as 0/1 integers, then ``!= 0``."""
+    x = lw.val(node.args[0])
+    xs = lw.shape_of(x)
+    e = _Emit(lw, "I32")
+    ints = e("cast", [lw.tensor(node.args[0], "BOOL")], xs, {"dtype": "I32"})
+    dims = _arg(node, 1, "dim", None)
+    axes = [] if dims is None else [int(d) % max(len(xs), 1) for d in (
+        [dims] if isinstance(dims, int) else dims)]
+    shape = [1 if (not axes or k in axes) else d for k, d in enumerate(xs)]
+    op = "amax" if "any" in str(node.target) else "amin"
+    red = e(op, [ints], shape, {"axes": axes, "keepdim": True})
+    # keepdim needs nothing here: the result is viewed as the node's own output shape
+    return _bind(lw, e("ne", [red, e.c(0)], shape, dtype="BOOL"))
+
+
+@handles(aten.div.Tensor_mode, aten.div.Scalar_mode, aten.remainder.Tensor, aten.remainder.Scalar,
+         aten.floor_divide.default, aten.fmod.Tensor, aten.fmod.Scalar)
+def _div_mode(lw: Lowering, node: Node) -> int:
+    """``floor``/``trunc`` division and ``remainder`` (sign of the divisor, Python's ``%``) /
+    ``fmod`` (sign of the dividend). Integers go through float64, exact below 2**53."""
     dt = _out_dtype(lw, node)
-    x = lw.tensor(node.args[0], dt)
-    return lw.emit("cumsum", [x], {"axis": int(node.args[1]) % max(len(lw.shape_of(x)), 1)})
+    work = dt if dt in ("F32", "F64") else "F64"
+    e = _Emit(lw, work)
+    a, b = lw.tensor(node.args[0], work), lw.tensor(node.args[1], work)
+    q = e("div", [a, b])
+    name = str(node.target)
+    if "remainder" in name or "fmod" in name:
+        whole = e("floor" if "remainder" in name else "trunc", [q])
+        out = e("sub", [a, e("mul", [whole, b])])
+    else:
+        mode = node.kwargs.get("rounding_mode", "floor" if "floor_divide" in name else None)
+        if mode not in ("floor", "trunc"):
+            raise lw.fail(f"div with rounding_mode={mode!r} is not supported")
+        out = e(mode, [q])
+    if work != dt:
+        out = e("cast", [out], lw.shape_of(out), {"dtype": dt}, dtype=dt)
+    return _bind(lw, out)

@@ -123,7 +123,9 @@ _UNARY = {
     aten.logical_not.default: "logical_not", aten.bitwise_not.default: "logical_not",
     aten.log1p.default: "log1p", aten.expm1.default: "expm1", aten.log2.default: "log2",
     aten.floor.default: "floor", aten.ceil.default: "ceil", aten.round.default: "round",
-    aten.trunc.default: "trunc", aten.sign.default: "sign",
+    aten.trunc.default: "trunc", aten.sign.default: "sign", aten.tan.default: "tan",
+    aten.atan.default: "atan", aten.asin.default: "asin", aten.acos.default: "acos",
+    aten.sinh.default: "sinh", aten.cosh.default: "cosh",
 }
 
 
@@ -222,7 +224,9 @@ def _addmm(lw: Lowering, node: Node) -> int:
 def _conv(lw: Lowering, node: Node) -> int:
     x, w, b, stride, padding, dilation, transposed, _, groups = node.args
     if transposed:
-        raise lw.fail("transposed convolution is not supported yet")
+        from torchship.edge.lower_conv import conv_transpose  # (it imports this module)
+
+        return conv_transpose(lw, node)
     xs = lw.val(x)
     ws = lw.val(w)
     ins = [xs, ws] + ([lw.val(b)] if b is not None else [])

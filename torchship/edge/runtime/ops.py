@@ -177,6 +177,8 @@ _UNARY_FLOAT = {
     "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh, "sin": np.sin, "cos": np.cos,
     "log1p": np.log1p, "expm1": np.expm1, "log2": np.log2, "floor": np.floor, "ceil": np.ceil,
     "trunc": np.trunc, "round": np.rint,  # round: half to even, like torch.round
+    "tan": np.tan, "atan": np.arctan, "asin": np.arcsin, "acos": np.arccos, "sinh": np.sinh,
+    "cosh": np.cosh,
 }
 for _name, _uf in _UNARY_FLOAT.items():
     register(_name, 1, _unary_infer(FLOATS))(

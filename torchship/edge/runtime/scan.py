@@ -1,4 +1,4 @@
-"""Core op ``cumsum``: the running sum along one axis (numpy kernel).
+"""Core ops ``cumsum`` and ``cumprod``: the running sum / product along one axis (numpy).
 
 Example:
     >>> import numpy as np
@@ -28,3 +28,8 @@ def _cumsum_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> 
 @register("cumsum", 1, _cumsum_infer, {"axis": ("int", required())})
 def _cumsum(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
     np.cumsum(ins[0], axis=a["axis"], out=outs[0])
+
+
+@register("cumprod", 1, _cumsum_infer, {"axis": ("int", required())})
+def _cumprod(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
+    np.cumprod(ins[0], axis=a["axis"], out=outs[0])

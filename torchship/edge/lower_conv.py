@@ -1,0 +1,153 @@
+"""ATen -> core op handlers, part 4: group and instance normalisation and transposed
+convolution, composed from core ops (no op of their own in the program format).
+
+A transposed convolution is the ordinary convolution of the input with ``stride - 1`` zeros
+inserted between its elements, padded by ``dilation * (kernel - 1) - padding`` (plus
+``output_padding`` at the end), with the weight flipped and its in/out channels swapped per
+group; the weight must be a constant at export, where it is rearranged once.
+
+Example:
+    >>> from torchship.edge.lower import HANDLERS
+    >>> import torchship.edge.lower_conv  # registers
+    >>> torch.ops.aten.native_group_norm.default in HANDLERS
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from torchship.edge.lower import Lowering, handles
+from torchship.edge.lower_nn import _Emit, pad_value
+from torchship.edge.lower_ops import _first_output_only
+
+aten = torch.ops.aten
+Node = torch.fx.Node
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def _normalize(e: _Emit, x: int, axes: list[int], eps: float) -> int:
+    """``(x - mean) / sqrt(var + eps)`` with biased statistics over ``axes``."""
+    shape = [1 if k in axes else d for k, d in enumerate(e.lw.shape_of(x))]
+    dev = e("sub", [x, e("mean", [x], shape, {"axes": axes, "keepdim": True})])
+    var = e("mean", [e("mul", [dev, dev])], shape, {"axes": axes, "keepdim": True})
+    return e("mul", [dev, e("rsqrt", [e("add", [var, e.c(eps)])])])
+
+
+def _affine(lw: Lowering, e: _Emit, y: int, weight: Any, bias: Any) -> int:
+    """``y * weight + bias`` with per-channel (axis 1) parameters, either may be None."""
+    rank = len(lw.shape_of(y))
+    for param, op in ((weight, "mul"), (bias, "add")):
+        if param is None:
+            continue
+        p = lw.val(param)
+        c = lw.shape_of(p)[0]
+        shaped = [c] + [1] * (rank - 2)
+        p = e("reshape", [p], shaped, {"shape": shaped})
+        y = e(op, [y, p])
+    return y
+
+
+@handles(aten.native_group_norm.default)
+def _group_norm(lw: Lowering, node: Node) -> list[Any]:
+    x, weight, bias, _, _, _, groups, eps = node.args
+    xv = lw.val(x)
+    e = _Emit(lw, lw.g.values[xv].dtype)
+    xs = lw.shape_of(xv)
+    grouped = [xs[0], int(groups), -1]
+    if not all(isinstance(d, int) for d in xs[1:]):
+        raise lw.fail("group_norm needs static channel and spatial sizes")
+    grouped[2] = int(np.prod(xs[1:])) // int(groups)
+    y = e("reshape", [xv], grouped, {"shape": grouped})
+    y = _normalize(e, y, [2], float(eps))
+    y = e("reshape", [y], xs, {"shape": xs})
+    y = _affine(lw, e, y, weight, bias)
+    return _first_output_only(lw, node, [y, None, None], "group_norm saved mean/rstd outputs")
+
+
+@handles(aten._native_batch_norm_legit.no_stats, aten._native_batch_norm_legit_functional.default)
+def _batch_norm_batch_stats(lw: Lowering, node: Node) -> list[Any]:
+    """Batch norm with the batch's own statistics (``instance_norm``, or a model exported in
+    training mode without running statistics): biased mean/var over every axis but 1."""
+    x, weight, bias = node.args[:3]
+    eps = float(node.args[-1])
+    xv = lw.val(x)
+    e = _Emit(lw, lw.g.values[xv].dtype)
+    axes = [k for k in range(len(lw.shape_of(xv))) if k != 1]
+    y = _affine(lw, e, _normalize(e, xv, axes, eps), weight, bias)
+    return _first_output_only(lw, node, [y, None, None], "batch_norm batch statistics outputs")
+
+
+# ----------------------------------------------------------------------------- transposed conv
+
+
+def _zero_insert(lw: Lowering, e: _Emit, x: int, strides: list[int]) -> int:
+    """``stride - 1`` zeros between the elements of the spatial axes (2 and 3) of ``x``."""
+    for k, s in enumerate(strides):
+        if s == 1:
+            continue
+        axis = 2 + k
+        xs = list(lw.shape_of(x))
+        n = xs[axis]
+        split = xs[: axis + 1] + [1] + xs[axis + 1:]
+        y = e("reshape", [x], split, {"shape": split})
+        zshape = list(split)
+        zshape[axis + 1] = s - 1
+        zeros = e("full", [], zshape, {"shape": zshape, "value": 0.0, "dtype": e.dt})
+        joined = list(split)
+        joined[axis + 1] = s
+        y = e("concat", [y, zeros], joined, {"axis": axis + 1})
+        flat = xs[:axis] + [n * s] + xs[axis + 1:]
+        y = e("reshape", [y], flat, {"shape": flat})
+        kept = xs[:axis] + [(n - 1) * s + 1] + xs[axis + 1:]
+        x = e("slice", [y], kept, {"axis": axis, "start": 0, "end": (n - 1) * s + 1, "step": 1})
+    return x
+
+
+def conv_transpose(lw: Lowering, node: Node) -> int:
+    """Lower ``aten.convolution`` with ``transposed=True`` (1-D and 2-D).
+
+    Example:
+        >>> conv_transpose(lw, node)  # doctest: +SKIP
+    """
+    x, w, b, stride, padding, dilation, _, output_padding, groups = node.args
+    nd = len(stride)
+    if nd not in (1, 2):
+        raise lw.fail(f"{nd}-D transposed convolution is not supported (1-D and 2-D are)")
+    wv = lw.val(w)
+    weight = lw.g.values[wv].const
+    if weight is None:
+        raise lw.fail("transposed convolution needs a constant weight (a parameter of the model)")
+    xv = lw.val(x)
+    dt, out = lw.out()
+    e = _Emit(lw, dt)
+    if nd == 1:  # as 2-D with a height of 1
+        xs = lw.shape_of(xv)
+        xv = e("reshape", [xv], [xs[0], xs[1], 1, xs[2]], {"shape": [xs[0], xs[1], 1, xs[2]]})
+        weight = weight[:, :, None, :]
+        stride, dilation = [1, *stride], [1, *dilation]
+        padding, output_padding = [0, *padding], [0, *output_padding]
+    g = int(groups)
+    cin, cout_g = weight.shape[:2]
+    kh, kw = weight.shape[2:]
+    # [Cin, Cout/g, kh, kw] -> [Cout, Cin/g, kh, kw], spatially flipped
+    w2 = weight.reshape(g, cin // g, cout_g, kh, kw).transpose(0, 2, 1, 3, 4)
+    w2 = np.ascontiguousarray(w2.reshape(g * cout_g, cin // g, kh, kw)[:, :, ::-1, ::-1])
+    wc = lw.g.add_const(f"{node.name}.weight_flipped", w2)
+    y = _zero_insert(lw, e, xv, [int(s) for s in stride])
+    pads = []
+    for k, kk in enumerate((kh, kw)):
+        edge = int(dilation[k]) * (kk - 1) - int(padding[k])
+        pads.append((edge, edge + int(output_padding[k])))
+    y = pad_value(lw, y, {2 + k: p for k, p in enumerate(pads)}, 0.0)
+    ys = lw.shape_of(y)
+    oshape = [ys[0], g * cout_g] + [ys[2 + k] - int(dilation[k]) * (kk - 1) for k, kk in enumerate((kh, kw))]
+    ins = [y, wc] + ([lw.val(b)] if b is not None else [])
+    attrs = {"stride": [1, 1], "padding": [0, 0], "dilation": [int(d) for d in dilation], "groups": g}
+    y = e("conv2d", ins, oshape, attrs)
+    return y if lw.shape_of(y) == out else lw.emit("reshape", [y], {"shape": out})
