@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.edge.test_ops import check
+from tests.edge.test_ops import Fn, check
 from torchship.edge import export
 
 
@@ -162,3 +162,25 @@ SMALL = {
 def test_small_compositions(name: str) -> None:
     fn, x = SMALL[name]
     check(fn, [x])
+
+
+SORTS = {
+    "sort": lambda x: x.sort(-1).values + x.sort(0, descending=True).indices.float(),
+    "sort_stable": lambda x: torch.sort(x, dim=1, stable=True, descending=True).values,
+    "argsort": lambda x: x.argsort(-1).float() + torch.argsort(x, 0, descending=True).float(),
+    "topk": lambda x: x.topk(3).values.sum(-1) + x.topk(2, dim=0, largest=False).values.sum(),
+    "topk_indices": lambda x: x.topk(4, -1).indices.float(),
+}
+
+
+@pytest.mark.parametrize("name", list(SORTS))
+def test_sort_argsort_topk(name: str) -> None:
+    check(SORTS[name], [torch.randn(5, 8)])  # distinct values: torch's order is unique
+
+
+def test_descending_argsort_is_stable_with_ties() -> None:
+    x = torch.tensor([[3.0, 1.0, 3.0, 2.0, 1.0, 3.0]])
+    prog = export(Fn(lambda t: torch.argsort(t, dim=-1, descending=True, stable=True)), (x,))
+    assert prog.run(x.numpy()).tolist() == [[0, 2, 5, 3, 1, 4]]
+    prog = export(Fn(lambda t: torch.sort(t, dim=-1, stable=True).indices), (x,))
+    assert prog.run(x.numpy()).tolist() == [[1, 4, 3, 0, 2, 5]]

@@ -378,3 +378,34 @@ def _div_mode(lw: Lowering, node: Node) -> int:
     if work != dt:
         out = e("cast", [out], lw.shape_of(out), {"dtype": dt}, dtype=dt)
     return _bind(lw, out)
+
+
+@handles(aten.sort.default, aten.sort.stable, aten.topk.default, aten.argsort.default,
+         aten.argsort.stable)
+def _sort(lw: Lowering, node: Node) -> Any:
+    """sort / argsort / topk as a stable ``argsort`` (the first ``k`` for topk) and a
+    ``gather`` of the values."""
+    x = lw.val(node.args[0])
+    xs = lw.shape_of(x)
+    dt = lw.g.values[x].dtype
+    name = str(node.target)
+    k = None
+    if "topk" in name:
+        k, dim, descending = int(node.args[1]), _arg(node, 2, "dim", -1), _arg(node, 3, "largest", True)
+    elif name.endswith("stable"):  # sort.stable / argsort.stable: keyword-only dim, descending
+        dim, descending = node.kwargs.get("dim", -1), node.kwargs.get("descending", False)
+    else:
+        dim, descending = _arg(node, 1, "dim", -1), _arg(node, 2, "descending", False)
+    descending = bool(descending)
+    dim = int(dim)
+    axis = dim % max(len(xs), 1)
+    idx = lw.g.emit("argsort", [x], "I64", xs, {"axis": axis, "descending": descending}, lw.source)
+    if k is not None:
+        shape = list(xs)
+        shape[axis] = k
+        idx = lw.g.emit("slice", [idx], "I64", shape, {"axis": axis, "start": 0, "end": k, "step": 1},
+                        lw.source)
+    if "argsort" in name:
+        return idx
+    vals = lw.g.emit("gather", [x, idx], dt, lw.shape_of(idx), {"axis": axis}, lw.source)
+    return [vals, idx]
