@@ -22,6 +22,21 @@ from examples.kernels._common import FLOAT_DTYPES, check_key, generator, nbytes,
 LOG2E = math.log2(math.e)
 
 
+def _online_softmax_step(
+    scores: torch.Tensor, row_max: torch.Tensor, denom: torch.Tensor, acc: torch.Tensor,
+    vf: torch.Tensor, bh: int, tn: ts.Tile,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One key block of the online softmax (base 2): rescale the running normaliser and output
+    by ``2^(old max - new max)`` and add this block's share (values ``vf[bh, tn, :]``). Called
+    from device code, where it is inlined (both key loops of :func:`attention` use it)."""
+    new_max = torch.maximum(row_max, scores.amax(dim=1, keepdim=True))
+    p = torch.exp2(scores - new_max)
+    alpha = torch.exp2(row_max - new_max)
+    denom = denom * alpha + p.sum(dim=1, keepdim=True)
+    acc = ts.dot(p.to(vf.dtype), vf[bh, tn, :], acc=acc * alpha)
+    return new_max, denom, acc
+
+
 @ts.kernel
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False
@@ -48,25 +63,13 @@ def attention(
         kv_open = min(tm.begin, seq_k) if causal else seq_k
         for tn in ts.tile(0, kv_open, block_size=bn):
             scores = ts.dot(qb, kt[bh, :, tn])  # fp32, already times log2(e)/sqrt(d)
-            new_max = torch.maximum(row_max, scores.amax(dim=1, keepdim=True))
-            p = torch.exp2(scores - new_max)
-            alpha = torch.exp2(row_max - new_max)
-            denom = denom * alpha + p.sum(dim=1, keepdim=True)
-            acc = ts.dot(p.to(v.dtype), vf[bh, tn, :], acc=acc * alpha)
-            row_max = new_max
+            row_max, denom, acc = _online_softmax_step(scores, row_max, denom, acc, vf, bh, tn)
         if causal:
-            # the same online-softmax step with the causal mask (a helper function would be
-            # inlined the same way; the language keeps kernels to one function body)
             for tn in ts.tile(kv_open, min(tm.end, seq_k), block_size=bn):
                 scores = ts.dot(qb, kt[bh, :, tn])
                 visible = tm.index[:, None] >= tn.index[None, :]
                 scores = torch.where(visible, scores, float("-inf"))
-                new_max = torch.maximum(row_max, scores.amax(dim=1, keepdim=True))
-                p = torch.exp2(scores - new_max)
-                alpha = torch.exp2(row_max - new_max)
-                denom = denom * alpha + p.sum(dim=1, keepdim=True)
-                acc = ts.dot(p.to(v.dtype), vf[bh, tn, :], acc=acc * alpha)
-                row_max = new_max
+                row_max, denom, acc = _online_softmax_step(scores, row_max, denom, acc, vf, bh, tn)
         out[bh, tm, :] = (acc / denom).to(q.dtype)
     return out.reshape(batch, heads, seq_q, head_dim)
 

@@ -13,8 +13,12 @@ import torchship as ts
 from torchship.kernels import KernelError, KernelLaunchError, KernelSyntaxError, KernelTypeError
 
 
-def helper(v: Any) -> Any:
-    return v * 2
+class Doubler:
+    def __call__(self, v: Any) -> Any:
+        return v * 2
+
+
+helper = Doubler()  # a callable object, not a plain def: device code cannot call it
 
 
 @ts.kernel

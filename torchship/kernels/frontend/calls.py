@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from torchship.kernels import language
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
+from torchship.kernels.frontend import inline
 from torchship.kernels.frontend.captures import TensorRef
 from torchship.kernels.frontend.host import is_missing
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
@@ -385,6 +386,8 @@ class CallHandler:
             name = FUNCTIONS.get(fobj)
         except TypeError:
             name = None
+        if name is None and inline.is_helper(fobj):
+            return inline.inline_call(self.b, fobj, args, kwargs, node)
         if name is None:
             return self._unknown_call(fobj, node, args)
         from torchship.kernels.frontend import funcs
@@ -416,8 +419,8 @@ class CallHandler:
                            "amin/max/argmax, matmul/addmm, ts.dot/zeros/full/atomic_add",
                            node=node)
         raise self.err(KernelSyntaxError, f"cannot call `{text}` in device code",
-                       hint="device code may call torch ops and ts.* functions only; inline "
-                       "helper functions", node=node)
+                       hint="device code may call torch ops, ts.* functions and plain `def` "
+                       "helpers (they are inlined); wrap the call in such a def", node=node)
 
     def tensor_method(self, ref: TensorRef, meth: str, args: list[Any], node: ast.AST) -> Any:
         if meth == "dim":

@@ -110,6 +110,7 @@ class DeviceBuilder:
         self.has_dot = False
         self.assigned_at: dict[str, ast.AST] = {}
         self.names_used: set[str] = set()
+        self.inline_depth = 0  # helper functions being inlined (frontend/inline.py)
         from torchship.kernels.frontend import calls
 
         self.calls = calls.CallHandler(self)
