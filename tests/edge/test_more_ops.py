@@ -155,6 +155,7 @@ SMALL = {
     "trig": (lambda x: torch.atan(x) + torch.asin(x.clamp(-1, 1)) + torch.acos(x.clamp(-0.9, 0.9))
              + torch.tan(x * 0.3) + torch.sinh(x * 0.2) + torch.cosh(x * 0.2), X2),
     "cumprod": (lambda x: (x * 0.1 + 1).cumprod(-1), X2),
+    "adaptive_max_pool": (lambda x: F.adaptive_max_pool2d(x, (2, 3)) + F.adaptive_max_pool2d(x, 1), X4),
 }
 
 

@@ -1,5 +1,6 @@
-"""ATen -> core op handlers, part 4: group and instance normalisation and transposed
-convolution, composed from core ops (no op of their own in the program format).
+"""ATen -> core op handlers, part 4: group and instance normalisation, transposed convolution
+and evenly divisible adaptive max pooling, composed from core ops (no op of their own in the
+program format).
 
 A transposed convolution is the ordinary convolution of the input with ``stride - 1`` zeros
 inserted between its elements, padded by ``dilation * (kernel - 1) - padding`` (plus
@@ -151,3 +152,23 @@ def conv_transpose(lw: Lowering, node: Node) -> int:
     attrs = {"stride": [1, 1], "padding": [0, 0], "dilation": [int(d) for d in dilation], "groups": g}
     y = e("conv2d", ins, oshape, attrs)
     return y if lw.shape_of(y) == out else lw.emit("reshape", [y], {"shape": out})
+
+
+@handles(aten.adaptive_max_pool2d.default)
+def _adaptive_max(lw: Lowering, node: Node) -> list[Any]:
+    """Adaptive max pooling whose output size divides the input size: a ``max_pool2d`` with
+    kernel = stride = input / output (the windows torch uses then)."""
+    x = lw.val(node.args[0])
+    xs = lw.shape_of(x)
+    if len(xs) != 4 or not all(isinstance(d, int) for d in xs[2:]):
+        raise lw.fail("adaptive_max_pool2d needs a 4-D NCHW input with static height and width")
+    size = [xs[2 + i] if v is None else int(v) for i, v in enumerate(node.args[1])]
+    if any(xs[2 + i] % size[i] for i in range(2)):
+        raise lw.fail(f"adaptive_max_pool2d from {xs[2:]} to {size} has uneven windows; only "
+                      "output sizes that divide the input are supported")
+    k = [xs[2 + i] // size[i] for i in range(2)]
+    shape = [xs[0], xs[1], *size]
+    y = lw.g.emit("max_pool2d", [x], lw.g.values[x].dtype, shape,
+                  {"kernel": k, "stride": k, "padding": [0, 0], "dilation": [1, 1],
+                   "ceil_mode": False}, lw.source)
+    return _first_output_only(lw, node, [y, None], "adaptive_max_pool2d indices")
