@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ from torch import nn
 from torch.export import Dim
 
 from examples.models.zoo import tiny_transformer  # noqa: I001
-from tests.edge._util import rel_err
+from tests.edge._util import build_program, rel_err, split_program
 from torchship.edge import export
 from torchship.edge.program import Program
 from torchship.edge.runtime import loads
@@ -250,16 +248,8 @@ def test_float64_program_keeps_the_unfused_core() -> None:
     assert "attention" not in _ops(export(model, (x, x)))
 
 
-def _split(data: bytes) -> tuple[dict, bytes]:
-    off, _, _, n = struct.unpack_from("<QIIQ", data, 8)
-    return json.loads(data[32 : 32 + n]), data[off:]
 
 
-def _build(header: dict, weights: bytes) -> bytes:
-    """Independent writer following docs/edge-format.md."""
-    head = json.dumps(header).encode()
-    off = -(-(32 + len(head)) // 64) * 64
-    return b"TSHPPROG" + struct.pack("<QIIQ", off, 1, 0, len(head)) + head + bytes(off - 32 - len(head)) + weights
 
 
 @pytest.fixture(scope="module")
@@ -270,10 +260,10 @@ def fused_bytes() -> bytes:
 
 
 def _tampered(data: bytes, fn) -> bytes:
-    header, weights = _split(data)
+    header, weights = split_program(data)
     (ins,) = [i for i in header["methods"]["forward"]["instructions"] if i["op"] == "attention"]
     fn(ins)
-    return _build(header, weights)
+    return build_program(header, weights)
 
 
 def test_independent_rebuild_runs(fused_bytes: bytes) -> None:

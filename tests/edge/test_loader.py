@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import struct
 
 import numpy as np
@@ -14,20 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from examples.models.zoo import small_cnn  # noqa: I001
+from tests.edge._util import build_program, split_program
 from torchship.edge import export
 from torchship.edge.runtime import ProgramError, loads
-
-
-def _split(data: bytes) -> tuple[dict, bytes]:
-    off, _, _, n = struct.unpack_from("<QIIQ", data, 8)
-    return json.loads(data[32 : 32 + n]), data[off:]
-
-
-def _build(header: dict, weights: bytes, *, magic: bytes = b"TSHPPROG", version: int = 1, flags: int = 0, align: int = 64) -> bytes:
-    """Independent writer following docs/edge-format.md."""
-    head = json.dumps(header).encode()
-    off = -(-(32 + len(head)) // align) * align
-    return magic + struct.pack("<QIIQ", off, version, flags, len(head)) + head + bytes(off - 32 - len(head)) + weights
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +28,8 @@ def good() -> tuple[bytes, np.ndarray, np.ndarray]:
 
 def test_independent_rebuild_runs(good) -> None:
     data, x, ref = good
-    header, weights = _split(data)
-    out = loads(_build(header, weights, align=4096)).run(x)
+    header, weights = split_program(data)
+    out = loads(build_program(header, weights, align=4096)).run(x)
     assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
@@ -49,17 +37,17 @@ def test_weights_section_is_plain_safetensors(good) -> None:
     from safetensors.numpy import load as st_load
 
     data, _, _ = good
-    _, weights = _split(data)
+    _, weights = split_program(data)
     tensors = st_load(weights)  # the reference safetensors library reads it
     assert len(tensors) > 5 and all(t.dtype == np.float32 for t in tensors.values())
 
 
 def _mutate(good, fn) -> bytes:
     data, _, _ = good
-    header, weights = _split(data)
+    header, weights = split_program(data)
     h = copy.deepcopy(header)
     fn(h["methods"]["forward"])
-    return _build(h, weights)
+    return build_program(h, weights)
 
 
 CASES = {
@@ -104,13 +92,13 @@ def test_malformed_header_is_rejected(good, case: str) -> None:
 
 def test_preamble_errors(good) -> None:
     data, _, _ = good
-    header, weights = _split(data)
+    header, weights = split_program(data)
     with pytest.raises(ProgramError, match="bad magic"):
-        loads(_build(header, weights, magic=b"TSHPPROX"))
+        loads(build_program(header, weights, magic=b"TSHPPROX"))
     with pytest.raises(ProgramError, match="version 2"):
-        loads(_build(header, weights, version=2))
+        loads(build_program(header, weights, version=2))
     with pytest.raises(ProgramError, match="flags"):
-        loads(_build(header, weights, flags=1))
+        loads(build_program(header, weights, flags=1))
     with pytest.raises(ProgramError, match="shorter than"):
         loads(data[:20])
     with pytest.raises(ProgramError, match="weights section"):
