@@ -77,3 +77,55 @@ def test_float_scalar_argument_meets_half_tensors(dtype: torch.dtype, compiled_m
     x = torch.randn(50, 70).to(dtype)
     want = torch.where(x > 0, x, x * 0.2)
     close(leaky(x, 0.2), want, atol=1e-2 if dtype != torch.float32 else 1e-6, rtol=1e-2)
+
+
+@ts.kernel
+def floor_ops(x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+    out = torch.empty([4, x.size(0), x.size(1)], dtype=x.dtype, device=x.device)
+    for tm, tn in ts.tile(x.size()):
+        a, b = x[tm, tn], y[tm, tn]
+        out[0, tm, tn] = a // b
+        out[1, tm, tn] = a % b
+        out[2, tm, tn] = a // n + a % n
+        out[3, tm, tn] = tn.index[None, :] // 3 - (tm.index[:, None] % 4)
+    return out
+
+
+def _floor_ref(x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+    cols = torch.arange(x.size(1))[None, :].expand_as(x)
+    rows = torch.arange(x.size(0))[:, None].expand_as(x)
+    return torch.stack([torch.floor_divide(x, y), torch.remainder(x, y),
+                        torch.floor_divide(x, n) + torch.remainder(x, n),
+                        (cols // 3 - rows % 4).to(x.dtype)])
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.float32])
+def test_floor_division_and_modulo_follow_torch(dtype: torch.dtype, compiled_mode: None,
+                                                 poison_empty: None) -> None:
+    """``//`` and ``%`` round toward -inf with the divisor's sign, for negatives too."""
+    seed()
+    if dtype.is_floating_point:
+        x, y = torch.randn(33, 50) * 20, torch.randn(33, 50) * 3 + 0.1
+    else:
+        x = torch.randint(-50, 50, (33, 50), dtype=dtype)
+        y = torch.randint(1, 7, (33, 50), dtype=dtype) * (1 - 2 * torch.randint(0, 2, (33, 50), dtype=dtype))
+    got = floor_ops(x, y, -3)
+    want = _floor_ref(x, y, -3)
+    if dtype.is_floating_point:
+        close(got, want.to(dtype), atol=1e-4, rtol=1e-5)
+    else:
+        assert got.dtype == dtype and torch.equal(got, want.to(dtype))
+
+
+@ts.kernel
+def column_sums(x: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros([x.size(1)], dtype=torch.float32, device=x.device)
+    for tm in ts.tile(x.size(0)):
+        ts.atomic_add(out, [slice(None)], x[tm, :].sum(dim=0))  # `:` written where a list needs it
+    return out
+
+
+def test_atomic_add_with_a_whole_dimension(compiled_mode: None) -> None:
+    seed()
+    x = torch.randn(70, 45)
+    close(column_sums(x), x.double().sum(0), atol=1e-4)

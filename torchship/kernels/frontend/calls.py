@@ -56,7 +56,7 @@ METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "sum", "mean", "ama
                                    "square", "type_as", "int", "long", "bool"]}
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",
-           ast.MatMult: "matmul"}
+           ast.MatMult: "matmul", ast.FloorDiv: "floordiv", ast.Mod: "mod"}
 _PYOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
           ast.Div: operator.truediv, ast.Pow: operator.pow, ast.FloorDiv: operator.floordiv,
           ast.Mod: operator.mod, ast.BitAnd: operator.and_, ast.BitOr: operator.or_,
@@ -403,6 +403,8 @@ class CallHandler:
         if isinstance(fobj, type) and fobj in (tuple, list) and all(
                 not isinstance(a, Value) for a in args):
             return tuple(*args)
+        if fobj is slice and all(not isinstance(a, Value) for a in args):
+            return slice(*args)  # an index written `slice(None)` where `:` cannot be (a list)
         if fobj is range or fobj is language.tile or fobj is language.grid:
             raise self.err(KernelSyntaxError, f"`{text}` can only be used as a for-loop iterable",
                            node=node)

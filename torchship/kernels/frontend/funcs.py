@@ -156,7 +156,8 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         if not isinstance(idx_ast, (ast.List, ast.Tuple)):
             raise h.err(KernelSyntaxError, "ts.atomic_add index must be a literal list, "
                         "e.g. [tm, 0]", node=node)
-        index = h.tensor_index(target, ast.Tuple(idx_ast.elts, ast.Load()), node)
+        elts = [_as_slice(e) for e in idx_ast.elts]  # `slice(None)` in a list means `:`
+        index = h.tensor_index(target, ast.Tuple(elts, ast.Load()), node)
         b.emit("atomic_add", [h.operand(value)], {"tensor": target, "index": index})
         return None
     raise h.err(KernelSyntaxError, f"`{name}` is not supported in device code", node=node)
@@ -245,6 +246,19 @@ def reduction(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: 
         idx = b.emit("reduce", [x], {"kind": "arg" + kind, "dim": dims[0], "keepdim": keep})
         return MaxResult(val, idx)
     return val
+
+
+def _as_slice(e: ast.expr) -> ast.expr:
+    """``slice(a, b)`` written as a call (a list cannot hold ``a:b``) as the ``Slice`` node."""
+    if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "slice" \
+            and not e.keywords and 1 <= len(e.args) <= 2:
+        lo, hi = (None, e.args[0]) if len(e.args) == 1 else e.args
+        return ast.Slice(None if _is_none(lo) else lo, None if _is_none(hi) else hi, None)
+    return e
+
+
+def _is_none(a: ast.expr | None) -> bool:
+    return a is None or (isinstance(a, ast.Constant) and a.value is None)
 
 
 def scan(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:

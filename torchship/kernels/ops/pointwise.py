@@ -58,6 +58,30 @@ for _name, _fmt in [("add", "{a} + {b}"), ("sub", "{a} - {b}"), ("mul", "{a} * {
                     ("maximum", "tl.maximum({a}, {b})"), ("minimum", "tl.minimum({a}, {b})")]:
     _binary(_name, _fmt)
 _binary("truediv", "{a} / {b}", "float")
+
+
+def _floor_quotient(cg: Any, node: Any, args: list[str]) -> tuple[str, str, str, torch.dtype]:
+    """(a, b, floor(a / b), dtype): integers divide in float64 (exact below 2**53), so the
+    rounding is torch's (toward -inf) in the interpreter and on the GPU alike."""
+    work = _compute_dtype(node.inputs, "same")
+    a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
+    if work.is_floating_point:
+        return a, b, f"tl.floor({a} / {b})", work
+    q = f"tl.floor(tl.cast({a}, tl.float64) / tl.cast({b}, tl.float64)).to({cg.tl(work)})"
+    return a, b, q, work
+
+
+def _floordiv(cg: Any, node: Any, args: list[str]) -> str:
+    return _floor_quotient(cg, node, args)[2]
+
+
+def _mod(cg: Any, node: Any, args: list[str]) -> str:
+    a, b, q, _ = _floor_quotient(cg, node, args)
+    return f"{a} - ({q}) * {b}"  # torch.remainder / Python %: the sign of the divisor
+
+
+register(OpDef("floordiv", _binary_infer("same"), _floordiv))
+register(OpDef("mod", _binary_infer("same"), _mod))
 for _name, _op in [("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="),
                    ("ne", "!=")]:
     _binary(_name, "{a} " + _op + " {b}", "bool")
