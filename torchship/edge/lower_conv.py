@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from torchship.edge.lower import Lowering, handles
-from torchship.edge.lower_nn import _Emit, pad_value
+from torchship.edge.lower_nn import Emit, pad_value
 from torchship.edge.lower_ops import _first_output_only
 
 aten = torch.ops.aten
@@ -32,7 +32,7 @@ Node = torch.fx.Node
 # ----------------------------------------------------------------------------- normalisation
 
 
-def _normalize(e: _Emit, x: int, axes: list[int], eps: float) -> int:
+def _normalize(e: Emit, x: int, axes: list[int], eps: float) -> int:
     """``(x - mean) / sqrt(var + eps)`` with biased statistics over ``axes``."""
     shape = [1 if k in axes else d for k, d in enumerate(e.lw.shape_of(x))]
     dev = e("sub", [x, e("mean", [x], shape, {"axes": axes, "keepdim": True})])
@@ -40,7 +40,7 @@ def _normalize(e: _Emit, x: int, axes: list[int], eps: float) -> int:
     return e("mul", [dev, e("rsqrt", [e("add", [var, e.c(eps)])])])
 
 
-def _affine(lw: Lowering, e: _Emit, y: int, weight: Any, bias: Any) -> int:
+def _affine(lw: Lowering, e: Emit, y: int, weight: Any, bias: Any) -> int:
     """``y * weight + bias`` with per-channel (axis 1) parameters, either may be None."""
     rank = len(lw.shape_of(y))
     for param, op in ((weight, "mul"), (bias, "add")):
@@ -58,7 +58,7 @@ def _affine(lw: Lowering, e: _Emit, y: int, weight: Any, bias: Any) -> int:
 def _group_norm(lw: Lowering, node: Node) -> list[Any]:
     x, weight, bias, _, _, _, groups, eps = node.args
     xv = lw.val(x)
-    e = _Emit(lw, lw.g.values[xv].dtype)
+    e = Emit(lw, lw.g.values[xv].dtype)
     xs = lw.shape_of(xv)
     grouped = [xs[0], int(groups), -1]
     if not all(isinstance(d, int) for d in xs[1:]):
@@ -78,7 +78,7 @@ def _batch_norm_batch_stats(lw: Lowering, node: Node) -> list[Any]:
     x, weight, bias = node.args[:3]
     eps = float(node.args[-1])
     xv = lw.val(x)
-    e = _Emit(lw, lw.g.values[xv].dtype)
+    e = Emit(lw, lw.g.values[xv].dtype)
     axes = [k for k in range(len(lw.shape_of(xv))) if k != 1]
     y = _affine(lw, e, _normalize(e, xv, axes, eps), weight, bias)
     return _first_output_only(lw, node, [y, None, None], "batch_norm batch statistics outputs")
@@ -87,7 +87,7 @@ def _batch_norm_batch_stats(lw: Lowering, node: Node) -> list[Any]:
 # ----------------------------------------------------------------------------- transposed conv
 
 
-def _zero_insert(lw: Lowering, e: _Emit, x: int, strides: list[int]) -> int:
+def _zero_insert(lw: Lowering, e: Emit, x: int, strides: list[int]) -> int:
     """``stride - 1`` zeros between the elements of the spatial axes (2 and 3) of ``x``."""
     for k, s in enumerate(strides):
         if s == 1:
@@ -126,7 +126,7 @@ def conv_transpose(lw: Lowering, node: Node) -> int:
         raise lw.fail("transposed convolution needs a constant weight (a parameter of the model)")
     xv = lw.val(x)
     dt, out = lw.out()
-    e = _Emit(lw, dt)
+    e = Emit(lw, dt)
     if nd == 1:  # as 2-D with a height of 1
         xs = lw.shape_of(xv)
         xv = e("reshape", [xv], [xs[0], xs[1], 1, xs[2]], {"shape": [xs[0], xs[1], 1, xs[2]]})

@@ -32,7 +32,7 @@ def _arg(node: Node, i: int, name: str, default: Any) -> Any:
     return node.kwargs.get(name, default)
 
 
-class _Emit:
+class Emit:
     """Shorthand for emitting intermediate values of one node's lowering (same source line)."""
 
     def __init__(self, lw: Lowering, dtype: str) -> None:
@@ -74,7 +74,7 @@ def _broadcast(lw: Lowering, shapes: list[list[Any]]) -> list[Any]:
 @handles(aten.leaky_relu.default)
 def _leaky_relu(lw: Lowering, node: Node) -> int:
     dt = _out_dtype(lw, node)
-    e = _Emit(lw, dt)
+    e = Emit(lw, dt)
     x = lw.tensor(node.args[0], dt)
     slope = float(_arg(node, 1, "negative_slope", 0.01))
     pos = e("gt", [x, e.c(0.0)], dtype="BOOL")
@@ -86,7 +86,7 @@ def _elu(lw: Lowering, node: Node) -> int:
     """``scale * x`` where ``x > 0``, else ``scale * alpha * (exp(input_scale * x) - 1)``
     (celu is elu with ``input_scale = 1 / alpha``)."""
     dt = _out_dtype(lw, node)
-    e = _Emit(lw, dt)
+    e = Emit(lw, dt)
     x = lw.tensor(node.args[0], dt)
     alpha = float(_arg(node, 1, "alpha", 1.0))
     if node.target is aten.celu.default:
@@ -100,7 +100,7 @@ def _elu(lw: Lowering, node: Node) -> int:
     return lw.emit("where", [e("gt", [x, e.c(0.0)], dtype="BOOL"), pos, neg])
 
 
-def _softplus(e: _Emit, x: int, beta: float, threshold: float) -> int:
+def _softplus(e: Emit, x: int, beta: float, threshold: float) -> int:
     """``x`` where ``beta * x > threshold``, else ``log(1 + exp(beta * x)) / beta`` (torch's
     definition; the exp is taken of ``min(beta * x, threshold)`` so the unused branch stays
     finite)."""
@@ -115,7 +115,7 @@ def _softplus(e: _Emit, x: int, beta: float, threshold: float) -> int:
 @handles(aten.softplus.default)
 def _softplus_op(lw: Lowering, node: Node) -> int:
     dt = _out_dtype(lw, node)
-    e = _Emit(lw, dt)
+    e = Emit(lw, dt)
     x = lw.tensor(node.args[0], dt)
     return _bind(lw, _softplus(e, x, float(_arg(node, 1, "beta", 1.0)),
                                float(_arg(node, 2, "threshold", 20.0))))
@@ -125,7 +125,7 @@ def _softplus_op(lw: Lowering, node: Node) -> int:
 def _mish(lw: Lowering, node: Node) -> int:
     """``x * tanh(softplus(x))``."""
     dt = _out_dtype(lw, node)
-    e = _Emit(lw, dt)
+    e = Emit(lw, dt)
     x = lw.tensor(node.args[0], dt)
     return lw.emit("mul", [x, e("tanh", [_softplus(e, x, 1.0, 20.0)])])
 
@@ -138,7 +138,7 @@ def _var(lw: Lowering, node: Node) -> int:
     """``sum((x - mean)^2) / (N - correction)`` over ``dim`` (all axes when None); std is its
     square root."""
     dt, shape = lw.out()
-    e = _Emit(lw, dt)
+    e = Emit(lw, dt)
     x = lw.tensor(node.args[0], dt)
     xs = lw.shape_of(x)
     dims = _arg(node, 1, "dim", None)
@@ -324,7 +324,7 @@ def _argmin(lw: Lowering, node: Node) -> int:
 def _clamp_tensor(lw: Lowering, node: Node) -> int:
     """Tensor bounds: ``minimum(maximum(x, lo), hi)``."""
     dt = _out_dtype(lw, node)
-    e = _Emit(lw, dt)
+    e = Emit(lw, dt)
     x = lw.tensor(node.args[0], dt)
     if node.target is aten.clamp_min.Tensor:
         lo, hi = node.args[1], None
@@ -344,7 +344,7 @@ def _any_all(lw: Lowering, node: Node) -> int:
     """``any``/``all`` as ``amax``/``amin`` of the values as 0/1 integers, then ``!= 0``."""
     x = lw.val(node.args[0])
     xs = lw.shape_of(x)
-    e = _Emit(lw, "I32")
+    e = Emit(lw, "I32")
     ints = e("cast", [lw.tensor(node.args[0], "BOOL")], xs, {"dtype": "I32"})
     dims = _arg(node, 1, "dim", None)
     axes = [] if dims is None else [int(d) % max(len(xs), 1) for d in (
@@ -363,7 +363,7 @@ def _div_mode(lw: Lowering, node: Node) -> int:
     ``fmod`` (sign of the dividend). Integers go through float64, exact below 2**53."""
     dt = _out_dtype(lw, node)
     work = dt if dt in ("F32", "F64") else "F64"
-    e = _Emit(lw, work)
+    e = Emit(lw, work)
     a, b = lw.tensor(node.args[0], work), lw.tensor(node.args[1], work)
     q = e("div", [a, b])
     name = str(node.target)
