@@ -126,3 +126,15 @@ def test_unsupported_helpers_are_refused(helper, extra, error, match,  # noqa: A
                                          compiled_mode: None) -> None:
     with pytest.raises(error, match=match):
         _kernel_calling(helper, *extra)(torch.randn(40))
+
+
+def test_inlined_helper_source_is_part_of_the_cache_key(compiled_mode: None) -> None:
+    x = torch.randn(20, 30)
+    plain = _kernel_calling(lambda_free_double)
+    bound = plain.bind((x,))
+    assert "lambda_free_double" in " ".join(bound.parsed.inlined)
+    assert bound.source_hash != plain.source_hash  # the kernel's own hash plus the helper's
+
+
+def lambda_free_double(v):  # noqa: ANN001, ANN201
+    return v * 2

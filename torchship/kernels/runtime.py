@@ -309,8 +309,13 @@ class BoundKernel:
 
     @property
     def source_hash(self) -> str:
-        """Hash of the kernel's source text (changes when the kernel is edited)."""
-        return self.kernel.source_hash
+        """Hash of the kernel's source text and of the helpers it inlines (changes when
+        either is edited)."""
+        if not self.parsed.inlined:
+            return self.kernel.source_hash
+        text = "\n".join([self.kernel.source_hash, *(
+            f"{k}\n{v}" for k, v in sorted(self.parsed.inlined.items()))])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _choose(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any]:
         k = self.kernel

@@ -60,6 +60,7 @@ class ParsedKernel:
     sites: list[Site]
     host: Callable[..., Any]  # host(__ts_ctx, *args, **kwargs)
     globals: dict[str, Any] = field(default_factory=dict)
+    inlined: dict[str, str] = field(default_factory=dict)  # helper name -> source (inline.py)
 
     def loc(self, node: ast.AST) -> Loc:
         """Location of an AST node in the user's file."""

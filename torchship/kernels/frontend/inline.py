@@ -87,6 +87,7 @@ def inline_call(b: Any, fn: types.FunctionType, args: list[Any], kwargs: dict[st
                       hint="define it in a .py file (not a notebook cell or exec string)") from None
     fdef = _definition(fn.__code__, source)
     _check_shape(b, fdef, name)
+    b.parsed.inlined[f"{fn.__module__}.{fn.__qualname__}"] = source  # part of the cache key
     try:
         bound = inspect.signature(fn).bind(*args, **kwargs)
     except TypeError as exc:
