@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.export import Dim
 
 from tests.edge.test_ops import Fn, check
 from torchship.edge import export
@@ -185,3 +186,38 @@ def test_descending_argsort_is_stable_with_ties() -> None:
     assert prog.run(x.numpy()).tolist() == [[0, 2, 5, 3, 1, 4]]
     prog = export(Fn(lambda t: torch.sort(t, dim=-1, stable=True).indices), (x,))
     assert prog.run(x.numpy()).tolist() == [[1, 4, 3, 0, 2, 5]]
+
+
+class _Decoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1)
+        self.norm = nn.GroupNorm(1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.pad(self.norm(self.up(x)), (1, 1, 2, 0), mode="reflect")
+        return F.interpolate(y, scale_factor=2, mode="bilinear").flip(-1).cumsum(1)
+
+
+class _PadSeq(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (0, 0, 1, 2)).roll(1, 3) + F.pad(x, (1, 0, 2, 1), value=2.0)[..., :-1]
+
+
+def test_new_ops_under_dynamic_dims() -> None:
+    """A dynamic batch through transposed conv, group norm, padding and resizing, and a
+    dynamic length padded (its concat size is a dimension expression)."""
+    torch.manual_seed(5)
+    dec = _Decoder().eval()
+    prog = export(dec, (torch.randn(2, 4, 5, 6),), dynamic_shapes={"x": {0: Dim("b", min=1, max=8)}})
+    for n in (1, 3, 8):
+        x = torch.randn(n, 4, 5, 6)
+        with torch.no_grad():
+            want = dec.double()(x.double()).numpy()
+        dec.float()
+        got = prog.run(x.numpy())
+        assert got.shape == want.shape and float(np.abs(got - want).max() / np.abs(want).max()) <= 2e-6
+    prog = export(_PadSeq(), (torch.randn(1, 2, 10, 4),), dynamic_shapes={"x": {2: Dim("s", min=2, max=64)}})
+    for n in (2, 17, 64):
+        x = torch.randn(1, 2, n, 4)
+        np.testing.assert_array_equal(prog.run(x.numpy()), _PadSeq()(x).numpy())

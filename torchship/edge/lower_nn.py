@@ -63,8 +63,10 @@ def _broadcast(lw: Lowering, shapes: list[list[Any]]) -> list[Any]:
         for k, d in enumerate(s, rank - len(s)):
             if out[k] == 1:
                 out[k] = d
-            elif d != 1 and d != out[k]:
-                raise lw.fail(f"index tensors of shapes {shapes} do not broadcast")
+            elif d != 1 and d != out[k] and isinstance(d, int) and isinstance(out[k], int):
+                raise lw.fail(f"shapes {shapes} do not broadcast")
+            # symbolic dims: torch.export already checked them (equal sizes may be spelled
+            # differently, e.g. s + 3 and 3 + s)
     return out
 
 
@@ -237,7 +239,11 @@ def _slice(lw: Lowering, x: int, axis: int, start: int, end: int) -> int:
 def _concat(lw: Lowering, parts: list[int], axis: int) -> int:
     shapes = [lw.shape_of(p) for p in parts]
     shape = list(shapes[0])
-    shape[axis] = sum(s[axis] for s in shapes)
+    sizes = [s[axis] for s in shapes]
+    fixed = sum(d for d in sizes if isinstance(d, int))
+    dynamic = [d for d in sizes if not isinstance(d, int)]
+    shape[axis] = ["+", *dynamic, fixed] if dynamic and fixed else (
+        ["+", *dynamic] if len(dynamic) > 1 else dynamic[0] if dynamic else fixed)
     return lw.g.emit("concat", parts, lw.g.values[parts[0]].dtype, shape, {"axis": axis}, lw.source)
 
 
