@@ -45,6 +45,24 @@ _COLS = 1 << 15  # bytes of one chunk of im2col columns (built and consumed whil
 # --------------------------------------------------------------------------- convolution
 
 
+def _depthwise_block(product: Any, pairs: list[tuple[np.ndarray, np.ndarray]], acc: np.ndarray,
+                     tmp: np.ndarray, valid: np.ndarray, dst: np.ndarray, bias: np.ndarray | None,
+                     clamp: Step | None) -> None:
+    """One channel block of a depthwise binder: ``acc = Σ product(a, b)`` over the (operand,
+    weight) pairs, then its valid part (+ bias) into ``dst``, clamped while still in cache."""
+    a0, b0 = pairs[0]
+    product(a0, b0, out=acc)
+    for a_, b_ in pairs[1:]:
+        product(a_, b_, out=tmp)
+        np.add(acc, tmp, out=acc)
+    if bias is None:
+        np.copyto(dst, valid)
+    else:
+        np.add(valid, bias, out=dst)
+    if clamp is not None:
+        clamp()
+
+
 def _bind_depthwise_rows(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndarray | None, a: dict[str, Any]) -> Step:
     """Stride-1 depthwise conv as BLAS: ``kw`` zero-padded copies of each plane, copy ``j``
     shifted left by ``j * dw`` elements, so for kernel row ``i`` the ``kw`` taps of a plane are
@@ -85,31 +103,21 @@ def _bind_depthwise_rows(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np
             lo = max(0, j * dw - pw)
             dst = buf[:k, j].reshape(k // mult, mult, hp, wp)[:, :, ph : ph + h, pw + lo - j * dw : pw + wd - j * dw]
             fills.append((dst, src[..., lo:]))
-        mats = [(buf[:k, :, i * dh * wp : i * dh * wp + span], wrows[i, r0:r1]) for i in range(kh)]
+        mats = [(wrows[i, r0:r1], buf[:k, :, i * dh * wp : i * dh * wp + span]) for i in range(kh)]
         valid = wide[:k].reshape(k, oh, wp)[:, :, :ow]
         dst3 = out3[r0:r1]
         b = None if brows3 is None else brows3[r0:r1]
         blocks.append((fills, mats, wide[:k], tmp[:k], valid, dst3, b, clamp_step(dst3, a)))
-    matmul, add, copyto = np.matmul, np.add, np.copyto
+    matmul, copyto = np.matmul, np.copyto
     computed = w.flags.writeable or (bias is not None and bias.flags.writeable)
 
     def step() -> None:
         if computed:
             refresh()
-        for fills, mats, acc, t, valid, dst, b, clamp in blocks:
+        for fills, mats, *rest in blocks:
             for f_dst, f_src in fills:
                 copyto(f_dst, f_src)
-            m0, w0 = mats[0]
-            matmul(w0, m0, out=acc)
-            for m, wt in mats[1:]:
-                matmul(wt, m, out=t)
-                add(acc, t, out=acc)
-            if b is None:
-                copyto(dst, valid)
-            else:
-                add(valid, b, out=dst)
-            if clamp is not None:
-                clamp()
+            _depthwise_block(matmul, mats, *rest)
 
     return step
 
@@ -157,26 +165,16 @@ def _bind_depthwise(x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndar
         valid = wide[:k].reshape(k, oh, wq)[:, :, :ow]
         dst = out3[r0:r1]
         b = None if brows3 is None else brows3[r0:r1]
-        blocks.append((interior, xf[r0 // mult : r1 // mult], wide[:k], tmp[:k], list(zip(views, wts)), valid, dst, b, clamp_step(dst, a)))
-    mul, add, copyto = np.multiply, np.add, np.copyto
+        blocks.append((interior, xf[r0 // mult : r1 // mult], list(zip(views, wts)), wide[:k], tmp[:k], valid, dst, b, clamp_step(dst, a)))
+    mul, copyto = np.multiply, np.copyto
     computed = w.flags.writeable or (bias is not None and bias.flags.writeable)
 
     def step() -> None:
         if computed:
             refresh()
-        for interior, src, acc, t, pairs, valid, dst, b, clamp in blocks:
+        for interior, src, pairs, *rest in blocks:
             copyto(interior, src)
-            v0, w0 = pairs[0]
-            mul(v0, w0, out=acc)
-            for v, wt in pairs[1:]:
-                mul(v, wt, out=t)
-                add(acc, t, out=acc)
-            if b is None:
-                copyto(dst, valid)
-            else:
-                add(valid, b, out=dst)
-            if clamp is not None:
-                clamp()  # while the block is in cache
+            _depthwise_block(mul, pairs, *rest)
 
     return step
 
