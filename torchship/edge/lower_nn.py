@@ -1,9 +1,9 @@
-"""ATen -> core op handlers, part 3: activations, statistics and data movement that compose
-from core ops (no op of their own in the program format): leaky_relu, elu (celu and selu
-decompose to it), softplus, mish, var/std, flip, roll, constant padding, cumsum (its own core
-op, ``runtime/scan.py``) and tensor indexing
-along any axis (``x[:, idx]``, ``index_select``; the resize and reflect/replicate padding
-decompositions index this way).
+"""ATen -> core op handlers, part 3: activations, statistics, data movement and small
+compositions written with core ops: leaky_relu, elu (celu and selu too), softplus, mish,
+var/std, tensor indexing along any axis (``x[:, idx]``, ``index_select``; the resize and
+reflect/replicate padding decompositions index this way), flip, roll, constant padding,
+argmin, tensor-bound clamp, any/all, floor division and remainders, and sort/topk (on the
+core ``argsort``); cumsum/cumprod map to their own core ops (``runtime/scan.py``).
 
 Example:
     >>> from torchship.edge.lower import HANDLERS
@@ -21,6 +21,7 @@ import torch
 
 from torchship.edge.lower import Lowering, handles
 from torchship.edge.lower import out_dtype as _out_dtype
+from torchship.edge.lower_ops import _axes
 
 aten = torch.ops.aten
 Node = torch.fx.Node
@@ -85,7 +86,7 @@ def _leaky_relu(lw: Lowering, node: Node) -> int:
 
 @handles(aten.elu.default, aten.celu.default)
 def _elu(lw: Lowering, node: Node) -> int:
-    """``scale * x`` where ``x > 0``, else ``scale * alpha * (exp(input_scale * x) - 1)``
+    """``scale * x`` where ``x > 0``, else ``scale * alpha * expm1(input_scale * x)``
     (celu is elu with ``input_scale = 1 / alpha``)."""
     dt = _out_dtype(lw, node)
     e = Emit(lw, dt)
@@ -96,19 +97,18 @@ def _elu(lw: Lowering, node: Node) -> int:
     else:
         scale = float(_arg(node, 2, "scale", 1.0))
         input_scale = float(_arg(node, 3, "input_scale", 1.0))
-    neg = e("sub", [e("exp", [e("mul", [x, e.c(input_scale)])]), e.c(1.0)])
-    neg = e("mul", [neg, e.c(alpha * scale)])
+    neg = e("mul", [e("expm1", [e("mul", [x, e.c(input_scale)])]), e.c(alpha * scale)])
     pos = e("mul", [x, e.c(scale)]) if scale != 1.0 else x
     return lw.emit("where", [e("gt", [x, e.c(0.0)], dtype="BOOL"), pos, neg])
 
 
 def _softplus(e: Emit, x: int, beta: float, threshold: float) -> int:
-    """``x`` where ``beta * x > threshold``, else ``log(1 + exp(beta * x)) / beta`` (torch's
+    """``x`` where ``beta * x > threshold``, else ``log1p(exp(beta * x)) / beta`` (torch's
     definition; the exp is taken of ``min(beta * x, threshold)`` so the unused branch stays
     finite)."""
     bx = e("mul", [x, e.c(beta)]) if beta != 1.0 else x
     capped = e("minimum", [bx, e.c(threshold)])
-    soft = e("log", [e("add", [e("exp", [capped]), e.c(1.0)])])
+    soft = e("log1p", [e("exp", [capped])])
     if beta != 1.0:
         soft = e("div", [soft, e.c(beta)])
     return e("where", [e("gt", [bx, e.c(threshold)], dtype="BOOL"), x, soft])
@@ -143,9 +143,7 @@ def _var(lw: Lowering, node: Node) -> int:
     e = Emit(lw, dt)
     x = lw.tensor(node.args[0], dt)
     xs = lw.shape_of(x)
-    dims = _arg(node, 1, "dim", None)
-    axes = list(range(len(xs))) if dims is None else [int(d) % len(xs) for d in (
-        [dims] if isinstance(dims, int) else dims)]
+    axes = [a % len(xs) for a in _axes(node)] or list(range(len(xs)))
     if node.target in (aten.var.dim, aten.std.dim):
         correction = 1.0 if _arg(node, 2, "unbiased", True) else 0.0
     else:
@@ -352,9 +350,7 @@ def _any_all(lw: Lowering, node: Node) -> int:
     xs = lw.shape_of(x)
     e = Emit(lw, "I32")
     ints = e("cast", [lw.tensor(node.args[0], "BOOL")], xs, {"dtype": "I32"})
-    dims = _arg(node, 1, "dim", None)
-    axes = [] if dims is None else [int(d) % max(len(xs), 1) for d in (
-        [dims] if isinstance(dims, int) else dims)]
+    axes = [a % max(len(xs), 1) for a in _axes(node)]
     shape = [1 if (not axes or k in axes) else d for k, d in enumerate(xs)]
     op = "amax" if "any" in str(node.target) else "amin"
     red = e(op, [ints], shape, {"axes": axes, "keepdim": True})
