@@ -50,10 +50,10 @@ FUNCTIONS.update({
     torch.square: "square", torch.add: "add", torch.mul: "mul", torch.sub: "sub",
     torch.div: "truediv", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
 })
-METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "sum", "mean", "amax", "amin", "max", "min", "argmax",
-                                   "argmin", "to", "float", "half", "bfloat16", "double", "t",
-                                   "transpose", "unsqueeze", "clamp", "clip", "pow", "matmul",
-                                   "square", "type_as", "int", "long", "bool"]}
+METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "sum", "mean", "amax", "amin",
+                          "max", "min", "argmax", "argmin", "to", "float", "half", "bfloat16",
+                          "double", "t", "transpose", "unsqueeze", "clamp", "clip", "pow",
+                          "matmul", "square", "type_as", "int", "long", "bool"]}
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",
            ast.MatMult: "matmul", ast.FloorDiv: "floordiv", ast.Mod: "mod"}
@@ -417,8 +417,9 @@ class CallHandler:
         if mod.startswith("torch") or getattr(fobj, "__name__", "") in dir(torch):
             raise self.err(KernelSyntaxError, f"unsupported torch op `{text}` in device code",
                            hint=f"supported: arithmetic, {'/'.join(TORCH_UNARY)}, "
-                           "maximum/minimum/where/pow/clamp, F.relu/gelu/silu, cumsum/cumprod, sum/mean/amax/"
-                           "amin/max/argmax, matmul/addmm, ts.dot/zeros/full/atomic_add",
+                           "maximum/minimum/where/pow/clamp, F.relu/gelu/silu, cumsum/cumprod, "
+                           "sum/mean/amax/amin/max/argmax, matmul/addmm, "
+                           "ts.dot/zeros/full/atomic_add",
                            node=node)
         raise self.err(KernelSyntaxError, f"cannot call `{text}` in device code",
                        hint="device code may call torch ops, ts.* functions and plain `def` "

@@ -7,6 +7,7 @@ is traced as if written at the call site (errors and generated-code comments poi
 Loops, ``*args``/``**kwargs`` and early returns are refused with a clear error.
 
 Example:
+    >>> import torch
     >>> def gelu_ish(v):
     ...     return v * torch.sigmoid(1.702 * v)
     >>> is_helper(gelu_ish), is_helper(torch.exp)
@@ -22,8 +23,6 @@ import inspect
 import textwrap
 import types
 from typing import Any
-
-import torch  # noqa: F401  (the doctest's helper uses it)
 
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
 
@@ -45,7 +44,7 @@ def is_helper(fobj: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _definition(code: types.CodeType, source: str) -> ast.FunctionDef:
+def _definition(source: str) -> ast.FunctionDef:
     tree = ast.parse(textwrap.dedent(source))
     fdef = tree.body[0]
     assert isinstance(fdef, ast.FunctionDef)
@@ -85,7 +84,7 @@ def inline_call(b: Any, fn: types.FunctionType, args: list[Any], kwargs: dict[st
     except (OSError, TypeError):
         raise b.error(KernelSyntaxError, f"cannot read the source of helper `{name}`",
                       hint="define it in a .py file (not a notebook cell or exec string)") from None
-    fdef = _definition(fn.__code__, source)
+    fdef = _definition(source)
     _check_shape(b, fdef, name)
     b.parsed.inlined[f"{fn.__module__}.{fn.__qualname__}"] = source  # part of the cache key
     try:
