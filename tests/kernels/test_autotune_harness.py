@@ -122,3 +122,33 @@ def test_kept_workers_are_reused_for_the_next_target():
         shutdown_workers()
     assert first[0].ok
     assert [r.status for r in second] == ["ok", "wrong"]
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 24])
+def test_compare_outputs_in_chunks_matches_a_whole_tensor_check(monkeypatch, chunk):
+    """The candidate check works chunk by chunk (bounded memory on multi-GB tensors); every
+    verdict must be the one a whole-tensor float64 check gives."""
+    from torchship.kernels.autotune import target
+
+    monkeypatch.setattr(target, "_CHUNK", chunk)
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(100, generator=g)
+    ref[[4, 60]] = float("nan")
+    ref[9] = float("inf")
+    close = ref * (1 + 1e-4)  # within float32's 2e-3, NaN/inf in place
+    assert target.compare_outputs(close, ref) is None
+    one_off = close.clone()
+    one_off[77] += 1.0
+    why = target.compare_outputs(one_off, ref)
+    assert "1 of 100 elements off" in why and "max abs diff 1" in why
+    nan_moved = close.clone()
+    nan_moved[4], nan_moved[5] = 0.0, float("nan")
+    assert "NaN at 2 places" in target.compare_outputs(nan_moved, ref)
+    inf_flipped = close.clone()
+    inf_flipped[9] = float("-inf")
+    assert "infinities differ" in target.compare_outputs(inf_flipped, ref)
+    # the relative norm error over the finite elements, as float64 on the whole tensor gives it
+    noisy = ref + 0.1 * torch.randn(100, generator=g)
+    fin = torch.isfinite(ref)
+    expected = float((noisy[fin].double() - ref[fin].double()).norm() / ref[fin].double().norm())
+    assert f"relative error {expected:.3g} (tolerance 0.002)" in target.compare_outputs(noisy, ref)

@@ -115,14 +115,17 @@ class _State:
         return "cpu"
 
     def compile(self, config: Any) -> dict[str, Any]:
-        """Compile and launch once (the launch triggers Triton's JIT and fills its disk cache)."""
+        """Compile and launch once (the launch triggers Triton's JIT and fills its disk cache).
+
+        The launch uses the worker's own arguments, not copies: a compile worker never checks
+        values, and copies would double the device memory of every compile worker."""
         t0 = time.perf_counter()
         try:
             fn = self.bound.compile(config)
         except Exception as exc:
             return {"status": "compile_error", "error": _format(exc)}
         try:
-            call_bound(self.bound, fn, _clone(self.args), _clone(self.kwargs))
+            call_bound(self.bound, fn, self.args, self.kwargs)
             _sync(self.device_type)
         except Exception as exc:
             status = "compile_error" if _is_compile_error(exc) else "runtime_error"
