@@ -382,11 +382,9 @@ def full(
 
 
 def _acc_dtype(*dtypes: torch.dtype) -> torch.dtype:
-    out = torch.float32
-    for d in dtypes:
-        if d.is_floating_point:
-            out = torch.promote_types(out, d)
-    return out
+    # float32, or float64 when an operand is: every narrower float (fp16, bf16, fp8 -- which
+    # torch refuses to promote) accumulates in float32, as tl.dot does
+    return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
 def dot(a: torch.Tensor, b: torch.Tensor, acc: torch.Tensor | None = None) -> torch.Tensor:

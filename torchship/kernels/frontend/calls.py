@@ -49,14 +49,21 @@ FUNCTIONS.update({
     math.floor: "floor", math.ceil: "ceil", math.trunc: "trunc",
     torch.square: "square", torch.add: "add", torch.mul: "mul", torch.sub: "sub",
     torch.div: "truediv", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
+    torch.squeeze: "squeeze", torch.unsqueeze: "unsqueeze", torch.transpose: "transpose",
+    torch.t: "t", torch.var: "var", torch.std: "std", torch.var_mean: "var_mean",
+    torch.std_mean: "std_mean", torch.bitwise_and: "and_", torch.bitwise_or: "or_",
+    torch.bitwise_xor: "xor", torch.bitwise_left_shift: "lshift",
+    torch.bitwise_right_shift: "rshift",
 })
 METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "sum", "mean", "amax", "amin",
                           "max", "min", "argmax", "argmin", "to", "float", "half", "bfloat16",
-                          "double", "t", "transpose", "unsqueeze", "clamp", "clip", "pow",
+                          "double", "t", "transpose", "unsqueeze", "squeeze", "clamp", "clip",
+                          "pow", "var", "std", "var_mean", "std_mean",
                           "matmul", "square", "type_as", "int", "long", "bool"]}
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",
-           ast.MatMult: "matmul", ast.FloorDiv: "floordiv", ast.Mod: "mod"}
+           ast.MatMult: "matmul", ast.FloorDiv: "floordiv", ast.Mod: "mod",
+           ast.LShift: "lshift", ast.RShift: "rshift"}
 _PYOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
           ast.Div: operator.truediv, ast.Pow: operator.pow, ast.FloorDiv: operator.floordiv,
           ast.Mod: operator.mod, ast.BitAnd: operator.and_, ast.BitOr: operator.or_,
@@ -184,7 +191,7 @@ class CallHandler:
         name = _BINOPS.get(type(op))
         if name is None:
             raise self.err(KernelSyntaxError, f"operator `{type(op).__name__}` is not supported "
-                           "on blocks", hint="use +, -, *, /, **, @, &, |, ^", node=node)
+                           "on blocks", hint="use +, -, *, /, //, %, **, @, &, |, ^, <<, >>", node=node)
         if name == "matmul":
             return self.matmul(a, b)
         return self.b.emit(name, [self.operand(a), self.operand(b)])
@@ -452,8 +459,10 @@ class CallHandler:
         if meth == "transpose":
             raise self.err(KernelSyntaxError, "only the last two dims can be transposed",
                            node=node)
+        if meth == "squeeze":
+            return self.squeeze(base, args[0] if args else kwargs.get("dim"), node)
         if meth == "unsqueeze":
-            d = args[0] % (base.ndim + 1)
+            d = (args[0] if args else kwargs["dim"]) % (base.ndim + 1)
             spec = [":"] * base.ndim
             spec.insert(d, "None")
             dims = list(base.shape)
@@ -462,6 +471,27 @@ class CallHandler:
         if meth == "clip":
             meth = "clamp"
         return funcs.call(self, meth, [base, *args], kwargs, node)
+
+    def squeeze(self, v: Value, dim: Any, node: ast.AST) -> Value:
+        """``v.squeeze(dim)``: drop the given dims, which must have size 1 in the block."""
+        if dim is None:
+            raise self.err(KernelSyntaxError, "squeeze() without dim is not supported in device "
+                           "code (a tile's last block can have size 1)",
+                           hint="name the size-1 dims: v.squeeze(1) or v.squeeze((0, 2))",
+                           node=node)
+        dims = {d % v.ndim for d in (dim if isinstance(dim, tuple) else (dim,))}
+        for d in dims:
+            if not v.shape[d].same(ConstDim(1)):
+                raise self.err(KernelSyntaxError, f"squeeze({d}) of the block {v.shape_str()}: "
+                               "only dims of size 1 (keepdim=True, None, ts.zeros([.., 1])) can "
+                               "be dropped", hint="reduce the dim (.sum(dim)) or index the "
+                               "tensor instead", node=node)
+        if len(dims) == v.ndim:
+            raise self.err(KernelSyntaxError, "dropping every dimension of a block is not "
+                           "supported", hint="reduce it with .sum() instead", node=node)
+        spec = tuple("squeeze" if d in dims else ":" for d in range(v.ndim))
+        shape = tuple(s for d, s in enumerate(v.shape) if d not in dims)
+        return self.b.emit("view", [v], {"dims": shape, "spec": spec})
 
     def matmul(self, a: Any, b: Any, acc: Any = None, out_dtype: Any = None) -> Value:
         from torchship.kernels.ops import promote

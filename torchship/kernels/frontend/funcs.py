@@ -19,6 +19,8 @@ from torchship.kernels.ops.pointwise import TORCH_UNARY
 
 REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin"}
 _UNARY = set(TORCH_UNARY)
+_VIEWS = {"squeeze", "unsqueeze", "transpose", "t"}
+_MOMENTS = {"var", "std", "var_mean", "std_mean"}
 #: the same functions on plain Python numbers (host values folded at trace time)
 _PYFUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs,
             "exp2": lambda x: 2.0**x, "log2": math.log2, "sin": math.sin, "cos": math.cos,
@@ -31,6 +33,10 @@ _PYFUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs,
 def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
     """Apply device function ``name`` (see :data:`calls.FUNCTIONS`)."""
     b = h.b
+    if name in _VIEWS:
+        if not args or not isinstance(args[0], Value):
+            raise h.err(KernelTypeError, f"torch.{name}() needs a block", node=node)
+        return h.method(args[0], name, args[1:], kwargs, node)
     if name in _UNARY:
         x = args[0] if args else kwargs.get("input")
         if not isinstance(x, Value):
@@ -44,7 +50,8 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
             raise h.err(KernelTypeError, f"gelu(approximate={approx!r}) is not supported",
                         node=node)
         return b.emit("gelu" if approx == "none" else "gelu_tanh", [h.operand(args[0])])
-    if name in ("maximum", "minimum", "add", "mul", "sub", "truediv"):
+    if name in ("maximum", "minimum", "add", "mul", "sub", "truediv", "and_", "or_", "xor",
+                "lshift", "rshift"):
         if len(args) != 2:
             raise h.err(KernelTypeError, f"{name} takes two operands", node=node)
         if name in ("add", "sub") and "alpha" in kwargs:
@@ -98,6 +105,8 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         return b.emit("to", [args[0]], {"dtype": dtype})
     if name in REDUCTIONS:
         return reduction(h, name, args, kwargs, node)
+    if name in _MOMENTS:
+        return moments(h, name, args, kwargs, node)
     if name in ("cumsum", "cumprod"):
         return scan(h, name, args, kwargs, node)
     if name == "matmul":
@@ -246,6 +255,50 @@ def reduction(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: 
         idx = b.emit("reduce", [x], {"kind": "arg" + kind, "dim": dims[0], "keepdim": keep})
         return MaxResult(val, idx)
     return val
+
+
+def moments(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+    """var/std/var_mean/std_mean like torch: ``correction=`` (default 1) or ``unbiased=``,
+    two passes (mean, then squared deviations) in float32 for half blocks."""
+    b = h.b
+    x = args[0]
+    if not isinstance(x, Value) or not x.dtype.is_floating_point:
+        raise h.err(KernelTypeError, f"{name}() needs a floating-point block", node=node,
+                    hint="convert with .to(torch.float32) first")
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    keep = bool(kwargs.get("keepdim", False))
+    correction = kwargs.get("correction", 1)
+    if len(args) > 2 or "unbiased" in kwargs:
+        correction = int(bool(args[2] if len(args) > 2 else kwargs["unbiased"]))
+    if not isinstance(correction, (int, float)) or isinstance(correction, bool):
+        raise h.err(KernelTypeError, f"{name}(correction=) must be a number", node=node)
+    work = b.emit("to", [x], {"dtype": torch.float32}) if x.dtype in (
+        torch.float16, torch.bfloat16) else x
+    dims = _norm_dims(h, work, dim, node)
+    mean = reduction(h, "mean", [work], {"dim": tuple(dims), "keepdim": True}, node)
+    centered = b.emit("sub", [work, mean])
+    sq = reduction(h, "sum", [b.emit("mul", [centered, centered])],
+                   {"dim": tuple(dims), "keepdim": keep}, node)
+    count: Any = 1
+    for d in dims:
+        c = _count(h, work.shape[d])
+        count = count * c if not isinstance(count, Value) and not isinstance(c, Value) \
+            else b.emit("mul", [h.operand(count), h.operand(c)])
+    denom = count - correction if not isinstance(count, Value) else \
+        b.emit("sub", [count, correction])
+    out = b.emit("truediv", [sq, h.operand(denom) if isinstance(denom, Value) else
+                             max(denom, 0)])
+    if name.startswith("std"):
+        out = b.emit("sqrt", [out])
+    if out.dtype != x.dtype:
+        out = b.emit("to", [out], {"dtype": x.dtype})
+    if not name.endswith("_mean"):
+        return out
+    if not keep:
+        mean = reduction(h, "mean", [work], {"dim": tuple(dims)}, node)
+    if mean.dtype != x.dtype:
+        mean = b.emit("to", [mean], {"dtype": x.dtype})
+    return out, mean
 
 
 def _as_slice(e: ast.expr) -> ast.expr:

@@ -109,6 +109,8 @@ def _bitwise(name: str, op: str) -> None:
 _bitwise("and_", "&")
 _bitwise("or_", "|")
 _bitwise("xor", "^")
+_bitwise("lshift", "<<")  # wraps like torch's fixed-width integers
+_bitwise("rshift", ">>")  # arithmetic on signed integers, like torch
 
 
 def _unary(name: str, body: str, result: str = "same", needs_f32: bool = False) -> None:
