@@ -107,6 +107,17 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         return reduction(h, name, args, kwargs, node)
     if name in _MOMENTS:
         return moments(h, name, args, kwargs, node)
+    if name in ("softmax", "log_softmax"):
+        return softmax(h, name, args, kwargs, node)
+    if name in ("zeros_like", "ones_like", "full_like"):
+        return _like(h, name, args, kwargs, node)
+    if name == "masked_fill":
+        x, mask, value = (args + [kwargs.get("mask"), kwargs.get("value")])[:3]
+        if not isinstance(x, Value) or not isinstance(mask, Value) or mask.dtype != torch.bool:
+            raise h.err(KernelTypeError, "masked_fill(mask, value) needs a block and a bool "
+                        "block mask", node=node)
+        out = b.emit("where", [mask, h.operand(value), x])
+        return out if out.dtype == x.dtype else b.emit("to", [out], {"dtype": x.dtype})
     if name in ("cumsum", "cumprod"):
         return scan(h, name, args, kwargs, node)
     if name == "matmul":
@@ -299,6 +310,47 @@ def moments(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: as
     if mean.dtype != x.dtype:
         mean = b.emit("to", [mean], {"dtype": x.dtype})
     return out, mean
+
+
+def softmax(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+    """softmax/log_softmax along ``dim`` like torch (``dtype=`` casts the input first), computed
+    in float32 for half blocks: max-subtracted exp over its sum (log: minus the log-sum)."""
+    b = h.b
+    x = args[0]
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    dtype = args[2] if len(args) > 2 else kwargs.get("dtype")
+    if not isinstance(x, Value) or not isinstance(dim, int):
+        raise h.err(KernelTypeError, f"{name}(x, dim) needs a block and an int dim", node=node)
+    if isinstance(dtype, torch.dtype):
+        x = b.emit("to", [x], {"dtype": dtype})
+    if not x.dtype.is_floating_point:
+        raise h.err(KernelTypeError, f"{name}() of a {x.dtype} block", node=node,
+                    hint="pass dtype=torch.float32 or convert first")
+    work = x if x.dtype not in (torch.float16, torch.bfloat16) else \
+        b.emit("to", [x], {"dtype": torch.float32})
+    shifted = b.emit("sub", [work, reduction(h, "amax", [work, dim], {"keepdim": True}, node)])
+    e = b.emit("exp", [shifted])
+    total = reduction(h, "sum", [e, dim], {"keepdim": True}, node)
+    out = b.emit("truediv", [e, total]) if name == "softmax" else \
+        b.emit("sub", [shifted, b.emit("log", [total])])
+    return out if out.dtype == x.dtype else b.emit("to", [out], {"dtype": x.dtype})
+
+
+def _like(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+    """``torch.zeros_like/ones_like/full_like(block, ...)``: a block of the same shape."""
+    x = args[0] if args else kwargs.get("input")
+    if not isinstance(x, Value):
+        raise h.err(KernelSyntaxError, f"`torch.{name}` of a tensor allocates: not allowed in "
+                    "device code", hint=f"allocate in host code; in device code {name} takes a "
+                    "block (torch.zeros_like(x[tm, :]))", node=node)
+    value = {"zeros_like": 0, "ones_like": 1}.get(name)
+    if name == "full_like":
+        value = args[1] if len(args) > 1 else kwargs.get("fill_value")
+    if not isinstance(value, (int, float, bool)):
+        raise h.err(KernelTypeError, "full_like(block, value): value must be a number",
+                    node=node)
+    dtype = kwargs.get("dtype") or x.dtype
+    return h.b.emit("full", [], {"shape": tuple(x.shape), "dtype": dtype, "value": value})
 
 
 def _as_slice(e: ast.expr) -> ast.expr:
