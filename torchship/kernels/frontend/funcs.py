@@ -340,9 +340,9 @@ def _like(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.
     """``torch.zeros_like/ones_like/full_like(block, ...)``: a block of the same shape."""
     x = args[0] if args else kwargs.get("input")
     if not isinstance(x, Value):
-        raise h.err(KernelSyntaxError, f"`torch.{name}` of a tensor allocates: not allowed in "
-                    "device code", hint=f"allocate in host code; in device code {name} takes a "
-                    "block (torch.zeros_like(x[tm, :]))", node=node)
+        raise h.err(KernelSyntaxError, f"`torch.{name}` of a tensor allocates a tensor: not "
+                    "allowed in device code", hint=f"allocate outputs in host code; in device "
+                    f"code {name} takes a block (torch.{name}(x[tm, :], ...))", node=node)
     value = {"zeros_like": 0, "ones_like": 1}.get(name)
     if name == "full_like":
         value = args[1] if len(args) > 1 else kwargs.get("fill_value")
