@@ -1,0 +1,218 @@
+"""Matmul-family kernels written the way a Helion user would: addmm accumulation, a bias+relu
+epilogue, batched baddbmm, matmul backward, grouped GEMM over device-side group offsets, a
+gathered GEMV, squeeze-and-excitation, int4 (packed) and fp8 GEMMs, attention with bmm; both
+modes, against torch eager in float64.
+
+Example:
+    pytest -q tests/kernels/test_user_kernels_matmul.py
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import torchship.kernels as ts
+from tests.kernels.test_compiler import close
+from tests.kernels.test_user_kernels_rows import MODES, use
+
+
+@ts.kernel
+def matmul_bias_relu(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    m, k = a.size()
+    n = b.size(1)
+    out = torch.empty([m, n], dtype=a.dtype, device=a.device)
+    for tm, tn in ts.tile([m, n]):
+        acc = ts.zeros([tm, tn], dtype=torch.float32)
+        for tk in ts.tile(k):
+            acc = torch.addmm(acc, a[tm, tk], b[tk, tn])
+        out[tm, tn] = torch.relu(acc + bias[tn])
+    return out
+
+
+@ts.kernel
+def matmul_bwd(grad: torch.Tensor, a: torch.Tensor,
+               b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    m, k = a.size()
+    n = b.size(1)
+    ga = torch.empty_like(a)
+    gb = torch.empty_like(b)
+    for tm, tk in ts.tile([m, k]):
+        acc = ts.zeros([tm, tk], dtype=torch.float32)
+        for tn in ts.tile(n):
+            acc += grad[tm, tn] @ b[tk, tn].T
+        ga[tm, tk] = acc
+    for tk, tn in ts.tile([k, n]):
+        acc = ts.zeros([tk, tn], dtype=torch.float32)
+        for tm in ts.tile(m):
+            acc += a[tm, tk].T @ grad[tm, tn]
+        gb[tk, tn] = acc
+    return ga, gb
+
+
+@ts.kernel
+def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    bsz, m, k = a.size()
+    n = b.size(2)
+    out = torch.empty([bsz, m, n], dtype=a.dtype, device=a.device)
+    for tb, tm, tn in ts.tile([bsz, m, n]):
+        acc = ts.zeros([tb, tm, tn], dtype=torch.float32)
+        for tk in ts.tile(k):
+            acc = torch.baddbmm(acc, a[tb, tm, tk], b[tb, tk, tn])
+        out[tb, tm, tn] = acc
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_matmul_forms_and_backward(mode: str, request: pytest.FixtureRequest,
+                                   poison_empty: None) -> None:
+    use(mode, request)
+    a, b, bias, g = torch.randn(33, 40), torch.randn(40, 20), torch.randn(20), torch.randn(33, 20)
+    ad, bd, gd = a.double(), b.double(), g.double()
+    close(matmul_bias_relu(a, b, bias), torch.relu(ad @ bd + bias.double()), atol=1e-4)
+    ga, gb = matmul_bwd(g, a, b)
+    close(ga, gd @ bd.T, atol=1e-4)
+    close(gb, ad.T @ gd, atol=1e-4)
+    a3, b3 = torch.randn(3, 33, 40), torch.randn(3, 40, 20)
+    close(bmm(a3, b3), a3.double() @ b3.double(), atol=1e-4)
+
+
+@ts.kernel
+def grouped_gemm(a: torch.Tensor, b: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Rows ``offsets[g]:offsets[g + 1]`` of ``a`` times ``b[g]``; tile bounds read on device."""
+    total, k = a.size()
+    groups, _, n = b.size()
+    out = torch.empty([total, n], dtype=a.dtype, device=a.device)
+    for g in ts.grid(groups):
+        start = offsets[g]
+        end = offsets[g + 1]
+        for tm, tn in ts.tile([start, 0], [end, n]):
+            acc = ts.zeros([tm, tn], dtype=torch.float32)
+            for tk in ts.tile(k):
+                acc = torch.addmm(acc, a[tm, tk], b[g, tk, tn])
+            out[tm, tn] = acc.to(out.dtype)
+    return out
+
+
+@ts.kernel
+def gather_gemv(w: torch.Tensor, idx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out[i] = w[idx[i]] @ x[i]`` (an expert's matrix chosen per row)."""
+    bsz = idx.size(0)
+    n, k = w.size(1), w.size(2)
+    out = torch.empty([bsz, n], dtype=torch.float32, device=x.device)
+    for i in ts.grid(bsz):
+        e = idx[i]
+        for tn in ts.tile(n):
+            acc = ts.zeros([tn], dtype=torch.float32)
+            for tk in ts.tile(k):
+                acc = acc + (w[e, tn, tk] * x[i, tk][None, :]).sum(dim=1)
+            out[i, tn] = acc
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_grouped_and_gathered(mode: str, request: pytest.FixtureRequest,
+                              poison_empty: None) -> None:
+    use(mode, request)
+    offsets = torch.tensor([0, 3, 3, 40, 41, 90])
+    a, b = torch.randn(90, 48), torch.randn(5, 48, 40)
+    want = torch.cat([a[s:e].double() @ b[i].double()
+                      for i, (s, e) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist()))])
+    close(grouped_gemm(a, b, offsets), want, atol=1e-4)
+    w, idx, x = torch.randn(4, 70, 50), torch.randint(0, 4, (9,)), torch.randn(9, 50)
+    close(gather_gemv(w, idx, x), torch.einsum("bnk,bk->bn", w[idx].double(), x.double()),
+          atol=1e-4)
+
+
+@ts.kernel
+def squeeze_excitation(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``x * sigmoid(relu(x @ a) @ b)``: the hidden block is recomputed per output tile."""
+    m, n = x.size()
+    out = torch.empty_like(x)
+    for tm, tn in ts.tile([m, n]):
+        acc = ts.zeros([tm, tn], dtype=torch.float32)
+        for tk in ts.tile(a.size(1)):
+            acc = acc + torch.relu(x[tm, :] @ a[:, tk]) @ b[tk, tn]
+        out[tm, tn] = x[tm, tn] * torch.sigmoid(acc)
+    return out
+
+
+@ts.kernel
+def int4_gemm(a: torch.Tensor, b_packed: torch.Tensor) -> torch.Tensor:
+    """``a [m, k] @ unpack(b_packed [k/2, n] int8)``: signed int4 pairs, low nibble = even k."""
+    m, k = a.size()
+    n = b_packed.size(1)
+    out = torch.empty([m, n], dtype=torch.float32, device=a.device)
+    for tm, tn in ts.tile([m, n]):
+        acc = ts.zeros([tm, tn], dtype=torch.float32)
+        for tk in ts.tile(k // 2):
+            packed = b_packed[tk, tn].to(torch.int32)
+            lo = ((packed << 28) >> 28).to(torch.float32)
+            hi = ((packed << 24) >> 28).to(torch.float32)
+            acc = acc + a[tm, tk.index * 2] @ lo + a[tm, tk.index * 2 + 1] @ hi
+        out[tm, tn] = acc
+    return out
+
+
+@ts.kernel
+def fp8_gemm(a: torch.Tensor, b: torch.Tensor, scale_a: float, scale_b: float) -> torch.Tensor:
+    m, k = a.size()
+    n = b.size(1)
+    out = torch.empty([m, n], dtype=torch.float32, device=a.device)
+    for tm, tn in ts.tile([m, n]):
+        acc = ts.zeros([tm, tn], dtype=torch.float32)
+        for tk in ts.tile(k):
+            acc = ts.dot(a[tm, tk], b[tk, tn], acc=acc)
+        out[tm, tn] = acc * scale_a * scale_b
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_and_quantized_gemms(mode: str, request: pytest.FixtureRequest,
+                                   poison_empty: None) -> None:
+    use(mode, request)
+    x, a, b = torch.randn(33, 64), torch.randn(64, 48) * 0.2, torch.randn(48, 64) * 0.2
+    xd = x.double()
+    close(squeeze_excitation(x, a, b),
+          xd * torch.sigmoid(torch.relu(xd @ a.double()) @ b.double()), atol=1e-5)
+    packed = torch.randint(-128, 128, (32, 40), dtype=torch.int8)
+    p = packed.to(torch.int64)
+    unpacked = torch.stack([(p << 60) >> 60, (p << 56) >> 60], dim=1).reshape(64, 40)
+    close(int4_gemm(x, packed), xd @ unpacked.double(), atol=1e-3)
+    a8, b8 = torch.randn(33, 64).to(torch.float8_e4m3fn), torch.randn(64, 40).to(
+        torch.float8_e4m3fn)
+    close(fp8_gemm(a8, b8, 0.5, 2.0), a8.double() @ b8.double(), atol=1e-4)
+
+
+@ts.kernel
+def attention_bmm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    bh, sq, d = q.size()
+    out = torch.empty_like(q)
+    scale = 1.0 / math.sqrt(d)
+    for tb, tq in ts.tile([bh, sq], block_size=[1, None]):
+        qb = q[tb, tq, :]
+        m_i = ts.full([tb, tq], float("-inf"), dtype=torch.float32)
+        l_i = ts.zeros([tb, tq], dtype=torch.float32)
+        acc = ts.zeros([tb, tq, d], dtype=torch.float32)
+        for tk in ts.tile(k.size(1)):
+            s = torch.bmm(qb, k[tb, tk, :].transpose(1, 2)) * scale
+            m_new = torch.maximum(m_i, s.amax(dim=-1))
+            p = torch.exp(s - m_new[:, :, None])
+            alpha = torch.exp(m_i - m_new)
+            l_i = l_i * alpha + p.sum(dim=-1)
+            acc = torch.baddbmm(acc * alpha[:, :, None], p, v[tb, tk, :])
+            m_i = m_new
+        out[tb, tq, :] = (acc / l_i[:, :, None]).to(out.dtype)
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_attention_with_bmm(mode: str, request: pytest.FixtureRequest,
+                            poison_empty: None) -> None:
+    use(mode, request)
+    q, k, v = torch.randn(3, 40, 32), torch.randn(3, 50, 32), torch.randn(3, 50, 32)
+    qd, kd, vd = q.double(), k.double(), v.double()
+    want = torch.softmax(qd @ kd.transpose(1, 2) / math.sqrt(32), -1) @ vd
+    close(attention_bmm(q, k, v), want, atol=1e-5)
