@@ -145,3 +145,23 @@ def test_dot_seeds_put_small_query_tiles_first_for_fused_attention() -> None:
     mm_seeds = dot_seeds(mm, mm.default())
     narrow = [i for i, s in enumerate(mm_seeds) if s.block_sizes[:2] in ([64, 128], [128, 64])]
     assert len(narrow) == 2 and min(narrow) > 2
+
+
+def test_loop_seeds_vary_the_streamed_block_of_a_row_loop_kernel() -> None:
+    from examples.kernels.cross_entropy import cross_entropy
+    from torchship.kernels.autotune.tuner import loop_seeds
+
+    logits = torch.randn(64, 32000, dtype=torch.bfloat16)
+    labels = torch.randint(0, 32000, (64,))
+    ce = _as_gpu(cross_entropy.bind((logits, labels)).config_space)
+    default = ce.default()
+    seeds = loop_seeds(ce, default)
+    assert seeds and all(ce.is_valid(s) for s in seeds) and default not in seeds
+    loop = next(i for i, bp in enumerate(ce.block_params) if not bp.grid)
+    wide = [s for s in seeds if s.block_sizes[loop] == 2 * default.block_sizes[loop]]
+    assert {s.num_stages for s in wide} == {1, 2}
+    assert all(s.block_sizes[:loop] == default.block_sizes[:loop] for s in seeds)
+    # kernels with a dot get dot_seeds instead; the CPU gets no seeds at all
+    x = torch.randn(256, 256, dtype=torch.bfloat16)
+    assert loop_seeds(_as_gpu(matmul.bind((x, x)).config_space), None) == []
+    assert loop_seeds(cross_entropy.bind((logits, labels)).config_space, default) == []
