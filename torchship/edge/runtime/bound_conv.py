@@ -1,6 +1,7 @@
 """Load-time binders of the convolution and pooling ops (see ``bound.py`` for binders in general).
 
-- depthwise (``groups == in_channels``), one cache-sized channel block at a time: the block
+- depthwise (``groups == in_channels``): the optional native kernel (``native/``, float32)
+  when it is built; otherwise, in numpy, one cache-sized channel block at a time: the block
   is copied into a zero-padded row buffer where each (batch, channel) plane is one flat row of
   ``Hp * Wp`` values. Stride 1 (:func:`_bind_depthwise_rows`): ``kw`` such rows per plane,
   shifted by ``j * dw``, so the taps of one kernel row form one BLAS matrix and the row is one
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from torchship.edge.runtime.bound import chain, const, plus_bias, scratch
+from torchship.edge.runtime.native import depthwise_step
 from torchship.edge.runtime.nn_ops import _pair, _pool_params, _windows
 from torchship.edge.runtime.ops import clamp_step
 from torchship.edge.runtime.registry import OPS, Step, binder
@@ -197,7 +199,8 @@ def _padded(x: np.ndarray, ph: int, pw: int, value: float = 0.0, extra_h: int = 
 
 @binder("conv2d")
 def _bind_conv2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
-    """Depthwise: :func:`_bind_depthwise_rows` / :func:`_bind_depthwise`; 1x1 stride-1 unpadded:
+    """Depthwise: the native kernel when available (``native/``), else
+    :func:`_bind_depthwise_rows` / :func:`_bind_depthwise`; 1x1 stride-1 unpadded:
     one matmul; otherwise im2col in chunks of whole output rows (at most ``_COLS`` bytes of
     columns each), each chunk's columns copied and multiplied while in cache."""
     x, w, out = ins[0], ins[1], outs[0]
@@ -207,6 +210,10 @@ def _bind_conv2d(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     oh, ow = out.shape[2], out.shape[3]
     g = a["groups"]
     if g == c and cg == 1:
+        step = depthwise_step(x, w, bias, out, stride=a["stride"], padding=a["padding"], dilation=a["dilation"],
+                              lo=a.get("clamp_min"), hi=a.get("clamp_max"))
+        if step is not None:
+            return step
         return (_bind_depthwise_rows if list(a["stride"]) == [1, 1] else _bind_depthwise)(x, w, out, bias, a)
     if g != 1:  # grouped, not depthwise: the plain kernel (clamp included)
         kernel = OPS["conv2d"].kernel

@@ -7,7 +7,9 @@ materialises the whole expanded or depthwise maps. Per image, it walks the hidde
 1. expand: one GEMM ``[cb, Cin+1] @ [Cin+1, Hp*Wp]`` from a zero-padded copy of the input that
    carries a row of ones inside the image (so the bias comes out of the GEMM and the padded
    border of the expanded maps is exactly zero), then the expand clamp in place;
-2. depthwise, in smaller channel blocks (``_BLOCK``), on "wide" rows of ``Wp`` columns: stride 1
+2. depthwise: one call of the optional native kernel (``native/``) per block when it is
+   built (bias and clamp fused, planes read in place); else, in numpy, in smaller channel
+   blocks (``_BLOCK``), on "wide" rows of ``Wp`` columns: stride 1
    as ``kw`` shifted copies plus a row of ones (the bias) and one batched
    ``[1, kw(+1)] @ [kw(+1), OH*Wp]`` BLAS product per kernel row; other strides as one strided
    multiply-add per tap. The valid columns go, clamped, into the block's depthwise maps ``D``;
@@ -42,6 +44,7 @@ import numpy as np
 
 from torchship.edge.runtime.bound import const, scratch
 from torchship.edge.runtime.dims import FLOATS
+from torchship.edge.runtime.native import depthwise_step
 from torchship.edge.runtime.nn_ops import _conv_out, _pair
 from torchship.edge.runtime.ops import _CLIP, _fail, _same_dtype
 from torchship.edge.runtime.registry import OPS, Shape, Step, binder, register
@@ -179,6 +182,65 @@ def _depthwise_taps(e: np.ndarray, wd: np.ndarray, a: dict[str, Any], wp: int) -
     return refresh, block
 
 
+Bounds = tuple[float | None, float | None]
+Dims = tuple[int, int, int, int, int]  # hp, wp (padded plane), oh, ow, wq (wide output row)
+
+
+def _numpy_blocks(e: np.ndarray, wd: np.ndarray, bd: np.ndarray, d: np.ndarray, a: dict[str, Any], cbo: int,
+                  dims: Dims, bounds: Bounds) -> tuple[Step, list[list[Step]]]:
+    """The numpy depthwise of each block of ``cbo`` hidden channels (``e`` -> ``d``, bias and
+    clamp included) as a list of sub-steps per block, and the step refreshing its weight copies."""
+    hp, wp, oh, ow, wq = dims
+    ch, (sh, sw), span, dt = wd.shape[0], a["stride"], oh * wq, e.dtype
+    bias_col = None
+    if sh == sw == 1:
+        cb, refresh_taps, dw_block = _depthwise_rows(e, wd, bd, a, wp)
+    else:
+        cb = max(1, min(cbo, _BLOCK // max(1, span)))
+        refresh_taps, dw_block = _depthwise_taps(e, wd, a, wp)
+        bias_col = scratch((ch, 1, 1), dt)
+    acc, tmp = scratch((cb, 1, span), dt, temp=True), scratch((cb, 1, span), dt, temp=True)
+    block_subs = []
+    for g0 in range(0, ch, cbo):
+        k, subs = min(ch, g0 + cbo) - g0, []
+        for c0 in range(0, k, cb):
+            c1 = min(k, c0 + cb)
+            valid = acc[: c1 - c0, 0].reshape(c1 - c0, oh, wq)[:, :, :ow]
+            dst = d[c0:c1].reshape(c1 - c0, oh, ow)
+            if bias_col is None:
+                finish = _clip_into(valid, dst, bounds)
+            else:
+                bcol, clip = bias_col[g0 + c0 : g0 + c1], _clip_into(dst, dst, bounds)
+                finish = lambda v=valid, o=dst, b=bcol, cl=clip: (np.add(v, b, out=o), cl())  # type: ignore[misc]  # noqa: E731
+            subs += [dw_block(e[c0:c1], g0 + c0, g0 + c1, acc[: c1 - c0], tmp[: c1 - c0]), finish]
+        block_subs.append(subs)
+
+    def refresh() -> None:
+        refresh_taps()
+        if bias_col is not None:
+            np.copyto(bias_col[:, 0, 0], bd)
+
+    return refresh, block_subs
+
+
+def _native_blocks(e: np.ndarray, wd: np.ndarray, bd: np.ndarray, d: np.ndarray, a: dict[str, Any], cbo: int,
+                   dims: Dims, bounds: Bounds) -> list[Step] | None:
+    """One native depthwise step per block of ``cbo`` hidden channels (expanded padded planes
+    ``e`` -> ``d``, bias and depthwise clamp fused), or None when the native kernel is off."""
+    hp, wp, oh, ow, _ = dims
+    ch, steps = wd.shape[0], []
+    for g0 in range(0, ch, cbo):
+        k = min(ch, g0 + cbo) - g0
+        src = e[:k, : hp * wp].reshape(1, k, hp, wp)
+        step = depthwise_step(src, wd[g0 : g0 + k], bd[g0 : g0 + k], d[:k].reshape(1, k, oh, ow),
+                              stride=a["stride"], padding=(0, 0), dilation=a["dilation"],
+                              lo=bounds[0], hi=bounds[1], plane_stride=e.shape[1])
+        if step is None:
+            return None
+        steps.append(step)
+    return steps
+
+
 @binder("fused_mbconv")
 def _bind_mbconv(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     x, w1, b1, wd, bd, w3, b3 = ins
@@ -203,14 +265,13 @@ def _bind_mbconv(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     e = scratch((cbo, plane), dt, 0.0)  # the block's expanded maps (slack past hp*wp: junk columns only)
     d = scratch((cbo + 1, oh * ow), dt, 0.0)  # the block's depthwise maps + a row of ones (project bias)
     d[cbo] = 1.0
-    if sh == sw == 1:
-        cb, refresh_dw, dw_block = _depthwise_rows(e, wd, bd, a, wp)
-        bias_col = None
-    else:
-        cb = max(1, min(cbo, _BLOCK // max(1, span)))
-        refresh_dw, dw_block = _depthwise_taps(e, wd, a, wp)
-        bias_col = scratch((ch, 1, 1), dt)
-    acc, tmp = scratch((cb, 1, span), dt, temp=True), scratch((cb, 1, span), dt, temp=True)
+    dw_bounds = _bounds(a, "depthwise")
+    dims = (hp, wp, oh, ow, wq)
+    natives = _native_blocks(e, wd, bd, d, a, cbo, dims, dw_bounds)
+    if natives is None:
+        refresh_dw, block_subs = _numpy_blocks(e, wd, bd, d, a, cbo, dims, dw_bounds)
+    else:  # the native kernel reads the depthwise weights in place: nothing to refresh
+        refresh_dw, block_subs = (lambda: None), [[s] for s in natives]
     part = scratch((co, oh * ow), dt, temp=True) if cbo < ch else None  # later blocks' project terms
 
     def refresh() -> None:
@@ -221,29 +282,15 @@ def _bind_mbconv(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
         np.copyto(w3a[:, cbo], b3)
         np.copyto(w3a[:, cbo + 1 :], w3m[:, cbo:])
         refresh_dw()
-        if bias_col is not None:
-            np.copyto(bias_col[:, 0, 0], bd)
 
     refresh()
     lo, hi = _bounds(a, "expand")
     lo_, hi_ = const(-np.inf if lo is None else lo, dt), const(np.inf if hi is None else hi, dt)
     clamp_expand = lo is not None or hi is not None
-    dw_bounds = _bounds(a, "depthwise")
     blocks = []
-    for g0 in range(0, ch, cbo):
+    for g0, subs in zip(range(0, ch, cbo), block_subs):
         g1 = min(ch, g0 + cbo)
         k = g1 - g0
-        subs = []
-        for c0 in range(0, k, cb):
-            c1 = min(k, c0 + cb)
-            valid = acc[: c1 - c0, 0].reshape(c1 - c0, oh, wq)[:, :, :ow]
-            dst = d[c0:c1].reshape(c1 - c0, oh, ow)
-            if bias_col is None:
-                finish = _clip_into(valid, dst, dw_bounds)
-            else:
-                bcol, clip = bias_col[g0 + c0 : g0 + c1], _clip_into(dst, dst, dw_bounds)
-                finish = lambda v=valid, o=dst, b=bcol, cl=clip: (np.add(v, b, out=o), cl())  # type: ignore[misc]  # noqa: E731
-            subs.append((dw_block(e[c0:c1], g0 + c0, g0 + c1, acc[: c1 - c0], tmp[: c1 - c0]), finish))
         # the first block's project GEMM carries the bias (w3a's column cbo times d's ones row);
         # later blocks accumulate
         proj = (w3a[:, : cbo + 1], d) if g0 == 0 else (w3a[:, g0 + 1 : g1 + 1], d[:k])
@@ -264,9 +311,8 @@ def _bind_mbconv(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
                 matmul(w1b, xrows, out=eb)
                 if clamp_expand:
                     _CLIP(eb, lo_, hi_, out=eb)
-                for dw_step, finish in subs:
-                    dw_step()
-                    finish()
+                for sub in subs:
+                    sub()
                 if first:
                     matmul(w3b, db, out=o)
                 else:

@@ -1,0 +1,173 @@
+"""Optional native kernels (runtime/native): native == numpy fallback == torch eager (float64),
+build on first use, fallback without a compiler, corrupt cache rebuilt, switch-off variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from examples.models.zoo import inverted_residual  # noqa: I001
+from tests.edge._util import ROOT, rel_err
+from torchship.edge import export
+from torchship.edge.runtime import loads
+from torchship.edge.runtime.native import active, build, depthwise_step
+from torchship.edge.runtime.registry import OPS, bind_step
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state() -> Iterator[None]:
+    build.reset()
+    yield
+    build.reset()  # later tests look again, with their own environment
+
+
+def _set_native(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
+    monkeypatch.setenv("TORCHSHIP_EDGE_NATIVE", "1" if on else "0")
+    build.reset()
+    assert active() is on
+
+
+# (N, C, mult, H, W, kernel, stride, padding, dilation, bias, clamp)
+GRID = [
+    (1, 16, 1, 14, 14, (3, 3), (1, 1), (1, 1), (1, 1), True, (0.0, 6.0)),
+    (2, 3, 1, 7, 9, (3, 3), (1, 1), (0, 0), (1, 1), False, (None, None)),
+    (1, 5, 1, 13, 11, (3, 3), (2, 2), (1, 1), (1, 1), True, (0.0, 6.0)),
+    (1, 4, 1, 12, 12, (3, 3), (2, 2), (1, 1), (1, 1), False, (None, None)),
+    (1, 6, 1, 15, 10, (5, 5), (1, 1), (2, 2), (1, 1), True, (None, 0.5)),
+    (2, 3, 1, 11, 13, (5, 5), (2, 2), (2, 2), (1, 1), False, (0.0, None)),
+    (1, 4, 1, 16, 17, (3, 3), (1, 1), (2, 2), (2, 2), True, (None, None)),
+    (1, 3, 1, 17, 16, (3, 3), (2, 1), (2, 0), (1, 3), True, (-0.5, 0.5)),
+    (1, 3, 2, 9, 9, (3, 3), (1, 1), (1, 1), (1, 1), True, (None, None)),
+    (1, 2, 3, 10, 7, (1, 3), (1, 3), (0, 1), (1, 1), False, (0.0, 6.0)),
+    (1, 3, 1, 9, 10, (2, 4), (3, 2), (1, 2), (2, 1), True, (None, None)),
+    (1, 2, 1, 8, 8, (7, 7), (1, 1), (3, 3), (1, 1), True, (None, None)),
+]
+
+
+def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, a: dict) -> np.ndarray:
+    """The conv2d binder's result (native or numpy, as the environment says)."""
+    n, c, h, wd = x.shape
+    kh, kw = w.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
+    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    out = np.full((n, w.shape[0], oh, ow), np.nan, np.float32)
+    bind_step(OPS["conv2d"], [x, w] + ([] if b is None else [b]), [out], a)()
+    return out
+
+
+@pytest.mark.parametrize("case", GRID, ids=[f"g{i}" for i in range(len(GRID))])
+def test_depthwise_native_equals_numpy_equals_eager(case: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    n, c, mult, h, wd, k, s, p, d, has_bias, (lo, hi) = case
+    rng = np.random.default_rng(sum(map(hash, map(str, case))) % 2**32)
+    x = rng.standard_normal((n, c, h, wd)).astype(np.float32)
+    w = rng.standard_normal((c * mult, 1, *k)).astype(np.float32)
+    b = rng.standard_normal(c * mult).astype(np.float32) if has_bias else None
+    a = {"stride": list(s), "padding": list(p), "dilation": list(d), "groups": c, "clamp_min": lo, "clamp_max": hi}
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                     None if b is None else torch.from_numpy(b).double(), s, p, d, c)
+    ref = ref.clamp(lo, hi).numpy() if (lo, hi) != (None, None) else ref.numpy()
+    _set_native(monkeypatch, False)
+    plain = _conv(x, w, b, a)
+    _set_native(monkeypatch, True)
+    assert depthwise_step(x, w, b, plain.copy(), stride=s, padding=p, dilation=d) is not None
+    native = _conv(x, w, b, a)
+    assert rel_err(native.astype(np.float64), ref) <= 1e-5
+    assert rel_err(plain.astype(np.float64), ref) <= 1e-5
+    assert rel_err(native, plain) <= 1e-5
+
+
+def test_native_declines_what_it_does_not_cover(monkeypatch: pytest.MonkeyPatch) -> None:
+    _set_native(monkeypatch, True)
+    kw = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)}
+    x, w = np.ones((1, 2, 5, 5)), np.ones((2, 1, 3, 3))
+    assert depthwise_step(x, w, None, np.empty((1, 2, 5, 5)), **kw) is None  # float64
+    x32, w32 = np.ones((1, 2, 5, 5), np.float32), np.ones((2, 1, 3, 3), np.float32)
+    assert depthwise_step(x32[:, :, :, ::1].transpose(0, 1, 3, 2), w32, None, np.empty((1, 2, 5, 5), np.float32), **kw) is None
+    got = np.empty((1, 2, 5, 5), np.float32)
+    depthwise_step(x32, w32, None, got, **kw)()
+    assert got[0, 0, 2, 2] == 9.0 and got[0, 1, 0, 0] == 4.0
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["native", "numpy"])
+def test_inverted_residual_native_on_and_off(on: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, inputs = inverted_residual()
+    data = export(model, inputs).to_bytes()
+    _set_native(monkeypatch, on)
+    got = loads(data).run(inputs[0].numpy())
+    with torch.no_grad():
+        ref = model.double()(inputs[0].double()).numpy()
+    assert rel_err(got.astype(np.float64), ref) <= 1e-5
+
+
+def test_no_compiler_falls_back_to_numpy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("TORCHSHIP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.delenv("TORCHSHIP_EDGE_NATIVE", raising=False)
+    with caplog.at_level("DEBUG", logger="torchship.edge.native"):
+        assert build.library() is None and not active()
+    assert len(caplog.records) == 1 and "numpy" in caplog.records[0].getMessage()
+    assert not (tmp_path / "edge-native").exists() or not list((tmp_path / "edge-native").iterdir())
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((3, 1, 3, 3)).astype(np.float32)
+    a = {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 3, "clamp_min": None, "clamp_max": None}
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), padding=1, groups=3).numpy()
+    assert rel_err(_conv(x, w, None, a).astype(np.float64), ref) <= 1e-5
+
+
+def test_failing_compiler_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "fake-cc"
+    fake.write_text("#!/bin/sh\necho broken >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("TORCHSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.delenv("TORCHSHIP_EDGE_NATIVE", raising=False)
+    assert build.library() is None
+    assert not list((tmp_path / "cache" / "edge-native").glob("*"))  # no temp file left behind
+
+
+def test_disabled_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHSHIP_EDGE_NATIVE", "0")
+    assert build.library() is None
+    x, w = np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 3, 3), np.float32)
+    assert depthwise_step(x, w, None, np.empty((1, 1, 1, 1), np.float32), stride=(1, 1), padding=(0, 0), dilation=(1, 1)) is None
+
+
+_PROBE = "from torchship.edge.runtime.native import build; lib = build.library(); print(lib is not None and lib.ts_native_abi() == build.ABI)"
+
+
+def _probe(cache: Path) -> bool:
+    """library() in a fresh process (dlopen there has not mapped the file yet)."""
+    env = {**os.environ, "TORCHSHIP_CACHE_DIR": str(cache)}
+    env.pop("TORCHSHIP_EDGE_NATIVE", None)
+    env.pop("CC", None)
+    proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip() == "True"
+
+
+def test_build_cache_and_corrupt_library_rebuilt(tmp_path: Path) -> None:
+    assert _probe(tmp_path)  # built on first use
+    (so,) = (tmp_path / "edge-native").glob("*.so")
+    mtime = so.stat().st_mtime_ns
+    assert _probe(tmp_path) and so.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    bad = tmp_path / "bad.so"
+    bad.write_bytes(b"\x7fELF garbage" * 100)
+    os.replace(bad, so)  # replaced, not written in place: a loaded library stays mapped
+    assert _probe(tmp_path)
+    assert so.read_bytes()[:4] == b"\x7fELF" and b"garbage" not in so.read_bytes()
+    assert [p.name for p in (tmp_path / "edge-native").iterdir()] == [so.name]
+
+
+def test_source_is_package_data() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    data = pyproject["tool"]["setuptools"]["package-data"]
+    assert "*.c" in data["torchship.edge.runtime.native"] and build.SOURCE.exists()

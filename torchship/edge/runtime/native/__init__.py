@@ -1,0 +1,103 @@
+"""Optional native kernels of the numpy runtime (C99 + ctypes; built on first use, see ``build.py``).
+
+Only the depthwise 2-D convolution is native: float32, any kernel size, stride, padding and
+dilation (3x3 and 5x5 kernel rows unrolled), with bias and clamp fused, one thread. The
+binders (``bound_conv.py``, ``mbconv.py``) ask :func:`depthwise_step` for a step and keep their
+numpy path when it returns None: native kernels disabled (``TORCHSHIP_EDGE_NATIVE=0``), no
+compiler, a build failure, another dtype or a non-contiguous operand.
+
+Example:
+    >>> import numpy as np
+    >>> x, w = np.ones((1, 2, 4, 4), np.float32), np.ones((2, 1, 3, 3), np.float32)
+    >>> out = np.zeros((1, 2, 4, 4), np.float32)
+    >>> step = depthwise_step(x, w, None, out, stride=(1, 1), padding=(1, 1), dilation=(1, 1))
+    >>> step is None or (step(), out[0, 0, 0].tolist())[1] == [4.0, 6.0, 6.0, 4.0]
+    True
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from torchship.edge.runtime.bound import scratch
+from torchship.edge.runtime.native.build import library
+
+_F32 = np.dtype("float32")
+_P, _I, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+_ARGS = [_P, ctypes.c_ssize_t, ctypes.c_ssize_t] + [_I] * 7 + [_P, _P] + [_I] * 8 + [_F, _F, _P, _P]
+
+
+def active() -> bool:
+    """True when the native kernels are built and enabled in this process.
+
+    Example:
+        >>> isinstance(active(), bool)
+        True
+    """
+    return library() is not None
+
+
+def _fn() -> Callable[..., None] | None:
+    lib = library()
+    if lib is None:
+        return None
+    fn = lib.ts_depthwise
+    fn.argtypes, fn.restype = _ARGS, None
+    return fn
+
+
+def _usable(*arrays: np.ndarray | None) -> bool:
+    return all(a is None or (a.dtype == _F32 and a.flags.c_contiguous) for a in arrays)
+
+
+def depthwise_step(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: np.ndarray, *,
+                   stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                   lo: float | None = None, hi: float | None = None,
+                   plane_stride: int | None = None) -> Callable[[], None] | None:
+    """A step computing ``out = clamp(depthwise_conv2d(x, w) + bias, lo, hi)`` natively, or None.
+
+    ``x`` is ``[N, C, H, W]`` and ``w`` ``[C * M, 1, KH, KW]`` (``M`` outputs per input
+    channel), ``out`` ``[N, C * M, OH, OW]``; all float32 and C-contiguous. ``plane_stride``
+    (elements) lets the planes of ``x`` lie further apart than ``H * W`` (``x`` is then given
+    as the ``[1, C, H, W]`` view of the first ``H * W`` values of each plane, e.g. padded planes
+    with slack), in which case ``x`` need not be contiguous.
+
+    Example:
+        >>> x, w = np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 3, 3), np.float32)
+        >>> o = np.empty((1, 1, 1, 1), np.float32)
+        >>> s = depthwise_step(x, w, None, o, stride=(1, 1), padding=(0, 0), dilation=(1, 1))
+        >>> s is None or (s(), float(o[0, 0, 0, 0]))[1] == 9.0
+        True
+    """
+    fn = _fn()
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    if plane_stride is None:
+        ps, ok = h * wd, _usable(x)
+    else:
+        ps = plane_stride
+        ok = x.dtype == _F32 and x.strides == (c * ps * 4, ps * 4, wd * 4, 4)
+    if fn is None or not ok or not _usable(w, bias, out) or o % c or oh * ow == 0 or n * c == 0:
+        return None
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    wps = -(-(wd + 2 * pw) // sw)
+    direct = ph == pw == 0 and sw == 1  # planes read in place, no padded copy
+    buf = None if direct else scratch(((h + 2 * ph) * sw * wps,), _F32, temp=True)
+    args = (x.ctypes.data, ps, wd, n * c, c, h, wd, ph, pw, o // c, w.ctypes.data,
+            None if bias is None else bias.ctypes.data, kh, kw, sh, sw, dh, dw, oh, ow,
+            -np.inf if lo is None else float(lo), np.inf if hi is None else float(hi),
+            out.ctypes.data, None if buf is None else buf.ctypes.data)
+    keep = (x, w, bias, out, buf)  # the step holds what its addresses point into
+
+    def step() -> None:
+        fn(*args)
+
+    step.keep = keep  # type: ignore[attr-defined]
+    return step
+
+
+__all__ = ["active", "depthwise_step"]

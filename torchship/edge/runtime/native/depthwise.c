@@ -1,0 +1,128 @@
+/* torchship.edge optional native kernels: depthwise 2-D convolution, float32, NCHW.
+ *
+ * Built on first use by native/build.py (cc -O3 [-march=native], no -ffast-math) and called
+ * through ctypes; single-threaded, no allocation. One plane at a time: the input plane is read
+ * in place when it needs no padding and the column stride is 1, else copied into a zero-padded
+ * "phased" plane in `scratch`, where padded column pc is stored in segment pc % sw at index
+ * pc / sw, so every kernel tap of a stride-sw output row is one contiguous run of values. Each
+ * output row is accumulated kernel row by kernel row (3x3 and 5x5 kernel rows unrolled), then
+ * bias + clamp are applied while the row is in L1. Inner loops run over contiguous restrict
+ * pointers, so gcc vectorises them. */
+#include <stddef.h>
+#include <string.h>
+
+#define TS_INLINE static inline __attribute__((always_inline))
+#define TS_MAX_TAPS 1024 /* kernels with more taps are refused by the Python side */
+
+int ts_native_abi(void) { return 1; }
+
+/* Copy an h x w plane (row stride ls) into a zeroed, padded, phased plane of hp rows of
+ * sw segments of wps values each. */
+static void phase_pad(const float *restrict src, ptrdiff_t ls, int h, int w, int ph, int pw,
+                      int hp, int sw, int wps, float *restrict dst) {
+    ptrdiff_t rs = (ptrdiff_t)sw * wps;
+    memset(dst, 0, sizeof(float) * (size_t)hp * (size_t)rs);
+    for (int r = 0; r < h; r++) {
+        const float *restrict s = src + r * ls;
+        float *restrict d = dst + (ptrdiff_t)(r + ph) * rs;
+        if (sw == 1) {
+            memcpy(d + pw, s, sizeof(float) * (size_t)w);
+            continue;
+        }
+        for (int p = 0; p < sw; p++) {
+            int c0 = ((p - pw) % sw + sw) % sw; /* first source column landing in segment p */
+            float *restrict dd = d + (ptrdiff_t)p * wps + (pw + c0) / sw;
+            for (int c = c0, k = 0; c < w; c += sw, k++)
+                dd[k] = s[c];
+        }
+    }
+}
+
+/* One output row, all KH x KW taps (compile-time constants after inlining) fused with bias and
+ * clamp: o[q] = clamp(b + sum_t w[t] * in[off[t] + q]). */
+TS_INLINE void row_fused(const float *restrict in, const ptrdiff_t *off, const float *restrict w,
+                         int KH, int KW, float b, float lo, float hi, int ow,
+                         float *restrict o) {
+    ptrdiff_t of[25];
+    float wv[25];
+    for (int t = 0; t < KH * KW; t++) {
+        of[t] = off[t];
+        wv[t] = w[t];
+    }
+    for (int q = 0; q < ow; q++) {
+        float v = b;
+        for (int t = 0; t < KH * KW; t++)
+            v += wv[t] * in[of[t] + q];
+        v = v < lo ? lo : v;
+        o[q] = v > hi ? hi : v;
+    }
+}
+
+/* Any kernel size: one pass per tap, then bias + clamp. */
+static void row_any(const float *restrict in, const ptrdiff_t *off, const float *restrict w,
+                    int taps, float b, float lo, float hi, int ow, float *restrict o) {
+    for (int q = 0; q < ow; q++)
+        o[q] = b;
+    for (int t = 0; t < taps; t++) {
+        const float *restrict s = in + off[t];
+        float wv = w[t];
+        for (int q = 0; q < ow; q++)
+            o[q] += wv * s[q];
+    }
+    for (int q = 0; q < ow; q++) {
+        float v = o[q];
+        v = v < lo ? lo : v;
+        o[q] = v > hi ? hi : v;
+    }
+}
+
+/* One output plane from a (phased) padded plane with row stride rs; `off` holds the offset of
+ * each tap within a kernel window (kh * kw entries). */
+static void plane(const float *restrict in, ptrdiff_t rs, const ptrdiff_t *off,
+                  const float *restrict w, float bias, int kh, int kw, int sh, int oh, int ow,
+                  float lo, float hi, float *restrict out) {
+    for (int r = 0; r < oh; r++) {
+        const float *row = in + (ptrdiff_t)r * sh * rs;
+        float *o = out + (ptrdiff_t)r * ow;
+        if (kh == 3 && kw == 3)
+            row_fused(row, off, w, 3, 3, bias, lo, hi, ow, o);
+        else if (kh == 5 && kw == 5)
+            row_fused(row, off, w, 5, 5, bias, lo, hi, ow, o);
+        else
+            row_any(row, off, w, kh * kw, bias, lo, hi, ow, o);
+    }
+}
+
+/* Depthwise conv over `planes` input planes (plane p at src + p * ps, rows ls apart, h x w),
+ * `mult` outputs per input plane: output plane p * mult + m (oh x ow, contiguous) uses weight
+ * row (p % c) * mult + m of `wt` ([c * mult, kh * kw]) and bias entry of the same index (`b`
+ * may be NULL). Padding (ph, pw) is virtual zeros. `scratch` holds (h + 2 ph) * sw * wps
+ * floats, wps = ceil((w + 2 pw) / sw); unused when ph == pw == 0 and sw == 1. Output values
+ * are clamped to [lo, hi] (pass -inf / inf for none; NaN propagates like numpy's clip). */
+void ts_depthwise(const float *src, ptrdiff_t ps, ptrdiff_t ls, int planes, int c, int h,
+                  int w, int ph, int pw, int mult, const float *wt, const float *b, int kh,
+                  int kw, int sh, int sw, int dh, int dw, int oh, int ow, float lo, float hi,
+                  float *out, float *scratch) {
+    int direct = ph == 0 && pw == 0 && sw == 1;
+    int hp = h + 2 * ph, wps = (w + 2 * pw + sw - 1) / sw;
+    ptrdiff_t taps = (ptrdiff_t)kh * kw, osz = (ptrdiff_t)oh * ow;
+    ptrdiff_t rs = direct ? ls : (ptrdiff_t)sw * wps;
+    ptrdiff_t off[TS_MAX_TAPS];
+    if (taps > TS_MAX_TAPS)
+        return;
+    for (int i = 0; i < kh; i++)
+        for (int j = 0; j < kw; j++) /* segment (j dw) % sw, index (j dw) / sw of row i dh */
+            off[i * kw + j] = (ptrdiff_t)i * dh * rs + (ptrdiff_t)((j * dw) % sw) * wps + (j * dw) / sw;
+    for (int p = 0; p < planes; p++) {
+        const float *in = src + p * ps;
+        if (!direct) {
+            phase_pad(in, ls, h, w, ph, pw, hp, sw, wps, scratch);
+            in = scratch;
+        }
+        for (int m = 0; m < mult; m++) {
+            ptrdiff_t ch = (ptrdiff_t)(p % c) * mult + m;
+            plane(in, rs, off, wt + ch * taps, b ? b[ch] : 0.0f, kh, kw, sh, oh, ow, lo, hi,
+                  out + ((ptrdiff_t)p * mult + m) * osz);
+        }
+    }
+}
