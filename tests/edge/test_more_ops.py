@@ -52,6 +52,15 @@ def test_prelu_per_channel() -> None:
 def test_var_std(correction: int) -> None:
     check(lambda x: torch.var(x, -1, correction=correction), [X2])
     check(lambda x: torch.std(x, (0, 2), keepdim=True, correction=correction), [X4[0]])
+    # the two-output forms: both outputs used, with different weights
+    check(lambda x: (lambda v, m: 3 * v + m)(*torch.var_mean(x, (0, 2), keepdim=True,
+                                                            correction=correction)), [X4[0]])
+    check(lambda x: (lambda s, m: s - 2 * m)(*torch.std_mean(x, -1, correction=correction)), [X2])
+
+
+def test_one_hot_drops_its_bounds_assertion() -> None:
+    # F.one_hot exports with an _assert_async on the index range: a check, not a computation
+    check(lambda i: F.one_hot(i, 7).float() * 2, [torch.tensor([0, 6, 3, 3])])
     check(lambda x: x.var() + x.std(0).sum(), [X2])
 
 

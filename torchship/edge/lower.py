@@ -251,7 +251,7 @@ def _skip(lw: Lowering, node: torch.fx.Node) -> Any:
 
 for _t in (aten.clone.default, aten.alias.default, aten.detach.default, aten.lift_fresh_copy.default, aten.contiguous.default):
     HANDLERS[_t] = _identity
-for _t in (aten._assert_tensor_metadata.default, aten._assert_scalar.default, aten.sym_constrain_range_for_size.default, aten.sym_constrain_range.default):
+for _t in (aten._assert_tensor_metadata.default, aten._assert_scalar.default, aten._assert_async.msg, aten._assert_async.default, aten.sym_constrain_range_for_size.default, aten.sym_constrain_range.default):
     HANDLERS[_t] = _skip
 HANDLERS[operator.getitem] = lambda lw, node: lw.val(node.args[0])[node.args[1]]
 

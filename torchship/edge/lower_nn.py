@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchship.edge.lower import Lowering, handles
+from torchship.edge.lower import Lowering, handles, sym_to_dim, torch_dtype
 from torchship.edge.lower import out_dtype as _out_dtype
 from torchship.edge.lower_ops import _axes
 
@@ -135,21 +135,18 @@ def _mish(lw: Lowering, node: Node) -> int:
 # ----------------------------------------------------------------------------- statistics
 
 
-@handles(aten.var.correction, aten.var.dim, aten.std.correction, aten.std.dim)
-def _var(lw: Lowering, node: Node) -> int:
-    """``sum((x - mean)^2) / (N - correction)`` over ``dim`` (all axes when None); std is its
-    square root."""
-    dt, shape = lw.out()
+def _moments(lw: Lowering, node: Node, dt: str) -> tuple[int, int]:
+    """``(var, mean)`` of ``node.args[0]`` over the node's ``dim`` (all axes when None), both
+    with the reduced axes kept: ``sum((x - mean)^2) / (N - correction)``."""
     e = Emit(lw, dt)
     x = lw.tensor(node.args[0], dt)
     xs = lw.shape_of(x)
     axes = [a % len(xs) for a in _axes(node)] or list(range(len(xs)))
-    if node.target in (aten.var.dim, aten.std.dim):
+    if str(node.target).endswith(".dim"):
         correction = 1.0 if _arg(node, 2, "unbiased", True) else 0.0
     else:
         c = node.kwargs.get("correction", None)
         correction = 1.0 if c is None else float(c)
-    # keepdim needs nothing here: the result is viewed as the node's own output shape
     if any(not isinstance(xs[a], int) for a in axes):
         raise lw.fail("var/std over a dynamic dimension is not supported")
     n = int(np.prod([xs[a] for a in axes])) if axes else 1
@@ -157,10 +154,34 @@ def _var(lw: Lowering, node: Node) -> int:
     mean = e("mean", [x], kept, {"axes": axes, "keepdim": True})
     dev = e("sub", [x, mean])
     ss = e("sum", [e("mul", [dev, dev])], kept, {"axes": axes, "keepdim": True})
-    var = e("div", [ss, e.c(max(n - correction, 0.0))])
-    if node.target in (aten.std.correction, aten.std.dim):
-        var = e("sqrt", [var])
+    return e("div", [ss, e.c(max(n - correction, 0.0))]), mean
+
+
+@handles(aten.var.correction, aten.var.dim, aten.std.correction, aten.std.dim)
+def _var(lw: Lowering, node: Node) -> int:
+    """Variance (std: its square root); keepdim needs nothing here, the result is viewed as
+    the node's own output shape."""
+    dt = lw.out()[0]
+    var, _ = _moments(lw, node, dt)
+    if "std" in str(node.target):
+        var = Emit(lw, dt)("sqrt", [var])
     return _bind(lw, var)
+
+
+@handles(aten.var_mean.correction, aten.var_mean.dim, aten.std_mean.correction, aten.std_mean.dim)
+def _var_mean(lw: Lowering, node: Node) -> list[int]:
+    """``(var, mean)`` / ``(std, mean)`` as two outputs, each viewed as the node's output shape."""
+    outs = node.meta["val"]
+    dt = torch_dtype(outs[0].dtype)
+    var, mean = _moments(lw, node, dt)
+    if "std" in str(node.target):
+        var = Emit(lw, dt)("sqrt", [var])
+    result = []
+    for v, meta in zip((var, mean), outs):
+        shape = [sym_to_dim(d) for d in meta.shape]
+        result.append(v if lw.shape_of(v) == shape else
+                      lw.g.emit("reshape", [v], dt, shape, {"shape": shape}, lw.source))
+    return result
 
 
 # ----------------------------------------------------------------------------- data movement
