@@ -216,3 +216,46 @@ def test_attention_with_bmm(mode: str, request: pytest.FixtureRequest,
     qd, kd, vd = q.double(), k.double(), v.double()
     want = torch.softmax(qd @ kd.transpose(1, 2) / math.sqrt(32), -1) @ vd
     close(attention_bmm(q, k, v), want, atol=1e-5)
+
+
+@ts.kernel
+def matmul_layernorm(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor,
+                     bias: torch.Tensor) -> torch.Tensor:
+    """``layer_norm(a @ b)``: the accumulator spans all of n (``ts.zeros([tm, n])`` with n a
+    tensor size that is not a power of two: a padded, masked full dim)."""
+    m, k = a.size()
+    n = b.size(1)
+    out = torch.empty([m, n], dtype=a.dtype, device=a.device)
+    for tm in ts.tile(m):
+        acc = ts.zeros([tm, n], dtype=torch.float32)
+        for tk in ts.tile(k):
+            acc = acc + a[tm, tk] @ b[tk, :]
+        var, mean = torch.var_mean(acc, dim=-1, keepdim=True, correction=0)
+        out[tm, :] = (acc - mean) * torch.rsqrt(var + 1e-5) * w[None, :] + bias[None, :]
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_accumulator_over_a_whole_non_power_of_two_dim(mode: str,
+                                                       request: pytest.FixtureRequest,
+                                                       poison_empty: None) -> None:
+    use(mode, request)
+    a, b, w, bias = torch.randn(33, 64), torch.randn(64, 48), torch.randn(48), torch.randn(48)
+    want = torch.nn.functional.layer_norm(a.double() @ b.double(), (48,), w.double(),
+                                          bias.double())
+    close(matmul_layernorm(a, b, w, bias), want, atol=1e-4)
+
+
+@ts.kernel
+def widen(x: torch.Tensor, n: int) -> torch.Tensor:
+    out = torch.empty([x.size(0), n], dtype=torch.float32, device=x.device)
+    for tm in ts.tile(x.size(0)):
+        out[tm, :] = ts.full([tm, n], 1.0, dtype=torch.float32) + x[tm, :]
+    return out
+
+
+def test_int_argument_full_dim_is_checked_at_launch(compiled_mode: None) -> None:
+    x = torch.randn(5, 24)
+    close(widen(x, 24), x.double() + 1)
+    with pytest.raises(ts.KernelLaunchError, match="size mismatch"):
+        widen(x, 20)

@@ -355,3 +355,25 @@ def test_squeeze_needs_a_size_one_dim(compiled_mode: None) -> None:
 
     with pytest.raises(ts.KernelSyntaxError, match=r"squeeze\(0\).*only dims of size 1"):
         bad(torch.randn(4, 8))
+
+
+@ts.kernel
+def cumsum_tiled(x: torch.Tensor) -> torch.Tensor:
+    """A row prefix sum scanned tile by tile, carrying the running total between tiles."""
+    m, n = x.size()
+    out = torch.empty_like(x)
+    for tm in ts.tile(m):
+        carry = ts.zeros([tm], dtype=torch.float32)
+        for tn in ts.tile(n):
+            v = x[tm, tn]
+            out[tm, tn] = torch.cumsum(v, dim=1) + carry[:, None]
+            carry = carry + v.sum(dim=1)
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cumsum_over_inner_tiles_with_a_carry(mode: str, request: pytest.FixtureRequest,
+                                              poison_empty: None) -> None:
+    use(mode, request)
+    x = torch.randn(37, 150)
+    close(cumsum_tiled(x), x.double().cumsum(1), atol=1e-4)

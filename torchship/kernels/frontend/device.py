@@ -16,6 +16,7 @@ Example (see tests/kernels/test_compiler.py for kernels end to end):
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,6 +188,19 @@ class DeviceBuilder:
         if isinstance(x, Value):
             return self.hints.get(x.id)
         return x
+
+    def int_argument(self, x: Any) -> str | None:
+        """A label for ``x`` when it is an int kernel argument known only at launch (a
+        captured int: its name; a tensor size: ``x.size(1)``), else None."""
+        if not isinstance(x, Value) or x.node is not None or x.id not in self.hints or \
+                x.dtype not in (torch.int32, torch.int64):
+            return None
+        for p in self.params:
+            if p.value is x:
+                m = re.fullmatch(r"(.+)_size(\d+)", p.name)
+                return f"{m.group(1)}.size({m.group(2)})" if m and ".shape[" in p.getter \
+                    else p.name
+        return None
 
     def const_int(self, x: Any, what: str) -> int:
         """A compile-time int: a literal, or a captured int (then specialised on its value)."""

@@ -196,6 +196,15 @@ def shape_dims(h: Any, shape: Any, node: ast.AST) -> tuple[Any, ...]:
                 s.node.attrs["attr"] == "block_size":
             dims.append(s.node.attrs["tile"].dim)
             continue
+        label = h.b.int_argument(s)
+        hint = h.b.hint(s)
+        if label is not None and (not isinstance(hint, int) or hint < 1 or hint & (hint - 1)):
+            # an int known at launch (a tensor size, an int argument): a full dim of that size,
+            # padded to a power of two and masked like `x[tm, :]`
+            dim = FullDim(label, s)
+            h.b.full_dims.append(dim)
+            dims.append(dim)
+            continue
         n = h.b.const_int(s, "a ts.zeros/ts.full shape entry")
         if n < 1 or n & (n - 1):
             raise h.err(KernelTypeError, f"block shape entry {n} must be a power of two",
@@ -367,7 +376,8 @@ def _is_none(a: ast.expr | None) -> bool:
 
 
 def scan(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
-    """cumsum/cumprod along ``dim``, which must be whole in the block (``:`` or a constant)."""
+    """cumsum/cumprod along ``dim``: a whole dim (``:`` or a constant), or an inner loop's tile
+    (the scan covers that tile; the kernel carries the running total between tiles)."""
     x = args[0]
     if not isinstance(x, Value):
         raise h.err(KernelTypeError, f"{name}() needs a block", node=node)
@@ -379,8 +389,11 @@ def scan(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         raise h.err(KernelTypeError, f"{name}(dtype=) is not supported in device code",
                     hint=f"convert first: x.to(torch.float32).{name}(dim)", node=node)
     (d,) = _norm_dims(h, x, dim, node)
-    if isinstance(x.shape[d].find(), TileDim):
-        raise h.err(KernelSyntaxError, f"{name}() along a tiled dimension would restart at "
-                    "every tile", hint="take the whole dimension in the block (x[tm, :]) "
-                    "and scan along it", node=node)
+    dd = x.shape[d].find()
+    if isinstance(dd, TileDim) and dd.tile.grid:
+        raise h.err(KernelSyntaxError, f"{name}() along a tiled dimension of the launch grid "
+                    f"({dd.tile.name!r}) would restart in every program", hint="take the whole dimension in the block "
+                    "(x[tm, :]), or scan tile by tile in an inner loop carrying the running "
+                    "total: `for tn in ts.tile(n): c = x[tm, tn].cumsum(1) + carry[:, None]; "
+                    "carry = carry + x[tm, tn].sum(1)`", node=node)
     return h.b.emit("scan", [x], {"kind": name, "dim": d})

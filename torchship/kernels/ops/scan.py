@@ -1,10 +1,11 @@
 """Prefix scans along one dimension: ``torch.cumsum`` and ``torch.cumprod``.
 
-The node is ``scan(x, kind=, dim=)``; its result has ``x``'s shape. The scanned dimension must
-be whole in the block (a full ``:`` dimension or a constant size), so the scan sees every
-element before the one it writes; such a dimension is never rolled into a looped reduction
-(see :func:`torchship.kernels.frontend.analysis.full_dims`). Padded lanes sit after the last
-real element, so they never reach a real one and need no re-masking. Half types and integers
+The node is ``scan(x, kind=, dim=)``; its result has ``x``'s shape. The scanned dimension is
+whole in the block (a full ``:`` dimension or a constant size), so the scan sees every element
+before the one it writes, and such a dimension is never rolled into a looped reduction (see
+:func:`torchship.kernels.frontend.analysis.full_dims`); or it is an inner loop's tile, scanned
+tile by tile (the kernel carries the total). Padded lanes sit after the last real element, so
+they never reach a real one and need no re-masking. Half types and integers
 accumulate like torch (float32, int64) and the result has torch's dtype.
 
 Example:

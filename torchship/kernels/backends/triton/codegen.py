@@ -273,7 +273,9 @@ class TritonCodegen(ReductionEmitter):
             if self.ctx.dim(r.id) is not None or self.chunk_of(r) is not None:
                 continue
             size = self.ref(r.size)
-            idx = self.fresh(f"{r.label.split('.')[0]}_r{r.label[-2]}")
+            # "x.size(1)" -> x_r1; a full dim sized by an int argument ("n") -> n_r
+            idx = self.fresh(r.label.replace(".size(", "_r").replace(")", "") if "." in r.label
+                             else f"{r.label}_r")
             mask: str | None = f"{idx}_mask"
             if r.static is not None:
                 rname = str(r.static)
