@@ -82,7 +82,7 @@ def k_step_slice(x: torch.Tensor) -> torch.Tensor:
 def k_tensor_index(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(x)
     for tm, tn in ts.tile(x.size()):
-        out[tm, tn] = x[idx[tm, tn], tn]  # <- here
+        out[tm, tn] = x[idx[tm, 0], idx[0, tn]]  # <- here
     return out
 
 
@@ -213,7 +213,7 @@ CASES = [
     (k_print, X2, KernelSyntaxError, "`print`", "TORCHSHIP_INTERPRET"),
     (k_step_slice, X2, KernelSyntaxError, "slicing with a step", "host code"),
     (k_tensor_index, (torch.randn(8, 8), torch.zeros(8, 8, dtype=torch.int64)),
-     KernelTypeError, "2-D block", "1-D integer block"),
+     KernelTypeError, "two integer blocks", "flattened view"),
     (k_carried_dtype, X2, KernelTypeError, "changes type", ".to(torch.float32)"),
     (k_return, X2, KernelSyntaxError, "`return` inside a tile loop", "output tensor"),
     (k_nested_def, X2, KernelSyntaxError, "nested `def`", "inline"),

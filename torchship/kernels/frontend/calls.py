@@ -302,12 +302,14 @@ class CallHandler:
             elif isinstance(v, Value) and not v.dtype.is_floating_point and v.dtype != torch.bool:
                 if v.ndim == 0:
                     out.append(Index("scalar", axis, value=v))
-                elif v.ndim == 1:
+                elif any(x.kind == "gather" for x in out):
+                    raise self.err(KernelTypeError, f"indexing {ref.name!r} with two integer "
+                                   "blocks is not supported (torch pairs them up element by "
+                                   "element)", hint="index a flattened view (x.view(-1) in "
+                                   "host code) with one block: rows * x.stride(0) + cols",
+                                   node=node)
+                else:  # a gather: the block's dims replace this one (torch's x[idx] shape)
                     out.append(Index("gather", axis, value=v))
-                else:
-                    raise self.err(KernelTypeError, f"indexing {ref.name!r} with a {v.ndim}-D "
-                                   "block is not supported", hint="index with tiles, ints, "
-                                   "`:`, None, or a 1-D integer block", node=node)
             elif isinstance(v, tuple) and all(isinstance(t, TileInfo) for t in v):
                 for t in v:
                     out.append(Index("tile", axis, tile=t))
@@ -315,7 +317,7 @@ class CallHandler:
                 continue
             else:
                 raise self.err(KernelTypeError, f"cannot index tensor {ref.name!r} with "
-                               f"{_desc(v)}", hint="index with tiles, ints, `:`, None, or a 1-D "
+                               f"{_desc(v)}", hint="index with tiles, ints, `:`, None, or an "
                                "integer block", node=node)
             axis += 1
         while axis < ref.ndim:

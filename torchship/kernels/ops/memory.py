@@ -3,8 +3,9 @@
 An index is a list of :class:`Index` entries, one per written position: ``tile`` (the block of
 a tile variable, masked at the edge), ``full`` (the whole dimension, a :class:`FullDim`),
 ``scalar`` (an int operand, dimension dropped), ``none`` (a new size-1 dimension) and
-``gather`` (a 1-D integer block whose values pick rows). Pointer, block-pointer and
-tensor-descriptor code for them lives in the Triton backend's indexing module.
+``gather`` (an integer block of any rank whose values pick rows; its dims replace the tensor
+dim, as in torch's ``x[idx]``). Pointer, block-pointer and tensor-descriptor code for them
+lives in the Triton backend's indexing module.
 
 Example:
     >>> import torch

@@ -41,15 +41,18 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
             s = cg.ref(e.value)
             terms.append(f"{s}{wide if isinstance(e.value, Value) else ''} * {stride}")
             continue
-        if e.kind == "gather":
+        if e.kind == "gather":  # an integer block of any rank: its dims sit at pos, pos+1, ..
             g = e.value
-            idx = cg.ref(g) + wide
             for k, d in enumerate(g.shape):
-                del k
                 _, m, _ = cg.dim_info(d)
                 if m is not None:
-                    masks.append(cg.expand(m, pos, rank))
-            terms.append(f"{cg.expand(idx, pos, rank)} * {stride}")
+                    masks.append(cg.expand(m, pos + k, rank))
+            idx = cg.ref(g) + wide
+            if g.ndim < rank:
+                parts = ["None"] * rank
+                parts[pos:pos + g.ndim] = [":"] * g.ndim
+                idx = f"{idx}[{', '.join(parts)}]"
+            terms.append(f"{idx} * {stride}")
             pos += g.ndim
             continue
         d = shape[pos]
