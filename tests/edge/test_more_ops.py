@@ -11,7 +11,8 @@ from torch import nn
 from torch.export import Dim
 
 from tests.edge.test_ops import Fn, check
-from torchship.edge import export
+from torchship.edge import ExportError, export
+from torchship.edge.runtime.dims import ProgramError
 
 
 def test_scalar_subgraph_stays_zero_dimensional() -> None:
@@ -230,3 +231,31 @@ def test_new_ops_under_dynamic_dims() -> None:
     for n in (2, 17, 64):
         x = torch.randn(1, 2, n, 4)
         np.testing.assert_array_equal(prog.run(x.numpy()), _PadSeq()(x).numpy())
+
+
+IDX = torch.tensor([[0, 2, 2], [3, 0, 3]])  # duplicate targets in both rows
+
+
+@pytest.mark.parametrize("name", ["src", "value", "add", "reduce_sum", "axis0", "int"])
+def test_scatter(name: str) -> None:
+    x, src = torch.randn(3, 4, 5), torch.randn(3, 4, 6)
+    idx3 = torch.stack([IDX, IDX.flip(1)])  # [2, 2, 3]: smaller than x outside the axis
+    fns = {
+        # plain scatter with duplicates is order-dependent in torch too: distinct targets here
+        "src": (lambda x, s: x.scatter(2, torch.tensor([[[4, 1, 0]]]).expand(2, 3, 3), s), [x, src]),
+        "value": (lambda x: x.scatter(1, idx3, -2.5), [x]),
+        "add": (lambda x, s: x.scatter_add(1, idx3, s), [x, src]),
+        "reduce_sum": (lambda x, s: x.scatter_reduce(1, idx3, s, "sum"), [x, src]),
+        "axis0": (lambda x, s: x.scatter_add(0, torch.tensor([[2, 0, 2, 1, 1]]), s[:1, 0]), [x[:, 0], src]),
+        "int": (lambda x: x.scatter_add(1, IDX, x * 3), [torch.arange(24).reshape(4, 6)]),
+    }
+    fn, inputs = fns[name]
+    check(fn, inputs)
+
+
+def test_scatter_rejects_other_reductions_and_bad_indices_at_run_time() -> None:
+    with pytest.raises(ExportError, match="reduce='amax'"):
+        export(Fn(lambda x: x.scatter_reduce(1, IDX, x, "amax")), (torch.randn(2, 4),))
+    prog = export(Fn(lambda x, i: x.scatter_add(1, i, x)), (torch.randn(2, 4), IDX))
+    with pytest.raises(ProgramError, match=r"scatter: index out of range \[0, 4\)"):
+        prog.run(np.zeros((2, 4), np.float32), np.array([[0, 4, 1], [0, 0, 0]]))

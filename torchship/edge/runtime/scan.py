@@ -1,6 +1,6 @@
 """Core ops along one axis whose results depend on element order: ``cumsum``, ``cumprod``
-(running sum / product) and ``argsort`` (stable; ``sort`` and ``topk`` are an ``argsort`` and a
-``gather`` at export).
+(running sum / product), ``argsort`` (stable; ``sort`` and ``topk`` are an ``argsort`` and a
+``gather`` at export) and ``scatter`` (writes or sums values at indices along an axis).
 
 Example:
     >>> import numpy as np
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from torchship.edge.runtime.ops import _axis, _same_dtype
+from torchship.edge.runtime.ops import _axis, _fail, _same_dtype
 from torchship.edge.runtime.registry import OPS, Shape, register, required
 
 __all__ = ["OPS"]
@@ -54,3 +54,32 @@ def _argsort(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -
     n = x.shape[axis]
     rev = np.flip(np.argsort(np.flip(x, axis), axis=axis, kind="stable"), axis)
     np.subtract(n - 1, rev, out=outs[0])
+
+
+def _scatter_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
+    x, idx, src = shapes
+    if dtypes[1] not in ("I64", "I32"):
+        _fail(f"scatter: indices must be I64 or I32, got {dtypes[1]}")
+    dt = _same_dtype([dtypes[0], dtypes[2]])
+    if not len(x) == len(idx) == len(src):
+        _fail(f"scatter: input {x}, index {idx} and source {src} must have the same rank")
+    ax = _axis(a["axis"], len(x))
+    if any(idx[d] > x[d] for d in range(len(x)) if d != ax) or any(i > s for i, s in zip(idx, src)):
+        _fail(f"scatter: index {idx} is larger than input {x} outside axis {ax} or than source {src}")
+    return [(x, dt)]
+
+
+@register("scatter", 3, _scatter_infer, {"axis": ("int", required()), "accumulate": ("bool", False)})
+def _scatter(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
+    x, idx, src = ins
+    out, ax = outs[0], a["axis"] % x.ndim
+    if idx.size and (idx.min() < 0 or idx.max() >= x.shape[ax]):
+        _fail(f"scatter: index out of range [0, {x.shape[ax]}) along axis {ax}")
+    np.copyto(out, x)
+    values = src[tuple(slice(0, n) for n in idx.shape)]
+    where = list(np.indices(idx.shape, sparse=True))
+    where[ax] = idx
+    if a["accumulate"]:
+        np.add.at(out, tuple(where), values)
+    else:
+        out[tuple(where)] = values
