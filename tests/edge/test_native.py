@@ -15,6 +15,8 @@ import torch
 
 from examples.models.zoo import inverted_residual  # noqa: I001
 from tests.edge._util import ROOT, rel_err
+from tests.edge.test_mbconv import CASES as MBCONV_CASES
+from tests.edge.test_mbconv import _block
 from torchship.edge import export
 from torchship.edge.runtime import loads
 from torchship.edge.runtime.native import active, build, depthwise_step
@@ -104,6 +106,22 @@ def test_inverted_residual_native_on_and_off(on: bool, monkeypatch: pytest.Monke
     with torch.no_grad():
         ref = model.double()(inputs[0].double()).numpy()
     assert rel_err(got.astype(np.float64), ref) <= 1e-5
+
+
+@pytest.mark.parametrize("name", list(MBCONV_CASES))
+def test_fused_mbconv_native_equals_numpy_equals_eager(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    c, hidden, out, k, stride, act, residual, bias, n, h, w = MBCONV_CASES[name]
+    model = _block(len(name), c, hidden, out, k, stride, act, residual, bias)
+    x = torch.randn(n, c, h, w)
+    data = export(model, (x,)).to_bytes()
+    with torch.no_grad():
+        ref = model.double()(x.double()).numpy()
+    got = {}
+    for on in (False, True):
+        _set_native(monkeypatch, on)
+        got[on] = loads(data).run(x.numpy())
+        assert rel_err(got[on].astype(np.float64), ref) <= 1e-5
+    assert rel_err(got[True], got[False]) <= 1e-5
 
 
 def test_no_compiler_falls_back_to_numpy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

@@ -27,7 +27,7 @@ from torchship.edge.runtime.native.build import library
 
 _F32 = np.dtype("float32")
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
-_ARGS = [_P, ctypes.c_ssize_t, ctypes.c_ssize_t] + [_I] * 7 + [_P, _P] + [_I] * 8 + [_F, _F, _P, _P]
+_ARGS = [_P, ctypes.c_ssize_t, ctypes.c_ssize_t] + [_I] * 7 + [_P, _P] + [_I] * 8 + [_F, _F, _P, _P, _I, _F, _F]
 
 
 def active() -> bool:
@@ -53,17 +53,26 @@ def _usable(*arrays: np.ndarray | None) -> bool:
     return all(a is None or (a.dtype == _F32 and a.flags.c_contiguous) for a in arrays)
 
 
+def _clamp_args(bounds: tuple[float | None, float | None] | None) -> tuple[int, float, float]:
+    lo, hi = (None, None) if bounds is None else bounds
+    if lo is None and hi is None:
+        return 0, 0.0, 0.0
+    return 1, -np.inf if lo is None else float(lo), np.inf if hi is None else float(hi)
+
+
 def depthwise_step(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: np.ndarray, *,
                    stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                    lo: float | None = None, hi: float | None = None,
-                   plane_stride: int | None = None) -> Callable[[], None] | None:
+                   plane_stride: int | None = None,
+                   clamp_input: tuple[float | None, float | None] | None = None) -> Callable[[], None] | None:
     """A step computing ``out = clamp(depthwise_conv2d(x, w) + bias, lo, hi)`` natively, or None.
 
     ``x`` is ``[N, C, H, W]`` and ``w`` ``[C * M, 1, KH, KW]`` (``M`` outputs per input
     channel), ``out`` ``[N, C * M, OH, OW]``; all float32 and C-contiguous. ``plane_stride``
     (elements) lets the planes of ``x`` lie further apart than ``H * W`` (``x`` is then given
     as the ``[1, C, H, W]`` view of the first ``H * W`` values of each plane, e.g. padded planes
-    with slack), in which case ``x`` need not be contiguous.
+    with slack), in which case ``x`` need not be contiguous. ``clamp_input`` (lo, hi) first
+    clamps ``x`` **in place** (fused_mbconv's expand clamp, on its own scratch planes).
 
     Example:
         >>> x, w = np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 3, 3), np.float32)
@@ -90,7 +99,7 @@ def depthwise_step(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: n
     args = (x.ctypes.data, ps, wd, n * c, c, h, wd, ph, pw, o // c, w.ctypes.data,
             None if bias is None else bias.ctypes.data, kh, kw, sh, sw, dh, dw, oh, ow,
             -np.inf if lo is None else float(lo), np.inf if hi is None else float(hi),
-            out.ctypes.data, None if buf is None else buf.ctypes.data)
+            out.ctypes.data, None if buf is None else buf.ctypes.data, *_clamp_args(clamp_input))
     keep = (x, w, bias, out, buf)  # the step holds what its addresses point into
 
     def step() -> None:

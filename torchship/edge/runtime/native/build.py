@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("depthwise.c")
-ABI = 1  # ts_native_abi() of the current source
+ABI = 2  # ts_native_abi() of the current source
 _LOG = logging.getLogger("torchship.edge.native")
 _UNSET = object()
 _CACHED: object = _UNSET

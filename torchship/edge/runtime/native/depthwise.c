@@ -14,7 +14,7 @@
 #define TS_INLINE static inline __attribute__((always_inline))
 #define TS_MAX_TAPS 1024 /* kernels with more taps are refused by the Python side */
 
-int ts_native_abi(void) { return 1; }
+int ts_native_abi(void) { return 2; }
 
 /* Copy an h x w plane (row stride ls) into a zeroed, padded, phased plane of hp rows of
  * sw segments of wps values each. */
@@ -93,16 +93,30 @@ static void plane(const float *restrict in, ptrdiff_t rs, const ptrdiff_t *off,
     }
 }
 
+/* Clamp an h x w plane (row stride ls) in place. */
+static void clamp_plane(float *restrict x, ptrdiff_t ls, int h, int w, float lo, float hi) {
+    for (int r = 0; r < h; r++) {
+        float *restrict s = x + r * ls;
+        for (int q = 0; q < w; q++) {
+            float v = s[q];
+            v = v < lo ? lo : v;
+            s[q] = v > hi ? hi : v;
+        }
+    }
+}
+
 /* Depthwise conv over `planes` input planes (plane p at src + p * ps, rows ls apart, h x w),
  * `mult` outputs per input plane: output plane p * mult + m (oh x ow, contiguous) uses weight
  * row (p % c) * mult + m of `wt` ([c * mult, kh * kw]) and bias entry of the same index (`b`
  * may be NULL). Padding (ph, pw) is virtual zeros. `scratch` holds (h + 2 ph) * sw * wps
  * floats, wps = ceil((w + 2 pw) / sw); unused when ph == pw == 0 and sw == 1. Output values
- * are clamped to [lo, hi] (pass -inf / inf for none; NaN propagates like numpy's clip). */
-void ts_depthwise(const float *src, ptrdiff_t ps, ptrdiff_t ls, int planes, int c, int h,
-                  int w, int ph, int pw, int mult, const float *wt, const float *b, int kh,
-                  int kw, int sh, int sw, int dh, int dw, int oh, int ow, float lo, float hi,
-                  float *out, float *scratch) {
+ * are clamped to [lo, hi] (pass -inf / inf for none; NaN propagates like numpy's clip). With
+ * `clamp_in`, each input plane is first clamped in place to [ilo, ihi] (fused_mbconv's expand
+ * clamp, applied while the plane is about to be read anyway). */
+void ts_depthwise(float *src, ptrdiff_t ps, ptrdiff_t ls, int planes, int c, int h, int w,
+                  int ph, int pw, int mult, const float *wt, const float *b, int kh, int kw,
+                  int sh, int sw, int dh, int dw, int oh, int ow, float lo, float hi, float *out,
+                  float *scratch, int clamp_in, float ilo, float ihi) {
     int direct = ph == 0 && pw == 0 && sw == 1;
     int hp = h + 2 * ph, wps = (w + 2 * pw + sw - 1) / sw;
     ptrdiff_t taps = (ptrdiff_t)kh * kw, osz = (ptrdiff_t)oh * ow;
@@ -115,6 +129,8 @@ void ts_depthwise(const float *src, ptrdiff_t ps, ptrdiff_t ls, int planes, int 
             off[i * kw + j] = (ptrdiff_t)i * dh * rs + (ptrdiff_t)((j * dw) % sw) * wps + (j * dw) / sw;
     for (int p = 0; p < planes; p++) {
         const float *in = src + p * ps;
+        if (clamp_in)
+            clamp_plane(src + p * ps, ls, h, w, ilo, ihi);
         if (!direct) {
             phase_pad(in, ls, h, w, ph, pw, hp, sw, wps, scratch);
             in = scratch;
