@@ -16,7 +16,9 @@ For each model of the zoo and all-MiniLM-L6-v2 (batch 1, sequence 128), in one r
 
 Every implementation runs with ``--threads`` threads (default 1: numpy's OpenBLAS, torch
 intra-op, ExecuTorch's thread pool that XNNPACK uses), because on a shared machine spinning BLAS
-threads make multi-threaded medians meaningless. Latencies are medians over interleaved rounds (each round times every implementation in turn,
+threads make multi-threaded medians meaningless. The JSON records whether the runtime's optional
+native kernels were active (``machine.edge_native``; ``TORCHSHIP_EDGE_NATIVE=0`` turns them
+off). Latencies are medians over interleaved rounds (each round times every implementation in turn,
 so all see the same machine load), measured in the same run on the same machine: the ratios are
 the headline. The ExecuTorch side runs as a persistent child process that the rounds drive.
 
@@ -51,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from examples.models.zoo import ZOO  # noqa: E402
 from torchship.edge import export  # noqa: E402
 from torchship.edge.runtime import load  # noqa: E402
+from torchship.edge.runtime.native import active as native_active  # noqa: E402
 from torchship.edge.runtime.threads import set_num_threads  # noqa: E402
 
 MODELS = [*ZOO, "minilm"]
@@ -178,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, Any]] = {}
     runners: dict[str, dict[str, Any]] = {}
     load_at_start = os.getloadavg()
+    console.print(f"torchship.edge native kernels: {'active' if native_active() else 'off (numpy only)'}")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("export (torchship, torch.export for ExecuTorch)", total=len(args.models))
         for name in args.models:
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     _table(console, rows)
     result = {"machine": {"cpu": _cpu(), "cores": os.cpu_count(), "load_avg_at_start": load_at_start, "load_avg_at_end": os.getloadavg(),
                           "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-                          "threads": args.threads},
+                          "threads": args.threads, "edge_native": native_active()},
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": args.rounds, "models": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
