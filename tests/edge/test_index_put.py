@@ -3,6 +3,9 @@ export + numpy runtime against torch eager in float64."""
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +60,38 @@ def test_index_put_accumulate_sums_duplicates() -> None:
 def test_index_put_refusals_name_what_to_do() -> None:
     with pytest.raises(ExportError, match="torch.where"):
         export(Fn(_put((X3 > 0,), None)), (X3, torch.randn(int((X3 > 0).sum()))))
+
+
+class _Bag(torch.nn.Module):
+    def __init__(self, **kw) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.bag = torch.nn.EmbeddingBag(20, 6, **kw)
+
+    def forward(self, *a):
+        return self.bag(*a)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+def test_embedding_bag(mode: str) -> None:
+    ids = torch.tensor([3, 7, 7, 0, 19, 5, 2])
+    offsets = torch.tensor([0, 2, 2, 6])  # bag 1 is empty
+    cases = [
+        (_Bag(mode=mode), (torch.randint(0, 20, (3, 4)),)),
+        (_Bag(mode=mode), (ids, offsets)),
+        (_Bag(mode=mode, padding_idx=7), (ids, offsets)),
+        (_Bag(mode=mode, include_last_offset=True), (ids, torch.tensor([0, 3, 7]))),
+    ]
+    if mode == "sum":
+        cases.append((_Bag(mode=mode), (ids, offsets, torch.rand(7))))
+    for model, inputs in cases:
+        got = export(model, inputs).run(*inputs)
+        with torch.no_grad():
+            ref = copy.deepcopy(model).double()(
+                *(a.double() if a.is_floating_point() else a for a in inputs)).numpy()
+        assert np.abs(got - ref).max() <= 1e-6 * max(1.0, np.abs(ref).max())
+
+
+def test_embedding_bag_max_is_refused_by_name() -> None:
+    with pytest.raises(ExportError, match="mode='max'"):
+        export(_Bag(mode="max"), (torch.randint(0, 20, (3, 4)),))

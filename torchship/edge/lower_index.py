@@ -1,5 +1,5 @@
 """ATen -> core op handlers, part 5: writing through an index (``x[i] = v``, ``x[:, i] += v``,
-``x[mask] = v``, ``index_add``), all on the core ``scatter`` and ``where``.
+``x[mask] = v``, ``index_add``) and ``EmbeddingBag``, all on the core ``scatter`` and ``where``.
 
 An integer ``index_put`` permutes the indexed axes to the front, flattens them into one axis
 with a linear index (negative indices wrapped), and scatters rows of the value tensor there;
@@ -129,3 +129,60 @@ def _index_add(lw: Lowering, node: Node) -> int:
     if alpha != 1:
         src = e("mul", [src, e.c(float(alpha))])
     return _bind(lw, _int_put(lw, e, x, [None] * dim + [lw.val(node.args[2])], src, True))
+
+
+@handles(aten._embedding_bag.default, aten._embedding_bag_forward_only.default)
+def _embedding_bag(lw: Lowering, node: Node) -> list[int]:
+    """``EmbeddingBag`` (modes sum and mean, any offsets, per-sample weights, padding index):
+    each index's bag is the number of offsets at or before its position, minus one; its row
+    (``embedding``, times its weight) is summed into the bag with ``scatter``; mean divides by
+    the bag's count of non-padding entries (an empty bag gives zeros, as in torch). Only the
+    first of the op's four outputs may be used."""
+    weight, indices, offsets = (lw.val(a) for a in node.args[:3])
+    mode = int(node.args[4]) if len(node.args) > 4 else 0
+    psw = node.args[6] if len(node.args) > 6 else None
+    last = bool(node.args[7]) if len(node.args) > 7 else False
+    pad = int(node.args[8]) if len(node.args) > 8 else -1
+    if mode not in (0, 1):
+        raise lw.fail("EmbeddingBag(mode='max') is not supported (sum and mean are)")
+    if any(u.args[1] > 0 and u.users for u in node.users):
+        raise lw.fail("only the first output of embedding_bag (the bags) is supported")
+    e = Emit(lw, lw.g.values[weight].dtype)
+    n = lw.shape_of(indices)[0]
+    nbags = lw.shape_of(offsets)[0] - (1 if last else 0)
+    dim = lw.shape_of(weight)[1]
+    if not all(isinstance(d, int) for d in (n, nbags, dim)):
+        raise lw.fail("embedding_bag with a dynamic number of indices or bags is not supported")
+    offs = offsets
+    if last:
+        offs = e("slice", [offsets], [nbags], {"axis": 0, "start": 0, "end": nbags, "step": 1},
+                 dtype=lw.g.values[offsets].dtype)
+    pos = e("arange", [], [n], {"start": 0, "end": n, "step": 1, "dtype": "I64"}, dtype="I64")
+    pos = e("reshape", [pos], [n, 1], {"shape": [n, 1]}, dtype="I64")
+    offs = e("reshape", [e("cast", [offs], [nbags], {"dtype": "I64"}, dtype="I64")], [1, nbags],
+             {"shape": [1, nbags]}, dtype="I64")
+    started = e("cast", [e("ge", [pos, offs], dtype="BOOL")], [n, nbags], {"dtype": "I64"}, dtype="I64")
+    bag = e("sub", [e("sum", [started], [n], {"axes": [1], "keepdim": False}, dtype="I64"),
+                    lw.const(1, "I64")], dtype="I64")
+    rows = e("embedding", [weight, indices], [n, dim])
+    keep = None
+    if pad >= 0:
+        keep = e("ne", [indices, lw.const(pad, lw.g.values[indices].dtype)], dtype="BOOL")
+    scale = None if psw is None else lw.tensor(psw, e.dt)
+    if keep is not None:
+        kept = e("cast", [keep], [n], {"dtype": e.dt})
+        scale = kept if scale is None else e("mul", [scale, kept])
+    if scale is not None:
+        rows = e("mul", [rows, e("reshape", [scale], [n, 1], {"shape": [n, 1]})])
+    where = e("expand", [e("reshape", [bag], [n, 1], {"shape": [n, 1]}, dtype="I64")], [n, dim],
+              {"shape": [n, dim]}, dtype="I64")
+    zeros = e("full", [], [nbags, dim], {"shape": [nbags, dim], "value": 0.0, "dtype": e.dt})
+    out = e("scatter", [zeros, where, rows], [nbags, dim], {"axis": 0, "accumulate": True})
+    if mode == 1:
+        ones = (e("full", [], [n], {"shape": [n], "value": 1.0, "dtype": e.dt}) if keep is None
+                else e("cast", [keep], [n], {"dtype": e.dt}))
+        count = e("scatter", [e("full", [], [nbags], {"shape": [nbags], "value": 0.0, "dtype": e.dt}),
+                              bag, ones], [nbags], {"axis": 0, "accumulate": True})
+        count = e("reshape", [e("maximum", [count, e.c(1.0)])], [nbags, 1], {"shape": [nbags, 1]})
+        out = e("div", [out, count])
+    return [out, bag, bag, bag]  # outputs 1-3 are refused above when used: placeholders
