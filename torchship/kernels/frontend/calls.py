@@ -54,7 +54,13 @@ FUNCTIONS.update({
     torch.std_mean: "std_mean", torch.softmax: "softmax", F.softmax: "softmax",
     torch.log_softmax: "log_softmax", F.log_softmax: "log_softmax",
     torch.zeros_like: "zeros_like", torch.ones_like: "ones_like", torch.full_like: "full_like",
-    torch.masked_fill: "masked_fill", torch.bitwise_and: "and_", torch.bitwise_or: "or_",
+    torch.masked_fill: "masked_fill", torch.logsumexp: "logsumexp",
+    torch.linalg.vector_norm: "vector_norm", torch.norm: "norm", torch.any: "any",
+    torch.all: "all", torch.clamp_min: "clamp_min", torch.clamp_max: "clamp_max",
+    F.leaky_relu: "leaky_relu", F.softplus: "softplus", F.mish: "mish",
+    F.logsigmoid: "logsigmoid", F.elu: "elu", F.celu: "celu", F.selu: "selu", torch.selu: "selu",
+    F.hardtanh: "hardtanh", F.relu6: "relu6", F.hardsigmoid: "hardsigmoid",
+    F.hardswish: "hardswish", F.softsign: "softsign", torch.bitwise_and: "and_", torch.bitwise_or: "or_",
     torch.bitwise_xor: "xor", torch.bitwise_left_shift: "lshift",
     torch.bitwise_right_shift: "rshift",
 })
@@ -62,7 +68,8 @@ METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "sum", "mean", "ama
                           "max", "min", "argmax", "argmin", "to", "float", "half", "bfloat16",
                           "double", "t", "transpose", "unsqueeze", "squeeze", "clamp", "clip",
                           "pow", "var", "std", "var_mean", "std_mean", "softmax",
-                          "log_softmax", "masked_fill",
+                          "log_softmax", "masked_fill", "logsumexp", "norm", "any", "all",
+                          "clamp_min", "clamp_max",
                           "matmul", "square", "type_as", "int", "long", "bool"]}
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",
@@ -421,6 +428,11 @@ class CallHandler:
         if fobj is range or fobj is language.tile or fobj is language.grid:
             raise self.err(KernelSyntaxError, f"`{text}` can only be used as a for-loop iterable",
                            node=node)
+        if fobj in (torch.rand, torch.rand_like, torch.randn, torch.randn_like, torch.randint,
+                    torch.randint_like, torch.bernoulli, torch.normal, F.dropout):
+            raise self.err(KernelSyntaxError, f"random numbers (`{text}`) are not supported in "
+                           "device code", hint="draw them in host code (r = torch.rand_like(x)) "
+                           "and pass the tensor in: r[tm, tn] inside the loop", node=node)
         if fobj in (torch.empty, torch.zeros, torch.ones, torch.full, torch.empty_like,
                     torch.zeros_like, torch.ones_like, torch.arange, torch.tensor):
             raise self.err(KernelSyntaxError, f"`{text}` allocates a tensor: not allowed in "
@@ -430,9 +442,10 @@ class CallHandler:
         if mod.startswith("torch") or getattr(fobj, "__name__", "") in dir(torch):
             raise self.err(KernelSyntaxError, f"unsupported torch op `{text}` in device code",
                            hint=f"supported: arithmetic, {'/'.join(TORCH_UNARY)}, "
-                           "maximum/minimum/where/pow/clamp, F.relu/gelu/silu, cumsum/cumprod, "
-                           "sum/mean/amax/amin/max/argmax, matmul/addmm, "
-                           "ts.dot/zeros/full/atomic_add",
+                           "maximum/minimum/where/pow/clamp, F.relu/gelu/silu and the other "
+                           "F activations, cumsum/cumprod, sum/mean/amax/amin/max/argmax/"
+                           "any/all/var/std/logsumexp/norm, softmax/log_softmax, matmul/addmm, "
+                           "ts.dot/zeros/full/atomic_add (docs/kernels.md lists them all)",
                            node=node)
         raise self.err(KernelSyntaxError, f"cannot call `{text}` in device code",
                        hint="device code may call torch ops, ts.* functions and plain `def` "

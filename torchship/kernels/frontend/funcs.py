@@ -20,7 +20,6 @@ from torchship.kernels.ops.pointwise import TORCH_UNARY
 REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin"}
 _UNARY = set(TORCH_UNARY)
 _VIEWS = {"squeeze", "unsqueeze", "transpose", "t"}
-_MOMENTS = {"var", "std", "var_mean", "std_mean"}
 #: the same functions on plain Python numbers (host values folded at trace time)
 _PYFUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs,
             "exp2": lambda x: 2.0**x, "log2": math.log2, "sin": math.sin, "cos": math.cos,
@@ -71,10 +70,11 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
             raise h.err(KernelTypeError, "torch.where's condition must be a bool block",
                         node=node)
         return b.emit("where", [cond, h.operand(args[1]), h.operand(args[2])])
-    if name == "clamp":
+    if name in ("clamp", "clamp_min", "clamp_max"):
         x = h.operand(args[0])
-        lo = args[1] if len(args) > 1 else kwargs.get("min")
-        hi = args[2] if len(args) > 2 else kwargs.get("max")
+        lo = args[1] if len(args) > 1 and name != "clamp_max" else kwargs.get("min")
+        hi = args[2] if len(args) > 2 else args[1] if len(args) > 1 and name == "clamp_max" \
+            else kwargs.get("max")
         if lo is not None:
             x = b.emit("maximum", [x, h.operand(lo)])
         if hi is not None:
@@ -105,10 +105,10 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         return b.emit("to", [args[0]], {"dtype": dtype})
     if name in REDUCTIONS:
         return reduction(h, name, args, kwargs, node)
-    if name in _MOMENTS:
-        return moments(h, name, args, kwargs, node)
-    if name in ("softmax", "log_softmax"):
-        return softmax(h, name, args, kwargs, node)
+    from torchship.kernels.frontend import compose
+
+    if name in compose.COMPOSED:
+        return compose.COMPOSED[name](h, name, args, kwargs, node)
     if name in ("zeros_like", "ones_like", "full_like"):
         return _like(h, name, args, kwargs, node)
     if name == "masked_fill":
@@ -275,74 +275,6 @@ def reduction(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: 
         idx = b.emit("reduce", [x], {"kind": "arg" + kind, "dim": dims[0], "keepdim": keep})
         return MaxResult(val, idx)
     return val
-
-
-def moments(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
-    """var/std/var_mean/std_mean like torch: ``correction=`` (default 1) or ``unbiased=``,
-    two passes (mean, then squared deviations) in float32 for half blocks."""
-    b = h.b
-    x = args[0]
-    if not isinstance(x, Value) or not x.dtype.is_floating_point:
-        raise h.err(KernelTypeError, f"{name}() needs a floating-point block", node=node,
-                    hint="convert with .to(torch.float32) first")
-    dim = args[1] if len(args) > 1 else kwargs.get("dim")
-    keep = bool(kwargs.get("keepdim", False))
-    correction = kwargs.get("correction", 1)
-    if len(args) > 2 or "unbiased" in kwargs:
-        correction = int(bool(args[2] if len(args) > 2 else kwargs["unbiased"]))
-    if not isinstance(correction, (int, float)) or isinstance(correction, bool):
-        raise h.err(KernelTypeError, f"{name}(correction=) must be a number", node=node)
-    work = b.emit("to", [x], {"dtype": torch.float32}) if x.dtype in (
-        torch.float16, torch.bfloat16) else x
-    dims = _norm_dims(h, work, dim, node)
-    mean = reduction(h, "mean", [work], {"dim": tuple(dims), "keepdim": True}, node)
-    centered = b.emit("sub", [work, mean])
-    sq = reduction(h, "sum", [b.emit("mul", [centered, centered])],
-                   {"dim": tuple(dims), "keepdim": keep}, node)
-    count: Any = 1
-    for d in dims:
-        c = _count(h, work.shape[d])
-        count = count * c if not isinstance(count, Value) and not isinstance(c, Value) \
-            else b.emit("mul", [h.operand(count), h.operand(c)])
-    denom = count - correction if not isinstance(count, Value) else \
-        b.emit("sub", [count, correction])
-    out = b.emit("truediv", [sq, h.operand(denom) if isinstance(denom, Value) else
-                             max(denom, 0)])
-    if name.startswith("std"):
-        out = b.emit("sqrt", [out])
-    if out.dtype != x.dtype:
-        out = b.emit("to", [out], {"dtype": x.dtype})
-    if not name.endswith("_mean"):
-        return out
-    if not keep:
-        mean = reduction(h, "mean", [work], {"dim": tuple(dims)}, node)
-    if mean.dtype != x.dtype:
-        mean = b.emit("to", [mean], {"dtype": x.dtype})
-    return out, mean
-
-
-def softmax(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
-    """softmax/log_softmax along ``dim`` like torch (``dtype=`` casts the input first), computed
-    in float32 for half blocks: max-subtracted exp over its sum (log: minus the log-sum)."""
-    b = h.b
-    x = args[0]
-    dim = args[1] if len(args) > 1 else kwargs.get("dim")
-    dtype = args[2] if len(args) > 2 else kwargs.get("dtype")
-    if not isinstance(x, Value) or not isinstance(dim, int):
-        raise h.err(KernelTypeError, f"{name}(x, dim) needs a block and an int dim", node=node)
-    if isinstance(dtype, torch.dtype):
-        x = b.emit("to", [x], {"dtype": dtype})
-    if not x.dtype.is_floating_point:
-        raise h.err(KernelTypeError, f"{name}() of a {x.dtype} block", node=node,
-                    hint="pass dtype=torch.float32 or convert first")
-    work = x if x.dtype not in (torch.float16, torch.bfloat16) else \
-        b.emit("to", [x], {"dtype": torch.float32})
-    shifted = b.emit("sub", [work, reduction(h, "amax", [work, dim], {"keepdim": True}, node)])
-    e = b.emit("exp", [shifted])
-    total = reduction(h, "sum", [e, dim], {"keepdim": True}, node)
-    out = b.emit("truediv", [e, total]) if name == "softmax" else \
-        b.emit("sub", [shifted, b.emit("log", [total])])
-    return out if out.dtype == x.dtype else b.emit("to", [out], {"dtype": x.dtype})
 
 
 def _like(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:

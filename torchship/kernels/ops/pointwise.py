@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -207,7 +208,11 @@ def _pow_emit(cg: Any, node: Any, args: list[str]) -> str:
             raise KernelTypeError("pow with a non-integer-constant exponent needs float operands",
                                   hint="convert with .to(torch.float32) first")
         b = cg.coerce(exp, args[1], work)
-        expr = f"tl.exp({b} * tl.log({a}))"
+        if isinstance(base, (int, float)) and base > 0:  # a Python number: log on the host
+            expr = f"tl.exp({b} * {cg.literal(math.log(base))})"
+        else:
+            a = cg.coerce(base, args[0], work, force=True)
+            expr = f"tl.exp({b} * tl.log({a}))"
     if work != out:
         expr = f"({expr}).to({cg.tl(out)})"
     return expr
