@@ -93,16 +93,23 @@ static void plane(const float *restrict in, ptrdiff_t rs, const ptrdiff_t *off,
     }
 }
 
-/* Clamp an h x w plane (row stride ls) in place. */
-static void clamp_plane(float *restrict x, ptrdiff_t ls, int h, int w, float lo, float hi) {
-    for (int r = 0; r < h; r++) {
-        float *restrict s = x + r * ls;
-        for (int q = 0; q < w; q++) {
-            float v = s[q];
-            v = v < lo ? lo : v;
-            s[q] = v > hi ? hi : v;
-        }
+/* Clamp n contiguous values in place. */
+static void clamp_run(float *restrict x, ptrdiff_t n, float lo, float hi) {
+    for (ptrdiff_t q = 0; q < n; q++) {
+        float v = x[q];
+        v = v < lo ? lo : v;
+        x[q] = v > hi ? hi : v;
     }
+}
+
+/* Clamp an h x w plane (row stride ls) in place: one run when the rows are contiguous. */
+static void clamp_plane(float *x, ptrdiff_t ls, int h, int w, float lo, float hi) {
+    if (ls == w) {
+        clamp_run(x, (ptrdiff_t)h * w, lo, hi);
+        return;
+    }
+    for (int r = 0; r < h; r++)
+        clamp_run(x + r * ls, w, lo, hi);
 }
 
 /* Depthwise conv over `planes` input planes (plane p at src + p * ps, rows ls apart, h x w),
