@@ -128,3 +128,20 @@ def test_random_numbers_in_device_code_are_refused(compiled_mode: None) -> None:
     with pytest.raises(ts.KernelSyntaxError, match="random numbers") as info:
         dropout(torch.randn(10), 0.5)
     assert "host code" in str(info.value)
+
+
+@ts.kernel
+def matmul_with_epilogue(a: torch.Tensor, b: torch.Tensor, epilogue: object) -> torch.Tensor:
+    out = torch.empty([a.size(0), b.size(1)], dtype=a.dtype, device=a.device)
+    for tm, tn in ts.tile(out.size()):
+        acc = ts.zeros([tm, tn], dtype=torch.float32)
+        for tk in ts.tile(a.size(1)):
+            acc = torch.addmm(acc, a[tm, tk], b[tk, tn])
+        out[tm, tn] = epilogue(acc)  # type: ignore[operator]
+    return out
+
+
+def test_callable_arguments_are_refused_with_the_helper_alternative(compiled_mode: None) -> None:
+    with pytest.raises(ts.KernelTypeError, match="is a callable") as info:
+        matmul_with_epilogue(torch.randn(4, 4), torch.randn(4, 4), torch.relu)
+    assert "module-level `def` helper" in str(info.value)

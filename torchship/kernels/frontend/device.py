@@ -16,7 +16,6 @@ Example (see tests/kernels/test_compiler.py for kernels end to end):
 from __future__ import annotations
 
 import ast
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,19 +188,6 @@ class DeviceBuilder:
             return self.hints.get(x.id)
         return x
 
-    def int_argument(self, x: Any) -> str | None:
-        """A label for ``x`` when it is an int kernel argument known only at launch (a
-        captured int: its name; a tensor size: ``x.size(1)``), else None."""
-        if not isinstance(x, Value) or x.node is not None or x.id not in self.hints or \
-                x.dtype not in (torch.int32, torch.int64):
-            return None
-        for p in self.params:
-            if p.value is x:
-                m = re.fullmatch(r"(.+)_size(\d+)", p.name)
-                return f"{m.group(1)}.size({m.group(2)})" if m and ".shape[" in p.getter \
-                    else p.name
-        return None
-
     def const_int(self, x: Any, what: str) -> int:
         """A compile-time int: a literal, or a captured int (then specialised on its value)."""
         if isinstance(x, int) and not isinstance(x, bool):
@@ -239,6 +225,11 @@ class DeviceBuilder:
         if isinstance(value, (tuple, list, torch.Size)):
             return tuple(self.convert(v, f"{name}_{i}", f"{getter}[{i}]")
                          for i, v in enumerate(value))
+        if callable(value):
+            raise self.error(KernelTypeError, f"host value {name!r} is a callable: calling "
+                             "functions passed in as arguments is not supported in device code",
+                             hint="call a module-level `def` helper by name (it is inlined), "
+                             "and pass the tensors it needs as kernel arguments")
         raise self.error(
             KernelTypeError,
             f"host value {name!r} of type {type(value).__name__} cannot be used in device code",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from typing import Any
 
 import torch
@@ -196,7 +197,7 @@ def shape_dims(h: Any, shape: Any, node: ast.AST) -> tuple[Any, ...]:
                 s.node.attrs["attr"] == "block_size":
             dims.append(s.node.attrs["tile"].dim)
             continue
-        label = h.b.int_argument(s)
+        label = _int_argument(h.b, s)
         hint = h.b.hint(s)
         if label is not None and (not isinstance(hint, int) or hint < 1 or hint & (hint - 1)):
             # an int known at launch (a tensor size, an int argument): a full dim of that size,
@@ -212,6 +213,19 @@ def shape_dims(h: Any, shape: Any, node: ast.AST) -> tuple[Any, ...]:
                         node=node)
         dims.append(ConstDim(n))
     return tuple(dims)
+
+
+def _int_argument(b: Any, x: Any) -> str | None:
+    """A label for ``x`` when it is an int kernel argument known only at launch (a captured
+    int: its name; a tensor size: ``x.size(1)``), else None."""
+    if not isinstance(x, Value) or x.node is not None or x.id not in b.hints or \
+            x.dtype not in (torch.int32, torch.int64):
+        return None
+    for p in b.params:
+        if p.value is x:
+            m = re.fullmatch(r"(.+)_size(\d+)", p.name)
+            return f"{m.group(1)}.size({m.group(2)})" if m and ".shape[" in p.getter else p.name
+    return None
 
 
 def _norm_dims(h: Any, x: Value, dim: Any, node: ast.AST) -> list[int]:
