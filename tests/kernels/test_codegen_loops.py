@@ -165,3 +165,18 @@ def test_loop_seeds_vary_the_streamed_block_of_a_row_loop_kernel() -> None:
     x = torch.randn(256, 256, dtype=torch.bfloat16)
     assert loop_seeds(_as_gpu(matmul.bind((x, x)).config_space), None) == []
     assert loop_seeds(cross_entropy.bind((logits, labels)).config_space, default) == []
+
+
+def test_gpu_blocks_of_any_launch_keep_at_most_256_values_per_thread() -> None:
+    from examples.kernels.cross_entropy import cross_entropy
+
+    logits = torch.randn(64, 32000, dtype=torch.bfloat16)
+    ce = _as_gpu(cross_entropy.bind((logits, torch.randint(0, 32000, (64,)))).config_space)
+    # 4 x 4096 on one warp ran past the 10 s compile timeout on an H100
+    with pytest.raises(ts.KernelConfigError, match="512 values per thread"):
+        ce.validate(_cfg(ce, block_sizes=[4, 4096], num_warps=1, num_stages=1))
+    ce.validate(_cfg(ce, block_sizes=[4, 4096], num_warps=2, num_stages=1))
+    ce.validate(ce.default())
+    rng = __import__("random").Random(0)
+    assert all(math.prod(c.block_sizes) // (32 * c.num_warps) <= 256
+               for c in (ce.sample(rng) for _ in range(50)))

@@ -333,12 +333,14 @@ class ConfigSpace:
                         f"launch {li}: a block of {elems} elements exceeds the budget of "
                         f"{self.max_elems} on {self.device}"
                     )
-                # Dot launches with few warps: a 128x256 tile on 1 warp (1024 fp32 accumulator
+                # Blocks on few warps: a 128x256 dot tile on 1 warp (1024 fp32 accumulator
                 # values per thread) hung Triton 3.6's compiler for over 15 s on H100 in the
-                # autotuner (benchmarks/results/kernels.json, attention), and such configs are
-                # never competitive: keep at most 256 values of a block per thread.
+                # autotuner (benchmarks/results/kernels.json, attention), and a 4x4096 cross
+                # entropy block on 1 warp (512 values) ran past the 10 s compile timeout; such
+                # configs spill registers and are never competitive: keep at most 256 values
+                # of a block per thread.
                 per_thread = elems // (32 * choice["num_warps"])
-                if threads and self.device == "cuda" and launch.has_dot and per_thread > 256:
+                if threads and self.device == "cuda" and per_thread > 256:
                     return (f"launch {li}: a block of {elems} elements on "
                             f"{choice['num_warps']} warps is {per_thread} values per thread "
                             "(> 256: register spills, compile hangs); use more warps")

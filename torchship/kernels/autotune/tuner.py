@@ -50,6 +50,7 @@ class TuneReport:
     default_ms: float | None = None
     results: list[Result] = field(default_factory=list)
     elapsed_s: float = 0.0
+    setup_s: float = 0.0  # of elapsed_s: starting the workers and the reference run
     from_cache: bool = False
     stop_reason: str = ""
     strategy: str = ""
@@ -79,6 +80,7 @@ class TuneReport:
             "best_ms": self.best_ms,
             "default_ms": self.default_ms,
             "elapsed_s": round(self.elapsed_s, 3),
+            "setup_s": round(self.setup_s, 3),
             "from_cache": self.from_cache,
             "stop_reason": self.stop_reason,
             "strategy": self.strategy,
@@ -328,6 +330,7 @@ def autotune(
     report = TuneReport(config=default, key=key, effort=eff.name, strategy=strat.name)
     show = sys.stderr.isatty() if progress is None else progress
     with harness, _Progress(show, key["kernel"], cap) as bar:
+        report.setup_s = time.perf_counter() - t_start
         best = math.inf
         since = 0
         while True:
