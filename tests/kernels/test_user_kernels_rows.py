@@ -377,3 +377,20 @@ def test_cumsum_over_inner_tiles_with_a_carry(mode: str, request: pytest.Fixture
     use(mode, request)
     x = torch.randn(37, 150)
     close(cumsum_tiled(x), x.double().cumsum(1), atol=1e-4)
+
+
+def test_tensor_descriptors_skip_unaligned_tile_starts(compiled_mode: None,
+                                                      poison_empty: None) -> None:
+    """layer_norm_bwd's row tiles start at g * rows (any row): their 1-D loads of mean/rstd
+    cannot use a tensor descriptor (16-byte aligned starts only) and fall back to pointers."""
+    x, w, dy = torch.randn(37, 70), torch.randn(70), torch.randn(37, 70)
+    mean, rstd = x.mean(1), torch.rsqrt(x.var(1, unbiased=False) + 1e-5)
+    args = (dy, x, w, mean, rstd)
+    bound = layer_norm_bwd.bind(args)
+    cfg = ts.Config(indexing="tensor_descriptor")
+    assert "tensor_descriptor" in bound.config_space.params["indexing"]
+    want = _grads(lambda x, w, b: F.layer_norm(x, (70,), w, b, 1e-5), dy, x, w, torch.zeros(70))
+    for g, wnt in zip(bound.compile(cfg)(*args), want):
+        close(g, wnt, atol=1e-4)
+    code = layer_norm_bwd.to_triton_code(cfg, args=args)
+    assert "mean: tensor_descriptor does not apply" in code

@@ -188,12 +188,32 @@ def _tdesc_ok(cg: Any, node: Node) -> bool:
         return False  # 3-D descriptors crash Triton 3.6's pipeliner (seen on H100)
     last = real[-1]
     d = last.tile.dim if last.kind == "tile" else last.full
+    width = _block_width(cg, d)
+    if width is None or width * ref.dtype.itemsize < 16:
+        return False
+    # the block's start along the last dim must be 16-byte aligned (the interpreter asserts
+    # it): a tile loop starting at 0, or at another such tile's begin (split-k), is
+    return last.kind == "full" or _aligned_start(cg, last.tile.begin, ref.dtype.itemsize)
+
+
+def _block_width(cg: Any, d: Any) -> int | None:
     blk = cg.dim_info(d)[2]
     try:
-        width = int(cg.constexprs.get(blk, blk))
+        return int(cg.constexprs.get(blk, blk))
     except ValueError:
-        return False
-    return width * ref.dtype.itemsize >= 16
+        return None
+
+
+def _aligned_start(cg: Any, begin: Any, itemsize: int) -> bool:
+    if isinstance(begin, int):
+        return begin * itemsize % 16 == 0
+    node = begin.node if isinstance(begin, Value) else None
+    if node is None or node.op != "tile_attr" or node.attrs["attr"] != "begin":
+        return False  # a start read on the device (offsets[g]): alignment unknown
+    tile = node.attrs["tile"]
+    width = _block_width(cg, tile.dim)
+    return width is not None and width * itemsize % 16 == 0 and \
+        _aligned_start(cg, tile.begin, itemsize)
 
 
 def _tdesc(cg: Any, node: Node) -> tuple[str, str, list[str]]:
