@@ -32,8 +32,14 @@ static void phase_pad(const float *restrict src, ptrdiff_t ls, int h, int w, int
         for (int p = 0; p < sw; p++) {
             int c0 = ((p - pw) % sw + sw) % sw; /* first source column landing in segment p */
             float *restrict dd = d + (ptrdiff_t)p * wps + (pw + c0) / sw;
-            for (int c = c0, k = 0; c < w; c += sw, k++)
-                dd[k] = s[c];
+            const float *restrict sp = s + c0;
+            int n = (w - c0 + sw - 1) / sw;
+            if (sw == 2) /* a constant stride: vectorised with shuffles */
+                for (int k = 0; k < n; k++)
+                    dd[k] = sp[2 * k];
+            else
+                for (int k = 0; k < n; k++)
+                    dd[k] = sp[(ptrdiff_t)sw * k];
         }
     }
 }
