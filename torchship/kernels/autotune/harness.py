@@ -84,10 +84,12 @@ class _State:
 
     def __init__(self, target: Target, timer: Timer | None, role: str) -> None:
         self.target = target
+        t0 = time.perf_counter()
         try:
             self.bound, self.args, self.kwargs = target.build()
         except Exception as exc:
             raise HarnessError(f"cannot build the tuning target: {exc}") from exc
+        self.timings = {"build_s": time.perf_counter() - t0}
         self.device_type = getattr(target, "device_type", "cpu")
         self.timer = timer or default_timer(self.device_type)
         self.role = role
@@ -97,8 +99,10 @@ class _State:
             try:
                 ref_args = _clone(self.args)
                 ref_kwargs = _clone(self.kwargs)
+                t1 = time.perf_counter()
                 self.ref_out = target.reference(self.bound, ref_args, ref_kwargs)
                 _sync(self.device_type)
+                self.timings["reference_s"] = time.perf_counter() - t1
                 self.ref_args = (ref_args, ref_kwargs)
             except Exception as exc:
                 raise HarnessError(
@@ -209,9 +213,11 @@ def _worker_main(conn: Any) -> None:
                     torch.empty(1, device="cuda")
                 conn.send(("ok", {"pid": os.getpid()}))
             elif op == "setup":
+                t0 = time.perf_counter()
                 target = pickle.loads(msg[1])
+                load_s = time.perf_counter() - t0
                 state = _State(target, msg[2], msg[3])
-                conn.send(("ok", {"pid": os.getpid()}))
+                conn.send(("ok", {"pid": os.getpid(), "load_s": load_s, **state.timings}))
             elif op in ("compile", "bench"):
                 assert state is not None, "worker used before setup"
                 result = getattr(state, op)(msg[1])
@@ -235,6 +241,7 @@ class _Worker:
         self.conn: Any = None
         self.restarts = -1
         self.pending = False
+        self.setup_info: dict[str, float] = {}  # seconds of the last setup, as the worker saw them
 
     def spawn(self) -> None:
         """Start the process (no setup yet)."""
@@ -261,10 +268,13 @@ class _Worker:
         if not self.pending:
             return
         self.pending = False
+        t0 = time.perf_counter()
         status, data = self.wait_reply(self.setup_timeout)
         if status != "ok":
             self.kill()
             raise HarnessError(f"{self.role} worker failed to start: {data}")
+        self.setup_info = {k: round(v, 3) for k, v in data.items() if k.endswith("_s")}
+        self.setup_info["waited_s"] = round(time.perf_counter() - t0, 3)
 
     def ensure(self) -> None:
         """A live, set-up worker (restarted after a crash)."""
@@ -433,6 +443,12 @@ class Harness:
                 return w
             w.kill()
         return _Worker(b"", None, role, self.setup_timeout_s)
+
+    def setup_info(self) -> dict[str, float]:
+        """Seconds the bench worker's last setup took: unpickling the target (``load_s``),
+        rebuilding its arguments (``build_s``), the reference run (``reference_s``), and the
+        parent's wait for it (``waited_s``); empty when tuning in-process."""
+        return dict(self._bench.setup_info) if self._bench is not None else {}
 
     def close(self) -> None:
         """Stop every worker (or keep them for the next Harness when ``keep_workers``)."""

@@ -51,6 +51,7 @@ class TuneReport:
     results: list[Result] = field(default_factory=list)
     elapsed_s: float = 0.0
     setup_s: float = 0.0  # of elapsed_s: starting the workers and the reference run
+    setup: dict[str, Any] = field(default_factory=dict)  # the bench worker's own setup timings
     from_cache: bool = False
     stop_reason: str = ""
     strategy: str = ""
@@ -81,6 +82,7 @@ class TuneReport:
             "default_ms": self.default_ms,
             "elapsed_s": round(self.elapsed_s, 3),
             "setup_s": round(self.setup_s, 3),
+            "setup": self.setup,
             "from_cache": self.from_cache,
             "stop_reason": self.stop_reason,
             "strategy": self.strategy,
@@ -331,6 +333,7 @@ def autotune(
     show = sys.stderr.isatty() if progress is None else progress
     with harness, _Progress(show, key["kernel"], cap) as bar:
         report.setup_s = time.perf_counter() - t_start
+        report.setup = harness.setup_info()
         best = math.inf
         since = 0
         while True:
