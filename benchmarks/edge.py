@@ -25,6 +25,7 @@ the headline. The ExecuTorch side runs as a persistent child process that the ro
 Example:
     $ .venv/bin/python benchmarks/edge.py                 # everything, writes benchmarks/results/edge.json
     $ .venv/bin/python benchmarks/edge.py --models mlp --rounds 3 --no-executorch
+    $ .venv/bin/python benchmarks/edge.py --native-ab --models inverted_residual --rounds 15
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ sys.path.insert(0, str(ROOT))
 
 from examples.models.zoo import ZOO  # noqa: E402
 from torchship.edge import export  # noqa: E402
-from torchship.edge.runtime import load  # noqa: E402
+from torchship.edge.runtime import load, loads  # noqa: E402
 from torchship.edge.runtime.native import active as native_active  # noqa: E402
+from torchship.edge.runtime.native import build as native_build  # noqa: E402
 from torchship.edge.runtime.threads import set_num_threads  # noqa: E402
 
 MODELS = [*ZOO, "minilm"]
@@ -165,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="threads for every implementation (numpy's OpenBLAS, torch, ExecuTorch's pool); 0 = library defaults")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "edge.json"))
     ap.add_argument("--replot", type=Path, default=None, help="only redraw the PNG (and table) from this JSON")
+    ap.add_argument("--native-ab", action="store_true",
+                    help="only A/B the runtime with its native kernels off vs on (interleaved rounds; no JSON)")
     args = ap.parse_args(argv)
     if args.replot:
         rows = json.loads(args.replot.read_text())["models"]
@@ -177,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         if not set_num_threads(args.threads):
             print("warning: could not set numpy's BLAS thread count")
     console = Console(width=max(Console().width, 180))
+    if args.native_ab:
+        return native_ab(args.models, args.rounds, args.per_round, console)
     work = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     rows: dict[str, dict[str, Any]] = {}
     runners: dict[str, dict[str, Any]] = {}
@@ -267,6 +273,48 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(result, indent=1))
         _plot(rows, Path(args.out).with_suffix(".png"))
         console.print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
+    return 0
+
+
+def native_ab(models: list[str], rounds: int, per_round: float, console: Console) -> int:
+    """Time each model's program with the runtime's native kernels off and on: two loaded
+    programs in this process, alternating order every round; print minima and medians (ms).
+
+    Example:
+        >>> native_ab(["inverted_residual"], 3, 0.1, Console())  # doctest: +SKIP
+        0
+    """
+    runs: dict[tuple[str, str], Any] = {}
+    for name in models:
+        model, inputs, dyn = _model(name)
+        data = export(model, inputs, dynamic_shapes=dyn).to_bytes()
+        arrays = [x.numpy() for x in inputs]
+        for mode in ("off", "on"):
+            os.environ["TORCHSHIP_EDGE_NATIVE"] = "0" if mode == "off" else "1"
+            native_build.reset()  # the switch is read on first use: bind each program under its mode
+            method = loads(data).method("forward")
+            method(*arrays)
+            runs[(name, mode)] = (lambda m=method, a=arrays: m(*a))
+    if not native_active():
+        console.print("[red]native kernels unavailable: nothing to compare")
+        return 1
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in runs}
+    load_at_start = os.getloadavg()
+    for r in range(rounds):
+        for name in models:
+            for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                fn, est = runs[(name, mode)], times[(name, mode)]
+                n = 3 if not est else int(min(500, max(2, per_round / max(float(np.median(est)), 1e-6))))
+                for _ in range(n):
+                    t = time.perf_counter()
+                    fn()
+                    est.append(time.perf_counter() - t)
+    console.print(f"native A/B, {rounds} rounds, load average {load_at_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end")
+    for name in models:
+        (off, on) = (np.array(times[(name, m)]) * 1e3 for m in ("off", "on"))
+        console.print(f"{name:18s} numpy: min {off.min():.3f} median {np.median(off):.3f} ms | native: min {on.min():.3f} "
+                      f"median {np.median(on):.3f} ms | speed-up {np.median(off) / np.median(on):.2f}x (medians), "
+                      f"{off.min() / on.min():.2f}x (minima)")
     return 0
 
 
