@@ -27,7 +27,8 @@ _PYFUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs,
             "floor": math.floor, "ceil": math.ceil, "tanh": math.tanh, "erf": math.erf,
             "neg": lambda x: -x, "log1p": math.log1p, "expm1": math.expm1,
             "log10": math.log10, "tan": math.tan, "trunc": math.trunc,
-            "reciprocal": lambda x: 1.0 / x, "rsqrt": lambda x: 1.0 / math.sqrt(x)}
+            "reciprocal": lambda x: 1.0 / x, "rsqrt": lambda x: 1.0 / math.sqrt(x),
+            "round": round}
 
 
 def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
@@ -43,6 +44,8 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
             if name in _PYFUNCS and isinstance(x, (int, float)):
                 return _PYFUNCS[name](x)
             x = h.operand(x)
+        if name == "round":
+            return _round(h, x, kwargs.get("decimals", 0), node)
         return b.emit(name, [x])
     if name == "gelu":
         approx = kwargs.get("approximate", "none")
@@ -182,6 +185,22 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         b.emit("atomic_add", [h.operand(value)], {"tensor": target, "index": index})
         return None
     raise h.err(KernelSyntaxError, f"`{name}` is not supported in device code", node=node)
+
+
+def _round(h: Any, x: Any, decimals: Any, node: ast.AST) -> Any:
+    """``torch.round(x, decimals=)``: half to even; integers unchanged; decimals scale by
+    ``10**decimals`` first, like torch."""
+    if not isinstance(decimals, int) or isinstance(decimals, bool):
+        raise h.err(KernelTypeError, "round(decimals=) must be an int", node=node)
+    if not isinstance(x, Value) or not x.dtype.is_floating_point:
+        return x
+    if decimals == 0:
+        return h.b.emit("round", [x])
+    scale = 10.0 ** decimals
+    work = x if x.dtype not in (torch.float16, torch.bfloat16) else \
+        h.b.emit("to", [x], {"dtype": torch.float32})  # one rounding at the end, like torch
+    out = h.b.emit("truediv", [h.b.emit("round", [h.b.emit("mul", [work, scale])]), scale])
+    return out if out.dtype == x.dtype else h.b.emit("to", [out], {"dtype": x.dtype})
 
 
 def shape_dims(h: Any, shape: Any, node: ast.AST) -> tuple[Any, ...]:

@@ -162,6 +162,10 @@ _unary("log1p", "tl.where(1.0 + {a} == 1.0, {a}, tl.log(1.0 + {a}) * {a} / (1.0 
 _unary("expm1", "tl.where(tl.exp({a}) == 1.0, {a}, tl.where(tl.abs({a}) < 1.0, "
        "(tl.exp({a}) - 1.0) * {a} / tl.log(tl.exp({a})), tl.exp({a}) - 1.0))", "float", True)
 _unary("tan", "tl.sin({a}) / tl.cos({a})", "float", True)
+# half to even like torch, exact: floor plus 1 above .5, and at .5 only from an odd floor
+_unary("round", "tl.floor({a}) + tl.where({a} - tl.floor({a}) > 0.5, 1.0, tl.where({a} - "
+       "tl.floor({a}) == 0.5, tl.floor({a}) - 2.0 * tl.floor(tl.floor({a}) * 0.5), 0.0))",
+       "same", True)
 _unary("trunc", "tl.where({a} >= 0, tl.floor({a}), tl.ceil({a}))", "same", True)
 _unary("sign", "tl.where({a} > 0, 1, tl.where({a} < 0, -1, 0)).to({t})")
 _unary("reciprocal", "1.0 / {a}", "float", True)
@@ -182,7 +186,7 @@ _unary(
 #: element-wise math a kernel may call as ``torch.<name>(x)`` or ``x.<name>()``
 TORCH_UNARY = ("exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",
                "sigmoid", "tanh", "abs", "erf", "relu", "silu", "neg", "sin", "cos", "tan",
-               "floor", "ceil", "trunc", "sign", "reciprocal")
+               "floor", "ceil", "round", "trunc", "sign", "reciprocal")
 
 
 def _pow_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:

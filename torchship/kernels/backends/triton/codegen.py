@@ -30,7 +30,12 @@ from torchship.kernels.ops import OPS
 _TL = {torch.float16: "tl.float16", torch.bfloat16: "tl.bfloat16", torch.float32: "tl.float32",
        torch.float64: "tl.float64", torch.int8: "tl.int8", torch.int16: "tl.int16",
        torch.int32: "tl.int32", torch.int64: "tl.int64", torch.uint8: "tl.uint8",
-       torch.bool: "tl.int1"}
+       torch.bool: "tl.int1", torch.float8_e4m3fn: "tl.float8e4nv",
+       torch.float8_e5m2: "tl.float8e5"}
+
+
+#: per fp8 type: fp32 mantissa bits it drops (23 - its own), and -log2 of its subnormal step
+_FP8_DROP = {torch.float8_e4m3fn: (20, 9), torch.float8_e5m2: (21, 16)}
 
 
 class _Ctx:
@@ -140,6 +145,21 @@ class TritonCodegen(ReductionEmitter):
             dtype = torch.float32  # the interpreter cannot do bf16 arithmetic (no numpy bf16)
         if dtype is None or operand.dtype == dtype:
             return expr
+        if self.interpret and dtype in _FP8_DROP and operand.shape:
+            # the interpreter's float -> fp8 conversion drops the carry into the exponent when
+            # it rounds up (124.3 -> 64.0 in e4m3): round the fp32 bits to the fp8 mantissa
+            # here (nearest even), so the conversion itself is exact
+            drop, sub = _FP8_DROP[dtype]
+            f32 = expr if operand.dtype == torch.float32 else f"{expr}.to(tl.float32)"
+            bits = f"{f32}.to(tl.int32, bitcast=True)"
+            half = (1 << (drop - 1)) - 1
+            normal = (f"(({bits} + {half} + (({bits} >> {drop}) & 1)) & {~((1 << drop) - 1)})"
+                      ".to(tl.float32, bitcast=True)")
+            # subnormals: a multiple of 2**-sub, rounded to nearest even by an fp32 add
+            subnormal = f"(({f32} * {2.0 ** sub} + 12582912.0) - 12582912.0) * {2.0 ** -sub}"
+            rounded = (f"tl.where(tl.abs({f32}) < {2.0 ** (23 - drop - sub)}, "
+                       f"{subnormal}, {normal})")
+            return f"{rounded}.to({self.tl(dtype)})"
         if not operand.shape:  # a scalar argument is a plain Python number in the interpreter
             return f"tl.cast({expr}, {self.tl(dtype)})"
         return f"{expr}.to({self.tl(dtype)})"

@@ -139,7 +139,8 @@ def load(cg: Any, node: Node) -> str:
 def _value_for(cg: Any, node: Node, args: list[str], target_rank: int) -> str:
     value = node.inputs[0]
     ref = node.attrs["tensor"]
-    expr = cg.coerce(value, args[0], ref.dtype)
+    # a Python number becomes a typed scalar (tl.broadcast_to/atomic_add need a tensor)
+    expr = cg.coerce(value, args[0], ref.dtype, force=node.op == "atomic_add")
     if isinstance(value, Value) and 0 < value.ndim < target_rank:
         spec = ["None"] * (target_rank - value.ndim) + [":"] * value.ndim
         expr = f"{expr}[{', '.join(spec)}]"
