@@ -19,7 +19,7 @@ from tests.edge.test_mbconv import CASES as MBCONV_CASES
 from tests.edge.test_mbconv import _block
 from torchship.edge import export
 from torchship.edge.runtime import loads
-from torchship.edge.runtime.native import active, build, depthwise_step
+from torchship.edge.runtime.native import MAX_TAPS, active, build, depthwise_step
 from torchship.edge.runtime.registry import OPS, bind_step
 
 
@@ -94,6 +94,10 @@ def test_native_declines_what_it_does_not_cover(monkeypatch: pytest.MonkeyPatch)
     assert depthwise_step(x, w, None, np.empty((1, 2, 5, 5)), **kw) is None  # float64
     x32, w32 = np.ones((1, 2, 5, 5), np.float32), np.ones((2, 1, 3, 3), np.float32)
     assert depthwise_step(x32[:, :, :, ::1].transpose(0, 1, 3, 2), w32, None, np.empty((1, 2, 5, 5), np.float32), **kw) is None
+    side = int(MAX_TAPS**0.5) + 1
+    big = np.ones((2, 1, side, side), np.float32)
+    assert depthwise_step(np.ones((1, 2, side, side), np.float32), big, None, np.empty((1, 2, 1, 1), np.float32),
+                          stride=(1, 1), padding=(0, 0), dilation=(1, 1)) is None
     got = np.empty((1, 2, 5, 5), np.float32)
     depthwise_step(x32, w32, None, got, **kw)()
     assert got[0, 0, 2, 2] == 9.0 and got[0, 1, 0, 0] == 4.0

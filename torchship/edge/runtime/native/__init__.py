@@ -1,10 +1,11 @@
 """Optional native kernels of the numpy runtime (C99 + ctypes; built on first use, see ``build.py``).
 
 Only the depthwise 2-D convolution is native: float32, any kernel size, stride, padding and
-dilation (3x3 and 5x5 kernel rows unrolled), with bias and clamp fused, one thread. The
+dilation (3x3 and 5x5 unrolled), with bias and clamp fused, one thread. The
 binders (``bound_conv.py``, ``mbconv.py``) ask :func:`depthwise_step` for a step and keep their
 numpy path when it returns None: native kernels disabled (``TORCHSHIP_EDGE_NATIVE=0``), no
-compiler, a build failure, another dtype or a non-contiguous operand.
+compiler, a build failure, another dtype, a non-contiguous operand or a kernel of more than
+``MAX_TAPS`` taps.
 
 Example:
     >>> import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 from torchship.edge.runtime.bound import scratch
 from torchship.edge.runtime.native.build import library
 
+MAX_TAPS = 1024  # TS_MAX_TAPS of depthwise.c: larger kernels stay on the numpy path
 _F32 = np.dtype("float32")
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
 _ARGS = [_P, ctypes.c_ssize_t, ctypes.c_ssize_t] + [_I] * 7 + [_P, _P] + [_I] * 8 + [_F, _F, _P, _P, _I, _F, _F]
@@ -90,7 +92,7 @@ def depthwise_step(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: n
     else:
         ps = plane_stride
         ok = x.dtype == _F32 and x.strides == (c * ps * 4, ps * 4, wd * 4, 4)
-    if fn is None or not ok or not _usable(w, bias, out) or o % c or oh * ow == 0 or n * c == 0:
+    if fn is None or not ok or not _usable(w, bias, out) or o % c or oh * ow == 0 or n * c == 0 or kh * kw > MAX_TAPS:
         return None
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     wps = -(-(wd + 2 * pw) // sw)
@@ -109,4 +111,4 @@ def depthwise_step(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: n
     return step
 
 
-__all__ = ["active", "depthwise_step"]
+__all__ = ["MAX_TAPS", "active", "depthwise_step"]
