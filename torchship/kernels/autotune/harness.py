@@ -23,6 +23,7 @@ import atexit
 import multiprocessing as mp
 import os
 import pickle
+import threading
 import time
 import traceback
 from collections import deque
@@ -417,12 +418,18 @@ class Harness:
         self._bench = self._take("bench")
         self._compilers = [self._take("compile") for _ in range(self.compile_workers)]
         workers = [self._bench, *self._compilers]
-        for w in workers:  # all set up in parallel
+        # all set up in parallel: every process boots first (a send blocks until its child has
+        # booted and reads it once the payload outgrows the pipe), and the bench worker's
+        # payload, which carries the real arguments, goes from a thread beside the light ones
+        for w in workers:
             w.setup_timeout = self.setup_timeout_s
-            if w.role == "bench":
-                w.begin(payload, self.timer)
-            else:
-                w.begin(light, None)
+            if w.proc is None or not w.proc.is_alive():
+                w.spawn()
+        sender = threading.Thread(target=self._bench.begin, args=(payload, self.timer), daemon=True)
+        sender.start()
+        for w in self._compilers:
+            w.begin(light, None)
+        sender.join()
         errors = []
         for w in workers:
             try:
