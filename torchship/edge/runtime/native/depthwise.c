@@ -5,8 +5,9 @@
  * in place when it needs no padding and the column stride is 1, else copied into a zero-padded
  * "phased" plane in `scratch`, where padded column pc is stored in segment pc % sw at index
  * pc / sw, so every kernel tap of a stride-sw output row is one contiguous run of values. Each
- * output row is one loop over its columns that sums all taps (3x3 and 5x5 unrolled; 3x3 with
- * stride == dilation two rows at a time, sharing their input rows) and applies bias + clamp.
+ * 3x3 output row is one loop over its columns that sums all taps and applies bias + clamp (with
+ * stride == dilation two rows at a time, sharing their input rows); other kernels take one
+ * such loop per 8 taps.
  * Inner loops run over contiguous restrict pointers, so gcc vectorises them. */
 #include <stddef.h>
 #include <string.h>
@@ -44,21 +45,74 @@ static void phase_pad(const float *restrict src, ptrdiff_t ls, int h, int w, int
     }
 }
 
-/* One output row, all KH x KW taps (compile-time constants after inlining) fused with bias and
- * clamp: o[q] = clamp(b + sum_t w[t] * in[off[t] + q]). */
-TS_INLINE void row_fused(const float *restrict in, const ptrdiff_t *off, const float *restrict w,
-                         int KH, int KW, float b, float lo, float hi, int ow,
-                         float *restrict o) {
-    ptrdiff_t of[25];
-    float wv[25];
-    for (int t = 0; t < KH * KW; t++) {
+/* One output row of a 3x3 kernel, all taps fused with bias and clamp:
+ * o[q] = clamp(b + sum_t w[t] * in[off[t] + q]). */
+static void row_3x3(const float *restrict in, const ptrdiff_t *off, const float *restrict w,
+                    float b, float lo, float hi, int ow, float *restrict o) {
+    ptrdiff_t of[9];
+    float wv[9];
+    for (int t = 0; t < 9; t++) {
         of[t] = off[t];
         wv[t] = w[t];
     }
     for (int q = 0; q < ow; q++) {
         float v = b;
-        for (int t = 0; t < KH * KW; t++)
+        for (int t = 0; t < 9; t++)
             v += wv[t] * in[of[t] + q];
+        v = v < lo ? lo : v;
+        o[q] = v > hi ? hi : v;
+    }
+}
+
+/* N taps (a compile-time constant after inlining) of one output row in one pass:
+ * o[q] = (first ? b : o[q]) + sum_j w[j] * in[off[j] + q]. */
+TS_INLINE void taps_pass(const float *restrict in, const ptrdiff_t *off, const float *restrict w,
+                         int N, int first, float b, int ow, float *restrict o) {
+    const float *s[8];
+    float wv[8];
+    for (int j = 0; j < N; j++) {
+        s[j] = in + off[j];
+        wv[j] = w[j];
+    }
+    if (first) {
+        for (int q = 0; q < ow; q++) {
+            float v = b;
+            for (int j = 0; j < N; j++)
+                v += wv[j] * s[j][q];
+            o[q] = v;
+        }
+    } else {
+        for (int q = 0; q < ow; q++) {
+            float v = o[q];
+            for (int j = 0; j < N; j++)
+                v += wv[j] * s[j][q];
+            o[q] = v;
+        }
+    }
+}
+
+/* One output row of any kernel: passes of 8, 4, 2 or 1 fused taps (a longer fused loop is
+ * too long for gcc to unroll and vectorise), then the clamp. */
+static void row_any(const float *restrict in, const ptrdiff_t *off, const float *restrict w,
+                    int taps, float b, float lo, float hi, int ow, float *restrict o) {
+    for (int t = 0; t < taps;) {
+        int n = taps - t, first = t == 0;
+        if (n >= 8) {
+            taps_pass(in, off + t, w + t, 8, first, b, ow, o);
+            t += 8;
+        } else if (n >= 4) {
+            taps_pass(in, off + t, w + t, 4, first, b, ow, o);
+            t += 4;
+        } else if (n >= 2) {
+            taps_pass(in, off + t, w + t, 2, first, b, ow, o);
+            t += 2;
+        } else {
+            taps_pass(in, off + t, w + t, 1, first, b, ow, o);
+            t += 1;
+        }
+    }
+    for (int q = 0; q < ow; q++) {
+        float v = o[q];
         v = v < lo ? lo : v;
         o[q] = v > hi ? hi : v;
     }
@@ -90,24 +144,6 @@ static void rows2_3x3(const float *restrict in, ptrdiff_t step, ptrdiff_t c1, pt
     }
 }
 
-/* Any kernel size: one pass per tap, then bias + clamp. */
-static void row_any(const float *restrict in, const ptrdiff_t *off, const float *restrict w,
-                    int taps, float b, float lo, float hi, int ow, float *restrict o) {
-    for (int q = 0; q < ow; q++)
-        o[q] = b;
-    for (int t = 0; t < taps; t++) {
-        const float *restrict s = in + off[t];
-        float wv = w[t];
-        for (int q = 0; q < ow; q++)
-            o[q] += wv * s[q];
-    }
-    for (int q = 0; q < ow; q++) {
-        float v = o[q];
-        v = v < lo ? lo : v;
-        o[q] = v > hi ? hi : v;
-    }
-}
-
 /* One output plane from a (phased) padded plane with row stride rs; `off` holds the offset of
  * each tap within a kernel window (kh * kw entries). */
 static void plane(const float *restrict in, ptrdiff_t rs, const ptrdiff_t *off,
@@ -122,9 +158,7 @@ static void plane(const float *restrict in, ptrdiff_t rs, const ptrdiff_t *off,
         const float *row = in + (ptrdiff_t)r * sh * rs;
         float *o = out + (ptrdiff_t)r * ow;
         if (kh == 3 && kw == 3)
-            row_fused(row, off, w, 3, 3, bias, lo, hi, ow, o);
-        else if (kh == 5 && kw == 5)
-            row_fused(row, off, w, 5, 5, bias, lo, hi, ow, o);
+            row_3x3(row, off, w, bias, lo, hi, ow, o);
         else
             row_any(row, off, w, kh * kw, bias, lo, hi, ow, o);
     }
