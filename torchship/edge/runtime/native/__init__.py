@@ -1,7 +1,7 @@
 """Optional native kernels of the numpy runtime (C99 + ctypes; built on first use, see ``build.py``).
 
 Only the depthwise 2-D convolution is native: float32, any kernel size, stride, padding and
-dilation (3x3 and 5x5 unrolled), with bias and clamp fused, one thread. The
+dilation, with bias and clamp fused, one thread (see ``depthwise.c``). The
 binders (``bound_conv.py``, ``mbconv.py``) ask :func:`depthwise_step` for a step and keep their
 numpy path when it returns None: native kernels disabled (``TORCHSHIP_EDGE_NATIVE=0``), no
 compiler, a build failure, another dtype, a non-contiguous operand or a kernel of more than
