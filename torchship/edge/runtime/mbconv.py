@@ -8,9 +8,9 @@ materialises the whole expanded or depthwise maps. Per image, it walks the hidde
    carries a row of ones inside the image (so the bias comes out of the GEMM and the padded
    border of the expanded maps is exactly zero), then the expand clamp in place;
 2. depthwise: one call of the optional native kernel (``native/``) per block when it is
-   built (expand clamp, bias and clamp fused, planes read in place); else, in numpy, in smaller channel
-   blocks (``_BLOCK``), on "wide" rows of ``Wp`` columns: stride 1
-   as ``kw`` shifted copies plus a row of ones (the bias) and one batched
+   built (expand clamp, bias and clamp fused, planes read in place); else, in numpy, in
+   smaller channel blocks (``_BLOCK``), on "wide" rows of ``Wp`` columns: stride 1 as ``kw``
+   shifted copies plus a row of ones (the bias) and one batched
    ``[1, kw(+1)] @ [kw(+1), OH*Wp]`` BLAS product per kernel row; other strides as one strided
    multiply-add per tap. The valid columns go, clamped, into the block's depthwise maps ``D``;
 3. project: ``[Cout, cb] @ D`` into the output (the first block's product also carries the
