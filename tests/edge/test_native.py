@@ -189,6 +189,36 @@ def test_build_cache_and_corrupt_library_rebuilt(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "edge-native").iterdir()] == [so.name]
 
 
+_TORCHFREE_CHILD = """
+import sys
+import numpy as np
+from torchship.edge.runtime import load
+from torchship.edge.runtime.native import active
+out = load(sys.argv[1]).run(np.load(sys.argv[2]))
+np.save(sys.argv[3], out)
+assert not [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+print("native" if active() else "numpy")
+"""
+
+
+def test_native_in_torch_free_venv(tmp_path: Path) -> None:
+    from tests.edge.test_torchfree import _fresh_venv
+
+    model, inputs = inverted_residual()
+    path = export(model, inputs).save(tmp_path / "ir.tsp")
+    np.save(tmp_path / "x.npy", inputs[0].numpy())
+    py = _fresh_venv(tmp_path / "venv")
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHSHIP_EDGE_NATIVE", "CC")}
+    env["TORCHSHIP_CACHE_DIR"] = str(tmp_path / "cache")
+    proc = subprocess.run([str(py), "-I", "-c", _TORCHFREE_CHILD, str(path), str(tmp_path / "x.npy"), str(tmp_path / "out.npy")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "native"
+    with torch.no_grad():
+        ref = model.double()(inputs[0].double()).numpy()
+    assert rel_err(np.load(tmp_path / "out.npy").astype(np.float64), ref) <= 1e-5
+
+
 def test_source_is_package_data() -> None:
     import tomllib
 
