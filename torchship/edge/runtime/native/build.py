@@ -33,6 +33,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("depthwise.c")
@@ -42,6 +43,7 @@ _ARCH_FLAGS = (["-march=native", "-mprefer-vector-width=256"], ["-march=native"]
 _LOG = logging.getLogger("torchship.edge.native")
 _UNSET = object()
 _CACHED: object = _UNSET
+_LOCK = threading.Lock()  # one build per process even when several threads bind at once
 
 
 def cache_dir() -> Path:
@@ -128,12 +130,15 @@ def library() -> ctypes.CDLL | None:
     """
     global _CACHED
     if _CACHED is _UNSET:
-        _CACHED = None
-        if os.environ.get("TORCHSHIP_EDGE_NATIVE", "1") != "0":
-            try:
-                _CACHED = _build()
-            except (OSError, subprocess.SubprocessError) as e:
-                _LOG.debug("torchship.edge native kernels unavailable, using numpy: %s", e)
+        with _LOCK:
+            if _CACHED is _UNSET:
+                lib = None
+                if os.environ.get("TORCHSHIP_EDGE_NATIVE", "1") != "0":
+                    try:
+                        lib = _build()
+                    except (OSError, subprocess.SubprocessError) as e:
+                        _LOG.debug("torchship.edge native kernels unavailable, using numpy: %s", e)
+                _CACHED = lib
     return _CACHED  # type: ignore[return-value]
 
 
