@@ -83,3 +83,22 @@ def test_light_target_ships_layouts_only():
     assert not torch.equal(lg, logits)  # float data is a random stand-in
     _, (fg, _), _ = pickle.loads(full).build()
     assert torch.equal(fg, logits)
+
+
+def test_target_payload_keeps_live_arguments_out_of_pickles():
+    import pickle
+
+    from torchship.kernels.autotune.target import KernelTarget
+
+    mod = load("cross_entropy")
+    kernel, _ = mod.VARIANTS["cross_entropy"]
+    logits, labels = mod.make_inputs("test", "cpu", torch.float32, seed=4)
+    target = KernelTarget(kernel, (logits, labels))
+    # in-process the build hands out the caller's own tensors (the harness copies them)
+    _, (lg, lb), _ = target.build()
+    assert lg is logits and lb is labels
+    # CPU arguments travel as bytes in the payload (CUDA ones as IPC handles on a GPU)
+    rebuilt = pickle.loads(target.payload())
+    assert not hasattr(rebuilt, "_args") and isinstance(rebuilt.data, bytes)
+    _, (fg, fb), _ = rebuilt.build()
+    assert torch.equal(fg, logits) and fg is not logits and torch.equal(fb, labels)

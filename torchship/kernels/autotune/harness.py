@@ -122,15 +122,18 @@ class _State:
     def compile(self, config: Any) -> dict[str, Any]:
         """Compile and launch once (the launch triggers Triton's JIT and fills its disk cache).
 
-        The launch uses the worker's own arguments, not copies: a compile worker never checks
-        values, and copies would double the device memory of every compile worker."""
+        A compile worker launches on its own arguments, not copies: it never checks values,
+        and copies would double its device memory."""
         t0 = time.perf_counter()
         try:
             fn = self.bound.compile(config)
         except Exception as exc:
             return {"status": "compile_error", "error": _format(exc)}
         try:
-            call_bound(self.bound, fn, self.args, self.kwargs)
+            if self.role == "bench":  # its arguments may be the caller's own (in-process, IPC)
+                call_bound(self.bound, fn, _clone(self.args), _clone(self.kwargs))
+            else:
+                call_bound(self.bound, fn, self.args, self.kwargs)
             _sync(self.device_type)
         except Exception as exc:
             status = "compile_error" if _is_compile_error(exc) else "runtime_error"
@@ -413,7 +416,7 @@ class Harness:
         if not self.isolate:
             self._local = _State(self.target, self.timer, "bench")
             return self
-        payload = pickle.dumps(self.target)
+        payload = self.target.payload()
         light = pickle.dumps(self.target.light()) if self.compile_workers else payload
         self._bench = self._take("bench")
         self._compilers = [self._take("compile") for _ in range(self.compile_workers)]

@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import inspect
 import io
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,6 +327,10 @@ class Target:
         by default the target itself."""
         return self
 
+    def payload(self) -> bytes:
+        """The bytes a bench worker rebuilds this target from (``pickle.loads``)."""
+        return pickle.dumps(self)
+
     def reference(self, bound: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run the reference (default: ``bound.config_space.default()``); returns outputs."""
         fn = bound.compile(bound.config_space.default())
@@ -359,16 +364,43 @@ class KernelTarget(Target):
 
         self.ref = KernelRef.of(kernel)
         kwargs = dict(kwargs or {})
-        self.data, self.devices = pack_args(tuple(args), kwargs)
-        self._light_data, _ = pack_args(tuple(args), kwargs, light=True)
+        # the live arguments stay here (never pickled); bytes are made only when needed
+        self._args, self._kwargs = tuple(args), kwargs
+        self.data: Any = None
+        self._light_data, self.devices = pack_args(tuple(args), kwargs, light=True)
         self.reference_mode = reference
         tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
         self.device_type = tensors[0].device.type if tensors else "cpu"
+        self._all_cuda = bool(tensors) and all(t.is_cuda for t in tensors)
 
     def build(self) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         kernel = self.ref.load()
-        args, kwargs = unpack_args(self.data, self.devices)
+        if isinstance(self.data, tuple):  # ("shared", args, kwargs): CUDA IPC views
+            args, kwargs = self.data[1], self.data[2]
+        elif self.data is None:  # in-process
+            args, kwargs = self._args, self._kwargs
+        else:
+            args, kwargs = unpack_args(self.data, self.devices)
         return bind(kernel, args, kwargs), args, kwargs
+
+    def payload(self) -> bytes:
+        """What a bench worker rebuilds this target from. CUDA arguments travel as CUDA IPC
+        handles (the worker maps the same device memory; it only ever runs on copies), so a
+        multi-GB input costs no device-to-host copy and no serialisation; anything else, or
+        when sharing fails, as ``torch.save`` bytes."""
+        if self._all_cuda:
+            import copy
+            from multiprocessing.reduction import ForkingPickler
+
+            import torch.multiprocessing  # noqa: F401 - registers the CUDA tensor reductions
+
+            twin = copy.copy(self)
+            twin.data = ("shared", self._args, self._kwargs)
+            try:
+                return bytes(ForkingPickler.dumps(twin))
+            except Exception:  # noqa: BLE001 - no IPC here: fall back to bytes
+                pass
+        return pickle.dumps(self)
 
     def light(self) -> KernelTarget:
         """A copy whose floating arguments travel as layouts only (random data in the
@@ -383,6 +415,10 @@ class KernelTarget(Target):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_light_data"] = b""  # not needed in a worker
+        state.pop("_args", None)
+        state.pop("_kwargs", None)
+        if state["data"] is None:
+            state["data"], _ = pack_args(self._args, self._kwargs)
         return state
 
     def reference(self, bound: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
