@@ -259,3 +259,20 @@ def test_int_argument_full_dim_is_checked_at_launch(compiled_mode: None) -> None
     close(widen(x, 24), x.double() + 1)
     with pytest.raises(ts.KernelLaunchError, match="size mismatch"):
         widen(x, 20)
+
+
+@pytest.mark.parametrize("indexing", ["tensor_descriptor", "pointer"])
+def test_grouped_gemm_device_bounds_in_descriptors(indexing: str, compiled_mode: None,
+                                                   poison_empty: None) -> None:
+    """Tile bounds read from an int64 offsets tensor are cast to int32 for descriptors and
+    block pointers (on an H100 Triton refused 64-bit block offsets/shapes)."""
+    offsets = torch.tensor([0, 3, 3, 40, 41, 90])
+    a, b = torch.randn(90, 48), torch.randn(5, 48, 40)
+    cfg = ts.Config(block_sizes=[16, 32, 16], indexing=indexing)
+    got = grouped_gemm.bind((a, b, offsets)).compile(cfg)(a, b, offsets)
+    want = torch.cat([a[s:e].double() @ b[i].double()
+                      for i, (s, e) in enumerate(zip(offsets[:-1].tolist(), offsets[1:].tolist()))])
+    close(got, want, atol=1e-4)
+    if indexing == "tensor_descriptor":
+        code = grouped_gemm.to_triton_code(cfg, args=(a, b, offsets))
+        assert "shape=[tl.cast(end, tl.int32)" in code

@@ -145,3 +145,23 @@ def test_callable_arguments_are_refused_with_the_helper_alternative(compiled_mod
     with pytest.raises(ts.KernelTypeError, match="is a callable") as info:
         matmul_with_epilogue(torch.randn(4, 4), torch.randn(4, 4), torch.relu)
     assert "module-level `def` helper" in str(info.value)
+
+
+@ts.kernel
+def positive_mask(x: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+    for tm, tn in ts.tile(x.size()):
+        out[tm, tn] = x[tm, tn] > 0
+    return out
+
+
+def test_bool_blocks_never_use_tensor_descriptors(compiled_mode: None,
+                                                 poison_empty: None) -> None:
+    """A bool tensor's elements (int1) have no byte size for a descriptor: pointer code. (Block
+    pointers hold int8 for it: stores cast to int8, loads compare with 0; on an H100 the int1
+    value was refused: 'Block element type(int8) and value element type(int1) mismatch'.)"""
+    x = torch.randn(37, 64)
+    cfg = ts.Config(block_sizes=[16, 16], indexing="tensor_descriptor")
+    assert torch.equal(positive_mask.bind((x,)).compile(cfg)(x), x > 0)
+    code = positive_mask.to_triton_code(cfg, args=(x,))
+    assert "x_desc.load" in code and "out: tensor_descriptor does not apply" in code

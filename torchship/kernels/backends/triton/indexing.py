@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from torchship.kernels.ir import Node, Value
 from torchship.kernels.ops.memory import Index, index_shape
 
@@ -89,8 +91,7 @@ def _block_ptr(cg: Any, node: Node) -> tuple[str, str, list[str]]:
         d = e.tile.dim if e.kind == "tile" else e.full
         idx, _, blk = cg.dim_info(d)
         if e.kind == "tile":
-            extent = cg.ref(e.tile.end)
-            begin = cg.tile_vars[id(e.tile)]["begin"]
+            extent, begin = _tile_bounds(cg, e)
         else:
             extent = cg.ref(e.full.find().size)
             begin = cg.dim_offset(e.full)
@@ -108,6 +109,16 @@ def _block_ptr(cg: Any, node: Node) -> tuple[str, str, list[str]]:
     return bp, check, spec
 
 
+def _tile_bounds(cg: Any, e: Index) -> tuple[str, str]:
+    """(extent, block start) of a tile entry for a block pointer or descriptor."""
+    extent = cg.ref(e.tile.end)
+    begin = cg.tile_vars[id(e.tile)]["begin"]
+    if any(isinstance(v, Value) and v.dtype == torch.int64 for v in (e.tile.begin, e.tile.end)):
+        # bounds read from an int64 tensor (offsets[g]): these take 32-bit offsets and shapes
+        extent, begin = f"tl.cast({extent}, tl.int32)", f"tl.cast({begin}, tl.int32)"
+    return extent, begin
+
+
 def _note_fallback(cg: Any, node: Node) -> None:
     if cg.indexing != "pointer":
         cg.line(f"# {node.attrs['tensor'].name}: {cg.indexing} does not apply to this access "
@@ -121,12 +132,14 @@ def _tup(items: list[str]) -> str:
 def load(cg: Any, node: Node) -> str:
     """Triton expression loading the node's block."""
     other = "0.0" if node.out.dtype.is_floating_point else "0"
+    # block pointers of a bool tensor hold int8 elements (pointers convert)
+    as_bool = " != 0" if node.attrs["tensor"].dtype == torch.bool else ""
     if cg.indexing == "block_ptr" and _block_ptr_ok(node):
         bp, check, spec = _block_ptr(cg, node)
         expr = f"tl.load({bp}, boundary_check={check}, padding_option=\"zero\")"
         if "None" in spec:
             expr = f"{expr}[{', '.join(spec)}]"
-        return expr
+        return f"({expr}{as_bool})" if as_bool else expr
     if cg.indexing == "tensor_descriptor" and _tdesc_ok(cg, node):
         return _tdesc_load(cg, node)
     _note_fallback(cg, node)
@@ -152,10 +165,12 @@ def store(cg: Any, node: Node, args: list[str], atomic: bool) -> str:
     shape = index_shape(node.attrs["index"])
     rank = len(shape)
     value = _value_for(cg, node, args, rank)
+    # block pointers of a bool tensor hold int8 (pointers convert)
+    as_int8 = f"({value}).to(tl.int8)" if node.attrs["tensor"].dtype == torch.bool else value
     if not atomic and cg.indexing == "block_ptr" and _block_ptr_ok(node):
         bp, check, _ = _block_ptr(cg, node)
         full = "[" + ", ".join(cg.block(d) for d in shape) + "]"
-        return f"tl.store({bp}, tl.broadcast_to({value}, {full}), boundary_check={check})"
+        return f"tl.store({bp}, tl.broadcast_to({as_int8}, {full}), boundary_check={check})"
     if not atomic and cg.indexing == "tensor_descriptor" and _tdesc_ok(cg, node):
         return _tdesc_store(cg, node, value)
     if not atomic:
@@ -176,8 +191,8 @@ def store(cg: Any, node: Node, args: list[str], atomic: bool) -> str:
 def _tdesc_ok(cg: Any, node: Node) -> bool:
     ref = node.attrs["tensor"]
     index: list[Index] = node.attrs["index"]
-    if not getattr(ref, "tdesc_ok", False):
-        return False
+    if not getattr(ref, "tdesc_ok", False) or ref.dtype == torch.bool:
+        return False  # bool: int1 has no byte size for a descriptor (the interpreter refuses)
     if any(e.kind in ("gather", "scalar") for e in index):
         return False
     if node.op != "load" and any(e.kind == "none" for e in index):
@@ -229,8 +244,9 @@ def _tdesc(cg: Any, node: Node) -> tuple[str, str, list[str]]:
         d = e.tile.dim if e.kind == "tile" else e.full
         idx, _, blk = cg.dim_info(d)
         if e.kind == "tile":
-            shape.append(cg.ref(e.tile.end))
-            offsets.append(cg.tile_vars[id(e.tile)]["begin"])
+            extent, begin = _tile_bounds(cg, e)
+            shape.append(extent)
+            offsets.append(begin)
         else:
             shape.append(cg.ref(e.full.find().size))
             offsets.append(cg.dim_offset(e.full))
