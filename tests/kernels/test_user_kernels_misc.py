@@ -191,3 +191,29 @@ def test_shifts_unpack_int4(mode: str, request: pytest.FixtureRequest,
     assert torch.equal(int4_shifts(packed), want)
     low = want[0]
     assert int(low.min()) >= -8 and int(low.max()) <= 7
+
+
+@ts.kernel
+def shapes_from_tiles(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    m, n = x.size()
+    out = torch.empty_like(x)
+    sums = torch.empty([m], dtype=torch.float32, device=x.device)
+    for tm in ts.tile(m):
+        out[tm, :] = x[tm, :] + ts.full([tm.block_size, 1], 1.0, dtype=torch.float32)
+    for i in ts.grid(m):
+        acc = ts.zeros([], dtype=torch.float32)  # a scalar carried through a scalar loop
+        for j in range(n):
+            acc = acc + x[i, j]
+        sums[i] = acc
+    return out, sums
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_block_size_shapes_and_scalar_accumulators(mode: str, request: pytest.FixtureRequest,
+                                                   poison_empty: None) -> None:
+    """``tm.block_size`` as a shape entry is the tile's (masked) extent in both modes."""
+    use(mode, request)
+    x = torch.randn(70, 9)
+    out, sums = shapes_from_tiles(x)
+    close(out, x.double() + 1)
+    close(sums, x.double().sum(1))

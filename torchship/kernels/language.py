@@ -153,6 +153,18 @@ def register_tunable(name: str, choices: Sequence[Any]) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+class _BlockSize(int):
+    """``tile.block_size`` in reference mode: an int that, as a ``ts.zeros``/``ts.full`` shape
+    entry, stands for the tile's valid extent, as the compiled kernel's masked block does."""
+
+    count: int
+
+    def __new__(cls, block_size: int, count: int) -> _BlockSize:
+        out = super().__new__(cls, block_size)
+        out.count = count
+        return out
+
+
 class Tile:
     """One block of one iteration dimension: the half-open range ``[begin, end)``.
 
@@ -171,7 +183,7 @@ class Tile:
     def __init__(self, begin: int, end: int, block_size: int, id: int = 0) -> None:
         self.begin = int(begin)
         self.end = int(end)
-        self.block_size = int(block_size)
+        self.block_size = _BlockSize(int(block_size), self.end - self.begin)
         self.id = int(id)
         self._index: torch.Tensor | None = None
 
@@ -349,6 +361,8 @@ def _shape(shape: Any, what: str) -> list[int]:
     for i, s in enumerate(shape):
         if isinstance(s, Tile):
             dims.append(s.end - s.begin)
+        elif isinstance(s, _BlockSize):
+            dims.append(s.count)
         elif isinstance(s, BlockSizeSymbol):
             dims.append(s.ref_value())
         else:

@@ -498,7 +498,7 @@ class DeviceBuilder:
                     KernelTypeError,
                     f"{name!r} is rebound inside the loop but holds {_describe(init)} before it",
                     hint=f"initialise it as a block before the loop, e.g. "
-                    f"{name} = ts.zeros([tm], dtype=torch.float32)")
+                    f"{name} = ts.zeros([tm], dtype=torch.float32) (ts.zeros([]) for a scalar)")
             phi = Value(init.shape, init.dtype, name)
             carried.append(Carried(name, init, phi))
             self.env[name] = phi
