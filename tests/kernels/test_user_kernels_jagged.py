@@ -108,3 +108,44 @@ def test_jagged_softmax_with_a_2d_scatter(mode: str, request: pytest.FixtureRequ
     want = torch.cat([r.softmax(0) for r in _rows(values, offsets.tolist())])
     out = jagged_softmax(values, offsets, 49)
     close(out, want)
+
+
+@ts.kernel
+def jagged_dense_add(values: torch.Tensor, offsets: torch.Tensor,
+                     dense: torch.Tensor) -> torch.Tensor:
+    """``dense[b, j, :] + values[offsets[b] + j, :]`` for j below row b's length."""
+    b, max_len, d = dense.size()
+    out = torch.empty_like(dense)
+    for tb, tj, td in ts.tile([b, max_len, d]):
+        starts = offsets[tb]
+        valid = tj.index[None, :] < (offsets[tb.index + 1] - starts)[:, None]
+        pos = torch.where(valid, starts[:, None] + tj.index[None, :], 0)
+        out[tb, tj, td] = dense[tb, tj, td] + torch.where(valid[:, :, None], values[pos, td], 0.0)
+    return out
+
+
+@ts.kernel
+def embedding_layer_norm(ids: torch.Tensor, table: torch.Tensor, w: torch.Tensor,
+                         b: torch.Tensor) -> torch.Tensor:
+    out = torch.empty([ids.size(0), table.size(1)], dtype=table.dtype, device=table.device)
+    for tn in ts.tile(ids.size(0)):
+        rows = table[ids[tn], :]
+        var, mean = torch.var_mean(rows, dim=1, keepdim=True, correction=0)
+        out[tn, :] = (rows - mean) * torch.rsqrt(var + 1e-5) * w[None, :] + b[None, :]
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_jagged_dense_add_and_embedding_norm(mode: str, request: pytest.FixtureRequest,
+                                             poison_empty: None) -> None:
+    use(mode, request)
+    values, dense = torch.randn(90, 40), torch.randn(5, 30, 40)
+    want = dense.double().clone()
+    for i, row in enumerate(_rows(values, OFFSETS)):
+        want[i, :min(len(row), 30)] += row[:30]
+    close(jagged_dense_add(values, torch.tensor(OFFSETS), dense), want)
+    ids, table, w, b = torch.randint(0, 20, (37,)), torch.randn(20, 70), torch.randn(70), \
+        torch.randn(70)
+    close(embedding_layer_norm(ids, table, w, b),
+          torch.nn.functional.layer_norm(table[ids].double(), (70,), w.double(), b.double()),
+          atol=1e-4)

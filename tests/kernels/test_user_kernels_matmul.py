@@ -276,3 +276,64 @@ def test_grouped_gemm_device_bounds_in_descriptors(indexing: str, compiled_mode:
     if indexing == "tensor_descriptor":
         code = grouped_gemm.to_triton_code(cfg, args=(a, b, offsets))
         assert "shape=[tl.cast(end, tl.int32)" in code
+
+
+@ts.kernel
+def fused_linear_jsd(h_s: torch.Tensor, w_s: torch.Tensor, h_t: torch.Tensor,
+                     w_t: torch.Tensor) -> torch.Tensor:
+    """Per-row JSD (beta 0.5) of student and teacher logits ``h @ w.T``, never written out:
+    the logits of a row block span the whole vocabulary."""
+    bt, d = h_s.size()
+    v = w_s.size(0)
+    loss = torch.empty([bt], dtype=torch.float32, device=h_s.device)
+    for tb in ts.tile(bt):
+        ls = ts.zeros([tb, v], dtype=torch.float32)
+        lt = ts.zeros([tb, v], dtype=torch.float32)
+        for tk in ts.tile(d):
+            ls = ls + h_s[tb, tk] @ w_s[:, tk].T
+            lt = lt + h_t[tb, tk] @ w_t[:, tk].T
+        lq = torch.log_softmax(ls, dim=1)
+        lp = torch.log_softmax(lt, dim=1)
+        q, p = torch.exp(lq), torch.exp(lp)
+        log_m = torch.log(0.5 * (p + q))
+        loss[tb] = (0.5 * p * (lp - log_m) + 0.5 * q * (lq - log_m)).sum(dim=1)
+    return loss
+
+
+@ts.kernel
+def moe_matmul(x: torch.Tensor, w: torch.Tensor, sorted_ids: torch.Tensor,
+               expert_offsets: torch.Tensor) -> torch.Tensor:
+    """Tokens sorted by expert: rows ``sorted_ids[offsets[e]:offsets[e + 1]]`` of x go through
+    ``w[e]``; rows are gathered on load and scattered on store."""
+    d = x.size(1)
+    experts, _, n = w.size()
+    out = torch.empty([x.size(0), n], dtype=torch.float32, device=x.device)
+    for e in ts.grid(experts):
+        for tm, tn in ts.tile([expert_offsets[e], 0], [expert_offsets[e + 1], n]):
+            rows = sorted_ids[tm]
+            acc = ts.zeros([tm, tn], dtype=torch.float32)
+            for tk in ts.tile(d):
+                acc = acc + x[rows, tk] @ w[e, tk, tn]
+            out[rows, tn] = acc
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_linear_jsd_and_moe(mode: str, request: pytest.FixtureRequest,
+                                  poison_empty: None) -> None:
+    use(mode, request)
+    hs, ht = torch.randn(20, 48), torch.randn(20, 48)
+    ws, wt = torch.randn(100, 48) * 0.2, torch.randn(100, 48) * 0.2
+    lq = (hs.double() @ ws.double().T).log_softmax(1)
+    lp = (ht.double() @ wt.double().T).log_softmax(1)
+    q, p = lq.exp(), lp.exp()
+    log_m = (0.5 * (p + q)).log()
+    close(fused_linear_jsd(hs, ws, ht, wt),
+          (0.5 * p * (lp - log_m) + 0.5 * q * (lq - log_m)).sum(1), atol=1e-5)
+    x, w = torch.randn(50, 32), torch.randn(4, 32, 24)
+    ids, offsets = torch.randperm(50), torch.tensor([0, 10, 10, 33, 50])
+    want = torch.empty(50, 24, dtype=torch.float64)
+    for e in range(4):
+        r = ids[int(offsets[e]):int(offsets[e + 1])]
+        want[r] = x[r].double() @ w[e].double()
+    close(moe_matmul(x, w, ids, offsets), want, atol=1e-4)
