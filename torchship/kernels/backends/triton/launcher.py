@@ -144,6 +144,7 @@ class _Interpreted:
 
         def run(*args: Any, **kwargs: Any) -> None:
             swaps = self._stdlib_swaps()
+            saved = _lang_snapshot()
             for mod, name, _, new in swaps:
                 setattr(mod, name, new)
             try:
@@ -151,8 +152,43 @@ class _Interpreted:
             finally:
                 for mod, name, old, _ in swaps:
                     setattr(mod, name, old)
+                _lang_restore(saved)
 
         return run
+
+
+def _lang_objects() -> list[Any]:
+    """What Triton's interpreter patches: ``triton.language`` and its ``core``/``math``/
+    ``standard`` modules, and the tensor, dtype and tensor-descriptor classes."""
+    import triton.language as tl
+    from triton.language import core, standard
+
+    objs: list[Any] = [tl, core, tl.math, standard, core.tensor, core.dtype]
+    objs += [c for c in (getattr(core, "tensor_descriptor_base", None),) if c is not None]
+    return objs
+
+
+def _lang_snapshot() -> list[tuple[Any, dict[str, Any]]]:
+    """The attributes of :func:`_lang_objects`. Triton's interpreter patches them for each
+    launch and leaves some replaced afterwards (all of them before Triton 3.7; ``core.range``,
+    ``static_range``, ``multiple_of``... still in 3.9): a GPU compile in the same process then
+    met interpreter builtins and failed."""
+    return [(obj, dict(vars(obj))) for obj in _lang_objects()]
+
+
+def _lang_restore(saved: list[tuple[Any, dict[str, Any]]]) -> None:
+    """Put back every attribute a launch replaced (see :func:`_lang_snapshot`). Names the
+    interpreter added stay: it caches rewritten functions that read them (e.g.
+    ``interpreter_semantic`` in ``standard``), and a GPU compile never looks them up."""
+    for obj, before in saved:
+        now = vars(obj)
+        for name, value in before.items():
+            if now.get(name, _MISSING) is not value:
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(obj, name, value)
+
+
+_MISSING = object()
 
 
 def _host(cg: TritonCodegen, x: Any) -> str:
