@@ -259,3 +259,18 @@ def test_scatter_rejects_other_reductions_and_bad_indices_at_run_time() -> None:
     prog = export(Fn(lambda x, i: x.scatter_add(1, i, x)), (torch.randn(2, 4), IDX))
     with pytest.raises(ProgramError, match=r"scatter: index out of range \[0, 4\)"):
         prog.run(np.zeros((2, 4), np.float32), np.array([[0, 4, 1], [0, 0, 0]]))
+
+
+class _Spread(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.var(x, 1) + torch.std(x, (1, 2), correction=0)[:, None]
+
+
+def test_var_std_over_a_dynamic_dimension() -> None:
+    prog = export(_Spread(), (torch.randn(2, 9, 4),),
+                  dynamic_shapes={"x": {1: Dim("seq", min=2, max=40)}})
+    for n in (2, 9, 31):
+        x = torch.randn(2, n, 4, dtype=torch.float64)
+        ref = _Spread()(x).numpy()
+        got = prog.run(x.float().numpy())
+        assert np.abs(got - ref).max() <= 2e-6 * np.abs(ref).max()

@@ -147,14 +147,19 @@ def _moments(lw: Lowering, node: Node, dt: str) -> tuple[int, int]:
     else:
         c = node.kwargs.get("correction", None)
         correction = 1.0 if c is None else float(c)
-    if any(not isinstance(xs[a], int) for a in axes):
-        raise lw.fail("var/std over a dynamic dimension is not supported")
-    n = int(np.prod([xs[a] for a in axes])) if axes else 1
     kept = [1 if k in axes else d for k, d in enumerate(xs)]
     mean = e("mean", [x], kept, {"axes": axes, "keepdim": True})
     dev = e("sub", [x, mean])
     ss = e("sum", [e("mul", [dev, dev])], kept, {"axes": axes, "keepdim": True})
-    return e("div", [ss, e.c(max(n - correction, 0.0))]), mean
+    if all(isinstance(xs[a], int) for a in axes):
+        n = int(np.prod([xs[a] for a in axes])) if axes else 1
+        return e("div", [ss, e.c(max(n - correction, 0.0))]), mean
+    # a dynamic reduced dim: N is counted at run time as the sum of ones over those axes
+    ones = [xs[a] for a in axes]
+    count = e("sum", [e("full", [], ones, {"shape": ones, "value": 1.0, "dtype": dt})], [],
+              {"axes": list(range(len(axes))), "keepdim": False})
+    denom = e("maximum", [e("sub", [count, e.c(correction)]), e.c(0.0)])
+    return e("div", [ss, denom]), mean
 
 
 @handles(aten.var.correction, aten.var.dim, aten.std.correction, aten.std.dim)
