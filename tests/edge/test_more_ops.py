@@ -274,3 +274,17 @@ def test_var_std_over_a_dynamic_dimension() -> None:
         ref = _Spread()(x).numpy()
         got = prog.run(x.float().numpy())
         assert np.abs(got - ref).max() <= 2e-6 * np.abs(ref).max()
+
+
+def test_bilinear_layer_and_a_general_trilinear() -> None:
+    torch.manual_seed(0)
+    layer = nn.Bilinear(6, 5, 4).eval()
+    a, b = torch.randn(3, 6), torch.randn(3, 5)
+    prog = export(layer, (a, b))
+    with torch.no_grad():
+        ref = layer.double()(a.double(), b.double()).numpy()
+    got = prog.run(a.numpy(), b.numpy())
+    assert np.abs(got - ref).max() <= 2e-6 * np.abs(ref).max()
+    # another expand/sum pattern goes through the broadcast product
+    check(lambda x, y, z: torch.ops.aten._trilinear(x, y, z, [2], [0], [1], [1]),
+          [torch.randn(3, 4), torch.randn(4, 2), torch.randn(3, 2)])

@@ -2,8 +2,9 @@
 compositions written with core ops: leaky_relu, elu (celu and selu too), softplus, mish,
 var/std, tensor indexing along any axis (``x[:, idx]``, ``index_select``; the resize and
 reflect/replicate padding decompositions index this way), flip, roll, constant padding,
-argmin, tensor-bound clamp, any/all, floor division and remainders, and sort/topk (on the
-core ``argsort``); cumsum/cumprod map to their own core ops (``runtime/scan.py``).
+argmin, tensor-bound clamp, any/all, floor division and remainders, sort/topk (on the
+core ``argsort``) and ``nn.Bilinear``'s ``_trilinear``; cumsum/cumprod map to their own core
+ops (``runtime/scan.py``).
 
 Example:
     >>> from torchship.edge.lower import HANDLERS
@@ -437,3 +438,38 @@ def _sort(lw: Lowering, node: Node) -> Any:
         return idx
     vals = lw.g.emit("gather", [x, idx], dt, lw.shape_of(idx), {"axis": axis}, lw.source)
     return [vals, idx]
+
+
+# ----------------------------------------------------------------------------- bilinear
+
+
+@handles(aten._trilinear.default)
+def _trilinear(lw: Lowering, node: Node) -> int:
+    """``sum(unsqueeze(i1, e1) * unsqueeze(i2, e2) * unsqueeze(i3, e3), sumdim)``. The
+    ``nn.Bilinear`` form (``x1 [B, I]``, ``W [O, I, J]``, ``x2 [B, J]``) is one matmul,
+    ``(x1 @ W[I, O·J]).view(B, O, J) * x2[:, None]`` summed over J, so no ``[B, O, I, J]``
+    product is built; any other form multiplies the broadcast inputs."""
+    dt = lw.out()[0]
+    e = Emit(lw, dt)
+    ins = [lw.tensor(node.args[k], dt) for k in range(3)]
+    expands = [sorted(int(d) for d in node.args[k]) for k in range(3, 6)]
+    sumdim = sorted(int(d) for d in node.args[6])
+    shapes = [lw.shape_of(v) for v in ins]
+    if (expands, sumdim) == ([[1, 3], [0], [1, 2]], [2, 3]) and [len(s) for s in shapes] == [2, 3, 2]:
+        x1, w, x2 = ins
+        (b, i), (o, _, j) = shapes[0], shapes[1]
+        wt = e("reshape", [e("permute", [w], [i, o, j], {"perm": [1, 0, 2]})], [i, o * j],
+               {"shape": [i, o * j]})
+        y = e("reshape", [e("matmul", [x1, wt], [b, o * j])], [b, o, j], {"shape": [b, o, j]})
+        prod = e("mul", [y, e("reshape", [x2], [b, 1, j], {"shape": [b, 1, j]})])
+        return _bind(lw, e("sum", [prod], [b, o], {"axes": [2], "keepdim": False}))
+    views = []
+    for v, shape, exp in zip(ins, shapes, expands):
+        full = list(shape)
+        for d in exp:
+            full.insert(d, 1)
+        views.append(e("reshape", [v], full, {"shape": full}))
+    prod = e("mul", [e("mul", [views[0], views[1]]), views[2]])
+    ps = lw.shape_of(prod)
+    kept = [d for k, d in enumerate(ps) if k not in sumdim]
+    return _bind(lw, e("sum", [prod], kept, {"axes": sumdim, "keepdim": False}))
