@@ -64,10 +64,17 @@ def _compute_dtype(node: Node, out: str) -> str:
     return torch_dtype(dt)
 
 
+#: arithmetic on two bools as torch defines it (the result stays bool)
+_BOOL_BIN = {"mul": "logical_and", "minimum": "logical_and", "add": "logical_or",
+             "maximum": "logical_or"}
+
+
 @handles(*_BIN)
 def _binary(lw: Lowering, node: Node) -> int:
     op = _BIN[node.target]
     out = _out_dtype(lw, node)
+    if out == "BOOL" and op in _BOOL_BIN:  # bool * bool (torch.isfinite's decomposition)...
+        op = _BOOL_BIN[op]
     if node.kwargs.get("rounding_mode") is not None:
         raise lw.fail(f"div with rounding_mode={node.kwargs['rounding_mode']!r} is not supported")
     a = lw.tensor(node.args[0], out)

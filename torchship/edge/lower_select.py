@@ -1,0 +1,187 @@
+"""ATen -> core op handlers, part 6: value tests and order statistics written with core ops:
+``isnan``/``isinf``/``isfinite``/``nan_to_num``, ``kthvalue``/``median`` (on the core
+``argsort`` + ``gather``), ``bucketize``/``searchsorted`` (counting comparisons), the sliding
+windows of ``Tensor.unfold`` (an ``index`` with constant window indices) and ``cdist``.
+
+Example:
+    >>> from torchship.edge.lower import HANDLERS
+    >>> import torchship.edge.lower_select  # registers
+    >>> torch.ops.aten.isnan.default in HANDLERS
+    True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from torchship.edge.lower import Lowering, handles, torch_dtype
+from torchship.edge.lower_nn import Emit, _arg, _bind, index_axes
+
+aten = torch.ops.aten
+Node = torch.fx.Node
+
+
+def _nan(e: Emit, x: int) -> int:
+    return e("ne", [x, x], dtype="BOOL")
+
+
+def _inf(e: Emit, x: int) -> int:
+    return e("eq", [e("abs", [x]), e.c(float("inf"))], dtype="BOOL")
+
+
+@handles(aten.isnan.default, aten.isinf.default, aten.isfinite.default,
+         aten.isposinf.default, aten.isneginf.default)
+def _tests(lw: Lowering, node: Node) -> int:
+    """``x != x``, ``|x| == inf``, ``|x| < inf`` (false for NaN), ``x == ±inf``."""
+    x = lw.val(node.args[0])
+    dt = lw.g.values[x].dtype
+    e = Emit(lw, dt)
+    name = str(node.target).split(".")[1]
+    if dt not in ("F32", "F64"):  # integers are never NaN or infinite: all true / all false
+        return e("eq" if name == "isfinite" else "ne", [x, x], dtype="BOOL")
+    if name == "isnan":
+        return _nan(e, x)
+    if name == "isinf":
+        return _inf(e, x)
+    if name == "isfinite":
+        return e("lt", [e("abs", [x]), e.c(float("inf"))], dtype="BOOL")
+    return e("eq", [x, e.c(float("inf") if name == "isposinf" else float("-inf"))], dtype="BOOL")
+
+
+@handles(aten.nan_to_num.default)
+def _nan_to_num(lw: Lowering, node: Node) -> int:
+    """NaN -> ``nan`` (0), +inf -> ``posinf`` (the dtype's largest finite value), -inf ->
+    ``neginf`` (its lowest)."""
+    x = lw.val(node.args[0])
+    dt = lw.g.values[x].dtype
+    if dt not in ("F32", "F64"):
+        return x
+    e = Emit(lw, dt)
+    info = np.finfo(np.float32 if dt == "F32" else np.float64)
+    nan = _arg(node, 1, "nan", None)
+    pos = _arg(node, 2, "posinf", None)
+    neg = _arg(node, 3, "neginf", None)
+    y = e("where", [_nan(e, x), e.c(0.0 if nan is None else float(nan)), x])
+    y = e("where", [e("eq", [x, e.c(float("inf"))], dtype="BOOL"),
+                    e.c(float(info.max) if pos is None else float(pos)), y])
+    return e("where", [e("eq", [x, e.c(float("-inf"))], dtype="BOOL"),
+                       e.c(float(info.min) if neg is None else float(neg)), y])
+
+
+@handles(aten.kthvalue.default, aten.median.dim)
+def _kth(lw: Lowering, node: Node) -> list[int]:
+    """The k-th smallest along ``dim`` (``median``: k = (n + 1) // 2, torch's lower median)
+    and its index: a stable ``argsort``, the k-th index, a ``gather``."""
+    x = lw.val(node.args[0])
+    xs = lw.shape_of(x)
+    dt = lw.g.values[x].dtype
+    if "median" in str(node.target):
+        dim, keep = _arg(node, 1, "dim", -1), _arg(node, 2, "keepdim", False)
+        axis = int(dim) % max(len(xs), 1)
+        if not isinstance(xs[axis], int):
+            raise lw.fail("median over a dynamic dimension is not supported")
+        k = (xs[axis] + 1) // 2
+    else:
+        k, dim, keep = int(node.args[1]), _arg(node, 2, "dim", -1), _arg(node, 3, "keepdim", False)
+        axis = int(dim) % max(len(xs), 1)
+    order = lw.g.emit("argsort", [x], "I64", xs, {"axis": axis, "descending": False}, lw.source)
+    one = list(xs)
+    one[axis] = 1
+    idx = lw.g.emit("slice", [order], "I64", one, {"axis": axis, "start": k - 1, "end": k, "step": 1},
+                    lw.source)
+    vals = lw.g.emit("gather", [x, idx], dt, one, {"axis": axis}, lw.source)
+    out = [s for d, s in enumerate(xs) if d != axis] if not keep else one
+    return [lw.g.emit("reshape", [v], t, out, {"shape": out}, lw.source)
+            for v, t in ((vals, dt), (idx, "I64"))]
+
+
+@handles(aten.bucketize.Tensor, aten.searchsorted.Tensor)
+def _bucketize(lw: Lowering, node: Node) -> int:
+    """``bucketize(x, b)`` / ``searchsorted(b, x)`` with 1-D ``b``: the count of ``b`` below
+    ``x`` (``right=True`` / ``side="right"``: at or below)."""
+    if "bucketize" in str(node.target):
+        x, b = lw.val(node.args[0]), lw.val(node.args[1])
+        right = bool(node.kwargs.get("right", False))
+    else:
+        b, x = lw.val(node.args[0]), lw.val(node.args[1])
+        right = bool(node.kwargs.get("right", False)) or node.kwargs.get("side") == "right"
+    if len(lw.shape_of(b)) != 1:
+        raise lw.fail("searchsorted with batched (N-D) boundaries is not supported (1-D are)")
+    out_dt = torch_dtype(node.meta["val"].dtype)
+    xs = lw.shape_of(x)
+    e = Emit(lw, lw.g.values[x].dtype)
+    col = e("reshape", [x], xs + [1], {"shape": xs + [1]})
+    below = e("le" if right else "lt", [b, col], dtype="BOOL")
+    count = e("sum", [e("cast", [below], lw.shape_of(below), {"dtype": "I64"}, dtype="I64")], xs,
+              {"axes": [len(xs)], "keepdim": False}, dtype="I64")
+    return count if out_dt == "I64" else e("cast", [count], xs, {"dtype": out_dt}, dtype=out_dt)
+
+
+@handles(aten.unfold.default)
+def _unfold(lw: Lowering, node: Node) -> int:
+    """``x.unfold(dim, size, step)``: windows ``[n, size]`` of constant indices along ``dim``,
+    with the window axis moved last as torch lays it out."""
+    x = lw.val(node.args[0])
+    xs = lw.shape_of(x)
+    dim, size, step = int(node.args[1]) % max(len(xs), 1), int(node.args[2]), int(node.args[3])
+    if not isinstance(xs[dim], int):
+        raise lw.fail("Tensor.unfold along a dynamic dimension is not supported")
+    n = (xs[dim] - size) // step + 1
+    windows = np.arange(n)[:, None] * step + np.arange(size)[None, :]
+    idx = lw.g.add_const(f"{lw.g.name}.windows", windows.astype(np.int64))
+    y = index_axes(lw, x, [None] * dim + [idx])  # [..., n, size, ...]
+    ys = lw.shape_of(y)
+    perm = [d for d in range(len(ys)) if d != dim + 1] + [dim + 1]
+    return lw.emit("permute", [y], {"perm": perm})
+
+
+@handles(aten._cdist_forward.default)
+def _cdist(lw: Lowering, node: Node) -> int:
+    """``cdist(a, b, p)`` from the differences themselves (no ``|a|² + |b|² - 2ab``
+    cancellation): ``(sum |a_i - b_j|^p)^(1/p)``; p = 2 through ``sqrt``, p = inf the max."""
+    dt = lw.out()[0]
+    e = Emit(lw, dt)
+    a, b = lw.tensor(node.args[0], dt), lw.tensor(node.args[1], dt)
+    p = float(node.args[2])
+    sa, sb = lw.shape_of(a), lw.shape_of(b)
+    ea = e("reshape", [a], sa[:-1] + [1, sa[-1]], {"shape": sa[:-1] + [1, sa[-1]]})
+    eb = e("reshape", [b], sb[:-2] + [1] + sb[-2:], {"shape": sb[:-2] + [1] + sb[-2:]})
+    diff = e("abs", [e("sub", [ea, eb])])
+    last = len(lw.shape_of(diff)) - 1
+    out = lw.shape_of(diff)[:-1]
+    if p == float("inf"):
+        return _bind(lw, e("amax", [diff], out, {"axes": [last], "keepdim": False}))
+    if p == 2.0:
+        return _bind(lw, e("sqrt", [e("sum", [e("mul", [diff, diff])], out,
+                                        {"axes": [last], "keepdim": False})]))
+    if p == 0.0:
+        nz = e("cast", [e("ne", [diff, e.c(0.0)], dtype="BOOL")], lw.shape_of(diff), {"dtype": dt})
+        return _bind(lw, e("sum", [nz], out, {"axes": [last], "keepdim": False}))
+    s = e("sum", [e("pow", [diff, e.c(p)])], out, {"axes": [last], "keepdim": False})
+    return _bind(lw, s if p == 1.0 else e("pow", [s, e.c(1.0 / p)]))
+
+
+@handles(aten.diagonal.default, aten.diagonal_copy.default)
+def _diagonal(lw: Lowering, node: Node) -> int:
+    """``diagonal(x, offset, dim1, dim2)``: the two axes moved first, an ``index`` with the
+    constant diagonal positions, the diagonal axis moved last (torch's layout)."""
+    x = lw.val(node.args[0])
+    xs = lw.shape_of(x)
+    dt = lw.g.values[x].dtype
+    offset = int(_arg(node, 1, "offset", 0))
+    d1 = int(_arg(node, 2, "dim1", 0)) % len(xs)
+    d2 = int(_arg(node, 3, "dim2", 1)) % len(xs)
+    if not (isinstance(xs[d1], int) and isinstance(xs[d2], int)):
+        raise lw.fail("diagonal of a dynamic dimension is not supported")
+    n = max(0, min(xs[d1] - max(-offset, 0), xs[d2] - max(offset, 0)))
+    rows = np.arange(n) + max(-offset, 0)
+    cols = np.arange(n) + max(offset, 0)
+    rest = [d for d in range(len(xs)) if d not in (d1, d2)]
+    perm = [d1, d2] + rest
+    xp = lw.g.emit("permute", [x], dt, [xs[p] for p in perm], {"perm": perm}, lw.source)
+    i1 = lw.g.add_const(f"{lw.g.name}.diag_rows", rows.astype(np.int64))
+    i2 = lw.g.add_const(f"{lw.g.name}.diag_cols", cols.astype(np.int64))
+    y = lw.g.emit("index", [xp, i1, i2], dt, [n] + [xs[d] for d in rest], {}, lw.source)
+    back = list(range(1, len(rest) + 1)) + [0]
+    return lw.emit("permute", [y], {"perm": back})
