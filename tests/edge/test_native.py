@@ -87,6 +87,30 @@ def test_depthwise_native_equals_numpy_equals_eager(case: tuple, monkeypatch: py
     assert rel_err(native, plain) <= 1e-5
 
 
+@pytest.mark.parametrize("shape,k,affine", [((2, 16, 64), 1, "wb"), ((3, 5, 7), 2, "wb"),
+                                             ((4, 33), 1, "w"), ((6, 10), 1, ""), ((1, 1), 1, "wb")])
+def test_layer_norm_native_equals_numpy_equals_eager(shape: tuple, k: int, affine: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(len(shape) * 7 + k)
+    x = (rng.standard_normal(shape) * 3 + 1.5).astype(np.float32)
+    norm = shape[len(shape) - k:]
+    w = rng.standard_normal(norm).astype(np.float32) if "w" in affine else None
+    b = rng.standard_normal(norm).astype(np.float32) if "b" in affine else None
+    ref = torch.nn.functional.layer_norm(
+        torch.from_numpy(x).double(), norm, None if w is None else torch.from_numpy(w).double(),
+        None if b is None else torch.from_numpy(b).double(), 1e-5).numpy()
+    got = {}
+    for on in (False, True):
+        _set_native(monkeypatch, on)
+        out = np.full(shape, np.nan, np.float32)
+        ins = [x] + [t for t in (w, b) if t is not None]
+        bind_step(OPS["layer_norm"], ins, [out], {"normalized_ndim": k, "eps": 1e-5})()
+        got[on] = out
+        err = float(np.abs(out - ref).max() / np.abs(ref).max())
+        assert err <= 1e-6, (on, err)
+    assert rel_err(got[True], got[False]) <= 1e-6
+
+
 def test_native_declines_what_it_does_not_cover(monkeypatch: pytest.MonkeyPatch) -> None:
     _set_native(monkeypatch, True)
     kw = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)}
@@ -224,4 +248,4 @@ def test_source_is_package_data() -> None:
 
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     data = pyproject["tool"]["setuptools"]["package-data"]
-    assert "*.c" in data["torchship.edge.runtime.native"] and build.SOURCE.exists()
+    assert "*.c" in data["torchship.edge.runtime.native"] and all(src.exists() for src in build.SOURCES)

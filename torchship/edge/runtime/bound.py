@@ -415,6 +415,11 @@ def _bind_layer_norm(ins: Arrays, outs: Arrays, a: dict[str, Any]) -> Step:
     rows = x2.shape[0]
     w = ins[1].reshape(1, inner) if len(ins) > 1 else None
     b = ins[2].reshape(inner) if len(ins) > 2 else None
+    from torchship.edge.runtime.native import layer_norm_step  # (it imports this module)
+
+    step_native = layer_norm_step(x2, None if w is None else w.reshape(inner), b, a["eps"], o2)
+    if step_native is not None:  # one C call instead of ~9 numpy calls (~6.5 -> ~2 us)
+        return step_native
     mean, var = scratch((rows, 1), x.dtype), scratch((rows, 1), x.dtype)
     inv = scratch((inner, 1), x.dtype, 1.0 / inner if inner else 0.0)
     eps, neg_half = const(a["eps"], x.dtype), const(-0.5, x.dtype)

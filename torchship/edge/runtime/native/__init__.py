@@ -1,7 +1,8 @@
 """Optional native kernels of the numpy runtime (C99 + ctypes; built on first use, see ``build.py``).
 
-Only the depthwise 2-D convolution is native: float32, any kernel size, stride, padding and
-dilation, with bias and clamp fused, one thread (see ``depthwise.c``). The
+Native: the depthwise 2-D convolution (float32, any kernel size, stride, padding and
+dilation, with bias and clamp fused; ``depthwise.c``) and the row-wise layer norm (``rows.c``),
+one thread. The
 binders (``bound_conv.py``, ``mbconv.py``) ask :func:`depthwise_step` for a step and keep their
 numpy path when it returns None: native kernels disabled (``TORCHSHIP_EDGE_NATIVE=0``), no
 compiler, a build failure, another dtype, a non-contiguous operand or a kernel of more than
@@ -111,4 +112,32 @@ def depthwise_step(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: n
     return step
 
 
-__all__ = ["MAX_TAPS", "active", "depthwise_step"]
+def layer_norm_step(x: np.ndarray, w: np.ndarray | None, b: np.ndarray | None, eps: float,
+                    out: np.ndarray) -> Callable[[], None] | None:
+    """A step computing the layer norm of each row of the 2-D ``x`` into ``out`` natively
+    (mean and variance accumulated in double), or None (see :func:`depthwise_step`). ``b``
+    needs ``w``; ``out`` may be ``x``.
+
+    Example:
+        >>> x, o = np.array([[1.0, 3.0]], np.float32), np.empty((1, 2), np.float32)
+        >>> s = layer_norm_step(x, None, None, 0.0, o)
+        >>> s is None or (s(), o.tolist())[1] == [[-1.0, 1.0]]
+        True
+    """
+    lib = library()
+    if lib is None or x.ndim != 2 or not _usable(x, w, b, out) or (b is not None and w is None):
+        return None
+    fn = lib.ts_layer_norm
+    fn.argtypes = [_P, ctypes.c_ssize_t, ctypes.c_ssize_t, _P, _P, _F, _P]
+    fn.restype = None
+    args = (x.ctypes.data, x.shape[0], x.shape[1], None if w is None else w.ctypes.data,
+            None if b is None else b.ctypes.data, float(eps), out.ctypes.data)
+
+    def step() -> None:
+        fn(*args)
+
+    step.keep = (x, w, b, out)  # type: ignore[attr-defined]
+    return step
+
+
+__all__ = ["MAX_TAPS", "active", "depthwise_step", "layer_norm_step"]

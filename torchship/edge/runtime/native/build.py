@@ -1,9 +1,9 @@
 """Build-on-first-use of the optional native kernels (C99, compiled by the system compiler).
 
-:func:`library` compiles ``depthwise.c`` (shipped beside this file) once per machine into the
-user cache — ``$TORCHSHIP_CACHE_DIR/edge-native/`` (else ``$XDG_CACHE_HOME/torchship`` or
-``~/.cache/torchship``, the kernels cache's convention) — and loads it with ctypes. The file
-name is a hash of the source, the compiler (``$CC`` or ``cc``: its path, size and mtime) and
+:func:`library` compiles ``depthwise.c`` and ``rows.c`` (shipped beside this file) into one
+library once per machine, in the user cache — ``$TORCHSHIP_CACHE_DIR/edge-native/`` (else
+``$XDG_CACHE_HOME/torchship`` or ``~/.cache/torchship``, the kernels cache's convention) — and
+loads it with ctypes. The file name is a hash of the sources, the compiler (``$CC`` or ``cc``: its path, size and mtime) and
 the machine (architecture + the CPU flags of ``/proc/cpuinfo``), so an edit, a new compiler or
 another CPU builds a fresh library. Flags: ``-O3 -ffp-contract=fast`` (FMA; never
 ``-ffast-math``: results stay within float32 rounding of the numpy path) plus the first of
@@ -36,8 +36,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("depthwise.c")
-ABI = 2  # ts_native_abi() of the current source
+SOURCES = (Path(__file__).with_name("depthwise.c"), Path(__file__).with_name("rows.c"))
+ABI = 3  # ts_native_abi() of the current sources
 _BASE_FLAGS = ["-O3", "-std=c99", "-ffp-contract=fast", "-shared", "-fPIC"]
 _ARCH_FLAGS = (["-march=native", "-mprefer-vector-width=256"], ["-march=native"], [])  # first that compiles
 _LOG = logging.getLogger("torchship.edge.native")
@@ -79,13 +79,13 @@ def _key(compiler: str, source: bytes) -> str:
 
 
 def _compile(cc: str, out: Path) -> None:
-    """Compile SOURCE into ``out`` (via a temp file in its folder, renamed into place)."""
+    """Compile SOURCES into ``out`` (via a temp file in its folder, renamed into place)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     try:
         for flags in _ARCH_FLAGS:
-            cmd = [cc, *_BASE_FLAGS, *flags, "-o", tmp, str(SOURCE)]
+            cmd = [cc, *_BASE_FLAGS, *flags, "-o", tmp, *map(str, SOURCES), "-lm"]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if proc.returncode == 0:
                 os.replace(tmp, out)
@@ -110,7 +110,7 @@ def _build() -> ctypes.CDLL:
     cc = shutil.which(os.environ.get("CC") or "cc")
     if cc is None:
         raise OSError(f"no C compiler ({os.environ.get('CC') or 'cc'})")
-    path = cache_dir() / f"depthwise-{_key(cc, SOURCE.read_bytes())}.so"
+    path = cache_dir() / f"kernels-{_key(cc, b''.join(src.read_bytes() for src in SOURCES))}.so"
     lib = _load(path) if path.exists() else None
     if lib is None:  # missing, corrupt or stale: (re)build once
         _compile(cc, path)
@@ -152,4 +152,4 @@ def reset() -> None:
     _CACHED = _UNSET
 
 
-__all__ = ["ABI", "SOURCE", "cache_dir", "library", "reset"]
+__all__ = ["ABI", "SOURCES", "cache_dir", "library", "reset"]
