@@ -421,9 +421,8 @@ class Harness:
         self._bench = self._take("bench")
         self._compilers = [self._take("compile") for _ in range(self.compile_workers)]
         workers = [self._bench, *self._compilers]
-        # all set up in parallel: every process boots first (a send blocks until its child has
-        # booted and reads it once the payload outgrows the pipe), and the bench worker's
-        # payload, which carries the real arguments, goes from a thread beside the light ones
+        # all set up in parallel: every process boots first (a send outgrowing the pipe blocks
+        # until its child has booted), the bench payload goes from a thread beside the others
         for w in workers:
             w.setup_timeout = self.setup_timeout_s
             if w.proc is None or not w.proc.is_alive():
@@ -455,9 +454,8 @@ class Harness:
         return _Worker(b"", None, role, self.setup_timeout_s)
 
     def setup_info(self) -> dict[str, float]:
-        """Seconds the bench worker's last setup took: unpickling the target (``load_s``),
-        rebuilding its arguments (``build_s``), the reference run (``reference_s``), and the
-        parent's wait for it (``waited_s``); empty when tuning in-process."""
+        """Bench worker setup seconds: ``load_s`` (unpickle), ``build_s`` (arguments),
+        ``reference_s``, ``waited_s`` (the parent's wait); empty when tuning in-process."""
         return dict(self._bench.setup_info) if self._bench is not None else {}
 
     def close(self) -> None:
