@@ -111,6 +111,31 @@ def test_layer_norm_native_equals_numpy_equals_eager(shape: tuple, k: int, affin
     assert rel_err(got[True], got[False]) <= 1e-6
 
 
+def test_gelu_native_equals_numpy_equals_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.standard_normal(5000) * 3, np.linspace(-12, 12, 2001),
+                        [0.0, -0.0, 1e-30, -1e-30, 40.0, -40.0, 1e30, -1e30]]).astype(np.float32)
+    ref = torch.nn.functional.gelu(torch.from_numpy(x).double()).numpy()
+    got = {}
+    for on in (False, True):
+        _set_native(monkeypatch, on)
+        out = np.full_like(x, np.nan)
+        bind_step(OPS["gelu"], [x], [out], {"approximate": "none"})()
+        got[on] = out
+        # per element: within 3e-7 of the largest input's scale, and exact signs/zeros/infs
+        assert np.abs(out - ref)[np.abs(x) < 1e4].max() <= 3e-7 * 12, on
+        np.testing.assert_array_equal(np.signbit(out[ref != 0]), np.signbit(ref[ref != 0]))
+        np.testing.assert_allclose(out[np.abs(x) >= 40], ref[np.abs(x) >= 40], rtol=1e-7)
+    special = np.array([np.nan, np.inf, -np.inf], np.float32)  # torch gives NaN for all three
+    for on in (False, True):
+        _set_native(monkeypatch, on)
+        out = np.zeros_like(special)
+        with np.errstate(all="ignore"):
+            bind_step(OPS["gelu"], [special], [out], {"approximate": "none"})()
+        assert np.isnan(out).all(), (on, out)
+    assert np.abs(got[True] - got[False]).max() <= 1e-6 * np.abs(x[np.abs(x) < 1e4]).max()
+
+
 def test_native_declines_what_it_does_not_cover(monkeypatch: pytest.MonkeyPatch) -> None:
     _set_native(monkeypatch, True)
     kw = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)}

@@ -1,8 +1,8 @@
 """Optional native kernels of the numpy runtime (C99 + ctypes; built on first use, see ``build.py``).
 
 Native: the depthwise 2-D convolution (float32, any kernel size, stride, padding and
-dilation, with bias and clamp fused; ``depthwise.c``) and the row-wise layer norm (``rows.c``),
-one thread. The
+dilation, with bias and clamp fused; ``depthwise.c``), the row-wise layer norm and the exact
+(erf) GELU (``rows.c``), one thread. The
 binders (``bound_conv.py``, ``mbconv.py``) ask :func:`depthwise_step` for a step and keep their
 numpy path when it returns None: native kernels disabled (``TORCHSHIP_EDGE_NATIVE=0``), no
 compiler, a build failure, another dtype, a non-contiguous operand or a kernel of more than
@@ -140,4 +140,28 @@ def layer_norm_step(x: np.ndarray, w: np.ndarray | None, b: np.ndarray | None, e
     return step
 
 
-__all__ = ["MAX_TAPS", "active", "depthwise_step", "layer_norm_step"]
+def gelu_step(x: np.ndarray, out: np.ndarray) -> Callable[[], None] | None:
+    """A step computing the exact (erf) GELU of ``x`` into ``out`` natively, or None (see
+    :func:`depthwise_step`); ``out`` may be ``x``.
+
+    Example:
+        >>> x, o = np.array([0.0, 1.0], np.float32), np.empty(2, np.float32)
+        >>> s = gelu_step(x, o)
+        >>> s is None or (s(), round(float(o[1]), 4))[1] == 0.8413
+        True
+    """
+    lib = library()
+    if lib is None or not _usable(x, out) or x.shape != out.shape:
+        return None
+    fn = lib.ts_gelu_erf
+    fn.argtypes, fn.restype = [_P, ctypes.c_ssize_t, _P], None
+    args = (x.ctypes.data, x.size, out.ctypes.data)
+
+    def step() -> None:
+        fn(*args)
+
+    step.keep = (x, out)  # type: ignore[attr-defined]
+    return step
+
+
+__all__ = ["MAX_TAPS", "active", "depthwise_step", "gelu_step", "layer_norm_step"]

@@ -37,7 +37,7 @@ import threading
 from pathlib import Path
 
 SOURCES = (Path(__file__).with_name("depthwise.c"), Path(__file__).with_name("rows.c"))
-ABI = 3  # ts_native_abi() of the current sources
+ABI = 4  # ts_native_abi() of the current sources
 _BASE_FLAGS = ["-O3", "-std=c99", "-ffp-contract=fast", "-shared", "-fPIC"]
 _ARCH_FLAGS = (["-march=native", "-mprefer-vector-width=256"], ["-march=native"], [])  # first that compiles
 _LOG = logging.getLogger("torchship.edge.native")

@@ -15,7 +15,7 @@
 #define TS_INLINE static inline __attribute__((always_inline))
 #define TS_MAX_TAPS 1024 /* kernels with more taps are refused by the Python side */
 
-int ts_native_abi(void) { return 3; }
+int ts_native_abi(void) { return 4; }
 
 /* Copy an h x w plane (row stride ls) into a zeroed, padded, phased plane of hp rows of
  * sw segments of wps values each. */
