@@ -4,7 +4,6 @@
  * single-threaded, no allocation. Each row's mean and (biased) variance are accumulated in
  * double, two passes, then out = (x - mean) / sqrt(var + eps) * w + b in float; out may
  * alias x (a row is read completely before it is written). */
-#include <float.h>
 #include <math.h>
 #include <stddef.h>
 
@@ -46,13 +45,15 @@ void ts_gelu_erf(const float *x, ptrdiff_t n, float *out) {
                  a5 = 0.0002765672, a6 = 0.0000430638, r2 = 0.70710678118654752440;
     for (ptrdiff_t i = 0; i < n; i++) {
         double v = x[i];
-        double u = (v < 0 ? -v : v) * r2;
+        double u = fabs(v) * r2;
         double p = 1.0 + u * (a1 + u * (a2 + u * (a3 + u * (a4 + u * (a5 + u * a6)))));
         p = p * p;
         p = p * p;
         p = p * p;
         p = p * p;
         double q = 1.0 / p;
-        out[i] = (float)(u > DBL_MAX ? NAN : 0.5 * v * (v >= 0 ? 2.0 - q : q));
+        double pos = (double)(v >= 0); /* branch-free (no -ffast-math: no if-conversion) */
+        /* (v - v) is 0, or NaN for +-inf and NaN: torch's and the numpy path's NaN there */
+        out[i] = (float)(0.5 * v * (q + pos * (2.0 - 2.0 * q)) + (v - v));
     }
 }
