@@ -20,8 +20,9 @@ How a run goes:
    a crash, hang or poisoned CUDA context costs one candidate. The benchmark worker gets CUDA
    arguments as CUDA IPC handles and runs only on copies; compile workers get layouts only
    (random floats, real integer data). The time budget includes starting the workers
-   (``TuneReport.setup_s``: about 7 s on a 16-core H100 box; ``prewarm()`` pays it ahead). Outputs (and arguments the
-   kernel writes) must match the default config's before a candidate may win.
+   (``TuneReport.setup_s``: 8-9 s on a 16-core H100 box; ``prewarm()`` pays it ahead).
+   Outputs (and arguments the kernel writes) must match the default config's before a
+   candidate may win.
 4. The run stops at the effort's candidate cap, the time budget, or when 24 (quick) / 120
    (full) candidates in a row bring no 1% gain; the top 3 are re-timed; the winner is cached
    and every candidate is logged as JSON under ``$TORCHSHIP_CACHE_DIR/logs``.

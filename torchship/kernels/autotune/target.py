@@ -118,7 +118,6 @@ def _compare_float(where: str, a: Any, b: Any, tol: float) -> str | None:
     return None
 
 
-
 def compare_outputs(out: Any, ref: Any, name: str = "out") -> str | None:
     """Return None when ``out`` matches ``ref`` (nested tensors / scalars), else why not.
 

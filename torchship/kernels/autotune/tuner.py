@@ -318,8 +318,8 @@ def autotune(
         seeds: list[Any] = []
     else:
         strat = make_strategy(strategy, space, cap)
-        seeds = [default] + list(seeds or []) + dot_seeds(space, default) + loop_seeds(space, default) + (
-            nearby_winners(store, key, space) if store is not None else [])
+        seeds = [default, *(seeds or []), *dot_seeds(space, default), *loop_seeds(space, default),
+                 *(nearby_winners(store, key, space) if store is not None else [])]
     strat.start(space, seeds, random.Random(seed))
     tgt = target or make_target(bound, args, kwargs, kernel, isolate, reference)
     # a hung candidate must not eat the whole budget: per-candidate timeouts follow it
@@ -497,8 +497,6 @@ def dot_seeds(space: Any, default: Any) -> list[Any]:
     launches = getattr(space, "launches", None)
     if not launches or space.device != "cuda" or not any(la.has_dot for la in launches):
         return []
-    from torchship.kernels.config import Config
-
     base = default.to_dict()
     tweaks: list[dict[str, Any]] = [{"num_stages": 4}]
     if "tensor_descriptor" in space.params.get("indexing", []):
@@ -516,6 +514,14 @@ def dot_seeds(space: Any, default: Any) -> list[Any]:
             tweaks += [{"block_sizes": wide}, {"block_sizes": wide, "num_warps": 8},
                        {"block_sizes": wide, "num_warps": 8, "pid_type": "persistent",
                         "indexing": "tensor_descriptor"}]
+    return _variants(space, default, tweaks)
+
+
+def _variants(space: Any, default: Any, tweaks: list[dict[str, Any]]) -> list[Any]:
+    """The valid, distinct configs ``default | tweak``, in order, without the default."""
+    from torchship.kernels.config import Config
+
+    base = default.to_dict()
     out: list[Any] = []
     for tw in tweaks:
         try:
@@ -541,23 +547,14 @@ def loop_seeds(space: Any, default: Any) -> list[Any]:
     launches = getattr(space, "launches", None)
     if not launches or space.device != "cuda" or any(la.has_dot for la in launches):
         return []
-    from torchship.kernels.config import Config
-
-    base = default.to_dict()
-    out: list[Any] = []
+    tweaks: list[dict[str, Any]] = []
     for i, bp in enumerate(space.block_params):
         if bp.grid:
             continue
-        size = base["block_sizes"][i]
-        for scale, tweak in ((2, {"num_stages": 1}), (2, {"num_stages": 2}),
+        for scale, knobs in ((2, {"num_stages": 1}), (2, {"num_stages": 2}),
                              (0.5, {"num_warps": 4, "num_stages": 3})):
-            blocks = list(base["block_sizes"])
-            blocks[i] = int(size * scale)
-            try:
-                cfg = Config.from_dict(base | tweak | {"block_sizes": blocks})
-            except Exception:  # noqa: BLE001 - a knob this space lacks
-                continue
-            if cfg != default and cfg not in out and space.is_valid(cfg):
-                out.append(cfg)
-    return out
+            blocks = list(default.block_sizes)
+            blocks[i] = int(blocks[i] * scale)
+            tweaks.append(knobs | {"block_sizes": blocks})
+    return _variants(space, default, tweaks)
 
