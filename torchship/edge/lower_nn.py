@@ -416,7 +416,6 @@ def _sort(lw: Lowering, node: Node) -> Any:
     ``gather`` of the values."""
     x = lw.val(node.args[0])
     xs = lw.shape_of(x)
-    dt = lw.g.values[x].dtype
     name = str(node.target)
     k = None
     if "topk" in name:
@@ -425,19 +424,31 @@ def _sort(lw: Lowering, node: Node) -> Any:
         dim, descending = node.kwargs.get("dim", -1), node.kwargs.get("descending", False)
     else:
         dim, descending = _arg(node, 1, "dim", -1), _arg(node, 2, "descending", False)
-    descending = bool(descending)
-    dim = int(dim)
-    axis = dim % max(len(xs), 1)
+    axis = int(dim) % max(len(xs), 1)
+    vals, idx = ranked(lw, x, axis, bool(descending), 0, k, values="argsort" not in name)
+    return idx if "argsort" in name else [vals, idx]
+
+
+def ranked(lw: Lowering, x: int, axis: int, descending: bool, start: int = 0,
+           end: int | None = None, values: bool = True) -> tuple[int | None, int]:
+    """Positions ``start:end`` along ``axis`` of a stable ``argsort`` of ``x`` and, with
+    ``values``, the elements there (a ``gather``): sort, topk, kthvalue and median.
+
+    Example:
+        >>> vals, idx = ranked(lw, x, axis=1, descending=True, end=3)  # doctest: +SKIP
+    """
+    xs = lw.shape_of(x)
     idx = lw.g.emit("argsort", [x], "I64", xs, {"axis": axis, "descending": descending}, lw.source)
-    if k is not None:
+    if start != 0 or end is not None:
+        stop = xs[axis] if end is None else end
         shape = list(xs)
-        shape[axis] = k
-        idx = lw.g.emit("slice", [idx], "I64", shape, {"axis": axis, "start": 0, "end": k, "step": 1},
-                        lw.source)
-    if "argsort" in name:
-        return idx
-    vals = lw.g.emit("gather", [x, idx], dt, lw.shape_of(idx), {"axis": axis}, lw.source)
-    return [vals, idx]
+        shape[axis] = stop - start
+        idx = lw.g.emit("slice", [idx], "I64", shape,
+                        {"axis": axis, "start": start, "end": stop, "step": 1}, lw.source)
+    if not values:
+        return None, idx
+    dt = lw.g.values[x].dtype
+    return lw.g.emit("gather", [x, idx], dt, lw.shape_of(idx), {"axis": axis}, lw.source), idx
 
 
 # ----------------------------------------------------------------------------- bilinear

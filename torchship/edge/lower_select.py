@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from torchship.edge.lower import Lowering, handles, torch_dtype
-from torchship.edge.lower_nn import Emit, _arg, _bind, index_axes
+from torchship.edge.lower_nn import Emit, _arg, _bind, index_axes, ranked
 
 aten = torch.ops.aten
 Node = torch.fx.Node
@@ -85,12 +85,8 @@ def _kth(lw: Lowering, node: Node) -> list[int]:
     else:
         k, dim, keep = int(node.args[1]), _arg(node, 2, "dim", -1), _arg(node, 3, "keepdim", False)
         axis = int(dim) % max(len(xs), 1)
-    order = lw.g.emit("argsort", [x], "I64", xs, {"axis": axis, "descending": False}, lw.source)
-    one = list(xs)
-    one[axis] = 1
-    idx = lw.g.emit("slice", [order], "I64", one, {"axis": axis, "start": k - 1, "end": k, "step": 1},
-                    lw.source)
-    vals = lw.g.emit("gather", [x, idx], dt, one, {"axis": axis}, lw.source)
+    vals, idx = ranked(lw, x, axis, False, k - 1, k)
+    one = lw.shape_of(idx)
     out = [s for d, s in enumerate(xs) if d != axis] if not keep else one
     return [lw.g.emit("reshape", [v], t, out, {"shape": out}, lw.source)
             for v, t in ((vals, dt), (idx, "I64"))]
