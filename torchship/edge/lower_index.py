@@ -37,8 +37,8 @@ def _mask_put(lw: Lowering, e: Emit, x: int, mask: int, values: int, accumulate:
                       "only at run time); use torch.where(mask, values, x)")
     m = mask
     if len(ms) < len(xs):
-        m = e("reshape", [mask], ms + [1] * (len(xs) - len(ms)), {"shape": ms + [1] * (len(xs) - len(ms))},
-              dtype="BOOL")
+        mshape = ms + [1] * (len(xs) - len(ms))
+        m = e("reshape", [mask], mshape, {"shape": mshape}, dtype="BOOL")
     v = e("reshape", [values], [], {"shape": []})
     if accumulate:
         return e("add", [x, e("where", [m, v, e.c(0.0)])])
@@ -53,7 +53,8 @@ def _int_put(lw: Lowering, e: Emit, x: int, entries: list[int | None], values: i
     rest = [k for k in range(len(xs)) if k not in at]
     if not all(isinstance(d, int) for d in xs):
         raise lw.fail("index_put on a tensor with a dynamic dimension is not supported")
-    idx = [e("cast", [entries[k]], lw.shape_of(entries[k]), {"dtype": "I64"}, dtype="I64")
+    idx = [entries[k] if lw.g.values[entries[k]].dtype == "I64" else
+           e("cast", [entries[k]], lw.shape_of(entries[k]), {"dtype": "I64"}, dtype="I64")
            for k in at]
     bshape = _broadcast(lw, [lw.shape_of(i) for i in idx])
     if not all(isinstance(d, int) for d in bshape):
