@@ -2,9 +2,9 @@
 
 Native: the depthwise 2-D convolution (float32, any kernel size, stride, padding and
 dilation, with bias and clamp fused; ``depthwise.c``), the row-wise layer norm and the exact
-(erf) GELU (``rows.c``), one thread. The
-binders (``bound_conv.py``, ``mbconv.py``) ask :func:`depthwise_step` for a step and keep their
-numpy path when it returns None: native kernels disabled (``TORCHSHIP_EDGE_NATIVE=0``), no
+(erf) GELU (``rows.c``), one thread. The binders (``bound_conv.py``, ``mbconv.py``,
+``bound.py``) ask :func:`depthwise_step`, :func:`layer_norm_step` or :func:`gelu_step` for a
+step and keep their numpy path when it returns None: native kernels disabled (``TORCHSHIP_EDGE_NATIVE=0``), no
 compiler, a build failure, another dtype, a non-contiguous operand or a kernel of more than
 ``MAX_TAPS`` taps.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,13 +44,17 @@ def active() -> bool:
     return library() is not None
 
 
-def _fn() -> Callable[..., None] | None:
-    lib = library()
-    if lib is None:
-        return None
-    fn = lib.ts_depthwise
-    fn.argtypes, fn.restype = _ARGS, None
-    return fn
+def _step(name: str, argtypes: list[Any], args: tuple[Any, ...], keep: tuple[Any, ...]) -> Callable[[], None]:
+    """A zero-argument step calling the library's ``name`` with ``args`` (pointers into
+    ``keep``, which the step holds so the addresses stay valid)."""
+    fn = getattr(library(), name)
+    fn.argtypes, fn.restype = argtypes, None
+
+    def step() -> None:
+        fn(*args)
+
+    step.keep = keep  # type: ignore[attr-defined]
+    return step
 
 
 def _usable(*arrays: np.ndarray | None) -> bool:
@@ -84,7 +89,6 @@ def depthwise_step(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: n
         >>> s is None or (s(), float(o[0, 0, 0, 0]))[1] == 9.0
         True
     """
-    fn = _fn()
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     oh, ow = out.shape[2], out.shape[3]
@@ -93,7 +97,7 @@ def depthwise_step(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: n
     else:
         ps = plane_stride
         ok = x.dtype == _F32 and x.strides == (c * ps * 4, ps * 4, wd * 4, 4)
-    if fn is None or not ok or not _usable(w, bias, out) or o % c or oh * ow == 0 or n * c == 0 or kh * kw > MAX_TAPS:
+    if library() is None or not ok or not _usable(w, bias, out) or o % c or oh * ow == 0 or n * c == 0 or kh * kw > MAX_TAPS:
         return None
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     wps = -(-(wd + 2 * pw) // sw)
@@ -103,13 +107,7 @@ def depthwise_step(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, out: n
             None if bias is None else bias.ctypes.data, kh, kw, sh, sw, dh, dw, oh, ow,
             -np.inf if lo is None else float(lo), np.inf if hi is None else float(hi),
             out.ctypes.data, None if buf is None else buf.ctypes.data, *_clamp_args(clamp_input))
-    keep = (x, w, bias, out, buf)  # the step holds what its addresses point into
-
-    def step() -> None:
-        fn(*args)
-
-    step.keep = keep  # type: ignore[attr-defined]
-    return step
+    return _step("ts_depthwise", _ARGS, args, (x, w, bias, out, buf))
 
 
 def layer_norm_step(x: np.ndarray, w: np.ndarray | None, b: np.ndarray | None, eps: float,
@@ -124,20 +122,12 @@ def layer_norm_step(x: np.ndarray, w: np.ndarray | None, b: np.ndarray | None, e
         >>> s is None or (s(), o.tolist())[1] == [[-1.0, 1.0]]
         True
     """
-    lib = library()
-    if lib is None or x.ndim != 2 or not _usable(x, w, b, out) or (b is not None and w is None):
+    if library() is None or x.ndim != 2 or not _usable(x, w, b, out) or (b is not None and w is None):
         return None
-    fn = lib.ts_layer_norm
-    fn.argtypes = [_P, ctypes.c_ssize_t, ctypes.c_ssize_t, _P, _P, _F, _P]
-    fn.restype = None
     args = (x.ctypes.data, x.shape[0], x.shape[1], None if w is None else w.ctypes.data,
             None if b is None else b.ctypes.data, float(eps), out.ctypes.data)
-
-    def step() -> None:
-        fn(*args)
-
-    step.keep = (x, w, b, out)  # type: ignore[attr-defined]
-    return step
+    return _step("ts_layer_norm", [_P, ctypes.c_ssize_t, ctypes.c_ssize_t, _P, _P, _F, _P], args,
+                 (x, w, b, out))
 
 
 def gelu_step(x: np.ndarray, out: np.ndarray) -> Callable[[], None] | None:
@@ -150,18 +140,10 @@ def gelu_step(x: np.ndarray, out: np.ndarray) -> Callable[[], None] | None:
         >>> s is None or (s(), round(float(o[1]), 4))[1] == 0.8413
         True
     """
-    lib = library()
-    if lib is None or not _usable(x, out) or x.shape != out.shape:
+    if library() is None or not _usable(x, out) or x.shape != out.shape:
         return None
-    fn = lib.ts_gelu_erf
-    fn.argtypes, fn.restype = [_P, ctypes.c_ssize_t, _P], None
-    args = (x.ctypes.data, x.size, out.ctypes.data)
-
-    def step() -> None:
-        fn(*args)
-
-    step.keep = (x, out)  # type: ignore[attr-defined]
-    return step
+    return _step("ts_gelu_erf", [_P, ctypes.c_ssize_t, _P], (x.ctypes.data, x.size, out.ctypes.data),
+                 (x, out))
 
 
 __all__ = ["MAX_TAPS", "active", "depthwise_step", "gelu_step", "layer_norm_step"]
