@@ -42,3 +42,49 @@ def test_restore_undoes_patches_left_by_an_interpreter() -> None:
     core.tensor.to = lambda self, *a, **k: self
     launcher._lang_restore(saved)
     assert core.range is original_range and core.tensor.to is original_to
+
+
+@ts.kernel
+def _masked_row_max(x: torch.Tensor) -> torch.Tensor:
+    out = torch.empty([x.size(0)], dtype=torch.float32, device=x.device)
+    for tm in ts.tile(x.size(0)):
+        total = ts.full([tm], float("-inf"), dtype=torch.float32)
+        for tn in ts.tile(x.size(1), block_size=32):
+            total = torch.maximum(total, x[tm, tn].amax(dim=1).float())
+        out[tm] = total
+    return out
+
+
+def test_interpreters_without_bf16_constants_get_one(monkeypatch) -> None:
+    """Triton 3.6's interpreter builder had no get_bf16: a masked bf16 max (``where(m, x,
+    -inf)``) raised AttributeError there; the launcher supplies the fp32-then-truncate one."""
+    from triton.runtime import interpreter
+
+    monkeypatch.delattr(interpreter.InterpreterBuilder, "get_bf16")
+    x = torch.randn(64, 70, dtype=torch.bfloat16)  # 70: the last column block is masked
+    got = _masked_row_max(x)
+    assert hasattr(interpreter.InterpreterBuilder, "get_bf16")
+    torch.testing.assert_close(got, x.double().amax(dim=1).float(), rtol=0, atol=0)
+
+
+def test_scalars_of_any_rank_convert_to_ints(monkeypatch) -> None:
+    """Before Triton 3.7 the interpreter turned scalars into ints with ``int(data)``, which
+    fails for 1-element arrays (a loop bound ``n // B * B``); the launcher's wrapper of the
+    per-launch patching converts any rank."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    def old_patch(tensor, *args, **kwargs):  # the pre-3.7 conversion
+        tensor.__index__ = lambda self: int(self.handle.data)
+
+    monkeypatch.setattr(interpreter, "_patch_lang_tensor", old_patch)
+    launcher._interpreter_compat()
+
+    class Handle:
+        data = np.array([7])
+
+    class Tensor:
+        handle = Handle()
+
+    interpreter._patch_lang_tensor(Tensor)
+    assert range(Tensor())[-1] == 6

@@ -116,6 +116,7 @@ class _Interpreted:
     def __init__(self, raw: Callable[..., Any]) -> None:
         from triton.runtime.interpreter import InterpretedFunction
 
+        _interpreter_compat()
         self.fn = InterpretedFunction(raw)
 
     @classmethod
@@ -155,6 +156,38 @@ class _Interpreted:
                 _lang_restore(saved)
 
         return run
+
+
+def _interpreter_compat() -> None:
+    """Fill two gaps of Triton's interpreter before 3.7 (no-ops on newer ones):
+
+    - scalars became Python ints through ``int(data)``, which fails for the 1-element arrays
+      that scalar arithmetic yields, so ``tl.range(0, n // B * B, B)`` raised TypeError; the
+      interpreter's per-launch tensor patching is wrapped (and undone with it);
+    - its builder had no ``get_bf16``, so a bf16 block met with a Python float (a masked
+      ``tl.where(m, x, -inf)``) raised AttributeError; it gets the fp32-then-truncate one."""
+    from triton.runtime import interpreter
+
+    builder = getattr(interpreter, "InterpreterBuilder", None)
+    if builder is not None and not hasattr(builder, "get_bf16"):
+        builder.get_bf16 = lambda self, v: self.create_fp_trunc(self.get_fp32(v), _bf16())
+    patch = getattr(interpreter, "_patch_lang_tensor", None)
+    if patch is None or getattr(patch, "_torchship", False):
+        return
+
+    def patched(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+        result = patch(tensor, *args, **kwargs)
+        tensor.__index__ = lambda self: int(self.handle.data.reshape(-1)[0])
+        return result
+
+    patched._torchship = True  # type: ignore[attr-defined]
+    interpreter._patch_lang_tensor = patched
+
+
+def _bf16() -> Any:
+    import triton.language as tl
+
+    return tl.bfloat16
 
 
 def _lang_objects() -> list[Any]:
