@@ -161,6 +161,13 @@ def test_loop_seeds_vary_the_streamed_block_of_a_row_loop_kernel() -> None:
     wide = [s for s in seeds if s.block_sizes[loop] == 2 * default.block_sizes[loop]]
     assert {s.num_stages for s in wide} == {1, 2}
     assert all(s.block_sizes[:loop] == default.block_sizes[:loop] for s in seeds)
+    assert seeds[-1] == default.replace(load_eviction="first")
+    assert ce.params["load_eviction"] == ["", "first", "last"]
+    # a row kernel without an inner loop gets the evict_first seed alone
+    from examples.kernels.sum import row_sum
+
+    rows = _as_gpu(row_sum.bind((logits,)).config_space)
+    assert loop_seeds(rows, rows.default()) == [rows.default().replace(load_eviction="first")]
     # kernels with a dot get dot_seeds instead; the CPU gets no seeds at all
     x = torch.randn(256, 256, dtype=torch.bfloat16)
     assert loop_seeds(_as_gpu(matmul.bind((x, x)).config_space), None) == []

@@ -3,8 +3,9 @@
 A :class:`Config` fixes every knob of the generated code: block sizes (one per tile block
 parameter, in order of appearance), warps, pipeline stages, the order in which the grid
 dimensions of each launch are walked, L2 grouping of 2-D grids, flat or persistent programs,
-the indexing strategy of loads/stores and, per full-dimension reduction, persistent (``None``)
-or a looped reduction with a chunk size. A :class:`ConfigSpace` is derived from a kernel's IR
+the indexing strategy of loads/stores, the cache eviction hint of loads (``""``: none,
+``"first"``: streamed data, ``"last"``: reused data) and, per full-dimension reduction,
+persistent (``None``) or a looped reduction with a chunk size. A :class:`ConfigSpace` is derived from a kernel's IR
 by the compiler (see :mod:`torchship.kernels.runtime`) and lists the valid choices.
 
 Example:
@@ -31,7 +32,9 @@ __all__ = ["BlockParamSpec", "Config", "ConfigSpace", "LaunchSpec", "ReductionSp
 
 PID_TYPES = ("flat", "persistent")
 INDEXINGS = ("pointer", "block_ptr", "tensor_descriptor")
+EVICTIONS = ("", "first", "last")
 _KNOWN = {
+    "load_eviction",
     "block_sizes",
     "num_warps",
     "num_stages",
@@ -60,6 +63,7 @@ class Config:
         "block_sizes",
         "indexing",
         "l2_grouping",
+        "load_eviction",
         "loop_orders",
         "num_stages",
         "num_warps",
@@ -78,6 +82,7 @@ class Config:
         pid_type: str = "flat",
         indexing: str = "pointer",
         reduction_loops: Sequence[int | None] = (),
+        load_eviction: str = "",
         **tunables: Any,
     ) -> None:
         self.block_sizes = [int(b) for b in block_sizes]
@@ -88,11 +93,15 @@ class Config:
         self.pid_type = str(pid_type)
         self.indexing = str(indexing)
         self.reduction_loops = [None if r is None else int(r) for r in reduction_loops]
+        self.load_eviction = str(load_eviction)
         self.tunables = dict(tunables)
         if self.pid_type not in PID_TYPES:
             raise KernelConfigError(f"Config(pid_type={pid_type!r}): expected one of {PID_TYPES}")
         if self.indexing not in INDEXINGS:
             raise KernelConfigError(f"Config(indexing={indexing!r}): expected one of {INDEXINGS}")
+        if self.load_eviction not in EVICTIONS:
+            raise KernelConfigError(
+                f"Config(load_eviction={load_eviction!r}): expected one of {EVICTIONS}")
         self._key = json.dumps(self.to_dict(), sort_keys=True, default=repr)
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +121,8 @@ class Config:
             "indexing": self.indexing,
             "reduction_loops": list(self.reduction_loops),
         }
+        if self.load_eviction:  # left out when unset: configs written before it stay equal
+            d["load_eviction"] = self.load_eviction
         d.update(self.tunables)
         return d
 
@@ -217,6 +228,8 @@ class ConfigSpace:
         params["l2_grouping"] = [1, 4, 8, 16, 32, 64] if n_orders else [1]
         params["pid_type"] = list(PID_TYPES)
         params["indexing"] = list(indexing)
+        # the interpreter ignores eviction hints: no point searching them on CPU
+        params["load_eviction"] = list(EVICTIONS) if gpu else [""]
         for i, red in enumerate(self.reductions):
             choices: list[int | None] = [None]
             if red.rollable:
@@ -239,6 +252,7 @@ class ConfigSpace:
             l2_grouping=choice["l2_grouping"],
             pid_type=choice["pid_type"],
             indexing=choice["indexing"],
+            load_eviction=choice["load_eviction"],
             reduction_loops=[
                 choice[f"reduction_loops[{i}]"] for i in range(len(self.reductions))
             ],
@@ -260,6 +274,7 @@ class ConfigSpace:
         d["l2_grouping"] = config.l2_grouping
         d["pid_type"] = config.pid_type
         d["indexing"] = config.indexing
+        d["load_eviction"] = config.load_eviction
         for i in range(len(self.reductions)):
             d[f"reduction_loops[{i}]"] = (
                 config.reduction_loops[i] if i < len(config.reduction_loops) else "<missing>"
@@ -283,6 +298,13 @@ class ConfigSpace:
             red = self.reductions[int(name[16:-1])]
             return red.rollable and (16 if red.in_dot else 32) <= value <= 4096
         return False
+
+    def _known_value(self, name: str, value: Any) -> bool:
+        """A value outside the searched choices that still runs: an eviction hint in a config
+        tuned on a GPU runs on CPU (the interpreter ignores it); sizes see :meth:`_in_range`."""
+        if name == "load_eviction":
+            return value in EVICTIONS
+        return self._in_range(name, value)
 
     def _elems(self, choice: dict[str, Any], shape: tuple[tuple[str, int], ...]) -> int:
         elems = 1
@@ -369,7 +391,7 @@ class ConfigSpace:
                 raise KernelConfigError(f"unknown knob {k!r}: this kernel has no such tunable")
         choice = self._to_choice(config)
         for name, value in choice.items():
-            if value not in self.params[name] and not self._in_range(name, value):
+            if value not in self.params[name] and not self._known_value(name, value):
                 raise KernelConfigError(f"{name}={value!r} is not one of {self.params[name]}")
         problem = self._budget_problem(choice)
         if problem:

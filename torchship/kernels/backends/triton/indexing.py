@@ -134,9 +134,11 @@ def load(cg: Any, node: Node) -> str:
     other = "0.0" if node.out.dtype.is_floating_point else "0"
     # block pointers of a bool tensor hold int8 elements (pointers convert)
     as_bool = " != 0" if node.attrs["tensor"].dtype == torch.bool else ""
+    hint = f", eviction_policy=\"evict_{cg.config.load_eviction}\"" \
+        if cg.config.load_eviction else ""
     if cg.indexing == "block_ptr" and _block_ptr_ok(node):
         bp, check, spec = _block_ptr(cg, node)
-        expr = f"tl.load({bp}, boundary_check={check}, padding_option=\"zero\")"
+        expr = f"tl.load({bp}, boundary_check={check}, padding_option=\"zero\"{hint})"
         if "None" in spec:
             expr = f"{expr}[{', '.join(spec)}]"
         return f"({expr}{as_bool})" if as_bool else expr
@@ -145,8 +147,8 @@ def load(cg: Any, node: Node) -> str:
     _note_fallback(cg, node)
     ptr, mask, _ = pointer_terms(cg, node)
     if mask is None:
-        return f"tl.load({ptr})"
-    return f"tl.load({ptr}, mask={mask}, other={other})"
+        return f"tl.load({ptr}{hint})"
+    return f"tl.load({ptr}, mask={mask}, other={other}{hint})"
 
 
 def _value_for(cg: Any, node: Node, args: list[str], target_rank: int) -> str:
