@@ -27,7 +27,8 @@ if str(ROOT) not in sys.path:
 
 
 def gpu_state() -> str:
-    """SM clock, power draw and temperature now, as ``nvidia-smi`` reports them.
+    """SM clock, power draw, temperature and active clock-throttle reasons now (bitmask:
+    0x4 = software power cap, 0x20/0x40 = thermal), as ``nvidia-smi`` reports them.
 
     Example:
         >>> isinstance(gpu_state(), str)
@@ -35,7 +36,8 @@ def gpu_state() -> str:
     """
     try:
         return subprocess.run(
-            ["nvidia-smi", "--query-gpu=clocks.sm,power.draw,temperature.gpu",
+            ["nvidia-smi", "--query-gpu=clocks.sm,power.draw,temperature.gpu,"
+             "clocks_throttle_reasons.active",
              "--format=csv,noheader"], capture_output=True, text=True, check=False,
         ).stdout.strip()
     except OSError as exc:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
               "search_top": search[:5]}
     (out / "matmul_timing.json").write_text(json.dumps(result, indent=1))
     table = Table(title=f"bf16 matmul 4096^3 on {result['device']}")
-    for col in ("measurement", "impl", "timer", "µs", "SM clock, power, temp"):
+    for col in ("measurement", "impl", "timer", "µs", "SM clock, power, temp, throttle"):
         table.add_column(col)
     for row in rows:
         table.add_row(row["what"], row["impl"], row["timer"], f"{row['us']:.1f}", row["gpu"])
