@@ -19,7 +19,15 @@ from typing import Any
 
 import torch
 
-from torchship.edge import lower_conv, lower_index, lower_nn, lower_ops, lower_select, lower_shapes  # noqa: F401  (register the ATen handlers)
+from torchship.edge import (  # noqa: F401  (register the ATen handlers)
+    lower_complex,
+    lower_conv,
+    lower_index,
+    lower_nn,
+    lower_ops,
+    lower_select,
+    lower_shapes,
+)
 from torchship.edge.graph import Graph
 from torchship.edge.lower import ExportError, Lowering, sym_to_dim
 from torchship.edge.passes import run_passes

@@ -59,6 +59,25 @@ def torch_dtype(dt: torch.dtype) -> str:
     return table[dt]
 
 
+def is_complex(node: Any) -> bool:
+    """Whether an fx node's (single) result is a complex tensor.
+
+    Example:
+        >>> # is_complex(view_as_complex_node) -> True
+    """
+    v = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+    return isinstance(v, torch.Tensor) and v.dtype.is_complex
+
+
+def rank(node: torch.fx.Node) -> int:
+    """Rank of an fx node's tensor as torch sees it (a complex value's pair axis not counted).
+
+    Example:
+        >>> # rank(x_node) -> 3
+    """
+    return len(node.meta["val"].shape)
+
+
 def out_dtype(lw: Any, node: torch.fx.Node) -> str:
     """Program dtype of ``node``'s (single) result; the handler signature ``(lw, node)``.
 
@@ -112,18 +131,23 @@ def meta_shape(node: Any) -> list[Any]:
 
 Handler = Callable[["Lowering", torch.fx.Node], Any]
 HANDLERS: dict[Any, Handler] = {}
+#: handlers for nodes that read or produce a complex tensor (``lower_complex``): a complex value
+#: is lowered as a real one with a trailing axis of 2 (real, imaginary)
+COMPLEX_HANDLERS: dict[Any, Handler] = {}
 
 
-def handles(*targets: Any) -> Callable[[Handler], Handler]:
-    """Register a lowering handler for ATen overloads.
+def handles(*targets: Any, complex_values: bool = False) -> Callable[[Handler], Handler]:
+    """Register a lowering handler for ATen overloads (``complex_values``: for nodes that read
+    or produce complex tensors).
 
     Example:
         >>> # @handles(aten.relu.default) def _relu(lw, node): ...
     """
+    table = COMPLEX_HANDLERS if complex_values else HANDLERS
 
     def wrap(fn: Handler) -> Handler:
         for t in targets:
-            HANDLERS[t] = fn
+            table[t] = fn
         return fn
 
     return wrap
@@ -170,7 +194,10 @@ class Lowering:
         return int(arg)
 
     def out(self) -> tuple[str, list[Any]]:
+        """(dtype, shape) of the node's result; a complex result is its real pairs."""
         v = self.node.meta["val"]
+        if v.dtype.is_complex:
+            return torch_dtype(v.real.dtype), meta_shape(self.node) + [2]
         return torch_dtype(v.dtype), meta_shape(self.node)
 
     def emit(self, op: str, inputs: list[int], attrs: dict[str, Any] | None = None, dtype: str | None = None, shape: list[Any] | None = None) -> int:
@@ -211,16 +238,28 @@ class Lowering:
                 if node.name in param_names:
                     fqn = param_names[node.name]
                     t = consts[fqn].detach()
+                    t = torch.view_as_real(t.resolve_conj()) if t.is_complex() else t
                     torch_dtype(t.dtype)
                     self.env[node] = self.g.add_const(self.names.get(fqn, fqn), t.contiguous().numpy().copy())
                 else:
                     v = node.meta["val"]
+                    if is_complex(node):
+                        raise self.fail(f"input {node.name} is a complex tensor; pass torch.view_as_real(z) and "
+                                        "call torch.view_as_complex on it inside the model")
                     if isinstance(v, torch.Tensor):
                         self.env[node] = self.g.add_input(node.name, torch_dtype(v.dtype), meta_shape(node))
                     else:
                         raise self.fail(f"input {node.name} is not a tensor ({type(v).__name__}); pass tensors only")
             elif node.op == "call_function":
                 handler = HANDLERS.get(node.target)
+                if any(is_complex(a) for a in (node, *node.all_input_nodes)):
+                    handler = COMPLEX_HANDLERS.get(node.target)
+                    if handler is None:
+                        raise self.fail(
+                            f"op {node.target} on complex tensors is not supported; complex values are lowered "
+                            "as (real, imaginary) pairs for the ops listed under 'Complex tensors' in "
+                            "docs/edge-ops.md"
+                        )
                 if handler is None:
                     raise self.fail(
                         f"op {node.target} is not supported by the edge core op set. Supported ops are listed in "
@@ -232,6 +271,8 @@ class Lowering:
                 flat = list(outs) if isinstance(outs, (list, tuple)) else [outs]
                 ids = []
                 for o in flat:
+                    if is_complex(o):
+                        raise self.fail(f"output {o} is a complex tensor; return torch.view_as_real(...) of it")
                     v = self.env.get(o) if isinstance(o, torch.fx.Node) else None
                     if not isinstance(v, int):
                         raise self.fail(f"output {o} is not a tensor")
@@ -250,9 +291,9 @@ def _skip(lw: Lowering, node: torch.fx.Node) -> Any:
 
 
 for _t in (aten.clone.default, aten.alias.default, aten.detach.default, aten.lift_fresh_copy.default, aten.contiguous.default):
-    HANDLERS[_t] = _identity
+    HANDLERS[_t] = COMPLEX_HANDLERS[_t] = _identity
 for _t in (aten._assert_tensor_metadata.default, aten._assert_scalar.default, aten._assert_async.msg, aten._assert_async.default, aten.sym_constrain_range_for_size.default, aten.sym_constrain_range.default):
-    HANDLERS[_t] = _skip
+    HANDLERS[_t] = COMPLEX_HANDLERS[_t] = _skip
 HANDLERS[operator.getitem] = lambda lw, node: lw.val(node.args[0])[node.args[1]]
 
 
@@ -261,4 +302,4 @@ def _sym(lw: Lowering, node: torch.fx.Node) -> Any:
 
 
 for _t in (aten.sym_size.int, operator.mul, operator.add, operator.floordiv, operator.sub, torch.sym_max, torch.sym_min):
-    HANDLERS[_t] = _sym
+    HANDLERS[_t] = COMPLEX_HANDLERS[_t] = _sym

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from torchship.edge.lower import INT64_MAX, Lowering, handles, sym_to_dim
+from torchship.edge.lower import INT64_MAX, Lowering, handles, is_complex, rank, sym_to_dim
 from torchship.edge.lower import out_dtype as _out_dtype
 
 aten = torch.ops.aten
@@ -36,7 +36,7 @@ def _reshape(lw: Lowering, node: Node) -> int:
 @handles(aten.permute.default, aten.transpose.int, aten.t.default, aten.permute_copy.default)
 def _permute(lw: Lowering, node: Node) -> int:
     x = lw.val(node.args[0])
-    r = len(lw.shape_of(x))
+    r = rank(node.args[0])
     if node.target is aten.transpose.int:
         perm = list(range(r))
         a, b = node.args[1] % max(r, 1), node.args[2] % max(r, 1)
@@ -45,7 +45,8 @@ def _permute(lw: Lowering, node: Node) -> int:
         perm = list(range(r))[::-1]
     else:
         perm = [int(p) % r for p in node.args[1]]
-    if perm == list(range(r)):
+    perm += list(range(r, len(lw.shape_of(x))))  # a complex value's (real, imaginary) axis
+    if perm == list(range(len(perm))):
         return x
     return lw.emit("permute", [x], {"perm": perm})
 
@@ -77,7 +78,7 @@ def _slice(lw: Lowering, node: Node) -> int:
     shape = lw.shape_of(x)
     args = list(node.args[1:]) + [0, None, None, 1][len(node.args) - 1 :]
     dim, start, end, step = args[:4]
-    dim = int(dim) % len(shape)
+    dim = int(dim) % rank(node.args[0])
     size = shape[dim]
     start = _norm_index(lw.dim(start) if start is not None else None, size, 0)
     end = _norm_index(lw.dim(end) if end is not None else None, size, size)
@@ -90,7 +91,7 @@ def _slice(lw: Lowering, node: Node) -> int:
 def _select(lw: Lowering, node: Node) -> int:
     x = lw.val(node.args[0])
     shape = lw.shape_of(x)
-    dim = int(node.args[1]) % len(shape)
+    dim = int(node.args[1]) % rank(node.args[0])
     idx = lw.dim(node.args[2])
     if isinstance(idx, int) and idx < 0:
         idx = shape[dim] + idx if isinstance(shape[dim], int) else ["+", shape[dim], idx]
@@ -120,7 +121,10 @@ def _split(lw: Lowering, node: Node) -> list[int]:
 @handles(aten.cat.default, aten.concat.default)
 def _cat(lw: Lowering, node: Node) -> int:
     dim = int(node.args[1]) if len(node.args) > 1 else int(node.kwargs.get("dim", 0))
-    dt = _out_dtype(lw, node)
+    dim %= rank(node)
+    if is_complex(node) and not all(is_complex(t) for t in node.args[0]):
+        raise lw.fail("cat of complex and real tensors is not supported; make every part complex")
+    dt = lw.out()[0]
     ins = [lw.tensor(t, dt) for t in node.args[0] if 0 not in list(t.meta["val"].shape) or t.meta["val"].dim() > 1]
     return lw.emit("concat", ins, {"axis": dim})
 
