@@ -437,73 +437,9 @@ class ConfigSpace:
             ...             device="cuda").default().block_sizes
             [1024]
         """
-        gpu = self.device == "cuda"
-        choice: dict[str, Any] = {k: v[0] for k, v in self.params.items()}
-        for i, red in enumerate(self.reductions):
-            opts = self.params[f"reduction_loops[{i}]"]
-            limit = 16384 if gpu else 2048
-            if _next_pow2(red.size) > limit and len(opts) > 1:
-                choice[f"reduction_loops[{i}]"] = max(o for o in opts if o is not None)
-        has_red = {li for li, la in enumerate(self.launches) if la.has_full_dim}
-        has_dot = {li for li, la in enumerate(self.launches) if la.has_dot}
-        for i, bp in enumerate(self.block_params):
-            opts = self.params[f"block_sizes[{i}]"]
-            users = [li for li, la in enumerate(self.launches) if i in la.block_params]
-            if bp.in_dot or any(li in has_dot for li in users):
-                want = (128 if bp.grid else 64) if gpu else 32
-                if any(self.launches[li].dot_itemsize >= 4 for li in users) and gpu:
-                    want = 64 if bp.grid else 32
-            elif bp.dot_batch:
-                want = 1
-            elif any(li in has_red or self.launches[li].inner_loops for li in users) and bp.grid:
-                want = 1 if gpu else 16
-            elif not bp.grid:
-                want = 2048 if gpu else 32
-            else:
-                ndims = max((self.launches[li].grid_dims for li in users), default=1)
-                want = (1024 if ndims == 1 else 64) if gpu else 64
-            choice[f"block_sizes[{i}]"] = min(opts, key=lambda o: (abs(math.log2(o / want)), o))
-        for name in self.params:
-            if name.startswith("loop_orders"):
-                choice[name] = self.params[name][0]
-        choice["l2_grouping"] = 8 if (gpu and 8 in self.params["l2_grouping"]) else 1
-        choice["num_stages"] = 3 if gpu and has_dot else 2 if gpu else 1
-        while self._smem_problem(choice) and choice["num_stages"] > 1:
-            choice["num_stages"] -= 1
-        # num_warps is chosen below from the final blocks (<= 128 values per thread), so the
-        # per-thread rule is not what shrinks the blocks here
-        while self._budget_problem(choice, threads=False):
-            # shrink the largest block parameter until the biggest value fits
-            sizes = [(choice[f"block_sizes[{i}]"], i) for i in range(len(self.block_params))]
-            rolls = [
-                i for i in range(len(self.reductions))
-                if choice[f"reduction_loops[{i}]"] is None
-                and len(self.params[f"reduction_loops[{i}]"]) > 1
-            ]
-            if rolls:
-                opts = [o for o in self.params[f"reduction_loops[{rolls[0]}]"] if o]
-                choice[f"reduction_loops[{rolls[0]}]"] = max(opts)
-                continue
-            big = max(sizes, default=None)
-            opts = self.params[f"block_sizes[{big[1]}]"] if big else []
-            if big is None or big[0] == opts[0]:
-                break
-            choice[f"block_sizes[{big[1]}]"] = big[0] // 2
-        elems = self._largest_block(choice)
-        if gpu:
-            choice["num_warps"] = 4 if elems <= 4096 else 8 if elems <= 16384 else 16
-            streaming = any(la.inner_loops and not la.has_dot for la in self.launches)
-            if elems <= 8192 and any(li in has_red for li in has_dot):
-                # dots fused with a whole-row dim (flash attention's [tm, head_dim] blocks):
-                # 128x64 bf16 attention on H100 measured 352 µs at 4 warps vs 456 at 8
-                choice["num_warps"] = 4
-            if streaming and 2048 <= elems <= 4096:
-                # rows streamed through inner loops in 2048-element chunks (online softmax):
-                # 8 warps measured 112 µs vs 4 warps 135 µs on H100 (8192² bf16)
-                choice["num_warps"] = 8
-        else:
-            choice["num_warps"] = 4
-        return self._from_choice(choice)
+        from torchship.kernels.defaults import default_choice
+
+        return self._from_choice(default_choice(self))
 
     def _largest_block(self, choice: dict[str, Any]) -> int:
         shapes = (shape for launch in self.launches for shape in launch.value_shapes)
