@@ -503,7 +503,7 @@ def dot_seeds(space: Any, default: Any) -> list[Any]:
         tweaks += [{"indexing": "tensor_descriptor"},
                    {"indexing": "tensor_descriptor", "pid_type": "persistent"}]
     # dots fused with whole-row work (flash attention): smaller query tiles come first
-    # (64x64, 4 warps: 213 µs vs 243 at 128x64 for causal 4x32x2048x64 bf16 on H100)
+    # (causal 4x32x2048x64 bf16 on H100: 64x64 on 4 warps 206 µs, the 128x64 default 212)
     fused = any(la.has_dot and la.has_full_dim for la in launches)
     # widen each grid block of 128 in a dot launch to 256 (one at a time), and narrow it to 64
     for i, bp in enumerate(space.block_params):
