@@ -1,11 +1,13 @@
-"""ATen -> core op handlers, part 4: group and instance normalisation, transposed convolution
-and evenly divisible adaptive max pooling, composed from core ops (no op of their own in the
-program format).
+"""ATen -> core op handlers, part 4: group and instance normalisation, 3-D and transposed
+convolution and evenly divisible adaptive max pooling, composed from core ops (no op of their
+own in the program format).
 
-A transposed convolution is the ordinary convolution of the input with ``stride - 1`` zeros
-inserted between its elements, padded by ``dilation * (kernel - 1) - padding`` (plus
-``output_padding`` at the end), with the weight flipped and its in/out channels swapped per
-group; the weight must be a constant at export, where it is rearranged once.
+A 3-D convolution is one ``conv2d`` over depth positions folded into the batch: the ``kd``
+depth taps of every output position are stacked into the channels (per group) and the weight
+is rearranged to match. A transposed convolution is the ordinary convolution of the input with
+``stride - 1`` zeros inserted between its elements, padded by ``dilation * (kernel - 1) -
+padding`` (plus ``output_padding`` at the end), with the weight flipped and its in/out channels
+swapped per group; the weight must be a constant at export, where it is rearranged once.
 
 Example:
     >>> from torchship.edge.lower import HANDLERS
@@ -87,8 +89,58 @@ def _batch_norm_batch_stats(lw: Lowering, node: Node) -> list[Any]:
 # ----------------------------------------------------------------------------- transposed conv
 
 
+def _dim_sum(*terms: Any) -> Any:
+    """``a + b + ...`` of program dims (an int when all are)."""
+    if all(isinstance(t, int) for t in terms):
+        return sum(terms)
+    return ["+", *terms]
+
+
+def _dim_mul(a: Any, b: Any) -> Any:
+    return a * b if isinstance(a, int) and isinstance(b, int) else ["*", a, b]
+
+
+def conv3d(lw: Lowering, e: Emit, x: int, w: int, b: int | None, stride: list[int],
+           padding: list[int], dilation: list[int], groups: int, out: list[Any]) -> int:
+    """``y = conv3d(x, w, b)`` (NCDHW, output shape ``out``) as one ``conv2d``.
+
+    Output depth ``i`` reads input depths ``i·sd + p·dd`` for the taps ``p < kd``: those slices,
+    stacked per group into channels ``(group, tap, channel)``, go through a ``conv2d`` with depth
+    folded into the batch and the weight ``[O, C/g, kd, kh, kw]`` permuted to
+    ``[O, kd·C/g, kh, kw]`` (folded at export when it is constant).
+
+    Example:
+        >>> conv3d(lw, e, x, w, None, [1, 1, 1], [1, 1, 1], [1, 1, 1], 1, out)  # doctest: +SKIP
+    """
+    xs, ws = lw.shape_of(x), lw.shape_of(w)
+    n, c, hw = xs[0], xs[1], xs[3:]
+    o, cg, kd, kk = ws[0], ws[1], ws[2], ws[3:]
+    od = out[2]
+    if not isinstance(c, int):
+        raise lw.fail("conv3d needs a static channel count")
+    if padding[0]:
+        x = pad_value(lw, x, {2: (padding[0], padding[0])}, 0.0)
+    taps = []
+    for p in range(kd):
+        start = p * dilation[0]
+        end = _dim_sum(start + 1, _dim_mul(stride[0], _dim_sum(od, -1)))
+        tap = e("slice", [x], [n, c, od, *hw], {"axis": 2, "start": start, "end": end, "step": stride[0]})
+        split = [n, groups, 1, cg, od, *hw]
+        taps.append(e("reshape", [tap], split, {"shape": split}))
+    stacked = taps[0] if kd == 1 else e("concat", taps, [n, groups, kd, cg, od, *hw], {"axis": 2})
+    y = e("permute", [stacked], [n, od, groups, kd, cg, *hw], {"perm": [0, 4, 1, 2, 3, 5, 6]})
+    batch = [_dim_mul(n, od), c * kd, *hw]
+    y = e("reshape", [y], batch, {"shape": batch})
+    w2 = e("permute", [w], [o, kd, cg, *kk], {"perm": [0, 2, 1, 3, 4]})
+    w2 = e("reshape", [w2], [o, kd * cg, *kk], {"shape": [o, kd * cg, *kk]})
+    attrs = {"stride": stride[1:], "padding": padding[1:], "dilation": dilation[1:], "groups": groups}
+    y = e("conv2d", [y, w2] + ([b] if b is not None else []), [batch[0], o, *out[3:]], attrs)
+    y = e("reshape", [y], [n, od, o, *out[3:]], {"shape": [n, od, o, *out[3:]]})
+    return e("permute", [y], out, {"perm": [0, 2, 1, 3, 4]})
+
+
 def _zero_insert(lw: Lowering, e: Emit, x: int, strides: list[int]) -> int:
-    """``stride - 1`` zeros between the elements of the spatial axes (2 and 3) of ``x``."""
+    """``stride - 1`` zeros between the elements of the spatial axes (2 and up) of ``x``."""
     for k, s in enumerate(strides):
         if s == 1:
             continue
@@ -103,23 +155,21 @@ def _zero_insert(lw: Lowering, e: Emit, x: int, strides: list[int]) -> int:
         joined = list(split)
         joined[axis + 1] = s
         y = e("concat", [y, zeros], joined, {"axis": axis + 1})
-        flat = xs[:axis] + [n * s] + xs[axis + 1:]
+        flat = xs[:axis] + [_dim_mul(n, s)] + xs[axis + 1:]
         y = e("reshape", [y], flat, {"shape": flat})
-        kept = xs[:axis] + [(n - 1) * s + 1] + xs[axis + 1:]
-        x = e("slice", [y], kept, {"axis": axis, "start": 0, "end": (n - 1) * s + 1, "step": 1})
+        end = _dim_sum(_dim_mul(n, s), 1 - s)
+        x = e("slice", [y], xs[:axis] + [end] + xs[axis + 1:], {"axis": axis, "start": 0, "end": end, "step": 1})
     return x
 
 
 def conv_transpose(lw: Lowering, node: Node) -> int:
-    """Lower ``aten.convolution`` with ``transposed=True`` (1-D and 2-D).
+    """Lower ``aten.convolution`` with ``transposed=True`` (1-D, 2-D and 3-D).
 
     Example:
         >>> conv_transpose(lw, node)  # doctest: +SKIP
     """
     x, w, b, stride, padding, dilation, _, output_padding, groups = node.args
     nd = len(stride)
-    if nd not in (1, 2):
-        raise lw.fail(f"{nd}-D transposed convolution is not supported (1-D and 2-D are)")
     wv = lw.val(w)
     weight = lw.g.values[wv].const
     if weight is None:
@@ -135,22 +185,25 @@ def conv_transpose(lw: Lowering, node: Node) -> int:
         padding, output_padding = [0, *padding], [0, *output_padding]
     g = int(groups)
     cin, cout_g = weight.shape[:2]
-    kh, kw = weight.shape[2:]
-    # [Cin, Cout/g, kh, kw] -> [Cout, Cin/g, kh, kw], spatially flipped
-    w2 = weight.reshape(g, cin // g, cout_g, kh, kw).transpose(0, 2, 1, 3, 4)
-    w2 = np.ascontiguousarray(w2.reshape(g * cout_g, cin // g, kh, kw)[:, :, ::-1, ::-1])
-    wc = lw.g.add_const(f"{node.name}.weight_flipped", w2)
+    kernel = weight.shape[2:]
+    spatial = tuple(range(2, 2 + len(kernel)))
+    # [Cin, Cout/g, *k] -> [Cout, Cin/g, *k], spatially flipped
+    w2 = weight.reshape(g, cin // g, cout_g, *kernel).swapaxes(1, 2).reshape(g * cout_g, cin // g, *kernel)
+    wc = lw.g.add_const(f"{node.name}.weight_flipped", np.ascontiguousarray(np.flip(w2, spatial)))
     y = _zero_insert(lw, e, xv, [int(s) for s in stride])
     pads = []
-    for k, kk in enumerate((kh, kw)):
+    for k, kk in enumerate(kernel):
         edge = int(dilation[k]) * (kk - 1) - int(padding[k])
         pads.append((edge, edge + int(output_padding[k])))
     y = pad_value(lw, y, {2 + k: p for k, p in enumerate(pads)}, 0.0)
     ys = lw.shape_of(y)
-    oshape = [ys[0], g * cout_g] + [ys[2 + k] - int(dilation[k]) * (kk - 1) for k, kk in enumerate((kh, kw))]
-    ins = [y, wc] + ([lw.val(b)] if b is not None else [])
-    attrs = {"stride": [1, 1], "padding": [0, 0], "dilation": [int(d) for d in dilation], "groups": g}
-    y = e("conv2d", ins, oshape, attrs)
+    oshape = [ys[0], g * cout_g] + [_dim_sum(ys[2 + k], -int(dilation[k]) * (kk - 1)) for k, kk in enumerate(kernel)]
+    bias = lw.val(b) if b is not None else None
+    dil = [int(d) for d in dilation]
+    if len(kernel) == 3:
+        return conv3d(lw, e, y, wc, bias, [1, 1, 1], [0, 0, 0], dil, g, oshape)
+    attrs = {"stride": [1, 1], "padding": [0, 0], "dilation": dil, "groups": g}
+    y = e("conv2d", [y, wc] + ([bias] if bias is not None else []), oshape, attrs)
     return y if lw.shape_of(y) == out else lw.emit("reshape", [y], {"shape": out})
 
 

@@ -230,10 +230,10 @@ def _addmm(lw: Lowering, node: Node) -> int:
 @handles(aten.convolution.default)
 def _conv(lw: Lowering, node: Node) -> int:
     x, w, b, stride, padding, dilation, transposed, _, groups = node.args
-    if transposed:
-        from torchship.edge.lower_conv import conv_transpose  # (it imports this module)
+    from torchship.edge import lower_conv  # (it imports this module)
 
-        return conv_transpose(lw, node)
+    if transposed:
+        return lower_conv.conv_transpose(lw, node)
     xs = lw.val(x)
     ws = lw.val(w)
     ins = [xs, ws] + ([lw.val(b)] if b is not None else [])
@@ -241,8 +241,12 @@ def _conv(lw: Lowering, node: Node) -> int:
     attrs = {"stride": list(stride), "padding": list(padding), "dilation": list(dilation), "groups": int(groups)}
     if nd == 2:
         return lw.emit("conv2d", ins, attrs)
+    if nd == 3:
+        dt, out = lw.out()
+        return lower_conv.conv3d(lw, lower_conv.Emit(lw, dt), xs, ws, ins[2] if b is not None else None,
+                                 *(list(a) for a in (stride, padding, dilation)), int(groups), out)
     if nd != 1:
-        raise lw.fail(f"{nd}-D convolution is not supported (conv1d and conv2d are)")
+        raise lw.fail(f"{nd}-D convolution is not supported (conv1d, conv2d and conv3d are)")
     dt, out = lw.out()
     sx, sw = lw.shape_of(xs), lw.shape_of(ws)
     x4 = lw.g.emit("reshape", [xs], dt, [sx[0], sx[1], 1, sx[2]], {"shape": [sx[0], sx[1], 1, sx[2]]}, lw.source)
