@@ -32,12 +32,13 @@ from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
 from torchship.kernels.ops.memory import Index
 from torchship.kernels.ops.pointwise import TORCH_UNARY
 
+_ARC = ("atan", "asin", "acos", "asinh", "acosh", "atanh")  # also torch.arctan, ...
 FUNCTIONS: dict[Any, str] = {getattr(torch, n): n for n in TORCH_UNARY if hasattr(torch, n)}
 FUNCTIONS.update({
     torch.special.erf: "erf", torch.special.expit: "sigmoid", F.relu: "relu", F.silu: "silu",
     F.gelu: "gelu", F.sigmoid: "sigmoid", F.tanh: "tanh", torch.maximum: "maximum",
     torch.minimum: "minimum", torch.where: "where", torch.pow: "pow", torch.clamp: "clamp",
-    torch.clip: "clamp", torch.sum: "sum", torch.mean: "mean", torch.amax: "amax",
+    torch.clip: "clamp", torch.sum: "sum", torch.prod: "prod", torch.mean: "mean", torch.amax: "amax",
     torch.amin: "amin", torch.max: "max", torch.min: "min", torch.argmax: "argmax",
     torch.argmin: "argmin", torch.matmul: "matmul", torch.mm: "matmul", torch.bmm: "matmul",
     torch.addmm: "addmm", torch.baddbmm: "addmm", language.zeros: "zeros",
@@ -62,15 +63,18 @@ FUNCTIONS.update({
     F.hardtanh: "hardtanh", F.relu6: "relu6", F.hardsigmoid: "hardsigmoid",
     F.hardswish: "hardswish", F.softsign: "softsign", torch.bitwise_and: "and_", torch.bitwise_or: "or_",
     torch.bitwise_xor: "xor", torch.bitwise_left_shift: "lshift",
-    torch.bitwise_right_shift: "rshift",
+    torch.bitwise_right_shift: "rshift", torch.atan2: "atan2", torch.arctan2: "atan2",
+    math.atan2: "atan2", **{getattr(torch, "arc" + n[1:]): n for n in _ARC},
+    **{getattr(math, n): n for n in ("atan", "asin", "acos", "sinh", "cosh", *_ARC[3:])},
 })
-METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "sum", "mean", "amax", "amin",
+METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "sum", "prod", "mean", "amax", "amin",
                           "max", "min", "argmax", "argmin", "to", "float", "half", "bfloat16",
                           "double", "t", "transpose", "unsqueeze", "squeeze", "clamp", "clip",
                           "pow", "var", "std", "var_mean", "std_mean", "softmax",
                           "log_softmax", "masked_fill", "logsumexp", "norm", "any", "all",
                           "clamp_min", "clamp_max",
-                          "matmul", "square", "type_as", "int", "long", "bool"]}
+                          "matmul", "square", "type_as", "int", "long", "bool", "atan2"]}
+METHODS.update({"arc" + n[1:]: n for n in [*_ARC, "atan2"]})
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",
            ast.MatMult: "matmul", ast.FloorDiv: "floordiv", ast.Mod: "mod",
@@ -239,7 +243,7 @@ class CallHandler:
                                hint="use tile attributes (tm.block_size) or tensor sizes",
                                node=node)
             if attr in METHODS:
-                return ("method", base, attr)
+                return ("method", base, METHODS[attr])
             raise self.err(KernelSyntaxError, f"block method {attr!r} is not supported",
                            node=node)
         if isinstance(base, tuple) and attr in ("values", "indices") and \
@@ -442,8 +446,8 @@ class CallHandler:
         if mod.startswith("torch") or getattr(fobj, "__name__", "") in dir(torch):
             raise self.err(KernelSyntaxError, f"unsupported torch op `{text}` in device code",
                            hint=f"supported: arithmetic, {'/'.join(TORCH_UNARY)}, "
-                           "maximum/minimum/where/pow/clamp, F.relu/gelu/silu and the other "
-                           "F activations, cumsum/cumprod, sum/mean/amax/amin/max/argmax/"
+                           "maximum/minimum/where/pow/atan2/clamp, F.relu/gelu/silu and the other "
+                           "F activations, cumsum/cumprod, sum/prod/mean/amax/amin/max/argmax/"
                            "any/all/var/std/logsumexp/norm, softmax/log_softmax, matmul/addmm, "
                            "ts.dot/zeros/full/atomic_add (docs/kernels.md lists them all)",
                            node=node)

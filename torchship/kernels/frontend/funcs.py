@@ -2,7 +2,7 @@
 
 Example:
     >>> sorted(REDUCTIONS)
-    ['amax', 'amin', 'argmax', 'argmin', 'max', 'mean', 'min', 'sum']
+    ['amax', 'amin', 'argmax', 'argmin', 'max', 'mean', 'min', 'prod', 'sum']
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
 from torchship.kernels.ops.pointwise import TORCH_UNARY
 
-REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin"}
+REDUCTIONS = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "prod"}
 _UNARY = set(TORCH_UNARY)
 _VIEWS = {"squeeze", "unsqueeze", "transpose", "t"}
 #: the same functions on plain Python numbers (host values folded at trace time)
@@ -28,7 +28,9 @@ _PYFUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs,
             "neg": lambda x: -x, "log1p": math.log1p, "expm1": math.expm1,
             "log10": math.log10, "tan": math.tan, "trunc": math.trunc,
             "reciprocal": lambda x: 1.0 / x, "rsqrt": lambda x: 1.0 / math.sqrt(x),
-            "round": round}
+            "round": round, "atan": math.atan, "asin": math.asin, "acos": math.acos,
+            "sinh": math.sinh, "cosh": math.cosh, "asinh": math.asinh, "acosh": math.acosh,
+            "atanh": math.atanh}
 
 
 def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
@@ -54,9 +56,11 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
                         node=node)
         return b.emit("gelu" if approx == "none" else "gelu_tanh", [h.operand(args[0])])
     if name in ("maximum", "minimum", "add", "mul", "sub", "truediv", "and_", "or_", "xor",
-                "lshift", "rshift"):
+                "lshift", "rshift", "atan2"):
         if len(args) != 2:
             raise h.err(KernelTypeError, f"{name} takes two operands", node=node)
+        if name == "atan2" and not any(isinstance(a, Value) for a in args):
+            return math.atan2(*args)
         if name in ("add", "sub") and "alpha" in kwargs:
             args = [args[0], h.binop(ast.Mult(), args[1], kwargs["alpha"], node)]
         return b.emit(name, [h.operand(a) for a in args])
@@ -273,7 +277,7 @@ def _count(h: Any, d: Any) -> Any:
 
 
 def reduction(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
-    """sum/mean/amax/amin/max/min/argmax/argmin with ``dim``/``keepdim`` like torch."""
+    """sum/prod/mean/amax/amin/max/min/argmax/argmin with ``dim``/``keepdim`` like torch."""
     b = h.b
     x = args[0]
     if name in ("max", "min") and len(args) > 1 and isinstance(args[1], Value):
@@ -285,8 +289,8 @@ def reduction(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: 
     if x.ndim == 0:
         return x
     dims = _norm_dims(h, x, dim, node)
-    kind = {"sum": "sum", "mean": "sum", "amax": "max", "amin": "min", "max": "max",
-            "min": "min", "argmax": "argmax", "argmin": "argmin"}[name]
+    kind = {"sum": "sum", "prod": "prod", "mean": "sum", "amax": "max", "amin": "min",
+            "max": "max", "min": "min", "argmax": "argmax", "argmin": "argmin"}[name]
     if kind in ("argmax", "argmin") and dim is None and x.ndim != 1:
         raise h.err(KernelSyntaxError, f"{name}() without dim on a {x.ndim}-D block is not "
                     "supported", hint="pass dim=", node=node)

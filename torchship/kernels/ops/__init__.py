@@ -161,4 +161,12 @@ def _dim_desc(d: Dim) -> str:
 
 
 # import the op families (they register themselves)
-from torchship.kernels.ops import create, matmul, memory, pointwise, reduce, scan  # noqa: E402,F401
+from torchship.kernels.ops import (  # noqa: E402,F401
+    create,
+    mathfns,
+    matmul,
+    memory,
+    pointwise,
+    reduce,
+    scan,
+)

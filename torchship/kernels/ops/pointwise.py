@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -114,9 +114,10 @@ _bitwise("lshift", "<<")  # wraps like torch's fixed-width integers
 _bitwise("rshift", ">>")  # arithmetic on signed integers, like torch
 
 
-def _unary(name: str, body: str, result: str = "same", needs_f32: bool = False) -> None:
+def _unary(name: str, body: str | Callable[[Any, str], str], result: str = "same",
+           needs_f32: bool = False) -> None:
     """``body`` uses ``{a}`` (the operand, already in the compute dtype) and ``{t}`` (that
-    dtype in Triton)."""
+    dtype in Triton), or is ``body(cg, a) -> expr`` (it may write statements first)."""
 
     def infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
         dtype, _ = promote(inputs)
@@ -132,7 +133,7 @@ def _unary(name: str, body: str, result: str = "same", needs_f32: bool = False) 
         if needs_f32 and (out_dtype in _HALF):
             work = torch.float32
         a = cg.coerce(node.inputs[0], args[0], work if result != "bool" else None)
-        expr = body.format(a=a, t=cg.tl(work))
+        expr = body(cg, a) if callable(body) else body.format(a=a, t=cg.tl(work))
         if work != out_dtype and result != "bool":
             expr = f"({expr}).to({cg.tl(out_dtype)})"
         return expr
@@ -186,43 +187,8 @@ _unary(
 #: element-wise math a kernel may call as ``torch.<name>(x)`` or ``x.<name>()``
 TORCH_UNARY = ("exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",
                "sigmoid", "tanh", "abs", "erf", "relu", "silu", "neg", "sin", "cos", "tan",
-               "floor", "ceil", "round", "trunc", "sign", "reciprocal")
-
-
-def _pow_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
-    shape = broadcast_shapes([shape_of(i) for i in inputs])
-    return shape, promote(inputs)[0]
-
-
-def _pow_emit(cg: Any, node: Any, args: list[str]) -> str:
-    base, exp = node.inputs
-    out = node.out.dtype
-    work = torch.float32 if out in _HALF else out
-    a = cg.coerce(base, args[0], work)
-    if isinstance(exp, (int, float)) and not isinstance(exp, bool) and float(exp).is_integer() \
-            and abs(exp) <= 8:
-        n = int(exp)
-        expr = "1" if n == 0 else " * ".join([a] * abs(n))
-        if n < 0:
-            expr = f"1.0 / ({expr})"
-    elif isinstance(exp, float) and exp == 0.5:
-        expr = f"tl.sqrt({a})"
-    else:
-        if not work.is_floating_point:
-            raise KernelTypeError("pow with a non-integer-constant exponent needs float operands",
-                                  hint="convert with .to(torch.float32) first")
-        b = cg.coerce(exp, args[1], work)
-        if isinstance(base, (int, float)) and base > 0:  # a Python number: log on the host
-            expr = f"tl.exp({b} * {cg.literal(math.log(base))})"
-        else:
-            a = cg.coerce(base, args[0], work, force=True)
-            expr = f"tl.exp({b} * tl.log({a}))"
-    if work != out:
-        expr = f"({expr}).to({cg.tl(out)})"
-    return expr
-
-
-register(OpDef("pow", _pow_infer, _pow_emit))
+               "floor", "ceil", "round", "trunc", "sign", "reciprocal", "atan", "asin", "acos",
+               "sinh", "cosh", "asinh", "acosh", "atanh")
 
 
 def _cast_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:

@@ -1,9 +1,10 @@
-"""Reductions over one dimension: sum, max, min, argmax, argmin (``mean`` is sum / count).
+"""Reductions over one dimension: sum, prod, max, min, argmax, argmin (``mean`` is sum / count).
 
 The node is ``reduce(x, kind=, dim=, keepdim=)``. Padded lanes are re-masked with the
 reduction's identity before reducing (element-wise ops on masked lanes make garbage). In a
 looped reduction the backend reduces each chunk with ``part`` and folds it into an
-accumulator with ``combine``.
+accumulator with ``combine``. Triton has no ``tl.prod``: ``prod`` is ``tl.reduce`` with a
+module-level ``@triton.jit`` multiply (see :func:`jit_helper`).
 
 Example:
     >>> import torch
@@ -30,14 +31,16 @@ from torchship.kernels.ops import OpDef, register
 class ReduceKind:
     """How one reduction reduces a block and folds partial results."""
 
-    fn: str  # tl.sum / tl.max / ...
+    fn: str  # tl.sum / tl.max / ... ("" for a tl.reduce with the ``helper`` combine)
     combine: str  # "{acc}", "{part}" -> folded value (not used by arg-reductions)
     index: bool = False  # returns positions (argmax/argmin)
     larger: bool = True  # for max-like: identity is -inf
+    helper: tuple[str, str] | None = None  # (name, body of f(a, b)) for tl.reduce
 
 
 KINDS = {
     "sum": ReduceKind("tl.sum", "{acc} + {part}"),
+    "prod": ReduceKind("", "{acc} * {part}", helper=("_ts_mul", "a * b")),
     "max": ReduceKind("tl.max", "tl.maximum({acc}, {part})", larger=True),
     "min": ReduceKind("tl.min", "tl.minimum({acc}, {part})", larger=False),
     "argmax": ReduceKind("tl.argmax", "", index=True, larger=True),
@@ -54,7 +57,7 @@ def result_dtype(kind: str, dtype: torch.dtype) -> torch.dtype:
     """
     if KINDS[kind].index:
         return torch.int64
-    if kind == "sum" and not dtype.is_floating_point:
+    if kind in ("sum", "prod") and not dtype.is_floating_point:
         return torch.int64
     return dtype
 
@@ -68,7 +71,7 @@ def work_dtype(kind: str, dtype: torch.dtype) -> torch.dtype:
     """
     if dtype in (torch.float16, torch.bfloat16):
         return torch.float32
-    if kind == "sum" and not dtype.is_floating_point:
+    if kind in ("sum", "prod") and not dtype.is_floating_point:
         return torch.int64
     if dtype == torch.bool:
         return torch.int32
@@ -82,8 +85,9 @@ def identity(kind: str, dtype: torch.dtype) -> str:
         >>> identity("max", torch.float32), identity("min", torch.int32)
         ('float("-inf")', '2147483647')
     """
-    if kind == "sum":
-        return "0.0" if dtype.is_floating_point else "0"
+    if kind in ("sum", "prod"):
+        one = "1" if kind == "prod" else "0"
+        return f"{one}.0" if dtype.is_floating_point else one
     larger = KINDS[kind].larger
     if dtype.is_floating_point:
         return 'float("-inf")' if larger else 'float("inf")'
@@ -107,7 +111,28 @@ def emit_part(cg: Any, node: Any, arg: str) -> str:
     kind = KINDS[node.attrs["kind"]]
     keep = node.attrs["keepdim"]
     kd = ", keep_dims=True" if keep else ""
+    if kind.helper is not None:
+        fn = jit_helper(cg, kind.helper[0], "a, b", kind.helper[1])
+        return f"tl.reduce({arg}, {node.attrs['dim']}, {fn}{kd})"
     return f"{kind.fn}({arg}, axis={node.attrs['dim']}{kd})"
+
+
+def jit_helper(cg: Any, name: str, params: str, body: str) -> str:
+    """Define ``def name(params): return body`` as a module-level ``@triton.jit`` function of
+    the generated kernel (a combine function for ``tl.reduce``/``tl.associative_scan``) and
+    return its name.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> cg = SimpleNamespace(helpers={}, used=set())
+        >>> jit_helper(cg, "_ts_mul", "a, b", "a * b")
+        '_ts_mul'
+        >>> cg.helpers["_ts_mul"].splitlines()[:2]
+        ['@triton.jit', 'def _ts_mul(a, b):']
+    """
+    cg.helpers[name] = f"@triton.jit\ndef {name}({params}):\n    return {body}\n\n"
+    cg.used.add(name)
+    return name
 
 
 register(OpDef("reduce", _infer, lambda cg, node, args: emit_part(cg, node, args[0]), "reduce"))

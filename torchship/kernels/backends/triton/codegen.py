@@ -90,6 +90,7 @@ class TritonCodegen(ReductionEmitter):
         self.last_loc: Any = None
         self.prologue_at: int | None = None  # where hoisted set-up lines go (see generate)
         self.hoisted: dict[str, str] = {}  # hoisted expression -> its name
+        self.helpers: dict[str, str] = {}  # module-level @triton.jit helpers: name -> source
         for p in launch.args:
             self.used.add(p.name)
             if p.value is not None:
@@ -330,7 +331,7 @@ class TritonCodegen(ReductionEmitter):
         # are not passed at all: fewer launch arguments
         self.used_args = [p for p in self.launch.args if p.name in words]
         header = self.signature()
-        return "\n".join([header, *self.lines]) + "\n"
+        return "\n".join([*self.helpers.values(), header, *self.lines]) + "\n"
 
     def hoist(self, expr: str, hint: str) -> str:
         """Name for ``expr`` computed once in the kernel prologue, when it only reads kernel
