@@ -91,7 +91,3 @@ def test_embedding_bag(mode: str) -> None:
                 *(a.double() if a.is_floating_point() else a for a in inputs)).numpy()
         assert np.abs(got - ref).max() <= 1e-6 * max(1.0, np.abs(ref).max())
 
-
-def test_embedding_bag_max_is_refused_by_name() -> None:
-    with pytest.raises(ExportError, match="mode='max'"):
-        export(_Bag(mode="max"), (torch.randint(0, 20, (3, 4)),))

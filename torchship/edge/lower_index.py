@@ -1,5 +1,6 @@
-"""ATen -> core op handlers, part 5: writing through an index (``x[i] = v``, ``x[:, i] += v``,
-``x[mask] = v``, ``index_add``) and ``EmbeddingBag``, all on the core ``scatter`` and ``where``.
+"""ATen -> core op handlers, part 5: writing through an index (``scatter``, ``scatter_reduce``,
+``x[i] = v``, ``x[:, i] += v``, ``x[mask] = v``, ``index_add``) and ``EmbeddingBag``, all on the
+core ``scatter`` and ``where``.
 
 An integer ``index_put`` permutes the indexed axes to the front, flattens them into one axis
 with a linear index (negative indices wrapped), and scatters rows of the value tensor there;
@@ -24,6 +25,65 @@ from torchship.edge.lower_nn import Emit, _bind, _broadcast
 
 aten = torch.ops.aten
 Node = torch.fx.Node
+
+
+#: torch's reduce names -> the core ``scatter`` reduction (``mean`` is a sum over a count)
+_REDUCE = {"add": "sum", "sum": "sum", "multiply": "prod", "prod": "prod", "amax": "amax", "amin": "amin",
+           "mean": "mean"}
+
+
+def scatter_reduce(lw: Lowering, e: Emit, x: int, axis: int, idx: int, src: int, reduce: str,
+                   include_self: bool) -> int:
+    """torch's ``x.scatter_reduce(axis, idx, src, reduce, include_self)`` (``reduce`` one of
+    sum, prod, amax, amin, mean). Without ``include_self`` the targeted elements first get the
+    sum/prod identity, or (amax/amin) one of their own source values; ``mean`` divides a sum
+    by the count of values each element got (plus one for itself), untouched elements kept.
+
+    Example:
+        >>> scatter_reduce(lw, e, x, 0, idx, src, "amax", True)  # doctest: +SKIP
+    """
+    xs, ishape = lw.shape_of(x), lw.shape_of(idx)
+    if reduce == "mean" and e.dt not in ("F32", "F64"):
+        raise lw.fail("scatter_reduce(reduce='mean') on an integer tensor is not supported")
+    if not include_self:
+        fill = src if reduce in ("amax", "amin") else e("full", [], ishape, {"shape": ishape, "value": float(
+            reduce == "prod"), "dtype": e.dt})
+        x = e("scatter", [x, idx, fill], xs, {"axis": axis, "accumulate": False})
+    attrs = {"axis": axis, "accumulate": True}
+    if reduce in ("prod", "amax", "amin"):
+        attrs["reduce"] = reduce
+    y = e("scatter", [x, idx, src], xs, attrs)
+    if reduce != "mean":
+        return y
+    start = e("full", [], xs, {"shape": xs, "value": float(include_self), "dtype": e.dt})
+    ones = e("full", [], ishape, {"shape": ishape, "value": 1.0, "dtype": e.dt})
+    count = e("scatter", [start, idx, ones], xs, {"axis": axis, "accumulate": True})
+    return e("div", [y, count if include_self else e("maximum", [count, e.c(1.0)])])
+
+
+@handles(aten.scatter.src, aten.scatter.value, aten.scatter_add.default, aten.scatter.reduce,
+         aten.scatter.value_reduce, aten.scatter_reduce.two)
+def _scatter(lw: Lowering, node: Node) -> int:
+    """``scatter`` / ``scatter_add`` / ``scatter(reduce=)`` / ``scatter_reduce`` on the core
+    ``scatter``; a scalar value becomes a ``full`` source of the index's shape."""
+    t = str(node.target)
+    dim, idx, src = int(node.args[1]), lw.val(node.args[2]), node.args[3]
+    reduce = node.args[4] if len(node.args) > 4 else node.kwargs.get("reduce")
+    reduce = "sum" if "scatter_add" in t else reduce
+    include_self = node.args[5] if len(node.args) > 5 else node.kwargs.get("include_self", True)
+    if reduce is not None and reduce not in _REDUCE:
+        raise lw.fail(f"scatter with reduce={reduce!r} is not supported")
+    dt = _out_dtype(lw, node)
+    e = Emit(lw, dt)
+    if isinstance(src, Node):
+        source = lw.tensor(src, dt)
+    else:
+        source = e("full", [], lw.shape_of(idx), {"shape": lw.shape_of(idx), "value": float(src), "dtype": dt})
+    x = lw.tensor(node.args[0], dt)
+    dim %= max(len(lw.shape_of(x)), 1)
+    if reduce is None:
+        return lw.emit("scatter", [x, idx, source], {"axis": dim, "accumulate": False})
+    return _bind(lw, scatter_reduce(lw, e, x, dim, idx, source, _REDUCE[reduce], bool(include_self)))
 
 
 def _mask_put(lw: Lowering, e: Emit, x: int, mask: int, values: int, accumulate: bool) -> int:
@@ -134,18 +194,19 @@ def _index_add(lw: Lowering, node: Node) -> int:
 
 @handles(aten._embedding_bag.default, aten._embedding_bag_forward_only.default)
 def _embedding_bag(lw: Lowering, node: Node) -> list[int]:
-    """``EmbeddingBag`` (modes sum and mean, any offsets, per-sample weights, padding index):
-    each index's bag is the number of offsets at or before its position, minus one; its row
-    (``embedding``, times its weight) is summed into the bag with ``scatter``; mean divides by
-    the bag's count of non-padding entries (an empty bag gives zeros, as in torch). Only the
-    first of the op's four outputs may be used."""
+    """``EmbeddingBag`` (modes sum, mean and max, any offsets, per-sample weights, padding
+    index): each index's bag is the number of offsets at or before its position, minus one; its
+    row (``embedding``, times its weight) is summed into the bag with ``scatter`` (max: a
+    ``scatter`` taking the maximum into ``-inf``, padding rows ``-inf``); mean divides by the
+    bag's count of non-padding entries, max keeps bags that got one (an empty bag gives zeros,
+    as in torch). Only the first of the op's four outputs may be used."""
     weight, indices, offsets = (lw.val(a) for a in node.args[:3])
     mode = int(node.args[4]) if len(node.args) > 4 else 0
     psw = node.args[6] if len(node.args) > 6 else None
     last = bool(node.args[7]) if len(node.args) > 7 else False
     pad = int(node.args[8]) if len(node.args) > 8 else -1
-    if mode not in (0, 1):
-        raise lw.fail("EmbeddingBag(mode='max') is not supported (sum and mean are)")
+    if mode not in (0, 1, 2):
+        raise lw.fail(f"EmbeddingBag mode {mode} is not supported (sum, mean and max are)")
     if any(u.args[1] > 0 and u.users for u in node.users):
         raise lw.fail("only the first output of embedding_bag (the bags) is supported")
     e = Emit(lw, lw.g.values[weight].dtype)
@@ -170,20 +231,28 @@ def _embedding_bag(lw: Lowering, node: Node) -> list[int]:
     if pad >= 0:
         keep = e("ne", [indices, lw.const(pad, lw.g.values[indices].dtype)], dtype="BOOL")
     scale = None if psw is None else lw.tensor(psw, e.dt)
-    if keep is not None:
+    if keep is not None and mode == 2:
+        rows = e("where", [e("reshape", [keep], [n, 1], {"shape": [n, 1]}, dtype="BOOL"), rows,
+                           e.c(-math.inf)], [n, dim])
+    elif keep is not None:
         kept = e("cast", [keep], [n], {"dtype": e.dt})
         scale = kept if scale is None else e("mul", [scale, kept])
     if scale is not None:
         rows = e("mul", [rows, e("reshape", [scale], [n, 1], {"shape": [n, 1]})])
     where = e("expand", [e("reshape", [bag], [n, 1], {"shape": [n, 1]}, dtype="I64")], [n, dim],
               {"shape": [n, dim]}, dtype="I64")
-    zeros = e("full", [], [nbags, dim], {"shape": [nbags, dim], "value": 0.0, "dtype": e.dt})
-    out = e("scatter", [zeros, where, rows], [nbags, dim], {"axis": 0, "accumulate": True})
-    if mode == 1:
+    init = e("full", [], [nbags, dim], {"shape": [nbags, dim], "value": -math.inf if mode == 2 else 0.0,
+                                        "dtype": e.dt})
+    attrs = {"axis": 0, "accumulate": True, **({"reduce": "amax"} if mode == 2 else {})}
+    out = e("scatter", [init, where, rows], [nbags, dim], attrs)
+    if mode:
         ones = (e("full", [], [n], {"shape": [n], "value": 1.0, "dtype": e.dt}) if keep is None
                 else e("cast", [keep], [n], {"dtype": e.dt}))
         count = e("scatter", [e("full", [], [nbags], {"shape": [nbags], "value": 0.0, "dtype": e.dt}),
                               bag, ones], [nbags], {"axis": 0, "accumulate": True})
-        count = e("reshape", [e("maximum", [count, e.c(1.0)])], [nbags, 1], {"shape": [nbags, 1]})
-        out = e("div", [out, count])
+        count = e("reshape", [count], [nbags, 1], {"shape": [nbags, 1]})
+        if mode == 1:
+            out = e("div", [out, e("maximum", [count, e.c(1.0)])])
+        else:
+            out = e("where", [e("gt", [count, e.c(0.0)], dtype="BOOL"), out, e.c(0.0)], [nbags, dim])
     return [out, bag, bag, bag]  # outputs 1-3 are refused above when used: placeholders

@@ -141,29 +141,6 @@ def _gather(lw: Lowering, node: Node) -> int:
     return lw.emit("gather", [lw.val(node.args[0]), lw.val(node.args[2])], {"axis": int(node.args[1])})
 
 
-@handles(aten.scatter.src, aten.scatter.value, aten.scatter_add.default, aten.scatter.reduce,
-         aten.scatter.value_reduce, aten.scatter_reduce.two)
-def _scatter(lw: Lowering, node: Node) -> int:
-    """``scatter``/``scatter_add``/``scatter_reduce(reduce="sum")`` on the core ``scatter``; a
-    scalar value becomes a ``full`` source of the index's shape."""
-    t = str(node.target)
-    dim, idx, src = int(node.args[1]), lw.val(node.args[2]), node.args[3]
-    reduce = node.args[4] if len(node.args) > 4 else node.kwargs.get("reduce")
-    accumulate = "scatter_add" in t or reduce in ("add", "sum")
-    if reduce not in (None, "add", "sum"):
-        raise lw.fail(f"scatter with reduce={reduce!r} is not supported (only sum/add)")
-    if "scatter_reduce" in t and not node.kwargs.get("include_self", True):
-        raise lw.fail("scatter_reduce with include_self=False is not supported")
-    dt = _out_dtype(lw, node)
-    if isinstance(src, Node):
-        source = lw.tensor(src, dt)
-    else:
-        source = lw.g.emit("full", [], dt, lw.shape_of(idx),
-                           {"shape": lw.shape_of(idx), "value": float(src), "dtype": dt}, lw.source)
-    return lw.emit("scatter", [lw.tensor(node.args[0], dt), idx, source],
-                   {"axis": dim, "accumulate": accumulate})
-
-
 # ----------------------------------------------------------------------------- creation
 
 

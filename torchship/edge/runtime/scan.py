@@ -1,6 +1,7 @@
 """Core ops along one axis whose results depend on element order: ``cumsum``, ``cumprod``
 (running sum / product), ``argsort`` (stable; ``sort`` and ``topk`` are an ``argsort`` and a
-``gather`` at export) and ``scatter`` (writes or sums values at indices along an axis).
+``gather`` at export) and ``scatter`` (writes, or sums / multiplies / takes the max or min of,
+values at indices along an axis).
 
 Example:
     >>> import numpy as np
@@ -64,12 +65,19 @@ def _scatter_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) ->
     if not len(x) == len(idx) == len(src):
         _fail(f"scatter: input {x}, index {idx} and source {src} must have the same rank")
     ax = _axis(a["axis"], len(x))
+    if a.get("reduce", "sum") != "sum" and not a.get("accumulate"):
+        _fail(f"scatter: reduce={a['reduce']!r} needs accumulate")
     if any(idx[d] > x[d] for d in range(len(x)) if d != ax) or any(i > s for i, s in zip(idx, src)):
         _fail(f"scatter: index {idx} is larger than input {x} outside axis {ax} or than source {src}")
     return [(x, dt)]
 
 
-@register("scatter", 3, _scatter_infer, {"axis": ("int", required()), "accumulate": ("bool", False)})
+#: how ``scatter`` with ``accumulate`` combines each source value into its element
+_COMBINE = {"sum": np.add, "prod": np.multiply, "amax": np.maximum, "amin": np.minimum}
+
+
+@register("scatter", 3, _scatter_infer, {"axis": ("int", required()), "accumulate": ("bool", False),
+                                         "reduce": ("str:sum|prod|amax|amin", "sum")})
 def _scatter(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
     x, idx, src = ins
     out, ax = outs[0], a["axis"] % x.ndim
@@ -80,6 +88,6 @@ def _scatter(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -
     where = list(np.indices(idx.shape, sparse=True))
     where[ax] = idx
     if a["accumulate"]:
-        np.add.at(out, tuple(where), values)
+        _COMBINE[a["reduce"]].at(out, tuple(where), values)
     else:
         out[tuple(where)] = values
