@@ -158,3 +158,85 @@ def test_pow_special_cases_like_torch(compiled_mode: None) -> None:
     y, x = y.repeat(4), x.repeat(4)
     got = two_operand_math(y, x, 2.5)[2]
     _agree(got, torch.pow(y.double(), x.double()), rtol=1e-6)
+
+
+@ts.kernel
+def uniform(x: torch.Tensor, seed: int) -> torch.Tensor:
+    out = torch.empty([x.size(0), x.size(1)], dtype=torch.float32, device=x.device)
+    for tm in ts.tile(x.size(0)):
+        out[tm, :] = ts.rand([tm, x.size(1)], seed)
+    return out
+
+
+@ts.kernel
+def dropout(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    out = torch.empty_like(x)
+    for tm, tn in ts.tile(x.size(), block_size=[32, 64]):
+        keep = ts.rand([tm, tn], seed) >= p
+        out[tm, tn] = torch.where(keep, x[tm, tn] / (1 - p), 0.0)
+    return out
+
+
+def test_philox_known_answer() -> None:
+    """Random123's Philox4x32-10 test vector: counter 0, key 0 -> first word 0x6627e8d5."""
+    from torchship.kernels.ops.random import philox_uniform
+
+    want = torch.tensor(0x6627E8D5, dtype=torch.float32) * torch.tensor(4.6566127342e-10)
+    assert torch.equal(philox_uniform(0, torch.tensor([0])), want.reshape(1))
+
+
+def test_rand_is_uniform_deterministic_and_block_size_free(compiled_mode: None,
+                                                           poison_empty: None) -> None:
+    x = torch.empty(100, 256)  # a ragged last row tile
+    u = uniform(x, 2024)
+    assert ((u >= 0) & (u < 1)).all()
+    n = u.numel()
+    assert abs(u.mean().item() - 0.5) < 5 * math.sqrt(1 / 12 / n)
+    assert abs(u.var().item() - 1 / 12) < 2e-3
+    counts = torch.histc(u, bins=16, min=0.0, max=1.0)
+    assert (counts - n / 16).abs().max() < 5 * math.sqrt(n / 16)
+    assert torch.equal(uniform(x, 2024), u)  # the same seed draws the same numbers
+    assert (uniform(x, 2025) != u).float().mean() > 0.999  # another seed, other numbers
+    assert u.unique().numel() > 0.99 * n  # every position has its own counter
+    bound = uniform.bind((x, 2024))
+    space = bound.config_space
+    for bs in (16, 32):  # positions, not blocks, pick the numbers
+        assert torch.equal(bound.compile(space.default().replace(block_sizes=[bs]))(x, 2024), u)
+
+
+def test_rand_reference_mode_draws_the_compiled_numbers(request: pytest.FixtureRequest,
+                                                        poison_empty: None) -> None:
+    x = torch.empty(70, 90)
+    use("compiled_mode", request)
+    compiled = uniform(x, 7), dropout(x.fill_(1.0), 0.25, 7)
+    use("ref_mode", request)
+    assert torch.equal(uniform(x, 7), compiled[0])
+    assert torch.equal(dropout(x, 0.25, 7), compiled[1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dropout_keeps_one_minus_p_and_rescales(mode: str, request: pytest.FixtureRequest,
+                                                poison_empty: None) -> None:
+    use(mode, request)
+    x = torch.randn(200, 150)
+    for p in (0.1, 0.5):
+        got = dropout(x, p, 99)
+        kept = got != 0
+        rate = kept.float().mean().item()
+        assert abs(rate - (1 - p)) < 5 * math.sqrt(p * (1 - p) / x.numel())
+        close(got[kept], x.double()[kept] / (1 - p), atol=0, rtol=1e-6)
+        assert torch.equal(got, dropout(x, p, 99))
+        assert not torch.equal(kept, dropout(x, p, 100) != 0)
+
+
+def test_torch_rand_like_points_to_ts_rand(compiled_mode: None) -> None:
+    @ts.kernel
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        out = torch.empty_like(x)
+        for t in ts.tile(x.size(0)):
+            out[t] = x[t] + torch.rand_like(x[t])
+        return out
+
+    with pytest.raises(ts.KernelSyntaxError, match="random numbers") as info:
+        noisy(torch.randn(10))
+    assert "ts.rand([tm, tn], seed)" in str(info.value)

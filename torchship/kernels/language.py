@@ -169,7 +169,8 @@ class Tile:
     """One block of one iteration dimension: the half-open range ``[begin, end)``.
 
     ``block_size`` is the nominal size (the compiled kernel's constexpr); ``end - begin`` is
-    smaller on the ragged last tile. ``id`` is the tile's number within its loop.
+    smaller on the ragged last tile. ``id`` is the tile's number within its loop; ``stop`` is
+    the loop's end (the dim's extent for :func:`rand`).
     Indexing a tensor with a tile acts like ``slice(begin, end)``.
 
     Example:
@@ -178,11 +179,13 @@ class Tile:
         (64, 67, 64, 1, [64, 65, 66])
     """
 
-    __slots__ = ("_index", "begin", "block_size", "end", "id")
+    __slots__ = ("_index", "begin", "block_size", "end", "id", "stop")
 
-    def __init__(self, begin: int, end: int, block_size: int, id: int = 0) -> None:
+    def __init__(self, begin: int, end: int, block_size: int, id: int = 0,
+                 stop: int | None = None) -> None:
         self.begin = int(begin)
         self.end = int(end)
+        self.stop = self.end if stop is None else int(stop)
         self.block_size = _BlockSize(int(block_size), self.end - self.begin)
         self.id = int(id)
         self._index: torch.Tensor | None = None
@@ -325,7 +328,7 @@ def tile(
     else:
         sizes = [_resolve_block_size(block_size, d) for d in range(ndim)]
     per_dim = [
-        [Tile(s, min(s + bs, e), bs, i) for i, s in enumerate(range(b, e, bs))]
+        [Tile(s, min(s + bs, e), bs, i, e) for i, s in enumerate(range(b, e, bs))]
         for b, e, bs in zip(begins, ends, sizes)
     ]
     if not multi:
@@ -393,6 +396,38 @@ def full(
     if isinstance(value, torch.Tensor):
         value = value.item()
     return torch.full(_shape(shape, "full"), value, dtype=dtype, device=_device())
+
+
+def rand(shape: Sequence[Tile | int], seed: int) -> torch.Tensor:
+    """Uniform float32 block in [0, 1) from Philox keyed by ``seed`` (Triton's ``tl.rand``).
+
+    Each element's counter is its position in the iteration space (row-major over the
+    shape's dims, tiles at their absolute index), so the numbers do not depend on block sizes
+    and reference mode draws exactly what the compiled kernel draws (not torch's stream).
+
+    Example:
+        >>> a = rand([Tile(0, 4, 4, 0, 8), 3], seed=1)
+        >>> b = rand([Tile(4, 8, 4, 1, 8), 3], seed=1)
+        >>> a.shape, bool((a != b).all()), bool((a == rand([Tile(0, 4, 4, 0, 8), 3], 1)).all())
+        (torch.Size([4, 3]), True, True)
+    """
+    from torchship.kernels.ops.random import philox_uniform
+
+    if isinstance(seed, torch.Tensor):
+        seed = int(seed.item())
+    if isinstance(shape, (Tile, int)):
+        shape = [shape]
+    offsets = torch.zeros((), dtype=torch.int64)
+    for i, s in enumerate(shape):
+        if isinstance(s, _BlockSize):
+            raise TypeError("rand: pass the tile itself, not tile.block_size")
+        if isinstance(s, Tile):
+            idx, extent = s.index.to(torch.int64).cpu(), s.stop
+        else:
+            extent = _as_int(s, f"rand: shape entry {i}")
+            idx = torch.arange(extent)
+        offsets = offsets[..., None] * extent + idx
+    return philox_uniform(_as_int(seed, "rand: seed"), offsets).to(_device())
 
 
 def _acc_dtype(*dtypes: torch.dtype) -> torch.dtype:

@@ -42,7 +42,7 @@ FUNCTIONS.update({
     torch.amin: "amin", torch.max: "max", torch.min: "min", torch.argmax: "argmax",
     torch.argmin: "argmin", torch.matmul: "matmul", torch.mm: "matmul", torch.bmm: "matmul",
     torch.addmm: "addmm", torch.baddbmm: "addmm", language.zeros: "zeros",
-    language.full: "full", language.dot: "dot", language.atomic_add: "atomic_add",
+    language.full: "full", language.rand: "rand", language.dot: "dot", language.atomic_add: "atomic_add",
     builtins.abs: "abs", builtins.min: "pymin", builtins.max: "pymax", builtins.float: "pyfloat",
     builtins.int: "pyint", math.sqrt: "sqrt", math.exp: "exp", math.log: "log",
     math.log1p: "log1p", math.expm1: "expm1", math.log10: "log10", math.log2: "log2",
@@ -435,8 +435,11 @@ class CallHandler:
         if fobj in (torch.rand, torch.rand_like, torch.randn, torch.randn_like, torch.randint,
                     torch.randint_like, torch.bernoulli, torch.normal, F.dropout):
             raise self.err(KernelSyntaxError, f"random numbers (`{text}`) are not supported in "
-                           "device code", hint="draw them in host code (r = torch.rand_like(x)) "
-                           "and pass the tensor in: r[tm, tn] inside the loop", node=node)
+                           "device code: torch's generator has no seed a kernel can share",
+                           hint="use ts.rand([tm, tn], seed) with an int seed argument (uniform "
+                           "[0, 1); dropout: torch.where(ts.rand([tm, tn], seed) >= p, "
+                           "x[tm, tn] / (1 - p), 0.0)), or draw in host code and pass the "
+                           "tensor in", node=node)
         if fobj in (torch.empty, torch.zeros, torch.ones, torch.full, torch.empty_like,
                     torch.zeros_like, torch.ones_like, torch.arange, torch.tensor):
             raise self.err(KernelSyntaxError, f"`{text}` allocates a tensor: not allowed in "

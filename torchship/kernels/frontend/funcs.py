@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
 import re
 from typing import Any
@@ -169,6 +170,8 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
             raise h.err(KernelTypeError, f"ts.full value must be a number, got {value!r}",
                         node=node)
         return b.emit("full", [], {"shape": dims, "dtype": dtype, "value": value})
+    if name == "rand":
+        return _rand(h, args, kwargs, node)
     if name == "atomic_add":
         target, index, value = (args + [None, None, None])[:3]
         if value is None:
@@ -189,6 +192,28 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         b.emit("atomic_add", [h.operand(value)], {"tensor": target, "index": index})
         return None
     raise h.err(KernelSyntaxError, f"`{name}` is not supported in device code", node=node)
+
+
+def _rand(h: Any, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Value:
+    """``ts.rand(shape, seed)``: uniform float32 block (see :mod:`torchship.kernels.ops.random`)."""
+    from torchship.kernels.ops.random import extent_of
+
+    shape = args[0] if args else kwargs.get("shape")
+    seed = args[1] if len(args) > 1 else kwargs.get("seed")
+    if not (isinstance(seed, int) and not isinstance(seed, bool)) and not (
+            isinstance(seed, Value) and not seed.ndim and not seed.dtype.is_floating_point
+            and seed.dtype != torch.bool):
+        raise h.err(KernelTypeError, f"ts.rand(shape, seed): seed must be an int, got "
+                    f"{seed!r}", hint="pass an int kernel argument: ts.rand([tm, tn], seed)",
+                    node=node)
+    entries = shape if isinstance(shape, tuple) else (shape,)
+    if any(isinstance(s, Value) and s.node is not None and s.node.op == "tile_attr"
+           for s in entries):
+        raise h.err(KernelSyntaxError, "ts.rand takes tiles, not tile.block_size",
+                    hint="ts.rand([tm, tn], seed): the numbers follow the tiles' positions",
+                    node=node)
+    dims = shape_dims(h, shape, node)
+    return h.b.emit("rand", [seed, *(extent_of(d) for d in dims)], {"shape": dims})
 
 
 def _round(h: Any, x: Any, decimals: Any, node: ast.AST) -> Any:
@@ -222,14 +247,20 @@ def shape_dims(h: Any, shape: Any, node: ast.AST) -> tuple[Any, ...]:
             continue
         label = _int_argument(h.b, s)
         hint = h.b.hint(s)
-        if label is not None and (not isinstance(hint, int) or hint < 1 or hint & (hint - 1)):
+        n = None
+        if label is not None and isinstance(hint, int) and hint >= 1 and not hint & (hint - 1):
+            # a power-of-two int argument is specialised on; a tensor size cannot be
+            with contextlib.suppress(KernelTypeError):
+                n = h.b.const_int(s, "a ts.zeros/ts.full shape entry")
+        if label is not None and n is None:
             # an int known at launch (a tensor size, an int argument): a full dim of that size,
             # padded to a power of two and masked like `x[tm, :]`
             dim = FullDim(label, s)
             h.b.full_dims.append(dim)
             dims.append(dim)
             continue
-        n = h.b.const_int(s, "a ts.zeros/ts.full shape entry")
+        if n is None:
+            n = h.b.const_int(s, "a ts.zeros/ts.full shape entry")
         if n < 1 or n & (n - 1):
             raise h.err(KernelTypeError, f"block shape entry {n} must be a power of two",
                         hint="use tiles for ragged sizes; literal sizes must be 1, 2, 4, ...",
