@@ -68,8 +68,9 @@ def full_dims(launch: Launch) -> list[FullDimInfo]:
                 if isinstance(r, FullDim):
                     bad.add(r.id)
     for node, path in nodes:
-        if node.op == "scan":  # a prefix needs every element before it: never chunked
-            r = node.inputs[0].shape[node.attrs["dim"]].find()
+        if node.op in ("scan", "sort_keys"):  # needs every element of the dim: never chunked
+            dim = node.attrs["dim"] if node.op == "scan" else -1
+            r = node.inputs[0].shape[dim].find()
             if isinstance(r, FullDim):
                 bad.add(r.id)
         shapes = [node.out.shape] if node.out is not None else []

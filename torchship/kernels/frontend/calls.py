@@ -64,6 +64,7 @@ FUNCTIONS.update({
     F.hardswish: "hardswish", F.softsign: "softsign", torch.bitwise_and: "and_", torch.bitwise_or: "or_",
     torch.bitwise_xor: "xor", torch.bitwise_left_shift: "lshift",
     torch.bitwise_right_shift: "rshift", torch.atan2: "atan2", torch.arctan2: "atan2",
+    torch.sort: "sort", torch.argsort: "argsort", torch.topk: "topk",
     math.atan2: "atan2", **{getattr(torch, "arc" + n[1:]): n for n in _ARC},
     **{getattr(math, n): n for n in ("atan", "asin", "acos", "sinh", "cosh", *_ARC[3:])},
 })
@@ -73,7 +74,7 @@ METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "sum", "prod", "mea
                           "pow", "var", "std", "var_mean", "std_mean", "softmax",
                           "log_softmax", "masked_fill", "logsumexp", "norm", "any", "all",
                           "clamp_min", "clamp_max",
-                          "matmul", "square", "type_as", "int", "long", "bool", "atan2"]}
+                          "matmul", "square", "type_as", "int", "long", "bool", "atan2", "sort", "argsort", "topk"]}
 METHODS.update({"arc" + n[1:]: n for n in [*_ARC, "atan2"]})
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",

@@ -172,6 +172,8 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         return b.emit("full", [], {"shape": dims, "dtype": dtype, "value": value})
     if name == "rand":
         return _rand(h, args, kwargs, node)
+    if name in ("sort", "topk", "argsort"):
+        return _sort(h, name, args, kwargs, node)
     if name == "atomic_add":
         target, index, value = (args + [None, None, None])[:3]
         if value is None:
@@ -214,6 +216,52 @@ def _rand(h: Any, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Val
                     node=node)
     dims = shape_dims(h, shape, node)
     return h.b.emit("rand", [seed, *(extent_of(d) for d in dims)], {"shape": dims})
+
+
+def _sort(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+    """``torch.sort/argsort/topk`` along the last dim, which must be whole in the block (a
+    ``:`` dim or a constant size); see :mod:`torchship.kernels.ops.sort`."""
+    from torchship.kernels.frontend.calls import MaxResult
+
+    x = args[0] if args else kwargs.get("input")
+    if not isinstance(x, Value) or x.ndim == 0:
+        raise h.err(KernelTypeError, f"{name}() needs a block", node=node)
+    k = None
+    if name == "topk":
+        k = args[1] if len(args) > 1 else kwargs.get("k")
+        rest = args[2:]
+        if not kwargs.get("largest", True) or not kwargs.get("sorted", True):
+            raise h.err(KernelSyntaxError, "topk(largest=False / sorted=False) is not supported "
+                        "in device code", hint="negate the block: torch.topk(-v, k) gives the "
+                        "k smallest, negated", node=node)
+        if not isinstance(k, int) or k < 1 or k & (k - 1):
+            raise h.err(KernelTypeError, f"topk's k must be a power-of-two int, got {k!r}",
+                        hint="take the next power of two and store the first k columns "
+                        "with a mask", node=node)
+        descending = True
+    else:
+        rest = args[1:]
+        descending = bool(rest[1] if len(rest) > 1 else kwargs.get("descending", False))
+    dim = rest[0] if rest else kwargs.get("dim", -1)
+    if not isinstance(dim, int) or dim % x.ndim != x.ndim - 1:
+        raise h.err(KernelSyntaxError, f"{name}() along dim {dim!r}: only the last dim of a "
+                    "block is supported", hint="load the block transposed (x[tn, tm].T) or "
+                    "with the sorted dim last", node=node)
+    d = x.shape[-1].find()
+    if isinstance(d, TileDim):
+        raise h.err(KernelSyntaxError, f"{name}() along the tile {d.tile.name!r} would sort "
+                    "each tile on its own", hint="take the whole dim in the block: x[tm, :]",
+                    node=node)
+    if x.dtype.itemsize > 4:
+        raise h.err(KernelTypeError, f"{name}() of a {x.dtype} block is not supported",
+                    hint="convert to float32 / int32 first", node=node)
+    if k is not None and isinstance(d, ConstDim) and k > d.n:
+        raise h.err(KernelTypeError, f"topk: k={k} exceeds the dim's size {d.n}", node=node)
+    keys = h.b.emit("sort_keys", [x], {"k": k, "descending": descending})
+    indices = h.b.emit("sort_indices", [keys])
+    if name == "argsort":
+        return indices
+    return MaxResult(h.b.emit("sort_values", [keys], {"dtype": x.dtype}), indices)
 
 
 def _round(h: Any, x: Any, decimals: Any, node: ast.AST) -> Any:

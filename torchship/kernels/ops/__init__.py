@@ -167,6 +167,8 @@ from torchship.kernels.ops import (  # noqa: E402,F401
     matmul,
     memory,
     pointwise,
+    random,
     reduce,
     scan,
+    sort,
 )
