@@ -3,6 +3,7 @@ lowered as (real, imaginary) pairs: export + numpy runtime against torch eager i
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -43,47 +44,139 @@ def apply_rotary_emb(xq: torch.Tensor, xk: torch.Tensor, freqs_cis: torch.Tensor
     return xq_out.type_as(xq), xk_out.type_as(xk)
 
 
-class Attention(nn.Module):
-    """Llama attention with complex RoPE; ``freqs_cis`` a buffer, or computed in forward."""
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    bs, slen, n_kv_heads, head_dim = x.shape
+    if n_rep == 1:
+        return x
+    return x[:, :, :, None, :].expand(bs, slen, n_kv_heads, n_rep, head_dim).reshape(bs, slen, n_kv_heads * n_rep, head_dim)
 
-    def __init__(self, dim: int, heads: int, max_len: int, buffer: bool, persistent: bool = False) -> None:
+
+class Attention(nn.Module):
+    """Meta's llama attention without the KV cache (grouped-query heads, complex RoPE)."""
+
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int) -> None:
         super().__init__()
-        self.heads, self.head_dim, self.buffer = heads, dim // heads, buffer
-        self.wq, self.wk, self.wv, self.wo = (nn.Linear(dim, dim, bias=False) for _ in range(4))
-        if buffer:
-            self.register_buffer("freqs_cis", precompute_freqs_cis(self.head_dim, max_len), persistent=persistent)
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, dim // n_heads
+        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        bsz, seqlen, _ = x.shape
+        xq, xk, xv = self.wq(x), self.wk(x), self.wv(x)
+        xq = xq.view(bsz, seqlen, self.n_heads, self.head_dim)
+        xk = xk.view(bsz, seqlen, self.n_kv_heads, self.head_dim)
+        xv = xv.view(bsz, seqlen, self.n_kv_heads, self.head_dim)
+        xq, xk = apply_rotary_emb(xq, xk, freqs_cis=freqs_cis)
+        keys = repeat_kv(xk, self.n_heads // self.n_kv_heads)
+        values = repeat_kv(xv, self.n_heads // self.n_kv_heads)
+        xq, keys, values = xq.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2)
+        scores = torch.matmul(xq, keys.transpose(2, 3)) / math.sqrt(self.head_dim)
+        if mask is not None:
+            scores = scores + mask
+        scores = F.softmax(scores.float(), dim=-1).type_as(xq)
+        output = torch.matmul(scores, values)
+        return self.wo(output.transpose(1, 2).contiguous().view(bsz, seqlen, -1))
+
+
+def causal_mask(seqlen: int) -> torch.Tensor:
+    return torch.triu(torch.full((seqlen, seqlen), float("-inf")), diagonal=1)
+
+
+class RopeAttention(nn.Module):
+    """The attention with ``freqs_cis`` a buffer (persistent or not), a plain tensor attribute
+    (a lifted constant), or computed in forward by ``torch.polar``."""
+
+    def __init__(self, source: str, dim: int = 32, max_len: int = 16) -> None:
+        super().__init__()
+        self.source, self.head_dim = source, dim // 4
+        self.attention = Attention(dim, 4, 2)
+        freqs = precompute_freqs_cis(self.head_dim, max_len)
+        if source == "attribute":
+            self.freqs_cis = freqs
+        elif source != "in_forward":
+            self.register_buffer("freqs_cis", freqs, persistent=source == "persistent_buffer")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, s, _ = x.shape
-        xq, xk, xv = (w(x).view(b, s, self.heads, self.head_dim) for w in (self.wq, self.wk, self.wv))
-        if self.buffer:
-            freqs_cis = self.freqs_cis[:s]
-        else:  # positions 0..s-1, computed in forward
+        s = x.shape[1]
+        if self.source == "in_forward":  # positions 0..s-1
             inv = 1.0 / (10000.0 ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim))
             angles = torch.arange(s, dtype=torch.float32)[:, None] * inv[None, :]
             freqs_cis = torch.polar(torch.ones_like(angles), angles)
-        xq, xk = apply_rotary_emb(xq, xk, freqs_cis)
-        xq, xk, xv = (t.transpose(1, 2) for t in (xq, xk, xv))
-        mask = torch.full((s, s), float("-inf")).triu(1)
-        scores = xq @ xk.transpose(2, 3) / math.sqrt(self.head_dim) + mask
-        out = F.softmax(scores.float(), dim=-1).type_as(xq) @ xv
-        return self.wo(out.transpose(1, 2).reshape(b, s, -1))
+        else:
+            freqs_cis = self.freqs_cis[:s]
+        return self.attention(x, freqs_cis, causal_mask(s))
 
 
-@pytest.mark.parametrize("buffer,persistent", [(True, False), (True, True), (False, False)],
-                         ids=["buffer", "persistent_buffer", "in_forward"])
-def test_llama_attention_complex_rope(buffer: bool, persistent: bool) -> None:
-    model = Attention(32, 4, 16, buffer, persistent).eval()
-    prog = export(model, (torch.randn(2, 8, 32),), {"x": {1: Dim("seq", max=16)}})
-    ref_model = Attention(32, 4, 16, buffer, persistent).double().eval()
-    ref_model.load_state_dict(model.state_dict())
-    for seq in (1, 5, 16):
-        x = torch.randn(2, seq, 32)
+def _check_dynamic(model: nn.Module, ref_model: nn.Module, example: torch.Tensor, spec: dict, inputs: list[torch.Tensor],
+                   tol: float) -> None:
+    prog = export(model, (example,), spec)
+    for x in inputs:
         got = prog.run(x.numpy())
         with torch.no_grad():
-            ref = ref_model(x.double()).numpy()
+            ref = ref_model(x.double() if x.is_floating_point() else x).numpy()
         assert got.shape == ref.shape
-        assert np.abs(got - ref).max() <= 2e-6 * np.abs(ref).max()
+        assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("source", ["buffer", "persistent_buffer", "attribute", "in_forward"])
+def test_llama_attention_complex_rope(source: str) -> None:
+    model = RopeAttention(source).eval()
+    ref_model = copy.deepcopy(model).double()  # (.double() leaves the complex64 freqs_cis as it is)
+    _check_dynamic(model, ref_model, torch.randn(2, 8, 32), {"x": {1: Dim("seq", max=16)}},
+                   [torch.randn(2, s, 32) for s in (1, 5, 16)], 2e-6)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim) + 0.1 * torch.randn(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.attention = Attention(dim, 4, 2)
+        self.w1, self.w2, self.w3 = nn.Linear(dim, 96, bias=False), nn.Linear(96, dim, bias=False), nn.Linear(dim, 96, bias=False)
+        self.attention_norm, self.ffn_norm = RMSNorm(dim), RMSNorm(dim)
+
+    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), freqs_cis, mask)
+        g = self.ffn_norm(h)
+        return h + self.w2(F.silu(self.w1(g)) * self.w3(g))
+
+
+class Transformer(nn.Module):
+    """Meta's llama Transformer (no KV cache): tokens -> logits, ``freqs_cis`` a plain attribute."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32, n_layers: int = 2, max_len: int = 32) -> None:
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(vocab, dim)
+        self.layers = nn.ModuleList(TransformerBlock(dim) for _ in range(n_layers))
+        self.norm, self.output = RMSNorm(dim), nn.Linear(dim, vocab, bias=False)
+        self.freqs_cis = precompute_freqs_cis(dim // 4, max_len)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        _bsz, seqlen = tokens.shape
+        h = self.tok_embeddings(tokens)
+        self.freqs_cis = self.freqs_cis.to(h.device)
+        freqs_cis = self.freqs_cis[0:seqlen]
+        mask = torch.hstack([torch.zeros((seqlen, 0)), causal_mask(seqlen)]).type_as(h)
+        for layer in self.layers:
+            h = layer(h, freqs_cis, mask)
+        return self.output(self.norm(h)).float()
+
+
+def test_llama_transformer_tokens_to_logits() -> None:
+    model = Transformer().eval()
+    ref_model = copy.deepcopy(model).double()
+    _check_dynamic(model, ref_model, torch.randint(0, 50, (2, 6)), {"tokens": {1: Dim("seq", min=2, max=32)}},
+                   [torch.randint(0, 50, (b, s)) for b, s in ((2, 2), (2, 11), (2, 32))], 2e-6)
 
 
 # ----------------------------------------------------------------------------- complex ops
