@@ -1,7 +1,10 @@
 """3-D convolution (``nn.Conv3d`` / ``F.conv3d``, and ``ConvTranspose3d`` from the same code),
-lowered to one ``conv2d``: export + numpy runtime against torch eager in float64."""
+lowered to one ``conv2d``, and circular padding (``F.pad`` / ``padding_mode``): export + numpy
+runtime against torch eager in float64."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -94,10 +97,27 @@ def test_conv3d_with_input_weight() -> None:
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
 def test_conv3d_padding_modes(mode: str) -> None:
     check(lambda x, w: F.conv3d(F.pad(x, (1, 1, 2, 0, 1, 1), mode=mode), w), [torch.randn(1, 2, 4, 5, 6)],
           [torch.randn(3, 2, 3, 3, 3)], tol=1e-5)
+
+
+@pytest.mark.parametrize("pad,shape", [((2, 2), (2, 3, 5)), ((1, 2, 0, 1), (1, 2, 4, 5)), ((-1, 2, 1, -1), (2, 4, 5))],
+                         ids=["1d", "2d", "crop"])
+def test_circular_pad(pad: tuple[int, ...], shape: tuple[int, ...]) -> None:
+    check(lambda x: F.pad(x, pad, mode="circular"), [torch.randn(*shape)])
+
+
+def test_circular_padding_mode_conv_and_dynamic_refusal() -> None:
+    model = nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular").eval()
+    x = torch.randn(1, 2, 5, 6)
+    got = export(model, (x,)).run(x.numpy())
+    with torch.no_grad():
+        ref = copy.deepcopy(model).double()(x.double()).numpy()
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    with pytest.raises(ExportError, match="circular padding of a dynamic dimension"):
+        export(model, (x,), {"input": {3: Dim("w", min=2, max=16)}})
 
 
 def test_conv_transpose3d_with_input_weight_is_refused() -> None:

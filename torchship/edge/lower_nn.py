@@ -328,6 +328,28 @@ def _constant_pad(lw: Lowering, node: Node) -> int:
     return _bind(lw, pad_value(lw, x, pads, float(_arg(node, 2, "value", 0.0))))
 
 
+@handles(aten._pad_circular.default)
+def _circular_pad(lw: Lowering, node: Node) -> int:
+    """F.pad(mode="circular") (and ``padding_mode="circular"`` convolutions): pairs (before,
+    after) from the last axis backwards; a negative amount crops first, then each axis gets the
+    last ``before`` elements in front and the first ``after`` behind."""
+    x = lw.val(node.args[0])
+    pad = [int(p) for p in node.args[1]]
+    rank = len(lw.shape_of(x))
+    for k in range(len(pad) // 2):
+        axis, (before, after) = rank - 1 - k, pad[2 * k: 2 * k + 2]
+        n = lw.shape_of(x)[axis]
+        if not isinstance(n, int):
+            raise lw.fail("circular padding of a dynamic dimension is not supported")
+        if before < 0 or after < 0:
+            x = _slice(lw, x, axis, max(-before, 0), n - max(-after, 0))
+            n = lw.shape_of(x)[axis]
+        parts = ([_slice(lw, x, axis, n - before, n)] if before > 0 else []) + [x] + (
+            [_slice(lw, x, axis, 0, after)] if after > 0 else [])
+        x = _concat(lw, parts, axis) if len(parts) > 1 else x
+    return _bind(lw, x)
+
+
 @handles(aten.cumsum.default, aten.cumprod.default)
 def _cumsum(lw: Lowering, node: Node) -> int:
     """Running sum / product in torch's result dtype (integers and bool accumulate in int64)."""
