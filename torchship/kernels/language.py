@@ -430,6 +430,59 @@ def rand(shape: Sequence[Tile | int], seed: int) -> torch.Tensor:
     return philox_uniform(_as_int(seed, "rand: seed"), offsets).to(_device())
 
 
+def reduce(combine_fn: Callable[..., Any], input: Any, dim: int, other: Any = 0,
+           keep_dims: bool = False) -> Any:
+    """Reduce ``input`` (a block or a tuple of same-shape blocks) along ``dim`` with
+    ``combine_fn(a, b)`` (of two values, or two tuples), folding left to right. ``other`` is
+    what the compiled kernel puts in padded lanes: it must be ``combine_fn``'s identity.
+
+    Example:
+        >>> def mul(a, b):
+        ...     return a * b
+        >>> reduce(mul, torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), 1).tolist()
+        [6.0, 120.0]
+    """
+    items = input if isinstance(input, tuple) else (input,)
+    acc = tuple(x.select(dim, 0) for x in items)
+    for i in range(1, items[0].shape[dim]):
+        acc = _combine(combine_fn, acc, tuple(x.select(dim, i) for x in items), input)
+    if keep_dims:
+        acc = tuple(a.unsqueeze(dim) for a in acc)
+    return acc if isinstance(input, tuple) else acc[0]
+
+
+def associative_scan(combine_fn: Callable[..., Any], input: Any, dim: int,
+                     reverse: bool = False, other: Any = 0) -> Any:
+    """Inclusive scan of ``input`` (a block or a tuple of blocks) along ``dim`` with
+    ``combine_fn(a, b)``; ``reverse`` scans from the end (the compiled kernel then puts
+    ``other``, which must be ``combine_fn``'s identity, in padded lanes).
+
+    Example:
+        >>> def add(a, b):
+        ...     return a + b
+        >>> associative_scan(add, torch.tensor([1, 2, 3]), 0, reverse=True).tolist()
+        [6, 5, 3]
+    """
+    items = input if isinstance(input, tuple) else (input,)
+    n = items[0].shape[dim]
+    order = range(n - 1, -1, -1) if reverse else range(n)
+    outs: list[tuple[torch.Tensor, ...]] = []
+    for i in order:
+        cur = tuple(x.select(dim, i) for x in items)
+        outs.append(cur if not outs else _combine(combine_fn, outs[-1], cur, input))
+    if reverse:
+        outs.reverse()
+    result = tuple(torch.stack([o[k] for o in outs], dim) for k in range(len(items)))
+    return result if isinstance(input, tuple) else result[0]
+
+
+def _combine(fn: Callable[..., Any], a: tuple[Any, ...], b: tuple[Any, ...],
+             like: Any) -> tuple[Any, ...]:
+    out = fn(a, b) if isinstance(like, tuple) else (fn(a[0], b[0]),)
+    return tuple(o.to(x.dtype) if isinstance(o, torch.Tensor) else torch.full_like(x, o)
+                 for o, x in zip(out, a))
+
+
 def _acc_dtype(*dtypes: torch.dtype) -> torch.dtype:
     # float32, or float64 when an operand is: every narrower float (fp16, bf16, fp8 -- which
     # torch refuses to promote) accumulates in float32, as tl.dot does

@@ -68,8 +68,9 @@ def full_dims(launch: Launch) -> list[FullDimInfo]:
                 if isinstance(r, FullDim):
                     bad.add(r.id)
     for node, path in nodes:
-        if node.op in ("scan", "sort_keys"):  # needs every element of the dim: never chunked
-            dim = node.attrs["dim"] if node.op == "scan" else -1
+        if node.op in ("scan", "sort_keys", "custom_reduce", "custom_scan"):
+            # needs every element of the dim at once: never chunked
+            dim = node.attrs["dim"] if node.op != "sort_keys" else -1
             r = node.inputs[0].shape[dim].find()
             if isinstance(r, FullDim):
                 bad.add(r.id)

@@ -174,6 +174,10 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         return _rand(h, args, kwargs, node)
     if name in ("sort", "topk", "argsort"):
         return _sort(h, name, args, kwargs, node)
+    if name in ("ts_reduce", "ts_scan"):
+        from torchship.kernels.frontend.combine import combine_call
+
+        return combine_call(h, name, args, kwargs, node)
     if name == "atomic_add":
         target, index, value = (args + [None, None, None])[:3]
         if value is None:

@@ -162,6 +162,7 @@ def _dim_desc(d: Dim) -> str:
 
 # import the op families (they register themselves)
 from torchship.kernels.ops import (  # noqa: E402,F401
+    combine,
     create,
     mathfns,
     matmul,

@@ -1,0 +1,113 @@
+"""``ts.reduce(fn, x, dim)`` and ``ts.associative_scan(fn, x, dim)`` in device code: trace the
+user's combine function into a :class:`~torchship.kernels.ops.combine.CombineFn`.
+
+``fn`` is a plain module-level ``def`` (like any helper, see
+:mod:`torchship.kernels.frontend.inline`) of two values (or two tuples of values, one per
+input block); it is inlined on 0-d placeholders into a separate node list, which must be
+element-wise ops of its arguments and constants only.
+
+Example:
+    >>> import torch, torchship.kernels as ts
+    >>> def add(a, b):
+    ...     return a + b
+    >>> ts.associative_scan(add, torch.tensor([1, 2, 3]), 0).tolist()  # reference semantics
+    [1, 3, 6]
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
+from torchship.kernels.frontend import inline
+from torchship.kernels.ir import TileDim, Value
+from torchship.kernels.ops import OPS, broadcast_shapes
+from torchship.kernels.ops.combine import CombineFn, work_dtype
+
+
+def combine_call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
+                 node: ast.AST) -> Any:
+    """Emit a ``custom_reduce``/``custom_scan`` node per input block; a tuple of results for
+    a tuple input."""
+    what = "ts.reduce" if name == "ts_reduce" else "ts.associative_scan"
+    fn = args[0] if args else kwargs.get("combine_fn")
+    x = args[1] if len(args) > 1 else kwargs.get("input")
+    dim = args[2] if len(args) > 2 else kwargs.get("dim")
+    if not inline.is_helper(fn):
+        raise h.err(KernelSyntaxError, f"{what}: the combine function must be a plain "
+                    "module-level `def` of two values", hint="def combine(a, b): return a + b",
+                    node=node)
+    items = x if isinstance(x, tuple) else (x,)
+    if not items or not all(isinstance(v, Value) and v.ndim for v in items):
+        raise h.err(KernelTypeError, f"{what} needs a block or a tuple of blocks", node=node)
+    shape = broadcast_shapes([v.shape for v in items])  # unifies the blocks' `:` dims
+    if any(len(v.shape) != len(shape) or not all(a.same(b) for a, b in zip(v.shape, shape))
+           for v in items):
+        raise h.err(KernelTypeError, f"{what}: the blocks of a tuple must have one shape",
+                    node=node)
+    if not isinstance(dim, int) or not -items[0].ndim <= dim < items[0].ndim:
+        raise h.err(KernelTypeError, f"{what} needs an int dim of the block, got {dim!r}",
+                    node=node)
+    dim %= items[0].ndim
+    d = items[0].shape[dim].find()
+    if isinstance(d, TileDim) and d.tile.grid and name == "ts_scan":
+        raise h.err(KernelSyntaxError, f"{what} along a tiled dimension of the launch grid "
+                    f"({d.tile.name!r}) would restart in every program",
+                    hint="take the whole dimension in the block (x[tm, :])", node=node)
+    combine = _trace(h, fn, items, isinstance(x, tuple), what, node)
+    if name == "ts_reduce":
+        other = args[3] if len(args) > 3 else kwargs.get("other", 0)
+        keep = bool(args[4] if len(args) > 4 else kwargs.get("keep_dims", False))
+        attrs = {"dim": dim, "keepdim": keep, "other": other}
+        op = "custom_reduce"
+    else:
+        reverse = bool(args[3] if len(args) > 3 else kwargs.get("reverse", False))
+        attrs = {"dim": dim, "reverse": reverse, "other": kwargs.get("other", 0)}
+        op = "custom_scan"
+    other = attrs["other"] if isinstance(attrs["other"], tuple) else \
+        (attrs["other"],) * len(items)
+    if len(other) != len(items) or not all(
+            isinstance(o, (int, float)) and (v.dtype.is_floating_point or float(o).is_integer())
+            for o, v in zip(other, items)):
+        raise h.err(KernelTypeError, f"{what}(other=) must be a number per input block (fn's "
+                    f"identity, an int for integer blocks), got {attrs['other']!r}",
+                    hint="other=(float('-inf'), 0) for a (values, indices) pair", node=node)
+    attrs["other"] = tuple(o if v.dtype.is_floating_point else int(o)
+                           for o, v in zip(other, items))
+    outs = tuple(h.b.emit(op, list(items), {**attrs, "fn": combine, "output": i})
+                 for i in range(len(items)))
+    return outs if isinstance(x, tuple) else outs[0]
+
+
+def _trace(h: Any, fn: Any, items: tuple[Value, ...], as_tuple: bool, what: str,
+           node: ast.AST) -> CombineFn:
+    b = h.b
+    left = [Value((), work_dtype(v.dtype), f"a{i}") for i, v in enumerate(items)]
+    right = [Value((), work_dtype(v.dtype), f"b{i}") for i, v in enumerate(items)]
+    body: list[Any] = []
+    saved = b.region
+    b.region = body
+    try:
+        ret = inline.inline_call(b, fn, [tuple(left), tuple(right)] if as_tuple else
+                                 [left[0], right[0]], {}, node)
+        results = list(ret) if isinstance(ret, tuple) else [ret]
+        if len(results) != len(items):
+            raise h.err(KernelTypeError, f"{what}: the combine function returns "
+                        f"{len(results)} value(s) for {len(items)} input block(s)", node=node)
+        results = [r if isinstance(r, Value) and r.dtype == p.dtype
+                   else b.emit("to", [h.operand(r)], {"dtype": p.dtype})
+                   for r, p in zip(results, left)]
+    finally:
+        b.region = saved
+    known = {p.id for p in left + right}
+    for n in body:
+        uses_outer = any(isinstance(i, Value) and i.id not in known for i in n.inputs)
+        if OPS[n.op].kind != "pointwise" or uses_outer or (n.out is not None and n.out.ndim):
+            raise h.err(KernelSyntaxError, f"{what}: the combine function may only use "
+                        f"element-wise ops on its arguments and constants (found `{n.op}`"
+                        f"{' of a value from outside it' if uses_outer else ''})",
+                        hint="pass other blocks as part of the input tuple", node=node)
+        if n.out is not None:
+            known.add(n.out.id)
+    return CombineFn(left + right, body, results)
