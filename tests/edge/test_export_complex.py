@@ -179,6 +179,35 @@ def test_llama_transformer_tokens_to_logits() -> None:
                    [torch.randint(0, 50, (b, s)) for b, s in ((2, 2), (2, 11), (2, 32))], 2e-6)
 
 
+def gemma_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """gemma_pytorch's apply_rotary_emb (halves, not interleaved pairs, as the complex parts)."""
+    x_ = torch.view_as_complex(torch.stack(torch.chunk(x.transpose(1, 2).float(), 2, dim=-1), dim=-1))
+    x_out = torch.view_as_real(x_ * freqs_cis).type_as(x)
+    x_out = torch.cat(torch.chunk(x_out, 2, dim=-1), dim=-2)
+    return x_out.reshape(x_out.shape[0], x_out.shape[1], x_out.shape[2], -1).transpose(1, 2)
+
+
+class PositionRope(nn.Module):
+    """freqs_cis rows picked by a positions input (``index_select`` and ``[]`` on a complex buffer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("freqs_cis", precompute_freqs_cis(8, 32))
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        return gemma_rotary_emb(x, self.freqs_cis.index_select(0, pos)) - gemma_rotary_emb(x, self.freqs_cis[pos] * 2)
+
+
+def test_rope_at_input_positions() -> None:
+    model = PositionRope().eval()
+    seq = Dim("seq", max=16)
+    prog = export(model, (torch.randn(2, 5, 3, 8), torch.arange(5)), {"x": {1: seq}, "pos": {0: seq}})
+    for n in (1, 9):
+        x, pos = torch.randn(2, n, 3, 8), torch.randint(0, 32, (n,))
+        ref = model(x.double(), pos).double().numpy()  # (.float() inside: float32 rotation)
+        np.testing.assert_allclose(prog.run(x.numpy(), pos.numpy()), ref, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- complex ops
 
 

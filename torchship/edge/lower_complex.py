@@ -35,13 +35,13 @@ Part = int | float | None
 _PAIR_DTYPE = {torch.complex64: "F32", torch.complex128: "F64"}
 
 
-# shape and data movement: the real handlers, which keep a pair's trailing axis in place
+# shape ops and indexing: the real handlers, which keep a pair's trailing axis in place
 for _t in (aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.unsqueeze.default,
            aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.flatten.using_ints,
            aten.view_copy.default, aten.permute.default, aten.transpose.int, aten.t.default,
            aten.permute_copy.default, aten.expand.default, aten.expand_copy.default,
            aten.slice.Tensor, aten.slice_copy.Tensor, aten.select.int, aten.cat.default,
-           aten.concat.default):
+           aten.concat.default, aten.index.Tensor, aten._unsafe_index.Tensor, aten.index_select.default):
     COMPLEX_HANDLERS[_t] = HANDLERS[_t]
 
 

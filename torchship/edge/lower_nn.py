@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchship.edge.lower import Lowering, handles, sym_to_dim, torch_dtype
+from torchship.edge.lower import Lowering, handles, rank, sym_to_dim, torch_dtype
 from torchship.edge.lower import out_dtype as _out_dtype
 from torchship.edge.lower_ops import _axes
 
@@ -238,7 +238,7 @@ def _index(lw: Lowering, node: Node) -> int:
 @handles(aten.index_select.default)
 def _index_select(lw: Lowering, node: Node) -> int:
     x, idx = lw.val(node.args[0]), lw.val(node.args[2])
-    dim = int(node.args[1]) % max(len(lw.shape_of(x)), 1)
+    dim = int(node.args[1]) % max(rank(node.args[0]), 1)
     return _bind(lw, index_axes(lw, x, [None] * dim + [idx]))
 
 
