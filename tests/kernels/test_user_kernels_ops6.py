@@ -1,5 +1,5 @@
 """Ops a new user writes in their own kernels: ``prod`` over a block dim, inverse
-trigonometric and hyperbolic math (no libdevice), ``atan2`` and ``pow`` with a block exponent;
+trigonometric and hyperbolic math and ``tanh`` (no libdevice), ``atan2`` and ``pow`` with a block exponent;
 compiled (Triton interpreter) and reference mode against torch eager in float64.
 
 Example:
@@ -60,7 +60,7 @@ def test_prod_in_a_looped_reduction(compiled_mode: None, poison_empty: None) -> 
     close(got[0], x.double().prod(1), atol=1e-6, rtol=2e-5)
 
 
-N_MATH = 8
+N_MATH = 9
 
 
 @ts.kernel
@@ -76,6 +76,7 @@ def inverse_math(x: torch.Tensor) -> torch.Tensor:
         out[5, t] = torch.arcsinh(v)
         out[6, t] = torch.acosh(v)
         out[7, t] = torch.atanh(v)
+        out[8, t] = torch.tanh(v)  # relative accuracy near 0 too (1 - 2/(e^2x + 1) cancels)
     return out
 
 
@@ -107,7 +108,7 @@ def test_inverse_and_hyperbolic_math(mode: str, request: pytest.FixtureRequest,
     got = inverse_math(x)
     xd = x.double()
     want = torch.stack([xd.atan(), xd.asin(), xd.acos(), xd.sinh(), xd.cosh(), xd.asinh(),
-                        xd.acosh(), xd.atanh()])
+                        xd.acosh(), xd.atanh(), xd.tanh()])
     for row in range(N_MATH):
         _agree(got[row], want[row], rtol=1e-6)
     if mode == "compiled_mode":  # torch's float32 sinh/cosh overflow early; these do not

@@ -1,7 +1,7 @@
 """Math that Triton has only in ``libdevice``, written with portable ``tl`` primitives.
 
 ``libdevice`` returns None in Triton's interpreter, so inverse trigonometric and hyperbolic
-functions are Cephes' single-precision range reductions and minimax polynomials (about 2e-7
+functions (and ``tanh``, whose exp form cancels near 0) are Cephes' single-precision range reductions and minimax polynomials (about 2e-7
 relative error in float32; float64 blocks get the same float32-grade accuracy), using only
 ``tl.exp``/``tl.log``/``tl.sqrt``/``tl.where``. The same generated code runs in the
 interpreter and on any Triton 3.6+ GPU. Edge values follow torch: ``atan(±inf) = ±pi/2``,
@@ -132,6 +132,16 @@ def _cosh(cg: Any, a: str) -> str:
     return f"tl.where({huge}, (0.5 * {w}) * {w}, 0.5 * {e} + 0.5 / {e})"
 
 
+def _tanh(cg: Any, a: str) -> str:
+    """Cephes tanhf: an odd polynomial below 0.625 (1 - 2/(e^2x + 1) cancels there)."""
+    t = _bind(cg, f"tl.abs({a})", "th_t")
+    z = _bind(cg, f"{a} * {a}", "th_z")
+    small = _poly(z, (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2,
+                      1.33314422036e-1, -3.33332819422e-1))
+    big = _bind(cg, f"1.0 - 2.0 / (tl.exp(2.0 * {t}) + 1.0)", "th_big")
+    return f"tl.where({t} < 0.625, {small} * {z} * {a} + {a}, tl.where({a} < 0, -{big}, {big}))"
+
+
 def _asinh(cg: Any, a: str) -> str:
     t = _bind(cg, f"tl.abs({a})", "ash_t")
     z = _bind(cg, f"{a} * {a}", "ash_z")
@@ -160,7 +170,7 @@ def _atanh(cg: Any, a: str) -> str:
 
 
 for _name, _fn in [("atan", _atan), ("asin", _asin), ("acos", _acos), ("sinh", _sinh),
-                   ("cosh", _cosh), ("asinh", _asinh), ("acosh", _acosh), ("atanh", _atanh)]:
+                   ("cosh", _cosh), ("tanh", _tanh), ("asinh", _asinh), ("acosh", _acosh), ("atanh", _atanh)]:
     _unary(_name, _fn, "float", True)
 
 

@@ -1,7 +1,8 @@
 """Element-wise ops: arithmetic, comparisons, math functions, activations, casts, ``where``.
 
 Transcendental functions avoid ``libdevice`` (it returns None in Triton's interpreter):
-``sigmoid`` is ``1/(1+exp(-x))``, ``tanh`` is written with ``exp``, ``erf`` is ``tl.math.erf``.
+``sigmoid`` is ``1/(1+exp(-x))``, ``erf`` is ``tl.math.erf`` (``tanh`` and the inverse and
+hyperbolic functions are in :mod:`torchship.kernels.ops.mathfns`).
 Half-precision inputs compute in float32 and round back, like torch's CUDA kernels.
 
 Example:
@@ -171,7 +172,6 @@ _unary("trunc", "tl.where({a} >= 0, tl.floor({a}), tl.ceil({a}))", "same", True)
 _unary("sign", "tl.where({a} > 0, 1, tl.where({a} < 0, -1, 0)).to({t})")
 _unary("reciprocal", "1.0 / {a}", "float", True)
 _unary("sigmoid", "1.0 / (1.0 + tl.exp(-{a}))", "float", True)
-_unary("tanh", "1.0 - 2.0 / (tl.exp(2.0 * {a}) + 1.0)", "float", True)
 _unary("erf", "tl.math.erf({a})", "float", True)
 _unary("silu", "{a} / (1.0 + tl.exp(-{a}))", "float", True)
 _unary("gelu", "0.5 * {a} * (1.0 + tl.math.erf({a} * 0.7071067811865476))", "float", True)
