@@ -1,6 +1,8 @@
 """Ops a new user writes in their own kernels: ``prod`` over a block dim, inverse
-trigonometric and hyperbolic math and ``tanh`` (no libdevice), ``atan2`` and ``pow`` with a block exponent;
-compiled (Triton interpreter) and reference mode against torch eager in float64.
+trigonometric and hyperbolic math and ``tanh`` (no libdevice), ``atan2`` and ``pow`` with a
+block exponent, compiled (Triton interpreter) and reference mode against torch eager in
+float64; ``ts.rand``/``ts.randn`` and dropout by their statistics, determinism and agreement
+between the modes.
 
 Example:
     pytest -q tests/kernels/test_user_kernels_ops6.py
@@ -228,6 +230,29 @@ def test_dropout_keeps_one_minus_p_and_rescales(mode: str, request: pytest.Fixtu
         close(got[kept], x.double()[kept] / (1 - p), atol=0, rtol=1e-6)
         assert torch.equal(got, dropout(x, p, 99))
         assert not torch.equal(kept, dropout(x, p, 100) != 0)
+
+
+@ts.kernel
+def normal_noise(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    out = torch.empty_like(x)
+    for tm, tn in ts.tile(x.size(), block_size=[32, 64]):
+        out[tm, tn] = x[tm, tn] + sigma * ts.randn([tm, tn], seed)
+    return out
+
+
+def test_randn_is_standard_normal_in_both_modes(request: pytest.FixtureRequest,
+                                                poison_empty: None) -> None:
+    x = torch.zeros(150, 200)
+    use("compiled_mode", request)
+    z = normal_noise(x, 1.0, 11)
+    n = z.numel()
+    assert abs(z.mean().item()) < 5 / math.sqrt(n)
+    assert abs(z.std().item() - 1.0) < 0.02
+    assert abs((z.abs() < 1).float().mean().item() - math.erf(1 / math.sqrt(2))) < 0.01
+    assert torch.equal(normal_noise(x, 1.0, 11), z)
+    assert (normal_noise(x, 1.0, 12) != z).float().mean() > 0.999
+    use("ref_mode", request)  # the same Box-Muller of the same Philox words (last-bit log/cos)
+    close(normal_noise(x + 1.0, 2.0, 11), 1.0 + 2.0 * z.double(), atol=1e-5, rtol=1e-5)
 
 
 def test_torch_rand_like_points_to_ts_rand(compiled_mode: None) -> None:

@@ -413,21 +413,40 @@ def rand(shape: Sequence[Tile | int], seed: int) -> torch.Tensor:
     """
     from torchship.kernels.ops.random import philox_uniform
 
-    if isinstance(seed, torch.Tensor):
-        seed = int(seed.item())
+    seed = _as_int(seed, "rand: seed")
+    return philox_uniform(seed, _rand_offsets(shape, "rand")).to(_device())
+
+
+def randn(shape: Sequence[Tile | int], seed: int) -> torch.Tensor:
+    """Standard normal float32 block (Triton's ``tl.randn``: Box-Muller of the Philox words
+    :func:`rand` uses), positioned like :func:`rand`.
+
+    Example:
+        >>> z = randn([Tile(0, 64, 64, 0, 64), 64], seed=3)
+        >>> z.shape, abs(z.mean().item()) < 0.1
+        (torch.Size([64, 64]), True)
+    """
+    from torchship.kernels.ops.random import philox_normal
+
+    seed = _as_int(seed, "randn: seed")
+    return philox_normal(seed, _rand_offsets(shape, "randn")).to(_device())
+
+
+def _rand_offsets(shape: Any, what: str) -> torch.Tensor:
+    """Each element's position in the iteration space (row-major over the shape's dims)."""
     if isinstance(shape, (Tile, int)):
         shape = [shape]
     offsets = torch.zeros((), dtype=torch.int64)
     for i, s in enumerate(shape):
         if isinstance(s, _BlockSize):
-            raise TypeError("rand: pass the tile itself, not tile.block_size")
+            raise TypeError(f"{what}: pass the tile itself, not tile.block_size")
         if isinstance(s, Tile):
             idx, extent = s.index.to(torch.int64).cpu(), s.stop
         else:
-            extent = _as_int(s, f"rand: shape entry {i}")
+            extent = _as_int(s, f"{what}: shape entry {i}")
             idx = torch.arange(extent)
         offsets = offsets[..., None] * extent + idx
-    return philox_uniform(_as_int(seed, "rand: seed"), offsets).to(_device())
+    return offsets
 
 
 def reduce(combine_fn: Callable[..., Any], input: Any, dim: int, other: Any = 0,

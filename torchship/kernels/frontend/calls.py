@@ -42,7 +42,7 @@ FUNCTIONS.update({
     torch.amin: "amin", torch.max: "max", torch.min: "min", torch.argmax: "argmax",
     torch.argmin: "argmin", torch.matmul: "matmul", torch.mm: "matmul", torch.bmm: "matmul",
     torch.addmm: "addmm", torch.baddbmm: "addmm", language.zeros: "zeros",
-    language.full: "full", language.rand: "rand", language.dot: "dot",
+    language.full: "full", language.rand: "rand", language.randn: "randn", language.dot: "dot",
     language.reduce: "ts_reduce", language.associative_scan: "ts_scan", language.atomic_add: "atomic_add",
     builtins.abs: "abs", builtins.min: "pymin", builtins.max: "pymax", builtins.float: "pyfloat",
     builtins.int: "pyint", math.sqrt: "sqrt", math.exp: "exp", math.log: "log",
@@ -439,7 +439,7 @@ class CallHandler:
             raise self.err(KernelSyntaxError, f"random numbers (`{text}`) are not supported in "
                            "device code: torch's generator has no seed a kernel can share",
                            hint="use ts.rand([tm, tn], seed) with an int seed argument (uniform "
-                           "[0, 1); dropout: torch.where(ts.rand([tm, tn], seed) >= p, "
+                           "[0, 1); ts.randn for normal; dropout: torch.where(ts.rand([tm, tn], seed) >= p, "
                            "x[tm, tn] / (1 - p), 0.0)), or draw in host code and pass the "
                            "tensor in", node=node)
         if fobj in (torch.empty, torch.zeros, torch.ones, torch.full, torch.empty_like,

@@ -170,8 +170,8 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
             raise h.err(KernelTypeError, f"ts.full value must be a number, got {value!r}",
                         node=node)
         return b.emit("full", [], {"shape": dims, "dtype": dtype, "value": value})
-    if name == "rand":
-        return _rand(h, args, kwargs, node)
+    if name in ("rand", "randn"):
+        return _rand(h, name, args, kwargs, node)
     if name in ("sort", "topk", "argsort"):
         return _sort(h, name, args, kwargs, node)
     if name in ("ts_reduce", "ts_scan"):
@@ -200,8 +200,9 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
     raise h.err(KernelSyntaxError, f"`{name}` is not supported in device code", node=node)
 
 
-def _rand(h: Any, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Value:
-    """``ts.rand(shape, seed)``: uniform float32 block (see :mod:`torchship.kernels.ops.random`)."""
+def _rand(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Value:
+    """``ts.rand/randn(shape, seed)``: a uniform / normal float32 block (see
+    :mod:`torchship.kernels.ops.random`)."""
     from torchship.kernels.ops.random import extent_of
 
     shape = args[0] if args else kwargs.get("shape")
@@ -209,17 +210,18 @@ def _rand(h: Any, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Val
     if not (isinstance(seed, int) and not isinstance(seed, bool)) and not (
             isinstance(seed, Value) and not seed.ndim and not seed.dtype.is_floating_point
             and seed.dtype != torch.bool):
-        raise h.err(KernelTypeError, f"ts.rand(shape, seed): seed must be an int, got "
-                    f"{seed!r}", hint="pass an int kernel argument: ts.rand([tm, tn], seed)",
+        raise h.err(KernelTypeError, f"ts.{name}(shape, seed): seed must be an int, got "
+                    f"{seed!r}", hint=f"pass an int kernel argument: ts.{name}([tm, tn], seed)",
                     node=node)
     entries = shape if isinstance(shape, tuple) else (shape,)
     if any(isinstance(s, Value) and s.node is not None and s.node.op == "tile_attr"
            for s in entries):
-        raise h.err(KernelSyntaxError, "ts.rand takes tiles, not tile.block_size",
-                    hint="ts.rand([tm, tn], seed): the numbers follow the tiles' positions",
+        raise h.err(KernelSyntaxError, f"ts.{name} takes tiles, not tile.block_size",
+                    hint=f"ts.{name}([tm, tn], seed): the numbers follow the tiles' positions",
                     node=node)
     dims = shape_dims(h, shape, node)
-    return h.b.emit("rand", [seed, *(extent_of(d) for d in dims)], {"shape": dims})
+    return h.b.emit("rand", [seed, *(extent_of(d) for d in dims)],
+                    {"shape": dims, "normal": name == "randn"})
 
 
 def _sort(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:

@@ -1,10 +1,12 @@
-"""Random numbers in device code: ``ts.rand(shape, seed)``, uniform float32 in [0, 1).
+"""Random numbers in device code: ``ts.rand(shape, seed)``, uniform float32 in [0, 1), and
+``ts.randn(shape, seed)``, standard normal float32.
 
-The stream is Triton's ``tl.rand``: Philox-4x32 with 10 rounds, keyed by the 64-bit seed,
+The stream is Triton's ``tl.rand``/``tl.randn`` (Box-Muller of Philox's first two words): Philox-4x32 with 10 rounds, keyed by the 64-bit seed,
 counter = the element's position in the whole iteration space (row-major over the shape's
 dims: a tile's absolute index scaled by the extents of the dims after it), converted like
 ``tl.rand`` does. Positions do not depend on block sizes, so every config draws the same
-numbers, and :func:`philox_uniform` reproduces them bit for bit in reference mode. The rounds
+numbers, and :func:`philox_uniform` reproduces them bit for bit in reference mode
+(:func:`philox_normal` to float32 rounding: log/cos may differ in the last bit). The rounds
 are written inline (Triton's interpreter cannot call ``tl.rand``'s own ``@jit`` helpers from
 a kernel), with only ``tl.math.umulhi``, 32-bit unsigned multiply, xor and add: the same code
 runs in the interpreter and on Triton 3.6+ GPUs. Counters are 32-bit: positions must stay
@@ -30,6 +32,7 @@ _KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
 _ROUNDS = 10
 _SCALE = 4.6566127342e-10  # tl.rand's: the largest int32 times it stays below 1.0
 _M32 = 0xFFFFFFFF
+_TWO_PI = 6.283185307179586
 
 
 def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,14 +44,9 @@ def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return hi, lo
 
 
-def philox_uniform(seed: int, offsets: torch.Tensor) -> torch.Tensor:
-    """``tl.rand(seed, offsets)`` in torch: float32 in [0, 1), bit-identical to the kernel.
-
-    Example:
-        >>> u = philox_uniform(7, torch.arange(10_000))
-        >>> bool((u >= 0).all() and (u < 1).all()), round(u.mean().item(), 1)
-        (True, 0.5)
-    """
+def _philox(seed: int, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first two Philox-4x32-10 output words (uint32 values in int64) for counters
+    ``(offset, 0, 0, 0)`` and key ``seed``."""
     c0 = offsets.to(torch.int64) & _M32
     c1 = torch.zeros_like(c0)
     c2 = torch.zeros_like(c0)
@@ -59,8 +57,37 @@ def philox_uniform(seed: int, offsets: torch.Tensor) -> torch.Tensor:
         hi_a, lo_a = _mulhilo(_ROUND_A, c0)
         c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0, k1 = (k0 + _KEY_A) & _M32, (k1 + _KEY_B) & _M32
-    x = torch.where(c0 >= 2**31, _M32 - c0, c0)  # int32 bitcast, then ~x for negatives
+    return c0, c1
+
+
+def _uniform(c: torch.Tensor) -> torch.Tensor:
+    x = torch.where(c >= 2**31, _M32 - c, c)  # int32 bitcast, then ~x for negatives
     return x.to(torch.float32) * torch.tensor(_SCALE, dtype=torch.float32)
+
+
+def philox_uniform(seed: int, offsets: torch.Tensor) -> torch.Tensor:
+    """``tl.rand(seed, offsets)`` in torch: float32 in [0, 1), bit-identical to the kernel.
+
+    Example:
+        >>> u = philox_uniform(7, torch.arange(10_000))
+        >>> bool((u >= 0).all() and (u < 1).all()), round(u.mean().item(), 1)
+        (True, 0.5)
+    """
+    return _uniform(_philox(seed, offsets)[0])
+
+
+def philox_normal(seed: int, offsets: torch.Tensor) -> torch.Tensor:
+    """``tl.randn(seed, offsets)`` in torch: standard normal float32 (Box-Muller).
+
+    Example:
+        >>> z = philox_normal(7, torch.arange(10_000))
+        >>> round(z.mean().item(), 1), round(z.std().item(), 1)
+        (0.0, 1.0)
+    """
+    c0, c1 = _philox(seed, offsets)
+    u1 = torch.clamp_min(_uniform(c0), 1.0e-7)
+    th = _uniform(c1) * torch.tensor(_TWO_PI, dtype=torch.float32)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(th)
 
 
 def _infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
@@ -117,9 +144,19 @@ def _emit(cg: Any, node: Any, args: list[str]) -> str:
     cg.line(f"    {c3} = {t0} * {_ROUND_A}")
     cg.line(f"    {k0} = {k0} + {_KEY_A}")
     cg.line(f"    {k1} = {k1} + {_KEY_B}")
+    u0 = _emit_uniform(cg, c0)
+    if not node.attrs["normal"]:
+        return u0
+    u1 = _emit_uniform(cg, c1)
+    return f"tl.sqrt(-2.0 * tl.log(tl.maximum(1.0e-7, {u0}))) * tl.cos({_TWO_PI} * {u1})"
+
+
+def _emit_uniform(cg: Any, word: str) -> str:
     x = cg.fresh("rng_x")
-    cg.line(f"{x} = {c0}.to(tl.int32, bitcast=True)")
-    return f"tl.where({x} < 0, -{x} - 1, {x}) * {_SCALE}"
+    cg.line(f"{x} = {word}.to(tl.int32, bitcast=True)")
+    u = cg.fresh("rng_u")
+    cg.line(f"{u} = tl.where({x} < 0, -{x} - 1, {x}) * {_SCALE}")
+    return u
 
 
 register(OpDef("rand", _infer, _emit, "create"))
