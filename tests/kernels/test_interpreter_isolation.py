@@ -88,3 +88,15 @@ def test_scalars_of_any_rank_convert_to_ints(monkeypatch) -> None:
 
     interpreter._patch_lang_tensor(Tensor)
     assert range(Tensor())[-1] == 6
+
+
+def test_the_kernel_language_is_reachable_from_the_top_level_package() -> None:
+    """``import torchship as ts`` resolves kernel names lazily; every user-facing name of
+    ``torchship.kernels`` (device functions such as ``ts.rand`` and ``ts.reduce`` included)
+    must resolve there too, or a kernel written with the short import fails to compile."""
+    import torchship
+    import torchship.kernels as tk
+
+    user_facing = [n for n in tk.__all__ if n not in ("BoundKernel", "Kernel")]
+    missing = [n for n in user_facing if getattr(torchship, n, None) is not getattr(tk, n)]
+    assert missing == []
