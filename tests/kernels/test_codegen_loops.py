@@ -206,3 +206,17 @@ def test_gpu_blocks_of_any_launch_keep_at_most_256_values_per_thread() -> None:
     rng = __import__("random").Random(0)
     assert all(math.prod(c.block_sizes) // (32 * c.num_warps) <= 256
                for c in (ce.sample(rng) for _ in range(50)))
+
+
+def test_default_counts_a_bmm_batch_in_the_wide_tile_rule() -> None:
+    """A bmm's batch is a fixed-block grid dim: its programs count towards the two waves
+    (32 x 2048² bf16 on an H100: 128x256 tiles 904 µs vs 128x128 1003 µs)."""
+    from examples.kernels.bmm import bmm
+
+    for batch, size, wide in ((32, 2048, True), (16, 1024, True), (4, 256, False)):
+        a = torch.empty(batch, size, size, dtype=torch.bfloat16)
+        space = ts.kernel(bmm.fn).bind((a, a)).config_space
+        assert space.launches[0].fixed_programs == batch
+        gpu = ConfigSpace(space.block_params, space.launches, space.reductions,
+                          space.tunables, ["pointer"], "cuda")
+        assert gpu.default().block_sizes == [128, 256 if wide else 128, 64]

@@ -110,9 +110,10 @@ def default_choice(space: Any) -> dict[str, Any]:
 
 def _widen_large_matmul(space: Any, choice: dict[str, Any]) -> None:
     """A plain 2-byte matmul (a dot launch with no whole-row dim) whose output still has two
-    waves of programs at 128x256 tiles gets them: on an H100 (bf16, 2026-11-27 suite run) 128x256
-    x64 on 8 warps took 215 µs vs 227 for 128x128 at 4096³, 204 vs 229 with a bias+relu
-    epilogue, 904 vs 1003 for a 32x2048² bmm. Smaller grids keep 128x128."""
+    waves of programs at 128x256 tiles (a bmm's batch counts) gets them: on an H100 (bf16,
+    2026-11-27 suite run) 128x256x64 on 8 warps took 215 µs vs 227 for 128x128 at 4096³, 204
+    vs 229 with a bias+relu epilogue, 904 vs 1003 for a 32x2048² bmm; timed alternately in a
+    later check, 188 vs 224 µs at 4096³ (torch.mm 194). Smaller grids keep 128x128."""
     for launch in space.launches:
         if not launch.has_dot or launch.has_full_dim or launch.dot_itemsize > 2:
             continue
@@ -123,7 +124,7 @@ def _widen_large_matmul(space: Any, choice: dict[str, Any]) -> None:
         last = dims[-1]
         if 256 not in space.params[f"block_sizes[{last}]"]:
             continue
-        tiles = 1
+        tiles = launch.fixed_programs
         for i in grid:
             block = 256 if i == last else choice[f"block_sizes[{i}]"]
             tiles *= -(-space.block_params[i].extent // block)

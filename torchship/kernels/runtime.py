@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -229,8 +230,10 @@ class BoundKernel:
                       n.attrs["tensor"].dtype.itemsize, bool(path))
                      for n, path in analysis.walk_nodes(launch.body) if n.op == "load"]
             inner = bool(analysis.walk_loops(launch.body))
+            fixed = math.prod(-(-_extent_of(launch, t) // t.fixed) for t in launch.grid_tiles
+                              if t.param is None and t.fixed)
             launches.append(LaunchSpec(len(launch.grid_tiles), grid_params, shapes, has_dot,
-                                       itemsize, loads, inner))
+                                       itemsize, loads, inner, fixed))
         indexing = ["pointer"]
         if _block_ptr_available():
             indexing.append("block_ptr")
@@ -354,6 +357,15 @@ def _hint_of(launch: Launch, value: Any) -> Any:
         if p.value is value:
             return p.hint
     return None
+
+
+def _extent_of(launch: Launch, tile: Any) -> int:
+    """``end - begin`` of a grid tile at the bound sizes (1 when not known)."""
+    ends = []
+    for x in (tile.begin, tile.end):
+        v = x if isinstance(x, int) else getattr(x, "static", None)
+        ends.append(v if isinstance(v, int) else _hint_of(launch, x))
+    return max(1, ends[1] - ends[0]) if all(isinstance(e, int) for e in ends) else 1
 
 
 def _jsonable(x: Any) -> Any:

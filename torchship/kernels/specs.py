@@ -48,6 +48,7 @@ class LaunchSpec:
     # loads as (shape keys, itemsize, inside an inner loop): for the shared-memory estimate
     loads: list[tuple[tuple[tuple[str, int], ...], int, bool]] = field(default_factory=list)
     inner_loops: bool = False
+    fixed_programs: int = 1  # programs along grid dims with a fixed block (a bmm's batch)
 
     @property
     def has_full_dim(self) -> bool:
