@@ -360,12 +360,15 @@ class ConfigSpace:
                 # autotuner (benchmarks/results/kernels.json, attention), and a 4x4096 cross
                 # entropy block on 1 warp (512 values) ran past the 10 s compile timeout; such
                 # configs spill registers and are never competitive: keep at most 256 values
-                # of a block per thread.
+                # of a block per thread, 128 in a dot launch (a 128x64 flash-attention block on
+                # 1 warp, 256 values beside the dot's operands, ran past the 10 s compile
+                # timeout at both suite shapes, 2026-11-27 08:56 UTC).
                 per_thread = elems // (32 * choice["num_warps"])
-                if threads and self.device == "cuda" and per_thread > 256:
+                cap = 128 if launch.has_dot else 256
+                if threads and self.device == "cuda" and per_thread > cap:
                     return (f"launch {li}: a block of {elems} elements on "
                             f"{choice['num_warps']} warps is {per_thread} values per thread "
-                            "(> 256: register spills, compile hangs); use more warps")
+                            f"(> {cap}: register spills, compile hangs); use more warps")
         return None
 
     # ---------------------------------------------------------------- public API

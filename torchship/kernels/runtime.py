@@ -231,7 +231,7 @@ class BoundKernel:
                      for n, path in analysis.walk_nodes(launch.body) if n.op == "load"]
             inner = bool(analysis.walk_loops(launch.body))
             fixed = math.prod(-(-_extent_of(launch, t) // t.fixed) for t in launch.grid_tiles
-                              if t.param is None and t.fixed)
+                              if getattr(t, "param", None) is None and getattr(t, "fixed", None))
             launches.append(LaunchSpec(len(launch.grid_tiles), grid_params, shapes, has_dot,
                                        itemsize, loads, inner, fixed))
         indexing = ["pointer"]
