@@ -217,3 +217,31 @@ def test_block_size_shapes_and_scalar_accumulators(mode: str, request: pytest.Fi
     out, sums = shapes_from_tiles(x)
     close(out, x.double() + 1)
     close(sums, x.double().sum(1))
+
+
+@ts.kernel
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on [seq, heads, dim]: the halves are host-code views (device code
+    takes no slice bounds), written back through views of the output."""
+    s, h, d = x.size()
+    out = torch.empty_like(x)
+    xa, xb = x[..., : d // 2], x[..., d // 2:]
+    oa, ob = out[..., : d // 2], out[..., d // 2:]
+    for t, th in ts.tile([s, h]):
+        x1, x2 = xa[t, th, :], xb[t, th, :]
+        c, sn = cos[t, :][:, None, :], sin[t, :][:, None, :]
+        oa[t, th, :] = x1 * c - x2 * sn
+        ob[t, th, :] = x2 * c + x1 * sn
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rotary_embedding_through_host_views(mode: str, request: pytest.FixtureRequest,
+                                             poison_empty: None) -> None:
+    use(mode, request)
+    x = torch.randn(40, 3, 64)
+    angle = torch.rand(40, 32) * 6
+    got = rotary(x, angle.cos(), angle.sin())
+    x1, x2 = x[..., :32].double(), x[..., 32:].double()
+    c, s = angle.cos().double()[:, None], angle.sin().double()[:, None]
+    close(got, torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], -1), atol=1e-6, rtol=1e-5)

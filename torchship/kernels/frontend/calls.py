@@ -51,6 +51,7 @@ FUNCTIONS.update({
     math.floor: "floor", math.ceil: "ceil", math.trunc: "trunc",
     torch.square: "square", torch.add: "add", torch.mul: "mul", torch.sub: "sub",
     torch.div: "truediv", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
+    torch.logcumsumexp: "logcumsumexp",
     torch.squeeze: "squeeze", torch.unsqueeze: "unsqueeze", torch.transpose: "transpose",
     torch.t: "t", torch.var: "var", torch.std: "std", torch.var_mean: "var_mean",
     torch.std_mean: "std_mean", torch.softmax: "softmax", F.softmax: "softmax",
@@ -69,7 +70,7 @@ FUNCTIONS.update({
     math.atan2: "atan2", **{getattr(torch, "arc" + n[1:]): n for n in _ARC},
     **{getattr(math, n): n for n in ("atan", "asin", "acos", "sinh", "cosh", *_ARC[3:])},
 })
-METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "sum", "prod", "mean", "amax", "amin",
+METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "logcumsumexp", "sum", "prod", "mean", "amax", "amin",
                           "max", "min", "argmax", "argmin", "to", "float", "half", "bfloat16",
                           "double", "t", "transpose", "unsqueeze", "squeeze", "clamp", "clip",
                           "pow", "var", "std", "var_mean", "std_mean", "softmax",
@@ -293,7 +294,9 @@ class CallHandler:
                                    "separate tensor view made in host code", node=node)
                 if e.lower is not None or e.upper is not None:
                     raise self.err(KernelSyntaxError, f"slice bounds `{ast.unparse(e)}` are not "
-                                   "supported", hint="use a tile over the range: "
+                                   "supported in device code", hint="slice in host code, "
+                                   "before the tile loop (`xa = x[..., :half]`, then "
+                                   "`xa[t, :]` inside it), or tile the range: "
                                    "for t in ts.tile(begin, end), then x[t]", node=node)
                 if axis >= ref.ndim:
                     raise self.err(KernelTypeError, f"too many indices for {ref.ndim}-D tensor "

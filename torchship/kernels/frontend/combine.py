@@ -19,6 +19,8 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+import torch
+
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
 from torchship.kernels.frontend import inline
 from torchship.kernels.ir import TileDim, Value
@@ -27,14 +29,16 @@ from torchship.kernels.ops.combine import CombineFn, work_dtype
 
 
 def combine_call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
-                 node: ast.AST) -> Any:
+                 node: ast.AST, what: str | None = None) -> Any:
     """Emit a ``custom_reduce``/``custom_scan`` node per input block; a tuple of results for
-    a tuple input."""
-    what = "ts.reduce" if name == "ts_reduce" else "ts.associative_scan"
+    a tuple input. ``what`` names a torch function built on this (its combine function is
+    torchship's own, so it is not checked as a user helper)."""
+    builtin = what is not None
+    what = what or ("ts.reduce" if name == "ts_reduce" else "ts.associative_scan")
     fn = args[0] if args else kwargs.get("combine_fn")
     x = args[1] if len(args) > 1 else kwargs.get("input")
     dim = args[2] if len(args) > 2 else kwargs.get("dim")
-    if not inline.is_helper(fn):
+    if not builtin and not inline.is_helper(fn):
         raise h.err(KernelSyntaxError, f"{what}: the combine function must be a plain "
                     "module-level `def` of two values", hint="def combine(a, b): return a + b",
                     node=node)
@@ -111,3 +115,29 @@ def _trace(h: Any, fn: Any, items: tuple[Value, ...], as_tuple: bool, what: str,
         if n.out is not None:
             known.add(n.out.id)
     return CombineFn(left + right, body, results)
+
+
+def _logaddexp(a: Any, b: Any) -> Any:
+    """log(exp(a) + exp(b)) without overflow; equal infinities stay themselves."""
+    m = torch.maximum(a, b)
+    inf = (m == float("inf")) | (m == float("-inf"))
+    return torch.where(inf, m, m + torch.log1p(torch.exp(-torch.abs(a - b))))
+
+
+def logcumsumexp(h: Any, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+    """``torch.logcumsumexp(x, dim)``: a scan with :func:`_logaddexp` (torch's result for
+    rows of any range: no shift by the row maximum that would underflow small entries),
+    computed in float32 for half types and cast back like torch.
+
+    Example:
+        >>> float(_logaddexp(torch.tensor(0.0), torch.tensor(0.0)))  # log(2)
+        0.6931471824645996
+    """
+    x = args[0] if args else kwargs.get("input")
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    if not isinstance(x, Value) or not x.dtype.is_floating_point:
+        raise h.err(KernelTypeError, "logcumsumexp() needs a floating-point block", node=node)
+    work = x if x.dtype.itemsize >= 4 else h.b.emit("to", [x], {"dtype": torch.float32})
+    out = combine_call(h, "ts_scan", [_logaddexp, work, dim], {"other": float("-inf")}, node,
+                       what="logcumsumexp")
+    return out if out.dtype == x.dtype else h.b.emit("to", [out], {"dtype": x.dtype})

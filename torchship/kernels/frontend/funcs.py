@@ -178,6 +178,10 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         from torchship.kernels.frontend.combine import combine_call
 
         return combine_call(h, name, args, kwargs, node)
+    if name == "logcumsumexp":
+        from torchship.kernels.frontend.combine import logcumsumexp
+
+        return logcumsumexp(h, args, kwargs, node)
     if name == "atomic_add":
         target, index, value = (args + [None, None, None])[:3]
         if value is None:
