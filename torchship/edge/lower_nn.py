@@ -359,6 +359,26 @@ def _cumsum(lw: Lowering, node: Node) -> int:
     return lw.emit(op, [x], {"axis": int(node.args[1]) % max(len(lw.shape_of(x)), 1)})
 
 
+@handles(aten.cummax.default, aten.cummin.default)
+def _cumext(lw: Lowering, node: Node) -> list[int]:
+    """Running maximum / minimum and the index of the element that set it (ties: the latest,
+    like torch): the core op twice, values and ``index=True``."""
+    x = lw.val(node.args[0])
+    op = "cummax" if node.target is aten.cummax.default else "cummin"
+    xs = lw.shape_of(x)
+    attrs = {"axis": int(node.args[1]) % max(len(xs), 1)}
+    return [lw.g.emit(op, [x], lw.g.values[x].dtype, xs, attrs, lw.source),
+            lw.g.emit(op, [x], "I64", xs, {**attrs, "index": True}, lw.source)]
+
+
+@handles(aten.logcumsumexp.default)
+def _logcumsumexp(lw: Lowering, node: Node) -> int:
+    """log of the running sum of exp, exact for any range (the core op accumulates in log
+    space: no shift by the row maximum)."""
+    x = lw.tensor(node.args[0], _out_dtype(lw, node))
+    return lw.emit("logcumsumexp", [x], {"axis": int(node.args[1]) % max(len(lw.shape_of(x)), 1)})
+
+
 # ----------------------------------------------------------------------------- small compositions
 
 

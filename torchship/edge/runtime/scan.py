@@ -1,5 +1,6 @@
 """Core ops along one axis whose results depend on element order: ``cumsum``, ``cumprod``
-(running sum / product), ``argsort`` (stable; ``sort`` and ``topk`` are an ``argsort`` and a
+(running sum / product), ``cummax``/``cummin`` (running extreme or its index),
+``logcumsumexp`` (log of the running sum of exp), ``argsort`` (stable; ``sort`` and ``topk`` are an ``argsort`` and a
 ``gather`` at export) and ``scatter`` (writes, or sums / multiplies / takes the max or min of,
 values at indices along an axis).
 
@@ -36,6 +37,45 @@ def _cumsum(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) ->
 @register("cumprod", 1, _cumsum_infer, {"axis": ("int", required())})
 def _cumprod(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
     np.cumprod(ins[0], axis=a["axis"], out=outs[0])
+
+
+def _cumext_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
+    _axis(a["axis"], len(shapes[0]))
+    dt = _same_dtype(dtypes, ("F32", "F64", "I64", "I32", "I8", "U8"))
+    return [(shapes[0], "I64" if a["index"] else dt)]
+
+
+def _cumext(ufunc: np.ufunc) -> Any:
+    def kernel(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
+        x, axis = ins[0], a["axis"]
+        run = ufunc.accumulate(x, axis=axis)  # maximum / minimum propagate NaN, like torch
+        if not a["index"]:
+            np.copyto(outs[0], run)
+            return
+        # the latest position whose element equals the running extreme (or is a NaN)
+        pos = np.arange(x.shape[axis]).reshape([-1 if d == axis else 1 for d in range(x.ndim)])
+        take = x == run
+        if x.dtype.kind == "f":
+            take |= np.isnan(x)
+        np.maximum.accumulate(np.where(take, pos, 0), axis=axis, out=outs[0])
+    return kernel
+
+
+register("cummax", 1, _cumext_infer, {"axis": ("int", required()), "index": ("bool", False)})(
+    _cumext(np.maximum))
+register("cummin", 1, _cumext_infer, {"axis": ("int", required()), "index": ("bool", False)})(
+    _cumext(np.minimum))
+
+
+def _float_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
+    _axis(a["axis"], len(shapes[0]))
+    return [(shapes[0], _same_dtype(dtypes, ("F32", "F64")))]
+
+
+@register("logcumsumexp", 1, _float_infer, {"axis": ("int", required())})
+def _logcumsumexp(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
+    with np.errstate(invalid="ignore"):  # logaddexp(inf, inf) is inf; numpy warns on the way
+        np.logaddexp.accumulate(ins[0], axis=a["axis"], out=outs[0])
 
 
 def _argsort_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> list[tuple[Shape, str]]:
