@@ -83,7 +83,7 @@ _DECOMPOSE = (
     aten.upsample_nearest1d, aten.upsample_nearest2d, aten.upsample_bilinear2d,
     aten.reflection_pad1d, aten.reflection_pad2d, aten.replication_pad1d,
     aten.replication_pad2d, aten.pixel_shuffle, aten.pixel_unshuffle, aten.glu, aten.logsumexp,
-    aten.repeat, aten.hardshrink, aten.threshold,
+    aten.repeat, aten.hardshrink, aten.threshold, aten.grid_sampler_2d,
 )
 
 

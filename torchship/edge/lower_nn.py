@@ -451,6 +451,24 @@ def _div_mode(lw: Lowering, node: Node) -> int:
     return _bind(lw, out)
 
 
+@handles(aten.bitwise_and.Scalar)
+def _and_scalar(lw: Lowering, node: Node) -> int:
+    """``x & m`` with a Python int: on bool tensors a logical and; on integers, for low-bit
+    masks ``m = 2**k - 1`` (parity tests such as grid_sample's reflection), the remainder
+    modulo ``2**k`` (equal in two's complement, negative ``x`` included)."""
+    x, mask = node.args[0], node.args[1]
+    if _out_dtype(lw, node) == "BOOL":
+        return lw.emit("logical_and", [lw.tensor(x, "BOOL"), lw.tensor(bool(mask), "BOOL")])
+    if not isinstance(mask, int) or mask < 0 or (mask + 1) & mask:
+        raise lw.fail(f"`x & {mask!r}` on integers is supported for masks 2**k - 1 only "
+                      "(x & 1, x & 7); other integer bit operations are not core ops")
+    dt = _out_dtype(lw, node)
+    e = Emit(lw, "F64")
+    a, b = lw.tensor(x, "F64"), lw.const(float(mask + 1), "F64")
+    rem = e("sub", [a, e("mul", [e("floor", [e("div", [a, b])]), b])])
+    return _bind(lw, e("cast", [rem], lw.shape_of(rem), {"dtype": dt}, dtype=dt))
+
+
 @handles(aten.sort.default, aten.sort.stable, aten.topk.default, aten.argsort.default,
          aten.argsort.stable)
 def _sort(lw: Lowering, node: Node) -> Any:
