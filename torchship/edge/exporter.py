@@ -22,6 +22,7 @@ import torch
 from torchship.edge import (  # noqa: F401  (register the ATen handlers)
     lower_complex,
     lower_conv,
+    lower_fft,
     lower_index,
     lower_nn,
     lower_ops,

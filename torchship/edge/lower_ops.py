@@ -129,6 +129,7 @@ _UNARY = {
     aten.sin.default: "sin", aten.cos.default: "cos", aten.erf.default: "erf", aten.silu.default: "silu",
     aten.logical_not.default: "logical_not", aten.bitwise_not.default: "logical_not",
     aten.log1p.default: "log1p", aten.expm1.default: "expm1", aten.log2.default: "log2",
+    aten.log10.default: "log10",
     aten.floor.default: "floor", aten.ceil.default: "ceil", aten.round.default: "round",
     aten.trunc.default: "trunc", aten.sign.default: "sign", aten.tan.default: "tan",
     aten.atan.default: "atan", aten.asin.default: "asin", aten.acos.default: "acos",

@@ -175,7 +175,7 @@ def _unary_infer(allowed: tuple[str, ...]) -> Any:
 
 _UNARY_FLOAT = {
     "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "tanh": np.tanh, "sin": np.sin, "cos": np.cos,
-    "log1p": np.log1p, "expm1": np.expm1, "log2": np.log2, "floor": np.floor, "ceil": np.ceil,
+    "log1p": np.log1p, "expm1": np.expm1, "log2": np.log2, "log10": np.log10, "floor": np.floor, "ceil": np.ceil,
     "trunc": np.trunc, "round": np.rint,  # round: half to even, like torch.round
     "tan": np.tan, "atan": np.arctan, "asin": np.arcsin, "acos": np.arccos, "sinh": np.sinh,
     "cosh": np.cosh,
