@@ -127,3 +127,36 @@ def test_conv_transpose3d_with_input_weight_is_refused() -> None:
 
     with pytest.raises(ExportError, match="transposed convolution needs a constant weight"):
         export(Fn(), (torch.randn(1, 2, 3, 3, 3), torch.randn(2, 2, 1, 1, 1)))
+
+
+class Pool3d(nn.Module):
+    def __init__(self, kind: str, **kw: object) -> None:
+        super().__init__()
+        self.kind, self.kw = kind, kw
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fn = torch.nn.functional.max_pool3d if self.kind == "max" else torch.nn.functional.avg_pool3d
+        return fn(x, **self.kw)
+
+
+@pytest.mark.parametrize(("kind", "kw"), [
+    ("max", dict(kernel_size=2)),
+    ("max", dict(kernel_size=(3, 2, 3), stride=(2, 1, 2), padding=1, dilation=(1, 2, 1))),
+    ("max", dict(kernel_size=3, stride=2, ceil_mode=True)),
+    ("avg", dict(kernel_size=2)),
+    ("avg", dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    ("avg", dict(kernel_size=(2, 3, 3), stride=2, padding=(1, 1, 0), ceil_mode=True)),
+])
+def test_pool3d(kind: str, kw: dict) -> None:
+    """Max / average pooling over (d, h, w) as two 2-D pools, against float64 eager."""
+    x = torch.randn(2, 3, 7, 8, 9)
+    model = Pool3d(kind, **kw).eval()
+    got = export(model, (x,)).run(x)
+    np.testing.assert_allclose(got, model(x.double()).numpy(), rtol=1e-5, atol=1e-6)
+    if kw.get("ceil_mode"):
+        return  # torch.export guards ceil-mode output sizes on the parity of a dynamic depth
+    # a dynamic batch and depth
+    dims = {0: Dim("n", min=1, max=4), 2: Dim("d", min=4, max=16)}
+    prog = export(model, (x,), dynamic_shapes=(dims,))
+    y = torch.randn(3, 3, 11, 8, 9)
+    np.testing.assert_allclose(prog.run(y), model(y.double()).numpy(), rtol=1e-5, atol=1e-6)

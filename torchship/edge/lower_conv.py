@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchship.edge.lower import Lowering, handles
+from torchship.edge.lower import Lowering, handles, sym_to_dim
 from torchship.edge.lower_nn import Emit, pad_value
-from torchship.edge.lower_ops import _first_output_only
+from torchship.edge.lower_ops import _first_output_only, _pool_args
 
 aten = torch.ops.aten
 Node = torch.fx.Node
@@ -225,3 +225,50 @@ def _adaptive_max(lw: Lowering, node: Node) -> list[Any]:
                   {"kernel": k, "stride": k, "padding": [0, 0], "dilation": [1, 1],
                    "ceil_mode": False}, lw.source)
     return _first_output_only(lw, node, [y, None], "adaptive_max_pool2d indices")
+
+
+@handles(aten.max_pool3d_with_indices.default, aten.max_pool3d.default, aten.avg_pool3d.default)
+def _pool3d(lw: Lowering, node: Node) -> Any:
+    """3-D max / average pooling as two 2-D pools: over (h, w) with channels and depth folded
+    together, then over depth with (h, w) flattened. Exact for both: a max of maxes, and an
+    average of averages whose divisors (the valid counts, or the window sizes) factor per
+    axis, so ``count_include_pad`` and ``ceil_mode`` hold as in torch."""
+    is_max = "max" in str(node.target)
+    name = "max_pool3d" if is_max else "avg_pool3d"
+    if is_max:
+        k, st, pd, dl, ceil = _pool_args(node, 5, [None, [], [0], [1], False])
+        cip, div = True, None
+    else:
+        k, st, pd, ceil, cip, div = _pool_args(node, 6, [None, [], [0], False, True, None])
+        dl = [1]
+    if div:
+        raise lw.fail("avg_pool3d with divisor_override is not supported")
+    k, st, pd, dl = ([int(v) for v in a] * (3 // len(a)) for a in (k, st or k, pd, dl))
+    x = lw.val(node.args[0])
+    xs = lw.shape_of(x)
+    if len(xs) != 5:
+        raise lw.fail(f"{name} needs a 5-D NCDHW input (add a batch dim)")
+    dt = lw.g.values[x].dtype
+    val = node.meta["val"]
+    out = [sym_to_dim(v) for v in (val[0].shape if isinstance(val, (tuple, list)) else val.shape)]
+    n, c, d = xs[:3]
+    e = Emit(lw, dt)
+    op = "max_pool2d" if is_max else "avg_pool2d"
+
+    def pool(v: int, shape: list[Any], kk: list[int], ss: list[int], pp: list[int],
+             dd: list[int]) -> int:
+        attrs = {"kernel": kk, "stride": ss, "padding": pp, "ceil_mode": bool(ceil)}
+        attrs.update({"dilation": dd} if is_max else
+                     {"count_include_pad": bool(cip), "divisor": 0})
+        return e(op, [v], shape, attrs)
+
+    plane = [n, _dim_mul(c, d), *xs[3:]]
+    y = pool(e("reshape", [x], plane, {"shape": plane}), [plane[0], plane[1], *out[3:]],
+             k[1:], st[1:], pd[1:], dl[1:])
+    cols = [n, c, d, _dim_mul(out[3], out[4])]
+    y = e("reshape", [y], cols, {"shape": cols})
+    y = pool(y, [n, c, out[2], cols[3]], [k[0], 1], [st[0], 1], [pd[0], 0], [dl[0], 1])
+    y = e("reshape", [y], out, {"shape": out})
+    if node.target is not aten.max_pool3d_with_indices.default:
+        return y
+    return _first_output_only(lw, node, [y, None], "max_pool3d indices (return_indices=True)")
