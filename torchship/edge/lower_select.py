@@ -1,7 +1,8 @@
 """ATen -> core op handlers, part 6: value tests and order statistics written with core ops:
 ``isnan``/``isinf``/``isfinite``/``nan_to_num``, ``kthvalue``/``median`` (on the core
 ``argsort`` + ``gather``), ``bucketize``/``searchsorted`` (counting comparisons), the sliding
-windows of ``Tensor.unfold`` (an ``index`` with constant window indices) and ``cdist``.
+windows of ``Tensor.unfold`` (an ``index`` with constant window indices), ``cdist`` and the
+fake quantisation of quantisation-aware training (``round``, ``clamp``, scale).
 
 Example:
     >>> from torchship.edge.lower import HANDLERS
@@ -181,3 +182,48 @@ def _diagonal(lw: Lowering, node: Node) -> int:
     y = lw.g.emit("index", [xp, i1, i2], dt, [n] + [xs[d] for d in rest], {}, lw.source)
     back = list(range(1, len(rest) + 1)) + [0]
     return lw.emit("permute", [y], {"perm": back})
+
+
+@handles(aten.fake_quantize_per_tensor_affine_cachemask.default,
+         aten.fake_quantize_per_tensor_affine.default,
+         aten._fake_quantize_per_tensor_affine_cachemask_tensor_qparams.default,
+         aten.fake_quantize_per_channel_affine_cachemask.default,
+         aten.fake_quantize_per_channel_affine.default)
+def _fake_quant(lw: Lowering, node: Node) -> list[int] | int:
+    """``(clamp(round(x · (1/s)) + z, lo, hi) - z) · s`` (round half to even, as torch), with one
+    scale / zero point or one per channel along ``axis``; the ``cachemask`` variants' mask
+    output (for the backward pass) is ``lo <= round(x / s) + z <= hi``."""
+    per_channel = "per_channel" in str(node.target)
+    x = lw.val(node.args[0])
+    dt = lw.g.values[x].dtype
+    e = Emit(lw, dt)
+    xs = lw.shape_of(x)
+    if per_channel:
+        axis, lo, hi = int(node.args[3]) % len(xs), node.args[4], node.args[5]
+        bshape = [xs[axis] if d == axis else 1 for d in range(len(xs))]
+        scale, zero = (e("reshape", [lw.tensor(a, dt)], bshape, {"shape": bshape})
+                       for a in node.args[1:3])
+    else:
+        lo, hi = node.args[-2], node.args[-1]  # the tensor-qparams form has an enable flag first
+        scale, zero = lw.tensor(node.args[1], dt), lw.tensor(node.args[2], dt)
+        if len(node.args) == 6:
+            src = node.args[3]  # torch.export makes the flag with aten.full (always 1)
+            flag = np.asarray(src.args[1]) if src.target is aten.full.default else \
+                lw.g.values[lw.val(src)].const
+            if flag is None:
+                raise lw.fail("fake quantisation with a fake_quant_enabled flag computed at run "
+                              "time is not supported (a constant flag is)")
+            if not flag.any():  # disabled: the input unchanged, every element "inside"
+                return [x, e("eq", [x, x], xs, dtype="BOOL")]
+    # torch multiplies by the reciprocal (1/s once, in float32; a number s: 1/s in double)
+    raw = node.args[1]
+    inv = lw.const(1.0 / float(raw), dt) if isinstance(raw, (int, float)) else \
+        e("div", [e.c(1.0), scale], lw.shape_of(scale))
+    q = e("add", [e("round", [e("mul", [x, inv])]), zero], xs)
+    out = e("mul", [e("sub", [e("clamp", [q], xs, {"min": float(lo), "max": float(hi)}), zero],
+                         xs), scale], xs)
+    if "cachemask" not in str(node.target):
+        return out
+    inside = e("logical_and", [e("ge", [q, e.c(float(lo))], xs, dtype="BOOL"),
+                               e("le", [q, e.c(float(hi))], xs, dtype="BOOL")], xs, dtype="BOOL")
+    return [out, inside]
