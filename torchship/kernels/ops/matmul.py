@@ -1,7 +1,8 @@
 """Matrix products: ``a @ b``, ``torch.matmul/mm/bmm/addmm`` and ``ts.dot(a, b, acc=)``.
 
 One node, ``dot(a, b[, acc])``, 2-D or batched 3-D, accumulating in float32 (``tl.dot`` with
-``input_precision="ieee"`` for float32 inputs so results match a float64 reference).
+``input_precision="ieee"`` for float32 inputs so results match a float64 reference), or in
+int32 for two int8 operands (``ts.dot`` with an int32 ``acc``).
 ``attrs["out_dtype"]`` is the result dtype (torch's promotion for ``matmul``, float32 or
 ``acc``'s dtype for ``ts.dot``).
 
@@ -35,10 +36,18 @@ def _infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
             f"matmul needs two 2-D or two 3-D blocks, got {a.shape_str()} and {b.shape_str()}",
             hint="index the tensors so the blocks are [M, K] and [K, N]",
         )
-    for v in (a, b):
-        if not v.dtype.is_floating_point:
-            raise KernelTypeError(f"matmul of {v.dtype} blocks is not supported",
-                                  hint="convert with .to(torch.float32) first")
+    if is_int8_dot(a, b):
+        if attrs["out_dtype"] != torch.int32:
+            raise KernelTypeError(
+                "a product of int8 blocks accumulates in int32 (torch's int8 matmul would "
+                "wrap around in int8)", hint="acc = ts.zeros([tm, tn], dtype=torch.int32); "
+                "acc = ts.dot(a[tm, tk], b[tk, tn], acc=acc)")
+    else:
+        for v in (a, b):
+            if not v.dtype.is_floating_point:
+                raise KernelTypeError(f"matmul of {v.dtype} blocks is not supported",
+                                      hint="convert with .to(torch.float32) first, or use "
+                                      "int8 for both operands with an int32 ts.dot acc")
     ka, kb = a.shape[-1].find(), b.shape[-2].find()
     if isinstance(ka, FullDim) and isinstance(kb, FullDim):
         ka.union(kb)
@@ -57,6 +66,17 @@ def _infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
     if len(inputs) > 2 and inputs[2] is not None:
         shape = broadcast_shapes([shape, inputs[2].shape])
     return shape, attrs["out_dtype"]
+
+
+def is_int8_dot(a: Value, b: Value) -> bool:
+    """Both operands int8: the integer tensor-core product, accumulated in int32.
+
+    Example:
+        >>> from torchship.kernels.ir import Value
+        >>> is_int8_dot(Value((), torch.int8), Value((), torch.int8))
+        True
+    """
+    return a.dtype == torch.int8 and b.dtype == torch.int8
 
 
 def compute_dtype(a: Value, b: Value) -> torch.dtype:

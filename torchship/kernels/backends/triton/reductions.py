@@ -68,18 +68,20 @@ class ReductionEmitter:
         work = compute_dtype(a, b)
         if self.interpret and work == torch.bfloat16:
             work = torch.float32
-        ae = self.coerce(a, self.masked_for(a, a.ndim - 1, "0.0"), work)
-        be = self.coerce(b, self.masked_for(b, b.ndim - 2, "0.0"), work)
+        zero = "0.0" if work.is_floating_point else "0"
+        ae = self.coerce(a, self.masked_for(a, a.ndim - 1, zero), work)
+        be = self.coerce(b, self.masked_for(b, b.ndim - 2, zero), work)
         return ae, be
 
     def dot_expr(self, node: Node, acc: str | None) -> str:
         ae, be = self.dot_operands(node)
         acc_in = node.inputs[2] if len(node.inputs) > 2 else None
-        if acc is None and acc_in is not None:
-            acc = self.coerce(acc_in, self.ref(acc_in), torch.float32)
-        expr = self.dot_call(node, ae, be, acc)
         work = compute_dtype(node.inputs[0], node.inputs[1])
-        dot_out = torch.float64 if work == torch.float64 else torch.float32
+        dot_out = torch.float64 if work == torch.float64 else \
+            torch.int32 if not work.is_floating_point else torch.float32
+        if acc is None and acc_in is not None:
+            acc = self.coerce(acc_in, self.ref(acc_in), dot_out)
+        expr = self.dot_call(node, ae, be, acc)
         if node.out.dtype != dot_out:
             expr = f"({expr}).to({self.tl(node.out.dtype)})"
         return expr
