@@ -301,3 +301,22 @@ def test_loader_rejects_bad_inputs(fused_bytes: bytes) -> None:
 
     with pytest.raises(ProgramError, match="must be 3-D"):
         loads(_tampered(fused_bytes, bias_as_q))
+
+
+def test_llama_attention_after_complex_rope_and_repeated_kv_heads_is_fused() -> None:
+    """Meta's llama attention: q and k come out of a complex rotary embedding as [B, S, H, D]
+    (not a reshape of [B, S, H*D]) and k / v heads are repeated with expand (grouped-query);
+    the pass packs them with a view and still emits one ``attention``, matching eager."""
+    import copy
+
+    from tests.edge.test_export_complex import RopeAttention
+
+    torch.manual_seed(0)
+    model = RopeAttention("buffer").eval()
+    prog = export(model, (torch.randn(2, 8, 32),), dynamic_shapes={"x": {1: Dim("seq", max=16)}})
+    assert [ins.op for ins in prog.graphs["forward"].instrs].count("attention") == 1
+    ref = copy.deepcopy(model).double()
+    for s in (1, 7, 16):
+        x = torch.randn(2, s, 32)
+        want = ref(x.double()).detach().numpy()
+        assert np.abs(prog.run(x.numpy()) - want).max() <= 2e-6 * np.abs(want).max()

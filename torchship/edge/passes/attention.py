@@ -8,7 +8,9 @@ exact float32 pattern, which is what ``torch.export`` gives for the usual
 - ``Qh = permute(reshape(Xq, [B, Sq, H, D]), [0, 2, 1, 3])``, ``Kt = permute(reshape(Xk, [B,
   Sk, H, D]), [0, 2, 3, 1])``, ``Vh = permute(reshape(Xv, [B, Sk, H, D]), [0, 2, 1, 3])``, where
   each ``X`` is ``[B, S, H*D]`` and may be a ``slice`` (step 1, static bounds) of the last axis
-  of a packed ``[B, S, C]`` tensor (then the op reads the packed tensor at that offset);
+  of a packed ``[B, S, C]`` tensor (then the op reads the packed tensor at that offset); a
+  ``[B, S, H, D]`` source made otherwise (llama's complex rotary embedding, grouped-query
+  heads repeated by ``expand``) is read through a new ``reshape`` to ``[B, S, H*D]``;
 - ``s = matmul(Qh, Kt)``; ``s = mul(s, c)``, ``mul(c, s)`` or ``div(s, c)`` with a one-element
   constant ``c``; optionally ``s = add(s, bias)`` or ``add(bias, s)`` with ``bias``
   broadcasting to ``[B, H, Sq, Sk]``; ``p = softmax(s, axis=-1)``;
@@ -55,6 +57,7 @@ class _Attention:
         self.producer = {o: k for k, ins in enumerate(graph.instrs) for o in ins.outputs}
         self.users = graph.users()
         self.outputs = set(graph.outputs)
+        self.views: list[int] = []  # [B, S, H, D] sources the current match must pack
 
     def _made_by(self, vid: int, op: str, reader: int | None = None) -> tuple[int, GInstr] | None:
         """The instruction defining ``vid`` when it is ``op`` on float32 values (and, with
@@ -70,19 +73,26 @@ class _Attention:
         return k, ins
 
     def _heads(self, vid: int, perm: list[int]) -> tuple[int, int, int, int, Any] | None:
-        """(packed input, column offset, heads, head_dim, rows) of a per-head permuted view."""
+        """(packed input, column offset, heads, head_dim, rows) of a per-head permuted view.
+
+        A ``[B, S, H, D]`` source that is not a reshape of a ``[B, S, H*D]`` tensor (rotary
+        embeddings written with complex numbers or halves, grouped-query heads repeated with
+        ``expand``) gets a new ``reshape`` to ``[B, S, H*D]`` (a view of the contiguous
+        source), queued in ``self.views`` for the rewrite."""
         found = self._made_by(vid, "permute")
         if found is None or list(found[1].attrs["perm"]) != perm:
             return None
-        found = self._made_by(found[1].inputs[0], "reshape")
-        if found is None:
+        src = found[1].inputs[0]
+        ss = self.g.values[src].shape
+        if len(ss) != 4 or not all(isinstance(d, int) for d in ss[2:]):
             return None
-        x = found[1].inputs[0]
-        xs, rs = self.g.values[x].shape, self.g.values[found[1].outputs[0]].shape
-        if len(xs) != 3 or len(rs) != 4 or xs[:2] != rs[:2] or not all(isinstance(d, int) for d in (*rs[2:], xs[2])):
-            return None
-        if rs[2] * rs[3] != xs[2]:
-            return None
+        found = self._made_by(src, "reshape")
+        x = found[1].inputs[0] if found is not None else None
+        xs = self.g.values[x].shape if x is not None else []
+        if len(xs) != 3 or xs[:2] != ss[:2] or not isinstance(xs[2], int) or ss[2] * ss[3] != xs[2]:
+            self.views.append(src)  # packed by a reshape once the whole pattern matched
+            return -len(self.views), 0, ss[2], ss[3], ss[1]
+        rs = ss
         offset = 0
         sl = self._made_by(x, "slice")
         if sl is not None:
@@ -103,9 +113,10 @@ class _Attention:
             return float(c.reshape(())), ins.inputs[one.index(False)]
         return None
 
-    def match(self, k: int) -> tuple[list[int], GInstr] | None:
-        """(instruction indices replaced, the ``attention`` instruction) for the pattern ending
-        with the reshape at ``k``."""
+    def match(self, k: int) -> tuple[list[int], list[GInstr]] | None:
+        """(instruction indices replaced, the new instructions: packing reshapes and the
+        ``attention``) for the pattern ending with the reshape at ``k``."""
+        self.views = []
         g, end = self.g, self.g.instrs[k]
         if end.op != "reshape" or len(g.values[end.outputs[0]].shape) != 3:
             return None
@@ -145,7 +156,15 @@ class _Attention:
             return None
         attrs = {"heads": heads, "head_dim": hd, "scale": factor[0], "q_offset": q[1], "k_offset": kt[1], "v_offset": v[1]}
         inputs = [q[0], kt[0], v[0]] + ([] if bias is None else [bias])
-        return chain, GInstr("attention", inputs, list(end.outputs), attrs, sm[1].source or end.source)
+        source = sm[1].source or end.source
+        packs = []
+        for n, src in enumerate(self.views, 1):  # placeholder -n: a view of src as [B, S, H*D]
+            ss = g.values[src].shape
+            flat = [*ss[:2], ss[2] * ss[3]]
+            vid = g.add_value(f"{g.values[src].name}.packed", "F32", flat)
+            packs.append(GInstr("reshape", [src], [vid], {"shape": flat}, source))
+            inputs = [vid if i == -n else i for i in inputs]
+        return chain, [*packs, GInstr("attention", inputs, list(end.outputs), attrs, source)]
 
 
 def fuse_attention(graph: Graph) -> int:
@@ -155,7 +174,7 @@ def fuse_attention(graph: Graph) -> int:
         >>> # see the module example
     """
     found = _Attention(graph)
-    replace: dict[int, GInstr] = {}
+    replace: dict[int, list[GInstr]] = {}
     drop: set[int] = set()
     for k in range(len(graph.instrs)):
         hit = found.match(k)
@@ -163,5 +182,6 @@ def fuse_attention(graph: Graph) -> int:
             continue
         replace[k] = hit[1]
         drop.update(i for i in hit[0] if i != k)
-    graph.instrs = [replace.get(k, ins) for k, ins in enumerate(graph.instrs) if k not in drop]
+    graph.instrs = [new for k, ins in enumerate(graph.instrs) if k not in drop
+                    for new in replace.get(k, [ins])]
     return len(replace)
