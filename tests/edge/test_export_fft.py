@@ -60,3 +60,15 @@ def test_fft_along_a_dynamic_length_is_refused() -> None:
     model = Spectrum(lambda x: torch.fft.rfft(x).abs()).eval()
     with pytest.raises(ExportError, match="dynamic dimension"):
         export(model, (torch.randn(2, 32),), dynamic_shapes=({1: Dim("n", min=4, max=64)},))
+
+
+def test_phase_spectrum_and_atan2() -> None:
+    """``torch.angle`` of a spectrum (``atan2`` of the parts: the DC and Nyquist bins' zero
+    imaginary parts are exact, so their phase is 0 or π as in torch) and ``torch.atan2``."""
+    x = torch.randn(3, 16)
+    x[0] -= 10.0  # a negative DC bin: phase π
+    _check(lambda x: torch.angle(torch.fft.rfft(x)), x)
+    y = torch.tensor([[0.0, -0.0, 1.0, -1.0, float("inf"), 2.0, float("nan"), -3.0]])
+    model = Spectrum(lambda y: torch.atan2(y, y.flip(-1))).eval()
+    got = export(model, (y,)).run(y)
+    np.testing.assert_allclose(got, model(y.double()).numpy(), rtol=1e-6, atol=1e-7)

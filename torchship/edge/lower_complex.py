@@ -166,6 +166,15 @@ def _conj_neg(lw: Lowering, node: Node) -> int:
     return pp.join(re, pp.op("mul", b, -1.0))
 
 
+@handles(aten.angle.default, complex_values=True)
+def _angle(lw: Lowering, node: Node) -> int:
+    """The phase ``atan2(imaginary, real)``, a real tensor of the complex value's shape."""
+    pp = _Parts(lw, node)
+    re, im = pp.of(node.args[0])
+    y = pp.e("atan2", [pp.tensor(im), pp.tensor(re)])
+    return lw.emit("reshape", [y], {"shape": lw.out()[1]})
+
+
 @handles(aten.abs.default, complex_values=True)
 def _abs(lw: Lowering, node: Node) -> int:
     """``sqrt(a² + b²)`` (a real result)."""

@@ -50,11 +50,11 @@ def _fft_r2c(lw: Lowering, node: Node) -> int:
     perm = [d for d in range(len(xs)) if d != axis] + [axis]
     if axis != last:
         x = e("permute", [x], [xs[p] for p in perm], {"perm": perm})
-    angle = 2.0 * np.pi * np.outer(np.arange(n), np.arange(bins)) / n
+    cos, sin = _dft_matrices(n, bins)
     np_dt = np.float32 if e.dt == "F32" else np.float64
     rows = lw.shape_of(x)[:-1] + [bins]
     parts = []
-    for k, mat in enumerate((np.cos(angle) * scale, -np.sin(angle) * scale)):
+    for k, mat in enumerate((cos * scale, (0.0 - sin) * scale)):  # 0 - sin: no -0.0
         w = lw.g.add_const(f"{lw.g.name}.dft{k}", mat.astype(np_dt))
         part = e("matmul", [x, w], rows)
         if axis != last:  # the bins back on the transformed axis
@@ -63,3 +63,23 @@ def _fft_r2c(lw: Lowering, node: Node) -> int:
         shape = lw.shape_of(part) + [1]
         parts.append(e("reshape", [part], shape, {"shape": shape}))
     return pp.join(*parts)
+
+
+def _dft_matrices(n: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """``cos`` and ``sin`` of ``2π t k / n`` for ``t < n``, ``k < bins``, from ``t k mod n``
+    (accurate for long signals) with quarter turns exact, so the imaginary parts of the DC and
+    Nyquist bins come out exactly zero as in torch (their phase is then 0 or π, not ±π noise).
+
+    Example:
+        >>> c, s = _dft_matrices(4, 3)
+        >>> s[:, 2].tolist(), c[:, 2].tolist()
+        ([0.0, 0.0, 0.0, 0.0], [1.0, -1.0, 1.0, -1.0])
+    """
+    turns = np.outer(np.arange(n), np.arange(bins)) % n
+    angle = 2.0 * np.pi * turns / n
+    cos, sin = np.cos(angle), np.sin(angle)
+    quarter = (turns * 4) % n == 0
+    q = (turns * 4 // n) % 4
+    cos[quarter] = np.array([1.0, 0.0, -1.0, 0.0])[q[quarter]]
+    sin[quarter] = np.array([0.0, 1.0, 0.0, -1.0])[q[quarter]]
+    return cos, sin

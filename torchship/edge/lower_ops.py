@@ -39,7 +39,7 @@ _BIN = {
     aten.add.Tensor: "add", aten.add.Scalar: "add", aten.sub.Tensor: "sub", aten.sub.Scalar: "sub",
     aten.mul.Tensor: "mul", aten.mul.Scalar: "mul", aten.div.Tensor: "div", aten.div.Scalar: "div",
     aten.pow.Tensor_Tensor: "pow", aten.pow.Tensor_Scalar: "pow", aten.maximum.default: "maximum",
-    aten.minimum.default: "minimum",
+    aten.minimum.default: "minimum", aten.atan2.default: "atan2",
 }
 _CMP = {
     aten.eq.Tensor: "eq", aten.eq.Scalar: "eq", aten.ne.Tensor: "ne", aten.ne.Scalar: "ne",

@@ -68,6 +68,7 @@ _BINARY = {
     "pow": np.power,
     "maximum": np.maximum,
     "minimum": np.minimum,
+    "atan2": np.arctan2,
 }
 _COMPARE = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal}
 _LOGICAL = {"logical_and": np.logical_and, "logical_or": np.logical_or}
@@ -146,7 +147,7 @@ def _add(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> No
 
 
 for _name, _uf in _BINARY.items():
-    _allowed = FLOATS if _name in ("div", "pow") else _NUMERIC
+    _allowed = FLOATS if _name in ("div", "pow", "atan2") else _NUMERIC
     if _name != "add":
         register(_name, 2, _binary_infer(_allowed, None))(_make_binary(_uf))
 for _name, _uf in _COMPARE.items():
