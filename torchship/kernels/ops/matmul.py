@@ -96,6 +96,8 @@ def emit_dot(cg: Any, node: Any, a: str, b: str, acc: str | None) -> str:
     if getattr(cg, "interpret", False) and work == torch.bfloat16:
         work = torch.float32  # operands were upcast (see TritonCodegen.dot_operands)
     prec = ', input_precision="ieee"' if work in (torch.float32, torch.float64) else ""
+    if is_int8_dot(node.inputs[0], node.inputs[1]):
+        prec = ", out_dtype=tl.int32"  # Triton 3.6 checks the acc against out_dtype (fp32)
     acc_part = f", acc={acc}" if acc is not None else ""
     return f"tl.dot({a}, {b}{acc_part}{prec})"
 
