@@ -53,12 +53,12 @@ def _fft_r2c(lw: Lowering, node: Node) -> int:
     cos, sin = _dft_matrices(n, bins)
     np_dt = np.float32 if e.dt == "F32" else np.float64
     rows = lw.shape_of(x)[:-1] + [bins]
+    back = [perm.index(d) for d in range(len(xs))]  # the bins back on the transformed axis
     parts = []
     for k, mat in enumerate((cos * scale, (0.0 - sin) * scale)):  # 0 - sin: no -0.0
         w = lw.g.add_const(f"{lw.g.name}.dft{k}", mat.astype(np_dt))
         part = e("matmul", [x, w], rows)
-        if axis != last:  # the bins back on the transformed axis
-            back = [perm.index(d) for d in range(len(xs))]
+        if axis != last:
             part = e("permute", [part], [rows[p] for p in back], {"perm": back})
         shape = lw.shape_of(part) + [1]
         parts.append(e("reshape", [part], shape, {"shape": shape}))

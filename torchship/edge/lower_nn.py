@@ -439,8 +439,7 @@ def _div_mode(lw: Lowering, node: Node) -> int:
     q = e("div", [a, b])
     name = str(node.target)
     if "remainder" in name or "fmod" in name:
-        whole = e("floor" if "remainder" in name else "trunc", [q])
-        out = e("sub", [a, e("mul", [whole, b])])
+        out = _rem(e, a, b, q, "floor" if "remainder" in name else "trunc")
     else:
         mode = node.kwargs.get("rounding_mode", "floor" if "floor_divide" in name else None)
         if mode not in ("floor", "trunc"):
@@ -465,8 +464,14 @@ def _and_scalar(lw: Lowering, node: Node) -> int:
     dt = _out_dtype(lw, node)
     e = Emit(lw, "F64")
     a, b = lw.tensor(x, "F64"), lw.const(float(mask + 1), "F64")
-    rem = e("sub", [a, e("mul", [e("floor", [e("div", [a, b])]), b])])
+    rem = _rem(e, a, b, e("div", [a, b]), "floor")
     return _bind(lw, e("cast", [rem], lw.shape_of(rem), {"dtype": dt}, dtype=dt))
+
+
+def _rem(e: Emit, a: int, b: int, q: int, rounding: str) -> int:
+    """``a - rounding(q) · b`` for the quotient ``q = a / b``: Python's ``%`` (``floor``) or C's
+    ``fmod`` (``trunc``)."""
+    return e("sub", [a, e("mul", [e(rounding, [q]), b])])
 
 
 @handles(aten.sort.default, aten.sort.stable, aten.topk.default, aten.argsort.default,

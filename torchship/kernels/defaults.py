@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from torchship.kernels.config import _next_pow2
+
 # two waves of programs on a 132-SM H100: below this a 128x256 grid leaves SMs idle
 _WIDE_TILES_MIN = 264
 
@@ -130,7 +132,3 @@ def _widen_large_matmul(space: Any, choice: dict[str, Any]) -> None:
             tiles *= -(-space.block_params[i].extent // block)
         if tiles >= _WIDE_TILES_MIN:
             choice[f"block_sizes[{last}]"] = 256
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
