@@ -47,6 +47,35 @@ class SafetensorError(Exception):
     """
 
 
+class SafetensorTypeError(SafetensorError, TypeError):
+    """An argument of the wrong type (a non-str name or metadata value, bytes that are not
+    bytes); also a TypeError, which safetensors raises for these.
+
+    Example:
+        >>> issubclass(SafetensorTypeError, TypeError)
+        True
+    """
+
+
+class SafetensorValueError(SafetensorError, ValueError):
+    """A value safetensors cannot store (not a tensor, a sparse tensor, not a dict); also a
+    ValueError, which safetensors raises for these.
+
+    Example:
+        >>> issubclass(SafetensorValueError, ValueError)
+        True
+    """
+
+
+class SafetensorFileNotFoundError(SafetensorError, FileNotFoundError):
+    """A file to read does not exist; also a FileNotFoundError, as in safetensors.
+
+    Example:
+        >>> str(SafetensorFileNotFoundError("x.safetensors: cannot open: No such file"))
+        'x.safetensors: cannot open: No such file'
+    """
+
+
 @dataclass(frozen=True)
 class DType:
     """One safetensors dtype: its name, size in bits, writer order rank and numpy dtype.
@@ -401,7 +430,7 @@ def plan_layout(specs: Mapping[str, tuple[str, tuple[int, ...]]]) -> list[tuple[
     rows = []
     for key, (dtype, shape) in specs.items():
         if not isinstance(key, str):
-            raise SafetensorError(f"tensor name {key!r} must be a str")
+            raise SafetensorTypeError(f"tensor name {key!r} must be a str")
         if key == _METADATA_KEY:
             raise SafetensorError(
                 "tensor name '__metadata__' is reserved for the metadata map (such a file could not be read back)"
@@ -434,7 +463,7 @@ def serialize_header(
     if metadata is not None:
         for key, value in metadata.items():  # check before sorting: mixed key types can't sort
             if not isinstance(key, str) or not isinstance(value, str):
-                raise SafetensorError(
+                raise SafetensorTypeError(
                     f"metadata must map str to str, got {key!r}: {type(value).__name__}"
                 )
             _check_text(key, "metadata key", "<writer>")

@@ -24,7 +24,7 @@ import ml_dtypes
 import numpy as np
 
 from torchship.weights import shards as _shards
-from torchship.weights.format import SafetensorError, dtype_from_numpy
+from torchship.weights.format import SafetensorError, SafetensorValueError, dtype_from_numpy
 from torchship.weights.reader import numpy_view, parse_bytes, safe_open
 from torchship.weights.writer import Entry, save_entries, write_entries
 
@@ -46,11 +46,11 @@ def to_entries(tensor_dict: Mapping[str, Any]) -> dict[str, Entry]:
         'F16'
     """
     if not isinstance(tensor_dict, Mapping):
-        raise SafetensorError(f"expected a dict of str -> numpy.ndarray, got {type(tensor_dict).__name__}")
+        raise SafetensorValueError(f"expected a dict of str -> numpy.ndarray, got {type(tensor_dict).__name__}")
     entries: dict[str, Entry] = {}
     for key, value in tensor_dict.items():
         if not isinstance(value, (np.ndarray, np.generic)):
-            raise SafetensorError(f"tensor {key!r}: expected a numpy.ndarray, got {type(value).__name__}")
+            raise SafetensorValueError(f"tensor {key!r}: expected a numpy.ndarray, got {type(value).__name__}")
         array = np.asarray(value)
         if array.dtype == _F4:
             if array.size % 2:

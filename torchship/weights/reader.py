@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import errno
 import mmap
+import operator
 import os
 import struct
 import sys
@@ -30,7 +31,15 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from torchship.weights.format import DTYPES, Header, SafetensorError, TensorInfo, parse_header
+from torchship.weights.format import (
+    DTYPES,
+    Header,
+    SafetensorError,
+    SafetensorFileNotFoundError,
+    SafetensorTypeError,
+    TensorInfo,
+    parse_header,
+)
 
 PROGRAM_MAGIC = b"TSHPPROG"
 """First 8 bytes of a torchship program file; bytes 8..16 hold the weights blob offset."""
@@ -38,12 +47,13 @@ PROGRAM_MAGIC = b"TSHPPROG"
 _FRAMEWORKS = {"pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np"}
 
 
-class SliceError(SafetensorError, IndexError):
-    """An index passed to ``get_slice(...)[...]`` is invalid (also an IndexError).
+class SliceError(SafetensorError, IndexError, ValueError):
+    """An index passed to ``get_slice(...)[...]`` is invalid (also an IndexError and a
+    ValueError: safetensors raises either, depending on the framework and the index).
 
     Example:
-        >>> issubclass(SliceError, IndexError)
-        True
+        >>> issubclass(SliceError, IndexError), issubclass(SliceError, ValueError)
+        (True, True)
     """
 
 
@@ -185,15 +195,45 @@ def parse_bytes(data: Any) -> tuple[bytearray, Header, list[str]]:
         []
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise SafetensorError(f"expected bytes, got {type(data).__name__}")
+        raise SafetensorTypeError(f"expected bytes, got {type(data).__name__}")
     buf = bytearray(data)
     header = parse_header(buf, name="<bytes>")
     return buf, header, sorted(header.tensors, key=lambda k: (header.tensors[k].start, k))
 
 
+def _as_int(item: Any) -> int | None:
+    """``item`` as an index int (Python or numpy ints, 0-d integer arrays/tensors), else None.
+    Bools are not ints here: numpy and torch read them as masks."""
+    if isinstance(item, (bool, np.bool_)):
+        return None
+    if isinstance(item, (int, np.integer)):
+        return int(item)
+    if getattr(item, "ndim", None) == 0 and "bool" not in str(getattr(item, "dtype", "")):
+        try:
+            return operator.index(item)
+        except TypeError:
+            return None
+    return None
+
+
+def is_basic_index(index: Any) -> bool:
+    """True when ``index`` holds only ints, slices and at most one ``...`` (what
+    :func:`normalize_index` takes); torch's other forms (None, bools, lists, tensors) are not.
+
+    Example:
+        >>> is_basic_index((0, slice(1, None), ...)), is_basic_index((None, 0))
+        (True, False)
+    """
+    items = index if isinstance(index, tuple) else (index,)
+    if sum(1 for item in items if item is Ellipsis) > 1:
+        return False
+    return all(item is Ellipsis or isinstance(item, slice) or _as_int(item) is not None for item in items)
+
+
 def normalize_index(index: Any, shape: tuple[int, ...], *, name: str) -> tuple[Any, ...]:
     """Check a slice index (ints incl. negative, ``start:stop:step`` with step > 0, one ``...``)
-    and return it as a full tuple of ints and slices with the ellipsis expanded.
+    and return it as a full tuple of ints and slices with the ellipsis expanded. Slice bounds
+    past the end are clipped, as Python, numpy and torch do.
 
     Example:
         >>> normalize_index((..., -1), (3, 4), name="x")
@@ -214,17 +254,17 @@ def normalize_index(index: Any, shape: tuple[int, ...], *, name: str) -> tuple[A
     out: list[Any] = []
     for axis, (item, size) in enumerate(zip(expanded, shape)):
         if isinstance(item, slice):
-            for part in (item.start, item.stop, item.step):
-                if part is not None and (isinstance(part, bool) or not isinstance(part, (int, np.integer))):
-                    raise SliceError(f"tensor {name!r}: slice bounds must be integers, got {item!r}")
-            if item.step is not None and item.step <= 0:
-                raise SliceError(f"tensor {name!r}: slice step must be a positive integer, got {item.step}")
-            out.append(item)
-        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-            pos = int(item) + size if item < 0 else int(item)
+            parts = [None if part is None else _as_int(part) for part in (item.start, item.stop, item.step)]
+            if any(new is None and old is not None for new, old in zip(parts, (item.start, item.stop, item.step))):
+                raise SliceError(f"tensor {name!r}: slice bounds must be integers, got {item!r}")
+            if parts[2] is not None and parts[2] <= 0:
+                raise SliceError(f"tensor {name!r}: slice step must be a positive integer, got {parts[2]}")
+            out.append(slice(*parts))
+        elif (value := _as_int(item)) is not None:
+            pos = value + size if value < 0 else value
             if not 0 <= pos < size:
                 raise SliceError(
-                    f"tensor {name!r}: index {int(item)} is out of bounds for dimension {axis} of size {size}"
+                    f"tensor {name!r}: index {value} is out of bounds for dimension {axis} of size {size}"
                 )
             out.append(pos)
         else:
@@ -256,22 +296,29 @@ class TensorSlice:
         return self._info.dtype
 
     def __getitem__(self, index: Any) -> Any:
-        shape = self._info.shape
-        if self._info.dtype == "F4" and self._handle._framework == "pt":
-            shape = (*shape[:-1], shape[-1] // 2)
-        normalized = normalize_index(index, shape, name=self._key)
-        tensor = self._handle._tensor(self._key)[normalized]
+        torch_fw = self._handle._framework == "pt"
+        if torch_fw and not is_basic_index(index):
+            # safetensors hands such an index (None, bools, lists, tensors) to torch as is
+            try:
+                tensor = self._handle._tensor(self._key)[index]
+            except (IndexError, TypeError, ValueError) as exc:
+                raise SliceError(f"tensor {self._key!r}: index {index!r}: {exc}") from exc
+        else:
+            shape = self._info.shape
+            if self._info.dtype == "F4" and torch_fw:
+                shape = (*shape[:-1], shape[-1] // 2)
+            tensor = self._handle._tensor(self._key)[normalize_index(index, shape, name=self._key)]
+        if not torch_fw:
+            return np.asarray(tensor)  # an array, never a numpy scalar (as safetensors returns)
         device = self._handle._device
-        if self._handle._framework == "pt" and device.type != "cpu":
-            tensor = tensor.to(device)
-        return tensor
+        return tensor.to(device) if device.type != "cpu" else tensor
 
 
 class safe_open:  # noqa: N801 - drop-in name
     """Open a safetensors file (or a torchship program file) lazily, like ``safetensors.safe_open``.
 
     ``framework`` is ``"pt"`` (torch tensors) or ``"np"`` (numpy arrays); ``device`` applies to
-    torch (``"cpu"``, ``"cuda"``, ``"cuda:1"``, an int or a ``torch.device``).
+    torch (``"cpu"``, ``"cuda"``, ``"cuda:1"``, an int or a ``torch.device``; None means the CPU).
 
     Example:
         >>> with safe_open("model.safetensors", framework="pt") as f:  # doctest: +SKIP
@@ -284,13 +331,14 @@ class safe_open:  # noqa: N801 - drop-in name
             raise SafetensorError(f"framework {framework!r} is not supported (use 'pt' or 'np')")
         self._framework = fw
         self._name = os.fspath(filename)
-        if fw == "np" and str(device) != "cpu":
+        if fw == "np" and device is not None and str(device) != "cpu":
             raise SafetensorError(f"framework 'np' loads to the CPU only, got device {device!r}")
         self._device = device
         try:
             self._buf: Any = map_file(filename)
         except OSError as exc:
-            raise SafetensorError(f"{self._name}: cannot open: {exc.strerror or exc}") from exc
+            kind = SafetensorFileNotFoundError if isinstance(exc, FileNotFoundError) else SafetensorError
+            raise kind(f"{self._name}: cannot open: {exc.strerror or exc}") from exc
         base = blob_offset(self._buf, name=self._name)
         self._header = parse_header(self._buf, name=self._name, base=base)
         self._torch: Any = None

@@ -23,7 +23,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from torchship.weights.format import SafetensorError, plan_layout, tensor_nbytes
+from torchship.weights.format import (
+    SafetensorError,
+    SafetensorFileNotFoundError,
+    plan_layout,
+    tensor_nbytes,
+)
 from torchship.weights.writer import Entry, atomic_write, save_entries
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -188,7 +193,7 @@ def read_index(path: str | os.PathLike[str]) -> dict[str, list[str]]:
         shards.setdefault(file_name, []).append(key)
     for file_name in shards:
         if not (index_path.parent / file_name).is_file():
-            raise SafetensorError(f"{index_path}: shard {file_name!r} does not exist")
+            raise SafetensorFileNotFoundError(f"{index_path}: shard {file_name!r} does not exist")
     return shards
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from torchship.weights import shards as _shards
-from torchship.weights.format import TORCH_NAMES, Header, SafetensorError
+from torchship.weights.format import TORCH_NAMES, Header, SafetensorError, SafetensorValueError
 from torchship.weights.reader import parse_bytes, safe_open
 from torchship.weights.writer import Entry, save_entries, write_entries
 
@@ -45,13 +45,16 @@ _STAGING_LOCK = threading.Lock()
 
 
 def normalize_device(device: Any, *, check: bool = False) -> torch.device:
-    """``"cpu"``, ``"cuda:1"``, ``1`` or a ``torch.device`` -> ``torch.device``; with ``check``,
-    a CUDA device on a machine without CUDA is a SafetensorError up front.
+    """``"cpu"``, ``"cuda:1"``, ``1`` or a ``torch.device`` -> ``torch.device`` (``None`` is the
+    CPU, as in safetensors); with ``check``, a CUDA device on a machine without CUDA is a
+    SafetensorError up front.
 
     Example:
-        >>> normalize_device(0)
-        device(type='cuda', index=0)
+        >>> normalize_device(0), normalize_device(None)
+        (device(type='cuda', index=0), device(type='cpu'))
     """
+    if device is None:
+        return torch.device("cpu")
     try:
         dev = torch.device("cuda", device) if isinstance(device, int) and not isinstance(device, bool) else torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -166,18 +169,21 @@ def _tensor_bytes(key: str, tensor: torch.Tensor) -> Any:
     t = t.resolve_conj().resolve_neg()
     if not t.is_contiguous():
         t = t.contiguous()
-    return t.reshape(-1).view(torch.uint8).numpy()
+    # contiguous allows any stride on a size-1 dimension (``x[::4][:1]`` keeps stride 4), which
+    # ``view(torch.uint8)`` refuses; a contiguous tensor's elements are consecutive, so say so
+    flat = t.as_strided((t.numel(),), (1,))
+    return flat.view(torch.uint8).numpy()
 
 
 def _entries(tensors: Mapping[str, torch.Tensor]) -> dict[str, Entry]:
     if not isinstance(tensors, Mapping):
-        raise SafetensorError(f"expected a dict of str -> torch.Tensor, got {type(tensors).__name__}")
+        raise SafetensorValueError(f"expected a dict of str -> torch.Tensor, got {type(tensors).__name__}")
     entries: dict[str, Entry] = {}
     for key, t in tensors.items():
         if not isinstance(t, torch.Tensor):
-            raise SafetensorError(f"tensor {key!r}: expected a torch.Tensor, got {type(t).__name__}")
+            raise SafetensorValueError(f"tensor {key!r}: expected a torch.Tensor, got {type(t).__name__}")
         if t.layout != torch.strided:
-            raise SafetensorError(f"tensor {key!r}: {t.layout} tensors are not supported; call .to_dense() first")
+            raise SafetensorValueError(f"tensor {key!r}: {t.layout} tensors are not supported; call .to_dense() first")
         if t.device.type == "meta":
             raise SafetensorError(f"tensor {key!r}: a meta tensor has no data to save")
         dtype = _FROM_TORCH.get(t.dtype)

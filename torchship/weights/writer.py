@@ -28,7 +28,14 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from torchship.weights.format import SafetensorError, TensorInfo, plan_layout, serialize_header
+from torchship.weights.format import (
+    SafetensorError,
+    SafetensorTypeError,
+    SafetensorValueError,
+    TensorInfo,
+    plan_layout,
+    serialize_header,
+)
 
 WRITE_BUFFER = 8 << 20
 """Write buffer size: small tensors are coalesced, larger ones go straight to the kernel."""
@@ -63,9 +70,9 @@ def plan(
         (0, TensorInfo(dtype='U8', shape=(1,), start=0, end=1))
     """
     if not isinstance(entries, Mapping):
-        raise SafetensorError(f"expected a mapping of name -> Entry, got {type(entries).__name__}")
+        raise SafetensorValueError(f"expected a mapping of name -> Entry, got {type(entries).__name__}")
     if metadata is not None and not isinstance(metadata, Mapping):
-        raise SafetensorError(f"metadata must be a mapping of str to str, got {type(metadata).__name__}")
+        raise SafetensorTypeError(f"metadata must be a mapping of str to str, got {type(metadata).__name__}")
     layout = plan_layout({k: (e.dtype, tuple(e.shape)) for k, e in entries.items()})
     return serialize_header(layout, metadata), layout
 
