@@ -542,6 +542,37 @@ _DANGEROUS_BUILTINS = {
 }
 
 
+TORCH_UNSTORABLE: dict[str, str] = {
+    "torch._utils._rebuild_sparse_tensor":
+        "a sparse tensor, which safetensors cannot store (save t.to_dense() instead)",
+    "torch.serialization._get_layout":
+        "the layout of a sparse tensor, which safetensors cannot store (save t.to_dense() instead)",
+    "torch._utils._rebuild_qtensor":
+        "a quantized tensor, which safetensors cannot store (save t.dequantize(), or "
+        "t.int_repr() with its scales and zero points)",
+    **{f"torch.{scheme}": "the scheme of a quantized tensor, which safetensors cannot store "
+       "(save t.dequantize(), or t.int_repr() with its scales and zero points)"
+       for scheme in ("per_tensor_affine", "per_channel_affine", "per_channel_affine_float_qparams",
+                      "per_tensor_symmetric", "per_channel_symmetric")},
+    "torch._utils._rebuild_meta_tensor_no_storage": "a meta tensor, which has no data to store",
+    "torch._utils._rebuild_nested_tensor":
+        "a nested (ragged) tensor, which safetensors cannot store (save its components)",
+}
+"""Data-only constructors on ``torch.load(weights_only=True)``'s allowlist whose result has no
+safetensors form: nothing in them runs code (the scanner calls them suspicious, never
+dangerous), and ``convert`` refuses them with this reason."""
+
+
+def unstorable(qualname: str) -> str | None:
+    """Why ``convert`` refuses the torch data constructor ``qualname``, or None.
+
+    Example:
+        >>> unstorable("torch._utils._rebuild_meta_tensor_no_storage")
+        'a meta tensor, which has no data to store'
+    """
+    return TORCH_UNSTORABLE.get(qualname)
+
+
 def classify(module: str, name: str) -> tuple[str, str]:
     """The scanner's verdict for one global: (safe | suspicious | dangerous, why).
 
@@ -553,6 +584,9 @@ def classify(module: str, name: str) -> tuple[str, str]:
     """
     if resolve(module, name) is not None:
         return "safe", "data-only constructor on the allowlist (rebuilt by torchship's own code)"
+    if f"{module}.{name}" in TORCH_UNSTORABLE:  # before the module rule: torch.serialization
+        return "suspicious", ("torch data-only constructor (torch.load(weights_only=True) allows "
+                              f"it), not on our allowlist: builds {TORCH_UNSTORABLE[f'{module}.{name}']}")
     if module in ("builtins", "__builtin__", "__builtins__"):
         if name in _DANGEROUS_BUILTINS or name.startswith("_"):
             return "dangerous", f"{module}.{name} runs or reaches arbitrary code"

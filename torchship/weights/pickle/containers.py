@@ -34,6 +34,7 @@ from torchship.weights.pickle.allowlist import (
     TensorRef,
     make_tensor,
     resolve,
+    unstorable,
 )
 from torchship.weights.pickle.vm import Limits, Machine, PickleVMError, Trace, short_repr
 from torchship.weights.reader import PROGRAM_MAGIC
@@ -212,7 +213,7 @@ class Container:
                 persistent: Any = None) -> Machine:
         """A machine wired to the allowlist and this container's limits. Example: internal."""
         m = Machine(data, resolve=resolve, persistent_load=persistent, strict=strict,
-                    limits=self.limits, source=source, start=start)
+                    limits=self.limits, source=source, start=start, explain=unstorable)
         self.machines.append(m)
         return m
 

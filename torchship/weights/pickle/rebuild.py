@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from torchship.weights.pickle.allowlist import NumpyArray, StorageRef, TensorRef
+from torchship.weights.pickle.allowlist import NumpyArray, StorageRef, TensorRef, TorchDtype
 from torchship.weights.pickle.vm import Opaque
 
 MAX_NODES = 1 << 22
@@ -69,6 +69,8 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
         return [value.real, value.imag]
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, TorchDtype):
+        return repr(value)  # "torch.bfloat16", as hyper-parameters print it
     raise ValueError(f"a {type(value).__name__} has no JSON form")
 
 

@@ -67,7 +67,9 @@ class Machine:
     """Interprets one pickle stream (up to and including STOP) into plain data.
 
     ``resolve(module, name)`` returns our implementation of an allowlisted global or None;
-    ``persistent_load(pid, offset)`` turns a persistent id into a value (torch storages).
+    ``persistent_load(pid, offset)`` turns a persistent id into a value (torch storages);
+    ``explain(qualname)`` may say why a known global is refused in strict mode (it replaces the
+    generic "not on the allowlist" reason).
 
     Example:
         >>> m = Machine(b"\\x80\\x02]q\\x00(K\\x01K\\x02e.")
@@ -85,10 +87,12 @@ class Machine:
         limits: Limits | None = None,
         source: str = "<pickle>",
         start: int = 0,
+        explain: Callable[[str], str | None] | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.decoder = Decoder(data, start, source, self.limits.max_bytes)
         self.resolve = resolve or (lambda module, name: None)
+        self.explain = explain or (lambda qualname: None)
         self.persistent_load = persistent_load
         self.strict = strict
         self.source = source
@@ -142,6 +146,9 @@ class Machine:
         self.trace.events.append(event)
         if self.strict:
             ref = target.ref if isinstance(target, Opaque) else None
+            why = self.explain(ref.qualname) if ref else None
+            if ref and why:
+                raise self.fail(f"cannot convert: {ref.qualname} (named at byte {ref.offset}) builds {why}")
             where = f"global {ref.qualname!r} (named at byte {ref.offset}, {ref.opcode})" if ref else "it"
             raise self.fail(f"refusing to run code: {self.opcode} would {description} — "
                             f"{where} is not on the allowlist of data-only constructors")
