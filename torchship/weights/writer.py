@@ -248,7 +248,10 @@ def atomic_write(
     path = os.path.realpath(os.fspath(path))
     directory = os.path.dirname(path)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:  # name the file the caller asked for, not our temp file
+        raise type(exc)(exc.errno, exc.strerror, path) from exc
     try:
         with contextlib.suppress(FileNotFoundError):
             os.chmod(fd, os.stat(path).st_mode & 0o7777)
