@@ -200,3 +200,23 @@ def test_what_torch_loads_but_safetensors_cannot_hold(tmp_path, make, fragment: 
     with pytest.raises(ConvertError, match=fragment):
         convert(src, tmp_path / "t.safetensors")
     assert scan([src])[0].verdict in ("safe", "suspicious")
+
+
+def test_numpy_and_python_values_torch_refuses_are_converted_safely(tmp_path) -> None:
+    """weights_only=True refuses numpy arrays and sets/complex numbers (not on its allowlist);
+    our own code rebuilds them from raw bytes and plain data, so they convert."""
+    import numpy as np
+
+    arrays = {"a": np.arange(4.0), "b": np.ones((2, 3), np.float16).T, "be": np.arange(3, dtype=">i4"),
+              "bo": np.array([True, False])}
+    src = tmp_path / "np.pt"
+    torch.save({**arrays, "s": {1, 2}, "c": 1 + 2j, "k": np.int64(3)}, src)
+    with pytest.raises(Exception, match="Weights only load failed"):  # noqa: B017 - UnpicklingError
+        torch.load(src, weights_only=True)
+    report = convert(src, tmp_path / "np.safetensors")
+    with ours.safe_open(report.outputs[0], "np") as f:
+        for name, arr in arrays.items():
+            got = f.get_tensor(name)
+            assert got.dtype == arr.dtype.newbyteorder("=") and np.array_equal(got, arr), name
+        meta = f.metadata()
+    assert (json.loads(meta["s"]), json.loads(meta["c"]), json.loads(meta["k"])) == ([1, 2], [1.0, 2.0], 3)

@@ -97,7 +97,8 @@ BASIC = [
     slice(-1, None), slice(None, -1), slice(-5, 5), slice(3, 1), slice(0, 10**20),
     (0, slice(1, 100)), (Ellipsis,), (Ellipsis, 0), (0, Ellipsis), (0, Ellipsis, 1),
     (Ellipsis, slice(1, 3)), (slice(None), slice(None, None, 2), 1), (), np.int64(1),
-    torch.tensor(1), (slice(torch.tensor(1), None),), (slice(None), -3),
+    torch.tensor(1), (slice(torch.tensor(1), None),), (slice(None), -3), [], (slice(None), []),
+    np.int32(-1), (slice(np.int64(1), None),), slice(None, None, np.int64(2)),
 ]
 ADVANCED = [None, (None, 0), True, (Ellipsis, Ellipsis), [0, 1], torch.tensor([1, 0]),
             (slice(None), [2, 0]), X[:, :, 0] > 5, (0, None, slice(1, 3))]
@@ -136,7 +137,7 @@ def _plain(index):
 # Valid Python slices the peer's numpy slicer refuses (OverflowError or "out of bounds"):
 # negative slice bounds, a stop past the end, an empty range. We follow eager numpy there.
 PEER_NP_GAPS = {repr(i) for i in [slice(-1, None), slice(None, -1), slice(-5, 5), slice(3, 1),
-                                  slice(0, 10**20), (0, slice(1, 100))]}
+                                  slice(0, 10**20), (0, slice(1, 100)), (slice(None), [])]}
 
 
 @pytest.mark.parametrize("index", BASIC, ids=repr)

@@ -227,7 +227,8 @@ def is_basic_index(index: Any) -> bool:
     items = index if isinstance(index, tuple) else (index,)
     if sum(1 for item in items if item is Ellipsis) > 1:
         return False
-    return all(item is Ellipsis or isinstance(item, slice) or _as_int(item) is not None for item in items)
+    return all(item is Ellipsis or isinstance(item, slice) or (isinstance(item, list) and not item)
+               or _as_int(item) is not None for item in items)
 
 
 def normalize_index(index: Any, shape: tuple[int, ...], *, name: str) -> tuple[Any, ...]:
@@ -253,6 +254,8 @@ def normalize_index(index: Any, shape: tuple[int, ...], *, name: str) -> tuple[A
     expanded = [*concrete[:at], *fill, *concrete[at:]]
     out: list[Any] = []
     for axis, (item, size) in enumerate(zip(expanded, shape)):
+        if isinstance(item, list) and not item:
+            item = slice(0, 0)  # an empty selection, as numpy reads ``a[[]]`` (and safetensors)
         if isinstance(item, slice):
             parts = [None if part is None else _as_int(part) for part in (item.start, item.stop, item.step)]
             if any(new is None and old is not None for new, old in zip(parts, (item.start, item.stop, item.step))):
