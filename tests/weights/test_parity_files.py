@@ -182,3 +182,21 @@ def test_saving_into_a_missing_directory_names_the_destination(tmp_path) -> None
     with pytest.raises(FileNotFoundError) as info:
         ours.save_file({"x": torch.ones(1)}, target)
     assert info.value.filename == str(target)  # not our hidden temp file's name
+
+
+def test_zero_size_tensors_sharing_an_offset_keep_one_order(tmp_path) -> None:
+    """offset_keys() in data order as the peer's, ties broken by name (the peer breaks them in
+    hash-map order); load(bytes) and load_file return their dicts in that same order (the
+    peer's load order is hash-map order)."""
+    blob = raw_blob({"z": tensor(*EMPTY, 0, 0), "y": tensor(*EMPTY, 0, 0), "a": A, "b": B,
+                     "m": tensor(*EMPTY, 4, 4)}, D8)
+    path = tmp_path / "ties.safetensors"
+    path.write_bytes(blob)
+    spans = {"y": (0, 0), "z": (0, 0), "a": (0, 4), "m": (4, 4), "b": (4, 8)}
+    with peer_open(str(path), "pt") as g:
+        theirs = g.offset_keys()
+    with ours.safe_open(path, "pt") as f:
+        expected = f.offset_keys()
+    assert expected == ["y", "z", "a", "m", "b"]
+    assert [spans[k] for k in theirs] == [spans[k] for k in expected]
+    assert list(ours.load(blob)) == list(ours.load_file(path)) == expected

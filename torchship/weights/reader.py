@@ -198,7 +198,7 @@ def parse_bytes(data: Any) -> tuple[bytearray, Header, list[str]]:
         raise SafetensorTypeError(f"expected bytes, got {type(data).__name__}")
     buf = bytearray(data)
     header = parse_header(buf, name="<bytes>")
-    return buf, header, sorted(header.tensors, key=lambda k: (header.tensors[k].start, k))
+    return buf, header, sorted(header.tensors, key=lambda k: (header.tensors[k].start, header.tensors[k].end, k))
 
 
 def _as_int(item: Any) -> int | None:
