@@ -4,7 +4,9 @@ A :class:`Config` fixes every knob of the generated code: block sizes (one per t
 parameter, in order of appearance), warps, pipeline stages, the order in which the grid
 dimensions of each launch are walked, L2 grouping of 2-D grids, flat or persistent programs,
 the indexing strategy of loads/stores, the cache eviction hint of loads (``""``: none,
-``"first"``: streamed data, ``"last"``: reused data) and, per full-dimension reduction,
+``"first"``: streamed data, ``"last"``: reused data; for a tensor a kernel reads more than
+once, ``"stream"``: its last read ``evict_first``, ``"reuse"``: also its earlier reads
+``evict_last``) and, per full-dimension reduction,
 persistent (``None``) or a looped reduction with a chunk size. A :class:`ConfigSpace` is derived from a kernel's IR
 by the compiler (see :mod:`torchship.kernels.runtime`) and lists the valid choices.
 
@@ -32,7 +34,9 @@ __all__ = ["BlockParamSpec", "Config", "ConfigSpace", "LaunchSpec", "ReductionSp
 
 PID_TYPES = ("flat", "persistent")
 INDEXINGS = ("pointer", "block_ptr", "tensor_descriptor")
-EVICTIONS = ("", "first", "last")
+EVICTIONS = ("", "first", "last", "stream", "reuse")
+#: the eviction modes that differ from ``first`` only for tensors read more than once
+REREAD_EVICTIONS = ("stream", "reuse")
 _KNOWN = {
     "load_eviction",
     "block_sizes",
@@ -229,7 +233,9 @@ class ConfigSpace:
         params["pid_type"] = list(PID_TYPES)
         params["indexing"] = list(indexing)
         # the interpreter ignores eviction hints: no point searching them on CPU
-        params["load_eviction"] = list(EVICTIONS) if gpu else [""]
+        rereads = any(launch.rereads for launch in self.launches)
+        params["load_eviction"] = [e for e in EVICTIONS if rereads or e not in REREAD_EVICTIONS] \
+            if gpu else [""]
         for i, red in enumerate(self.reductions):
             choices: list[int | None] = [None]
             if red.rollable:

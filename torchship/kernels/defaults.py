@@ -9,6 +9,8 @@ be valid and should be reasonable on the device at hand:
   widens its last output dim to 256 (measured below);
 - row-wise work (a full ``:`` dim or an inner loop): one row per program on GPU;
 - element-wise grids: 1024 (1-D) or 64 x 64 blocks;
+- a tensor read twice without a dot (two-pass softmax): its last read ``evict_first``
+  (on an H100, two-pass softmax 8192^2 bf16 107.5 -> 99.4 µs, 4096^2 26.4 -> 25.6 µs);
 - warps from the largest block (<= 4096 elements: 4, <= 16384 or a dot: 8, else 16), after
   shrinking blocks and stages until the element and shared-memory budgets hold.
 
@@ -72,6 +74,8 @@ def default_choice(space: Any) -> dict[str, Any]:
             choice[name] = space.params[name][0]
     choice["l2_grouping"] = 8 if (gpu and 8 in space.params["l2_grouping"]) else 1
     choice["num_stages"] = 3 if gpu and has_dot else 2 if gpu else 1
+    if "stream" in space.params["load_eviction"] and not has_dot:
+        choice["load_eviction"] = "stream"  # a two-pass kernel's last read is not reused
     if gpu:
         _widen_large_matmul(space, choice)
     while space._smem_problem(choice) and choice["num_stages"] > 1:

@@ -230,10 +230,13 @@ class BoundKernel:
                       n.attrs["tensor"].dtype.itemsize, bool(path))
                      for n, path in analysis.walk_nodes(launch.body) if n.op == "load"]
             inner = bool(analysis.walk_loops(launch.body))
+            read = [n.attrs["tensor"].name for n, _ in analysis.walk_nodes(launch.body)
+                    if n.op == "load"]
             fixed = math.prod(-(-_extent_of(launch, t) // t.fixed) for t in launch.grid_tiles
                               if getattr(t, "param", None) is None and getattr(t, "fixed", None))
             launches.append(LaunchSpec(len(launch.grid_tiles), grid_params, shapes, has_dot,
-                                       itemsize, loads, inner, fixed))
+                                       itemsize, loads, inner, fixed,
+                                       len(set(read)) < len(read)))
         indexing = ["pointer"]
         if _block_ptr_available():
             indexing.append("block_ptr")

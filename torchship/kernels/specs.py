@@ -49,6 +49,7 @@ class LaunchSpec:
     loads: list[tuple[tuple[tuple[str, int], ...], int, bool]] = field(default_factory=list)
     inner_loops: bool = False
     fixed_programs: int = 1  # programs along grid dims with a fixed block (a bmm's batch)
+    rereads: bool = False  # a tensor is loaded at more than one place (two-pass kernels)
 
     @property
     def has_full_dim(self) -> bool:

@@ -559,5 +559,7 @@ def loop_seeds(space: Any, default: Any) -> list[Any]:
             blocks[i] = int(blocks[i] * scale)
             tweaks.append(knobs | {"block_sizes": blocks})
     tweaks.append({"load_eviction": "first"})
+    if any(la.rereads for la in launches):
+        tweaks += [{"load_eviction": "stream"}, {"load_eviction": "reuse"}]
     return _variants(space, default, tweaks)
 

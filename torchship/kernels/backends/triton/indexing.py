@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from torchship.kernels.frontend.analysis import walk_nodes
 from torchship.kernels.ir import Node, Value
 from torchship.kernels.ops.memory import Index, index_shape
 
@@ -33,6 +34,7 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
     terms = [ref.ptr.name]
     masks: list[str] = []
     pos = 0
+    group = (0, 0)  # (first position, rank) of the last gather's dims
     for e in index:
         if e.kind == "none":
             pos += 1
@@ -45,17 +47,20 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
             continue
         if e.kind == "gather":  # an integer block of any rank: its dims sit at pos, pos+1, ..
             g = e.value
-            for k, d in enumerate(g.shape):
-                _, m, _ = cg.dim_info(d)
-                if m is not None:
-                    masks.append(cg.expand(m, pos + k, rank))
+            if not e.paired:  # (a paired block broadcasts into the first one's dims)
+                group = (pos, len(e.dims()))
+                for k, d in enumerate(e.dims()):
+                    _, m, _ = cg.dim_info(d)
+                    if m is not None:
+                        masks.append(cg.expand(m, pos + k, rank))
+                pos += group[1]
             idx = cg.ref(g) + wide
             if g.ndim < rank:
+                end = group[0] + group[1]  # right-aligned in the group, as broadcasting does
                 parts = ["None"] * rank
-                parts[pos:pos + g.ndim] = [":"] * g.ndim
+                parts[end - g.ndim:end] = [":"] * g.ndim
                 idx = f"{idx}[{', '.join(parts)}]"
             terms.append(f"{idx} * {stride}")
-            pos += g.ndim
             continue
         d = shape[pos]
         idx, m, _ = cg.dim_info(d)
@@ -129,13 +134,28 @@ def _tup(items: list[str]) -> str:
     return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
+def _eviction_hint(cg: Any, node: Node) -> str:
+    """The load's ``eviction_policy`` argument under ``Config.load_eviction``: ``stream`` and
+    ``reuse`` mark a tensor's last read in program order ``evict_first`` (its data is not read
+    again) and, for ``reuse``, its earlier reads ``evict_last`` (a two-pass kernel's second pass
+    finds the rows in L2)."""
+    mode = cg.config.load_eviction
+    if mode in ("stream", "reuse"):
+        last = getattr(cg, "last_reads", None)
+        if last is None:
+            reads = {n.attrs["tensor"].name: id(n) for n, _ in walk_nodes(cg.launch.body)
+                     if n.op == "load"}
+            last = cg.last_reads = set(reads.values())
+        mode = "first" if id(node) in last else ("last" if mode == "reuse" else "")
+    return f", eviction_policy=\"evict_{mode}\"" if mode else ""
+
+
 def load(cg: Any, node: Node) -> str:
     """Triton expression loading the node's block."""
     other = "0.0" if node.out.dtype.is_floating_point else "0"
     # block pointers of a bool tensor hold int8 elements (pointers convert)
     as_bool = " != 0" if node.attrs["tensor"].dtype == torch.bool else ""
-    hint = f", eviction_policy=\"evict_{cg.config.load_eviction}\"" \
-        if cg.config.load_eviction else ""
+    hint = _eviction_hint(cg, node)
     if cg.indexing == "block_ptr" and _block_ptr_ok(node):
         bp, check, spec = _block_ptr(cg, node)
         expr = f"tl.load({bp}, boundary_check={check}, padding_option=\"zero\"{hint})"
