@@ -153,6 +153,10 @@ class _Payload:
         return (os.system, (f"touch {self.canary}",))
 
 
+class Sub(torch.Tensor):  # a tensor subclass pickled by reference
+    pass
+
+
 class Config:  # a model class pickled by reference: torch refuses, so do we
     def __init__(self) -> None:
         self.hidden = 4
@@ -220,3 +224,23 @@ def test_numpy_and_python_values_torch_refuses_are_converted_safely(tmp_path) ->
             assert got.dtype == arr.dtype.newbyteorder("=") and np.array_equal(got, arr), name
         meta = f.metadata()
     assert (json.loads(meta["s"]), json.loads(meta["c"]), json.loads(meta["k"])) == ([1, 2], [1.0, 2.0], 3)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_plain_tensors_with_python_attributes(tmp_path, legacy: bool) -> None:
+    """A tensor carrying attributes (``t.tag = ...``) is pickled through
+    torch._tensor._rebuild_from_type_v2(_rebuild_tensor_v2, torch.Tensor, ...), which
+    weights_only=True loads; we convert it (it used to be refused as 'code'). A tensor
+    subclass is refused by both."""
+    t = torch.arange(6.0).reshape(2, 3).t()
+    t.tag = "x"
+    u = torch.ones(2, dtype=torch.bfloat16)
+    u.meta = {"a": 1}
+    _convert_and_compare(tmp_path, {"t": t, "u": u, "plain": X}, _use_new_zipfile_serialization=not legacy)
+
+    src = tmp_path / "sub.pt"
+    torch.save({"s": torch.ones(2).as_subclass(Sub)}, src, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(Exception, match="Weights only load failed"):  # noqa: B017 - UnpicklingError
+        torch.load(src, weights_only=True)
+    with pytest.raises(ConvertError, match="tensor subclass .*Sub.* is not supported"):
+        convert(src, tmp_path / "sub.safetensors")

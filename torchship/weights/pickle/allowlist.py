@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from torchship.weights.format import DTYPES, TORCH_NAMES
-from torchship.weights.pickle.values import check_hashable
+from torchship.weights.pickle.values import check_hashable, short_repr
 from torchship.weights.pickle.vm import Callable_
 
 
@@ -253,6 +253,22 @@ def _rebuild_parameter(data: Any, requires_grad: Any, hooks: Any, state: Any = N
     return data
 
 
+TENSOR_TYPE = Callable_("torch.Tensor")
+"""Marker for ``torch.Tensor``: accepted only as the type of ``_rebuild_from_type_v2``."""
+
+
+def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> TensorRef:
+    # torch.save of a plain tensor that carries Python attributes (``t.tag = 1``): the tensor is
+    # rebuilt by one of our functions; the attributes are not tensor data and are left out
+    if new_type is not TENSOR_TYPE:
+        raise TypeError(f"tensor subclass {short_repr(new_type)} is not supported (only torch.Tensor)")
+    if not isinstance(func, _Fn) or func.fn not in (_rebuild_v1, _rebuild_v2, _rebuild_v3):
+        raise TypeError(f"rebuild function {short_repr(func)} is not a torch._utils tensor rebuild")
+    if not isinstance(args, tuple):
+        raise TypeError("rebuild arguments must be a tuple")
+    return func.call(args)
+
+
 class ODict(dict):
     """Our OrderedDict: a dict (insertion-ordered) that accepts a data-only BUILD state such as
     the ``_metadata`` attribute of an ``nn.Module`` state dict.
@@ -455,6 +471,8 @@ def _table() -> dict[tuple[str, str], Callable_]:
     add("torch._utils", "_rebuild_tensor", _rebuild_v1)
     add("torch._utils", "_rebuild_parameter", _rebuild_parameter)
     add("torch._utils", "_rebuild_parameter_with_state", _rebuild_parameter)
+    add("torch._tensor", "_rebuild_from_type_v2", _rebuild_from_type_v2)
+    t[("torch", "Tensor")] = TENSOR_TYPE
     add("torch", "Size", _size)
     add("torch", "device", _device)
     add("_codecs", "encode", _encode)
