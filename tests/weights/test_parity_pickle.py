@@ -244,3 +244,18 @@ def test_plain_tensors_with_python_attributes(tmp_path, legacy: bool) -> None:
         torch.load(src, weights_only=True)
     with pytest.raises(ConvertError, match="tensor subclass .*Sub.* is not supported"):
         convert(src, tmp_path / "sub.safetensors")
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_counters_and_bare_storages(tmp_path, legacy: bool) -> None:
+    """collections.Counter (on weights_only's allowlist) becomes a JSON map of its counts; a
+    bare storage becomes a 1-D tensor of its elements (torch.load gives a TypedStorage)."""
+    src = tmp_path / "c.pt"
+    torch.save({"w": X, "vocab": collections.Counter("aab"), "s": torch.arange(4.0).half().storage()},
+               src, _use_new_zipfile_serialization=not legacy)
+    ref = torch.load(src, weights_only=True)
+    report = convert(src, tmp_path / "c.safetensors")
+    with ours.safe_open(report.outputs[0], "pt") as f:
+        assert json.loads(f.metadata()["vocab"]) == dict(ref["vocab"]) == {"a": 2, "b": 1}
+        assert _same(f.get_tensor("s"), torch.tensor(ref["s"].tolist(), dtype=ref["s"].dtype))
+        assert _same(f.get_tensor("w"), ref["w"])

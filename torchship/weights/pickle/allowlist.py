@@ -299,6 +299,15 @@ def _ordered_dict(*args: Any) -> ODict:
     return out
 
 
+def _counter(*args: Any) -> dict[Any, Any]:
+    # collections.Counter pickles as Counter(dict_of_counts); its data is that dict
+    if not args:
+        return {}
+    if len(args) != 1 or not isinstance(args[0], dict):
+        raise TypeError("Counter takes one dict of counts")
+    return dict(args[0])
+
+
 def _size(*args: Any) -> tuple[int, ...]:
     if len(args) != 1:
         raise TypeError("torch.Size takes one tuple")
@@ -466,6 +475,7 @@ def _table() -> dict[tuple[str, str], Callable_]:
 
     for mod in ("collections", "collections.__init__"):
         add(mod, "OrderedDict", _ordered_dict)
+        add(mod, "Counter", _counter)
     add("torch._utils", "_rebuild_tensor_v2", _rebuild_v2)
     add("torch._utils", "_rebuild_tensor_v3", _rebuild_v3)
     add("torch._utils", "_rebuild_tensor", _rebuild_v1)
