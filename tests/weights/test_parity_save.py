@@ -194,3 +194,22 @@ def test_load_model_missing_and_unexpected_like_the_peer(tmp_path, make, strict:
         return
     missing, unexpected = ours.load_model(make(), path, strict=strict)
     assert sorted(missing) == sorted(theirs[0]) and sorted(unexpected) == sorted(theirs[1])
+
+
+def test_public_names_of_the_peer_modules() -> None:
+    """Every public function of safetensors.torch / safetensors.numpy that code imports by name
+    exists here, except the low-level dict-of-bytes API (serialize/deserialize), see the docs."""
+    low_level = {"serialize", "serialize_file", "deserialize", "TensorSpec"}
+    for theirs, mine in ((peer, ours), (peer_np, ours_np)):
+        names = {n for n, v in vars(theirs).items()
+                 if not n.startswith("_") and callable(v) and getattr(v, "__module__", "").startswith("safetensors")}
+        assert names - low_level <= set(dir(mine)), names - low_level - set(dir(mine))
+
+
+@pytest.mark.parametrize("make", [lambda: torch.zeros(4), lambda: torch.zeros(4)[2:], lambda: torch.empty(3, device="meta"),
+                                  lambda: torch.zeros(0), lambda: torch.zeros(2, 3).t()])
+def test_storage_ptr_and_size_match_the_peer(make) -> None:
+    t = make()
+    assert ours.storage_size(t) == peer.storage_size(t)
+    assert (ours.storage_ptr(t) == 0) == (peer.storage_ptr(t) == 0)
+    assert ours.storage_ptr(t) == t.untyped_storage().data_ptr()

@@ -30,7 +30,8 @@ from torchship.weights.format import TORCH_NAMES, Header, SafetensorError, Safet
 from torchship.weights.reader import parse_bytes, safe_open
 from torchship.weights.writer import Entry, save_entries, write_entries
 
-__all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model", "save_sharded", "safe_open"]
+__all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model", "save_sharded", "safe_open",
+           "storage_ptr", "storage_size"]
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
     k: getattr(torch, v) for k, v in TORCH_NAMES.items() if isinstance(getattr(torch, v, None), torch.dtype)
@@ -196,13 +197,35 @@ def _entries(tensors: Mapping[str, torch.Tensor]) -> dict[str, Entry]:
     return entries
 
 
+def storage_ptr(tensor: torch.Tensor) -> int:
+    """Address of the tensor's storage (0 for a meta tensor), as ``safetensors.torch.storage_ptr``
+    (transformers imports it from there to find tied weights).
+
+    Example:
+        >>> w = torch.zeros(4)
+        >>> storage_ptr(w[2:]) == storage_ptr(w) != 0
+        True
+    """
+    return tensor.untyped_storage().data_ptr()
+
+
+def storage_size(tensor: torch.Tensor) -> int:
+    """Bytes in the tensor's whole storage, as ``safetensors.torch.storage_size``.
+
+    Example:
+        >>> storage_size(torch.zeros(4)[2:])
+        16
+    """
+    return tensor.untyped_storage().nbytes()
+
+
 def _storage_key(t: torch.Tensor) -> tuple[Any, int, int] | None:
     if t.device.type == "meta" or t.layout != torch.strided:
         return None
-    storage = t.untyped_storage()
-    if storage.data_ptr() == 0 or storage.nbytes() == 0:
+    ptr, size = storage_ptr(t), storage_size(t)
+    if ptr == 0 or size == 0:
         return None
-    return (t.device, storage.data_ptr(), storage.nbytes())
+    return (t.device, ptr, size)
 
 
 def find_shared_tensors(tensors: Mapping[str, torch.Tensor]) -> list[set[str]]:
