@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from torchship.kernels.backends.triton import indexing
-from torchship.kernels.backends.triton.deferred import DeferredReductions
 from torchship.kernels.backends.triton.reductions import ReductionEmitter
 from torchship.kernels.config import Config
 from torchship.kernels.errors import KernelTypeError
@@ -65,7 +64,7 @@ class _Ctx:
         return None
 
 
-class TritonCodegen(ReductionEmitter, DeferredReductions):
+class TritonCodegen(ReductionEmitter):
     """Generate the Triton kernel for ``launch`` with ``config``.
 
     ``reduction_index`` maps a full dim's root id to its ``Config.reduction_loops`` slot.
@@ -92,7 +91,6 @@ class TritonCodegen(ReductionEmitter, DeferredReductions):
         self.prologue_at: int | None = None  # where hoisted set-up lines go (see generate)
         self.hoisted: dict[str, str] = {}  # hoisted expression -> its name
         self.helpers: dict[str, str] = {}  # module-level @triton.jit helpers: name -> source
-        self.deferred: dict[int, Any] = {}  # node id -> Deferral (see deferred.py)
         for p in launch.args:
             self.used.add(p.name)
             if p.value is not None:
@@ -521,8 +519,6 @@ class TritonCodegen(ReductionEmitter, DeferredReductions):
                                                 (full_end, end, ", num_stages=1"))):
             self.line("# full blocks (no masks)" if part == 0 else
                       "# the ragged last block (masked)")
-            plans = self.plan_deferred(loop) if part == 0 else []
-            self.open_deferred(loop, plans)
             b = self.fresh(f"{t.name}_begin")
             self.line(f"for {b} in tl.range({lo}, {hi}, {blk}{extra}):")
             self.indent += 1
@@ -534,11 +530,8 @@ class TritonCodegen(ReductionEmitter, DeferredReductions):
                 if final != name:
                     self.line(f"{name} = {final}")
             self.indent -= 1
-            self.close_deferred(plans)
 
     def emit_node(self, node: Node) -> None:
-        if id(node) in self.deferred:
-            return self.emit_deferred(node)
         if node.out is not None and self.has_rolled(node.out):
             return  # recomputed inside the chunk loop of each consumer
         rolled = self.consumer_rolled(node)
