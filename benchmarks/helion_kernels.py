@@ -179,19 +179,17 @@ def attention_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     n, vocab = logits.size()
+    flat = logits.view(-1)
     loss = torch.empty([n], dtype=torch.float32, device=logits.device)
     for tm in hl.tile(n):
-        lab = labels[tm]
+        picked = hl.load(flat, [tm.index * vocab + labels[tm]]).to(torch.float32)
         mx = hl.full([tm], float("-inf"), dtype=torch.float32)
         den = hl.zeros([tm], dtype=torch.float32)
-        picked = hl.zeros([tm], dtype=torch.float32)
         for tv in hl.tile(vocab):
             c = logits[tm, tv].to(torch.float32)
             new = torch.maximum(mx, torch.amax(c, dim=1))
             den = den * torch.exp(mx - new) + torch.exp(c - new[:, None]).sum(dim=1)
             mx = new
-            hit = tv.index[None, :] == lab[:, None]
-            picked = picked + torch.where(hit, c, 0.0).sum(dim=1)
         loss[tm] = torch.log(den) + mx - picked
     return loss
 

@@ -1,7 +1,10 @@
 """Cross-entropy per row: ``logsumexp(logits[i]) - logits[i, labels[i]]``.
 
-The vocabulary is streamed in tiles with an online log-sum-exp; the target logit is picked
-with a comparison against the tile's column indices, so no gather is needed.
+The vocabulary is streamed in tiles with an online log-sum-exp; the target logit is gathered
+once per row from a flat view of the logits (as Helion's own example does). Picking it
+instead inside the loop (``torch.where(tv.index[None, :] == target[:, None], chunk, 0)``
+summed per tile) costs a compare and a select per logit: on an H100 that made cross entropy
+8192 x 128256 bf16 take 804 µs instead of 695 µs (the loop is ALU-bound, not memory-bound).
 
 Example:
     >>> logits, labels = make_inputs("test", seed=0)
@@ -19,14 +22,14 @@ from examples.kernels._common import FLOAT_DTYPES, check_key, generator, nbytes,
 
 @ts.kernel
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-row loss (float32) for logits ``[n, v]`` and int64 labels ``[n]``."""
+    """Per-row loss (float32) for logits ``[n, v]`` and int64 labels ``[n]`` in ``[0, v)``."""
     n, vocab = logits.size()
+    flat = logits.reshape(-1)
     loss = torch.empty([n], dtype=torch.float32, device=logits.device)
     for tm in ts.tile(n):
-        target = labels[tm]
+        picked = flat[tm.index * vocab + labels[tm]].to(torch.float32)
         row_max = ts.full([tm], float("-inf"), dtype=torch.float32)
         denom = ts.zeros([tm], dtype=torch.float32)
-        picked = ts.zeros([tm], dtype=torch.float32)
         for tv in ts.tile(vocab):
             chunk = logits[tm, tv].to(torch.float32)
             new_max = torch.maximum(row_max, chunk.amax(dim=1))
@@ -34,8 +37,6 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                 chunk - new_max[:, None]
             ).sum(dim=1)
             row_max = new_max
-            hit = tv.index[None, :] == target[:, None]
-            picked = picked + torch.where(hit, chunk, 0.0).sum(dim=1)
         loss[tm] = torch.log(denom) + row_max - picked
     return loss
 
