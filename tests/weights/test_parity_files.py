@@ -71,6 +71,19 @@ CASES = {
     "header-length-past-end": struct.pack("<Q", 100) + b"{}",
     "header-length-over-limit": struct.pack("<Q", MAX_HEADER_SIZE + 1) + b"{}",
     "shorter-than-8-bytes": b"\x02\x00\x00",
+    "negative-zero-dim": raw_blob(b'{"z":{"dtype":"U8","shape":[-0],"data_offsets":[0,0]},'
+                                  b'"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}', D8),
+    "exponent-dim": raw_blob(RAW.replace(b"[4]", b"[4e0]", 1), D8),
+    "dim-past-u64": raw_blob(RAW.replace(b"[4]", b"[18446744073709551616]", 1), D8),
+    "numel-overflow": raw_blob({"a": tensor("U8", [2**32, 2**32], 0, 8)}, D8),
+    "three-offsets": raw_blob({"a": dict(A, data_offsets=[0, 4, 4]), "b": B}, D8),
+    "null-dtype": raw_blob({"a": dict(A, dtype=None), "b": B}, D8),
+    "missing-shape": raw_blob({"a": {"dtype": "U8", "data_offsets": [0, 4]}, "b": B}, D8),
+    "lone-surrogate-name": raw_blob(b'{"\\ud800":' + json.dumps(A).encode() + b',"b":' + json.dumps(B).encode() + b"}", D8),
+    "nan-metadata": raw_blob(b'{"__metadata__":{"k":NaN},"a":' + json.dumps(A).encode() + b',"b":'
+                             + json.dumps(B).encode() + b"}", D8),
+    "trailing-comma": raw_blob(RAW[:-1] + b",}", D8),
+    "f4-odd-count": raw_blob({"a": tensor("F4", [3], 0, 2)}, D8[:2]),
 }
 DIFFERENT_ON_PURPOSE = {
     # the peer keeps the last duplicate silently; we refuse (a parser differential)
@@ -182,6 +195,23 @@ def test_saving_into_a_missing_directory_names_the_destination(tmp_path) -> None
     with pytest.raises(FileNotFoundError) as info:
         ours.save_file({"x": torch.ones(1)}, target)
     assert info.value.filename == str(target)  # not our hidden temp file's name
+
+
+def test_zero_size_dim_past_int64_is_a_clear_error(tmp_path) -> None:
+    """A u64 dim times 0 is a valid header for both; torch cannot build the tensor (the peer
+    fails with torch's TypeError), we fail with a SafetensorError naming tensor and file."""
+    blob = raw_blob({"e": tensor("U8", [2**64 - 1, 0], 0, 0), "a": tensor("U8", [8], 0, 8)}, D8)
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(blob)
+    with pytest.raises(TypeError):
+        peer.load(blob)
+    with pytest.raises(SafetensorError, match="<bytes>: tensor 'e': shape .* cannot be a torch tensor"):
+        ours.load(blob)
+    for framework in ("pt", "np"):
+        with ours.safe_open(path, framework) as f:
+            assert f.get_tensor("a").tolist() == list(D8)
+            with pytest.raises(SafetensorError, match="huge.safetensors: tensor 'e': shape"):
+                f.get_tensor("e")
 
 
 def test_zero_size_tensors_sharing_an_offset_keep_one_order(tmp_path) -> None:

@@ -274,8 +274,15 @@ class _DuplicateKey(Exception):
         self.key = key
 
 
+def _parse_int(text: str) -> int | _Float:
+    # a negative number is never a valid shape or offset; "-0" must not turn into 0 (safetensors
+    # reads it as the float -0.0 and refuses the file: a parser differential otherwise)
+    return _Float(text) if text.startswith("-") else int(text)
+
+
 _DECODER = json.JSONDecoder(
-    object_pairs_hook=_pairs_no_duplicates, parse_float=_Float, parse_constant=_reject_constant
+    object_pairs_hook=_pairs_no_duplicates, parse_float=_Float, parse_int=_parse_int,
+    parse_constant=_reject_constant,
 )
 
 

@@ -112,7 +112,7 @@ def load(data: bytes) -> dict[str, np.ndarray]:
         [0, 1]
     """
     buf, header, order = parse_bytes(data)
-    return {key: numpy_view(buf, header, key) for key in order}
+    return {key: numpy_view(buf, header, key, name="<bytes>") for key in order}
 
 
 def load_file(filename: str | os.PathLike[str]) -> dict[str, np.ndarray]:

@@ -161,7 +161,7 @@ def prefault(buf: Any, start: int, end: int) -> None:
         advise_willneed(buf, start, end)
 
 
-def numpy_view(buf: Any, header: Header, key: str) -> np.ndarray:
+def numpy_view(buf: Any, header: Header, key: str, *, name: str = "<buffer>") -> np.ndarray:
     """A numpy array for tensor ``key`` (a zero-copy view except F4, which numpy unpacks).
 
     Example:
@@ -181,7 +181,12 @@ def numpy_view(buf: Any, header: Header, key: str) -> np.ndarray:
         raise SafetensorError(f"tensor {key!r}: dtype {info.dtype} has no numpy representation")
     count = info.nbytes // dtype.itemsize
     if count == 0:
-        return np.empty(info.shape, dtype=dtype)
+        try:
+            return np.empty(info.shape, dtype=dtype)
+        except ValueError as exc:  # a u64 dimension numpy cannot hold
+            raise SafetensorError(
+                f"{name}: tensor {key!r}: shape {list(info.shape)} cannot be a numpy array ({exc})"
+            ) from None
     return np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(info.shape)
 
 
@@ -403,7 +408,7 @@ class safe_open:  # noqa: N801 - drop-in name
         self._info(key)
         buf = self._live_buf()
         if self._framework == "np":
-            return numpy_view(buf, self._header, key)
+            return numpy_view(buf, self._header, key, name=self._name)
         return self._torch.cpu_view(buf, self._header, key, name=self._name)
 
     # -- tensors ---------------------------------------------------------------------------

@@ -82,6 +82,22 @@ def _torch_dtype(key: str, dtype: str) -> torch.dtype:
     return found
 
 
+def empty_tensor(key: str, shape: tuple[int, ...], dtype: torch.dtype, *, name: str = "<buffer>",
+                 device: Any = "cpu") -> torch.Tensor:
+    """A zero-size tensor of ``shape``; a dimension past torch's int64 range (valid in the
+    format, whose dims are u64) is a SafetensorError naming the tensor, not torch's TypeError.
+
+    Example:
+        >>> empty_tensor("e", (0, 3), torch.float32).shape
+        torch.Size([0, 3])
+    """
+    try:
+        return torch.empty(shape, dtype=dtype, device=device)
+    except (TypeError, RuntimeError, OverflowError) as exc:
+        raise SafetensorError(f"{name}: tensor {key!r}: shape {list(shape)} cannot be a torch tensor "
+                              f"({str(exc).splitlines()[0]})") from None
+
+
 def cpu_view(buf: Any, header: Header, key: str, *, name: str = "<buffer>") -> torch.Tensor:
     """A CPU tensor viewing tensor ``key`` inside ``buf`` (no copy).
 
@@ -94,7 +110,7 @@ def cpu_view(buf: Any, header: Header, key: str, *, name: str = "<buffer>") -> t
     dtype = _torch_dtype(key, info.dtype)
     shape = _storage_shape(key, info.dtype, info.shape)
     if info.nbytes == 0:
-        return torch.empty(shape, dtype=dtype)
+        return empty_tensor(key, shape, dtype, name=name)
     count = info.nbytes // dtype.itemsize
     flat = torch.frombuffer(buf, dtype=dtype, count=count, offset=header.data_start + info.start)
     return flat.view(shape)
@@ -151,7 +167,7 @@ def load_to_device(
         shape = _storage_shape(key, info.dtype, info.shape)
         raw = device_buf[info.start : info.end]
         if info.nbytes == 0:
-            result[key] = torch.empty(shape, dtype=dtype, device=device)
+            result[key] = empty_tensor(key, shape, dtype, name=name, device=device)
         elif info.start % dtype.itemsize:
             result[key] = raw.clone().view(dtype).view(shape)  # misaligned: own storage
         else:
@@ -367,8 +383,8 @@ def load(data: bytes, device: Any = "cpu") -> dict[str, torch.Tensor]:
     buf, header, keys = parse_bytes(data)
     dev = normalize_device(device, check=True)
     if dev.type != "cpu":
-        return load_to_device(buf, header, keys, dev)
-    return {key: cpu_view(buf, header, key) for key in keys}
+        return load_to_device(buf, header, keys, dev, name="<bytes>")
+    return {key: cpu_view(buf, header, key, name="<bytes>") for key in keys}
 
 
 def load_file(filename: str | os.PathLike[str], device: Any = "cpu") -> dict[str, torch.Tensor]:
