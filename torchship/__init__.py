@@ -39,6 +39,7 @@ _LAZY: dict[str, str] = {
     "associative_scan": "torchship.kernels",
     "register_block_size": "torchship.kernels",
     "register_tunable": "torchship.kernels",
+    "static_range": "torchship.kernels",
     "Tile": "torchship.kernels",
     "ConfigSpace": "torchship.kernels",
     "KernelError": "torchship.kernels",

@@ -32,6 +32,7 @@ from torchship.kernels.language import (
     reduce,
     register_block_size,
     register_tunable,
+    static_range,
     tile,
     zeros,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "reduce",
     "register_block_size",
     "register_tunable",
+    "static_range",
     "tile",
     "zeros",
 ]

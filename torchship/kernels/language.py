@@ -45,6 +45,7 @@ __all__ = [
     "grid",
     "register_block_size",
     "register_tunable",
+    "static_range",
     "tile",
     "zeros",
 ]
@@ -350,6 +351,19 @@ def grid(begin_or_sizes: Any, end: Any = None, /) -> Iterator[int | tuple[int, .
         yield from ranges[0]
         return
     yield from itertools.product(*ranges)
+
+
+def static_range(begin_or_end: int, end: int | None = None, /) -> range:
+    """A loop unrolled at compile time (Helion's ``hl.static_range``): the loop variable is a
+    python int in device code, so it can pick an entry of a list of host views
+    (``views[k][tm, tn]``) or a constant. Bounds are literals or int arguments (the kernel
+    is specialised on their values); in host code and reference mode it is ``range``.
+
+    Example:
+        >>> list(static_range(3)), list(static_range(1, 3))
+        ([0, 1, 2], [1, 2])
+    """
+    return range(begin_or_end) if end is None else range(begin_or_end, end)
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,13 +29,17 @@ from torchship.kernels.frontend import inline
 from torchship.kernels.frontend.captures import TensorRef
 from torchship.kernels.frontend.host import is_missing
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
+from torchship.kernels.ops import broadcast_shapes
 from torchship.kernels.ops.memory import Index
 from torchship.kernels.ops.pointwise import TORCH_UNARY
 
 _ARC = ("atan", "asin", "acos", "asinh", "acosh", "atanh")  # also torch.arctan, ...
 FUNCTIONS: dict[Any, str] = {getattr(torch, n): n for n in TORCH_UNARY if hasattr(torch, n)}
 FUNCTIONS.update({
-    torch.special.erf: "erf", torch.special.expit: "sigmoid", F.relu: "relu", F.silu: "silu",
+    torch.special.erf: "erf", torch.special.erfc: "erfc", torch.special.erfinv: "erfinv",
+    torch.special.gammaln: "lgamma", torch.special.digamma: "digamma",
+    torch.special.psi: "digamma", math.erfc: "erfc", math.lgamma: "lgamma",
+    torch.special.expit: "sigmoid", F.relu: "relu", F.silu: "silu",
     F.gelu: "gelu", F.sigmoid: "sigmoid", F.tanh: "tanh", torch.maximum: "maximum",
     torch.minimum: "minimum", torch.where: "where", torch.pow: "pow", torch.clamp: "clamp",
     torch.clip: "clamp", torch.sum: "sum", torch.prod: "prod", torch.mean: "mean", torch.amax: "amax",
@@ -196,6 +200,8 @@ class CallHandler:
             raise self.err(KernelTypeError, f"tile {v.name!r} used as a number",
                            hint=f"use {v.name}.index (positions), {v.name}.begin or "
                            f"{v.name}.end")
+        if isinstance(v, TensorRef) and v.ndim == 0:  # a 0-d tensor: its one element
+            return self.b.emit("load", [], {"tensor": v, "index": []})
         if isinstance(v, TensorRef):
             raise self.err(KernelTypeError, f"tensor {v.name!r} used directly in device "
                            "arithmetic", hint=f"load a block first, e.g. {v.name}[tm, :]")
@@ -269,6 +275,10 @@ class CallHandler:
             key = self.expr(node.slice)
             if isinstance(key, int):
                 return base[key]
+            raise self.err(KernelSyntaxError, f"a list or tuple of host values is indexed with "
+                           f"{_desc(key)}: only python ints pick an entry at compile time",
+                           hint="unroll the loop: `for k in ts.static_range(n)` makes k an "
+                           "int", node=node)
         raise self.err(KernelSyntaxError, f"cannot index {type(base).__name__} in device code",
                        node=node)
 
@@ -319,11 +329,7 @@ class CallHandler:
                 if v.ndim == 0:
                     out.append(Index("scalar", axis, value=v))
                 elif any(x.kind == "gather" for x in out):
-                    raise self.err(KernelTypeError, f"indexing {ref.name!r} with two integer "
-                                   "blocks is not supported (torch pairs them up element by "
-                                   "element)", hint="index a flattened view (x.view(-1) in "
-                                   "host code) with one block: rows * x.stride(0) + cols",
-                                   node=node)
+                    out.append(self._paired_gather(ref, out, axis, v, node))
                 else:  # a gather: the block's dims replace this one (torch's x[idx] shape)
                     out.append(Index("gather", axis, value=v))
             elif isinstance(v, tuple) and all(isinstance(t, TileInfo) for t in v):
@@ -343,6 +349,31 @@ class CallHandler:
             if e.axis is not None:
                 self.b.tensor_stride(ref, e.axis)
         return out
+
+    def _paired_gather(self, ref: TensorRef, out: list[Index], axis: int, v: Value,
+                       node: ast.AST) -> Index:
+        """A further integer block, paired element-wise with the earlier ones as in torch
+        (``pages[blk, slot, h, :]``): the blocks broadcast to one shape that sits where the
+        first one is. Only adjacent blocks (ints may sit between them) are supported; torch
+        moves separated ones to the front."""
+        first = next(x for x in out if x.kind == "gather")
+        between = out[out.index(first) + 1:]
+        if any(x.kind not in ("gather", "scalar") for x in between):
+            raise self.err(KernelTypeError, f"indexing {ref.name!r} with integer blocks "
+                           "separated by a tile, `:` or None is not supported (torch moves "
+                           "their dims to the front)", hint="put the integer blocks next to "
+                           "each other (permute the tensor in host code), or index a "
+                           "flattened view with one block: rows * x.stride(0) + cols",
+                           node=node)
+        try:
+            first.group = broadcast_shapes([first.dims(), v.shape])
+        except KernelTypeError as e:
+            raise self.err(KernelTypeError, f"indexing {ref.name!r} with two integer blocks "
+                           f"that do not broadcast (torch pairs them up element by element): "
+                           f"{e}", hint="give them one shape (rows[:, None], cols[None, :] "
+                           "for a 2-D block), or index a flattened view with one block",
+                           node=node) from None
+        return Index("gather", axis, value=v, paired=True)
 
     def _full(self, ref: TensorRef, axis: int) -> Index:
         size = self.b.tensor_size(ref, axis)
@@ -388,9 +419,6 @@ class CallHandler:
             spec.append(":")
             dims.append(v.shape[src])
             src += 1
-        if "squeeze" in spec and not dims:
-            raise self.err(KernelSyntaxError, "dropping every dimension of a block is not "
-                           "supported", hint="reduce it with .sum() instead", node=node)
         return self.b.emit("view", [v], {"dims": tuple(dims), "spec": tuple(spec)})
 
     def store(self, ref: TensorRef, sl: ast.AST, value: Any, node: ast.AST) -> None:
@@ -432,6 +460,8 @@ class CallHandler:
         if isinstance(fobj, type) and fobj in (tuple, list) and all(
                 not isinstance(a, Value) for a in args):
             return tuple(*args)
+        if fobj is len and len(args) == 1 and isinstance(args[0], tuple):
+            return len(args[0])  # a captured list of host values: its length is static
         if fobj is slice and all(not isinstance(a, Value) for a in args):
             return slice(*args)  # an index written `slice(None)` where `:` cannot be (a list)
         if fobj is range or fobj is language.tile or fobj is language.grid:

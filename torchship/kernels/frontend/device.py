@@ -466,6 +466,9 @@ class DeviceBuilder:
         fn = self.static(it.func)
         from torchship.kernels import language
 
+        if fn is language.static_range:
+            self._unrolled(stmt, it)
+            return
         if fn is range:
             grid = True
             values = [self.expr(a) for a in it.args]
@@ -540,6 +543,20 @@ class DeviceBuilder:
         self.region.append(Loop([t for t in tiles if isinstance(t, TileInfo)],
                                 [t for t in tiles if isinstance(t, Value)], begins, ends, body,
                                 carried, self.loc(stmt)))
+
+    def _unrolled(self, stmt: ast.For, it: ast.Call) -> None:
+        """``for k in ts.static_range(...)``: the body traced once per value, ``k`` an int."""
+        if it.keywords or not 1 <= len(it.args) <= 2:
+            raise self.error(KernelSyntaxError, "ts.static_range takes (end) or (begin, end)",
+                             hint="for k in ts.static_range(3): ...")
+        bounds = [self.const_int(self.expr(a), "a ts.static_range bound") for a in it.args]
+        if not isinstance(stmt.target, ast.Name):
+            raise self.error(KernelSyntaxError, "ts.static_range binds one name",
+                             hint="for k in ts.static_range(3): ...")
+        for k in range(*bounds):
+            self.env[stmt.target.id] = k
+            for s in stmt.body:
+                self.statement(s)
 
     # ------------------------------------------------------------------ expressions
     def expr(self, node: ast.AST) -> Any:

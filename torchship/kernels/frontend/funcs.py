@@ -31,7 +31,9 @@ _PYFUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs,
             "reciprocal": lambda x: 1.0 / x, "rsqrt": lambda x: 1.0 / math.sqrt(x),
             "round": round, "atan": math.atan, "asin": math.asin, "acos": math.acos,
             "sinh": math.sinh, "cosh": math.cosh, "asinh": math.asinh, "acosh": math.acosh,
-            "atanh": math.atanh}
+            "atanh": math.atanh, "erfc": math.erfc, "lgamma": math.lgamma,
+            "erfinv": lambda x: torch.erfinv(torch.tensor(float(x), dtype=torch.float64)).item(),
+            "digamma": lambda x: torch.digamma(torch.tensor(float(x), dtype=torch.float64)).item()}
 
 
 def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:

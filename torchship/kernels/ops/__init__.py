@@ -83,28 +83,47 @@ def dtype_of(x: Any) -> tuple[torch.dtype, bool]:
     raise KernelTypeError(f"expected a tile value or a python number, got {type(x).__name__}")
 
 
+def _promote_all(dtypes: list[torch.dtype]) -> torch.dtype:
+    res = dtypes[0]
+    for d in dtypes[1:]:
+        res = torch.promote_types(res, d)
+    return res
+
+
 def promote(operands: list[Any]) -> tuple[torch.dtype, bool]:
-    """torch's result-type rule (weak python scalars never widen a tensor's category-mate).
+    """torch's result-type rule with its three tiers: blocks with dims, 0-d blocks (a loaded
+    0-d tensor, a full reduction) and weak python scalars. A lower tier changes the dtype
+    only when its category (bool < int < float) is higher: a python float makes an int block
+    float32, a 0-d float64 makes it float64, a 0-d float64 leaves a float16 block float16.
 
     Example:
-        >>> from torchship.kernels.ir import Value
+        >>> from torchship.kernels.ir import ConstDim, Value
         >>> promote([Value((), torch.int32), 0.5])
         (torch.float32, False)
+        >>> promote([Value((ConstDim(4),), torch.float16), Value((), torch.float64)])
+        (torch.float16, False)
     """
-    strong = [dtype_of(o)[0] for o in operands if not dtype_of(o)[1]]
-    weak = [dtype_of(o)[0] for o in operands if dtype_of(o)[1]]
-    if not strong:
-        res = weak[0]
-        for w in weak[1:]:
-            res = torch.promote_types(res, w)
-        return res, True
-    res = strong[0]
-    for s in strong[1:]:
-        res = torch.promote_types(res, s)
+    kinds = [(dtype_of(o), isinstance(o, Value) and o.ndim > 0) for o in operands]
+    dimmed = [d for (d, weak), has_dims in kinds if not weak and has_dims]
+    zero_d = [d for (d, weak), has_dims in kinds if not weak and not has_dims]
+    weak = [d for (d, w), _ in kinds if w]
+    if not dimmed and not zero_d:
+        return _promote_all(weak), True
+    if not zero_d:
+        return _lift(_promote_all(dimmed), weak), False
+    lower = _lift(_promote_all(zero_d), weak)
+    if not dimmed:
+        return lower, False
+    res = _promote_all(dimmed)
+    return (torch.promote_types(res, lower) if _category(lower) > _category(res) else res), False
+
+
+def _lift(res: torch.dtype, weak: list[torch.dtype]) -> torch.dtype:
+    """A strong dtype after weak python scalars: only a higher category changes it."""
     for w in weak:
         if _category(w) > _category(res):
             res = torch.float32 if _category(w) == 2 else torch.int64
-    return res, False
+    return res
 
 
 def broadcast_shapes(shapes: list[tuple[Dim, ...]]) -> tuple[Dim, ...]:
@@ -172,4 +191,5 @@ from torchship.kernels.ops import (  # noqa: E402,F401
     reduce,
     scan,
     sort,
+    specialfns,
 )

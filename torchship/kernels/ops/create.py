@@ -59,6 +59,8 @@ def _expand_emit(cg: Any, node: Any, args: list[str]) -> str:
     spec = node.attrs["spec"]
     if all(s == ":" for s in spec):
         return args[0]
+    if "squeeze" in spec and not node.out.shape:  # its one element (reshape has no 0-d)
+        return f"tl.sum({args[0]}, axis=None).to({cg.tl(node.out.dtype)})"
     if "squeeze" in spec:
         x = args[0]
         dims = ", ".join(cg.block(d) for d in node.out.shape)

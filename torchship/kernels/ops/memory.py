@@ -4,7 +4,8 @@ An index is a list of :class:`Index` entries, one per written position: ``tile``
 a tile variable, masked at the edge), ``full`` (the whole dimension, a :class:`FullDim`),
 ``scalar`` (an int operand, dimension dropped), ``none`` (a new size-1 dimension) and
 ``gather`` (an integer block of any rank whose values pick rows; its dims replace the tensor
-dim, as in torch's ``x[idx]``). Pointer, block-pointer and tensor-descriptor code for them
+dim, as in torch's ``x[idx]``; further adjacent integer blocks pair up with it element-wise,
+their broadcast shape in its place, as in torch's ``x[rows, cols]``). Pointer, block-pointer and tensor-descriptor code for them
 lives in the Triton backend's indexing module.
 
 Example:
@@ -36,6 +37,8 @@ class Index:
     tile: TileInfo | None = None
     full: FullDim | None = None
     value: Any = None  # scalar operand or gather Value
+    group: tuple[Dim, ...] | None = None  # first gather of several: their broadcast shape
+    paired: bool = False  # a further gather: broadcast into the first one's dims
 
     def dims(self) -> tuple[Dim, ...]:
         if self.kind == "tile":
@@ -44,8 +47,8 @@ class Index:
             return (self.full,)
         if self.kind == "none":
             return (ConstDim(1),)
-        if self.kind == "gather":
-            return self.value.shape
+        if self.kind == "gather" and not self.paired:
+            return self.group if self.group is not None else self.value.shape
         return ()
 
 

@@ -47,13 +47,28 @@ def _compute_dtype(inputs: list[Any], result: str) -> torch.dtype:
     return dtype
 
 
+# torch's bool arithmetic is logical (True + True is True); Triton's int1 would wrap to False
+_BOOL_FORMS = {"add": "{a} | {b}", "mul": "{a} & {b}", "maximum": "{a} | {b}",
+               "minimum": "{a} & {b}"}
+
+
 def _binary(name: str, fmt: str, result: str = "same") -> None:
+    infer_result = _binary_infer(result)
+
+    def infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+        shape, dtype = infer_result(inputs, attrs)
+        if name == "sub" and dtype == torch.bool:
+            raise KernelTypeError("`-` of two bools is not defined (torch refuses it too)",
+                                  hint="use `a ^ b` (or `a & ~b`) for bools, or cast to int")
+        return shape, dtype
+
     def emit(cg: Any, node: Any, args: list[str]) -> str:
         work = _compute_dtype(node.inputs, result)
         a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
-        return fmt.format(a=a, b=b)
+        form = _BOOL_FORMS.get(name, fmt) if work == torch.bool else fmt
+        return form.format(a=a, b=b)
 
-    register(OpDef(name, _binary_infer(result), emit))
+    register(OpDef(name, infer, emit))
 
 
 for _name, _fmt in [("add", "{a} + {b}"), ("sub", "{a} - {b}"), ("mul", "{a} * {b}"),
@@ -188,7 +203,7 @@ _unary(
 TORCH_UNARY = ("exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",
                "sigmoid", "tanh", "abs", "erf", "relu", "silu", "neg", "sin", "cos", "tan",
                "floor", "ceil", "round", "trunc", "sign", "reciprocal", "atan", "asin", "acos",
-               "sinh", "cosh", "asinh", "acosh", "atanh")
+               "sinh", "cosh", "asinh", "acosh", "atanh", "erfc", "erfinv", "lgamma", "digamma")
 
 
 def _cast_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
