@@ -43,6 +43,16 @@ def test_every_shared_dtype_is_byte_identical_and_cross_readable(name: str) -> N
             assert torch.equal(loaded[key].reshape(-1).view(torch.uint8), t.reshape(-1).view(torch.uint8))
 
 
+def test_float4_packed_pairs_are_byte_identical() -> None:
+    """torch.float4_e2m1fn_x2 (two F4 values a byte): the header's last dim is doubled by both;
+    the peer's torch loader has no F4 entry (KeyError), ours reads it back bit for bit."""
+    t = torch.arange(6, dtype=torch.uint8).view(torch.float4_e2m1fn_x2).reshape(2, 3)
+    blob = ours.save({"f": t})
+    assert blob == peer.save({"f": t}) and b'"shape":[2,6]' in blob
+    back = ours.load(blob)["f"]
+    assert back.dtype == t.dtype and torch.equal(back.view(torch.uint8), t.view(torch.uint8))
+
+
 def test_empty_dict_zero_d_and_zero_size_files(tmp_path) -> None:
     cases = [{}, {"s": torch.tensor(1.5)}, {"e": torch.zeros(0, 3), "f": torch.zeros(3, 0, dtype=torch.int8)}]
     for i, tensors in enumerate(cases):
