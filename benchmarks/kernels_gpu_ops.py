@@ -1,6 +1,7 @@
 """GPU check of the device ops added on 2026-11-27 (prod, inverse trig/hyperbolic math, atan2
-and pow, ts.rand/randn and dropout, ts.reduce/associative_scan, sort/argsort/topk): each test
-kernel of ``tests/kernels/test_user_kernels_ops6*.py`` runs on CUDA with the default config
+and pow, ts.rand/randn and dropout, ts.reduce/associative_scan, sort/argsort/topk, int8 dots
+with an int32 acc, logcumsumexp): each test kernel of ``tests/kernels/test_user_kernels_ops6*.py``,
+``test_user_kernels_int8.py`` and ``test_user_kernels_scan_ops.py`` runs on CUDA with the default config
 and 3 sampled configs and is compared with the same kernel in the CPU interpreter (which the
 tests check against torch); then the GPU default configs of matmul, bmm and attention are
 timed against the previous defaults and torch. Prints one line per run; GPU only.
@@ -100,9 +101,11 @@ def main() -> None:
     Example:
         >>> main()  # doctest: +SKIP
     """
+    from tests.kernels import test_user_kernels_int8 as oi8
     from tests.kernels import test_user_kernels_ops6 as o6
     from tests.kernels import test_user_kernels_ops6_combine as oc
     from tests.kernels import test_user_kernels_ops6_sort as osr
+    from tests.kernels import test_user_kernels_scan_ops as oscan
     torch.manual_seed(0)
     m, n = 40, 23
     x = 1.0 + 0.1 * torch.randn(m, n)
@@ -116,6 +119,10 @@ def main() -> None:
         ("combine", oc.combines, (x, torch.arange(n, dtype=torch.int32).expand(m, n).contiguous(), (1 << torch.randint(0, 20, (m, n))).to(torch.int32)), False),
         ("sort f32", osr.row_sorts, ((torch.stack([torch.randperm(n) for _ in range(m)]) - 11).float() * 0.5,), True),
         ("sort f16", osr.row_sorts, ((torch.stack([torch.randperm(n) for _ in range(m)]) - 11).half() * 0.5,), True),
+        ("int8 dot", oi8.int8_linear, (torch.randint(-128, 128, (300, 260), dtype=torch.int8),
+                                       torch.randint(-128, 128, (260, 190), dtype=torch.int8),
+                                       torch.rand(300), torch.rand(190)), False),
+        ("logcumsumexp", oscan.running_logsumexp, (torch.randn(40, 45) * 30,), False),
     ]
     ok = True
     for name, k, args, exact in cases:
