@@ -188,3 +188,16 @@ def test_bad_indices_raise_what_the_peer_raises(path, framework: str, index, pee
 def test_empty_tensor_slices_follow_eager_indexing(path, index) -> None:
     assert torch.equal(_our_slice(path, "pt", "e", index), TENSORS["e"][index])
     assert np.array_equal(_our_slice(path, "np", "e", index), TENSORS["e"].numpy()[index])
+
+
+@pytest.mark.parametrize(
+    "index", [[0, 5], list(range(1000)), torch.ones(5, dtype=torch.bool), (None, slice(None), 9)], ids=repr
+)
+def test_bad_torch_indices_name_the_tensor_in_a_short_message(path, index) -> None:
+    """An index the peer hands to torch fails there; ours says which tensor, with the index
+    abbreviated (a 1000-item list is not printed whole)."""
+    with pytest.raises(IndexError):
+        _peer_slice(path, "pt", "x", index)
+    with pytest.raises(SliceError, match="tensor 'x': index ") as info:
+        _our_slice(path, "pt", "x", index)
+    assert len(str(info.value)) < 300

@@ -22,6 +22,7 @@ import errno
 import mmap
 import operator
 import os
+import reprlib
 import struct
 import sys
 from collections.abc import Iterator
@@ -310,7 +311,7 @@ class TensorSlice:
             try:
                 tensor = self._handle._tensor(self._key)[index]
             except (IndexError, TypeError, ValueError) as exc:
-                raise SliceError(f"tensor {self._key!r}: index {index!r}: {exc}") from exc
+                raise SliceError(f"tensor {self._key!r}: index {reprlib.repr(index)}: {exc}") from exc
         else:
             shape = self._info.shape
             if self._info.dtype == "F4" and torch_fw:
