@@ -213,3 +213,70 @@ def test_a_device_index_into_a_host_list_points_to_static_range(compiled_mode: N
     with pytest.raises(ts.KernelSyntaxError, match="only python ints pick an entry") as info:
         views_by_loop_index(torch.randn(8))
     assert "ts.static_range(n)" in str(info.value)
+
+
+@ts.kernel
+def taps(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x)
+    k = w.size(0)
+    for t in ts.tile(x.size(0)):
+        acc = ts.zeros([t], dtype=torch.float32)
+        for j in ts.static_range(k):
+            acc = acc + x[t] * w[j] ** (j + 1)  # j is a python int: a constant exponent
+        out[t] = acc
+    return out
+
+
+@ts.kernel
+def taps_device_bound(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x)
+    for t in ts.tile(x.size(0)):
+        acc = ts.zeros([t], dtype=torch.float32)
+        for j in ts.static_range(w.size(0)):
+            acc = acc + x[t] * w[j]
+        out[t] = acc
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_static_range_is_specialised_on_its_bound(mode: str, request: pytest.FixtureRequest,
+                                                  poison_empty: None) -> None:
+    use(mode, request)
+    x = torch.randn(70)
+    for n in (3, 5):
+        w = torch.randn(n)
+        want = x.double() * sum(w.double()[j] ** (j + 1) for j in range(n))
+        close(taps(x, w), want)
+
+
+def test_static_range_bound_read_on_the_device_is_refused(compiled_mode: None) -> None:
+    with pytest.raises(ts.KernelTypeError, match="compile-time int") as info:
+        taps_device_bound(torch.randn(8), torch.randn(3))
+    assert "k = w.size(1)" in str(info.value)
+
+
+@ts.kernel
+def bucketize(x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """torch.bucketize by a binary search unrolled 12 times (edges up to 4096 long)."""
+    n = edges.size(0)
+    out = torch.empty(x.shape, dtype=torch.int64, device=x.device)
+    for t in ts.tile(x.size(0)):
+        v = x[t]
+        lo = ts.zeros([t], dtype=torch.int64)
+        hi = ts.full([t], n, dtype=torch.int64)
+        for _ in ts.static_range(12):
+            mid = (lo + hi) // 2
+            right = (edges[torch.clamp(mid, max=n - 1)] < v) & (lo < hi)
+            lo = torch.where(right, mid + 1, lo)
+            hi = torch.where(right | (lo >= hi), hi, mid)
+        out[t] = lo
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_binary_search_with_an_unrolled_loop(mode: str, request: pytest.FixtureRequest,
+                                             poison_empty: None) -> None:
+    use(mode, request)
+    edges = torch.sort(torch.randn(100)).values
+    x = torch.cat([torch.randn(300) * 2, edges[:5], torch.tensor([-1e9, 1e9])])
+    assert torch.equal(bucketize(x, edges), torch.bucketize(x, edges))

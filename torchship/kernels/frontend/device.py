@@ -188,7 +188,8 @@ class DeviceBuilder:
             return self.hints.get(x.id)
         return x
 
-    def const_int(self, x: Any, what: str) -> int:
+    def const_int(self, x: Any, what: str,
+                  hint: str = "use a literal such as 64, or a tile") -> int:
         """A compile-time int: a literal, or a captured int (then specialised on its value)."""
         if isinstance(x, int) and not isinstance(x, bool):
             return x
@@ -200,8 +201,7 @@ class DeviceBuilder:
                     p.constexpr = True
                     return int(self.hints[x.id])
         raise self.error(KernelTypeError, f"{what} must be a compile-time int (a literal or an "
-                         "int argument), not a value computed on the device",
-                         hint="use a literal such as 64, or a tile")
+                         "int argument), not a value computed on the device", hint=hint)
 
     # ------------------------------------------------------------------ names
     def capture(self, name: str) -> Any:
@@ -549,7 +549,10 @@ class DeviceBuilder:
         if it.keywords or not 1 <= len(it.args) <= 2:
             raise self.error(KernelSyntaxError, "ts.static_range takes (end) or (begin, end)",
                              hint="for k in ts.static_range(3): ...")
-        bounds = [self.const_int(self.expr(a), "a ts.static_range bound") for a in it.args]
+        bounds = [self.const_int(self.expr(a), "a ts.static_range bound",
+                                 hint="read it in host code, before the tile loop "
+                                 "(`k = w.size(1)`), and loop over ts.static_range(k)")
+                  for a in it.args]
         if not isinstance(stmt.target, ast.Name):
             raise self.error(KernelSyntaxError, "ts.static_range binds one name",
                              hint="for k in ts.static_range(3): ...")
