@@ -266,6 +266,24 @@ def scatter_permuted(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) ->
 
 
 @ts.kernel
+def hist2d(x: torch.Tensor, y: torch.Tensor, bins: int) -> torch.Tensor:
+    h = torch.zeros([bins, bins], dtype=torch.int32, device=x.device)
+    for t in ts.tile(x.size(0), block_size=64):
+        bx = torch.clamp((x[t] * bins).to(torch.int32), 0, bins - 1)
+        by = torch.clamp((y[t] * bins).to(torch.int32), 0, bins - 1)
+        ts.atomic_add(h, [bx, by], 1)
+    return h
+
+
+@ts.kernel
+def gather3(x: torch.Tensor, i: torch.Tensor, j: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(i.shape, dtype=x.dtype, device=x.device)
+    for t in ts.tile(i.size(0)):
+        out[t] = x[i[t], j[t], k[t]]
+    return out
+
+
+@ts.kernel
 def separated_blocks(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     out = torch.empty([idx.size(0), x.size(1)], device=x.device)
     for t in ts.tile(idx.size(0), block_size=32):
@@ -282,6 +300,14 @@ def test_integer_blocks_pair_up_like_torch(mode: str, request: pytest.FixtureReq
     want = torch.empty_like(x)
     want[rows[:, None], cols[None, :]] = x * 2 + x[rows[:, None], cols]
     assert torch.equal(scatter_permuted(x, rows, cols), want)
+    x, y = torch.rand(500), torch.rand(500)
+    want = torch.zeros(8, 8, dtype=torch.int32)
+    want.index_put_(((x * 8).long().clamp(0, 7), (y * 8).long().clamp(0, 7)),
+                    torch.ones(500, dtype=torch.int32), accumulate=True)
+    assert torch.equal(hist2d(x, y, 8), want)
+    x = torch.randn(5, 6, 7)
+    i, j, k = torch.randint(0, 5, (50,)), torch.randint(0, 6, (50,)), torch.randint(0, 7, (50,))
+    assert torch.equal(gather3(x, i, j, k), x[i, j, k])
 
 
 def test_separated_integer_blocks_are_refused(compiled_mode: None) -> None:
