@@ -242,3 +242,40 @@ def test_dropping_the_last_dim_of_a_block(mode: str, request: pytest.FixtureRequ
     m = torch.randint(0, 2, (9, 5), dtype=torch.int8)
     firsts, flags = first_elements(x, m)
     assert torch.equal(firsts, x.amax(1)) and torch.equal(flags, m.sum(1) > 2)
+
+
+@ts.kernel
+def masked_scale(x: torch.Tensor, s: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``.item()`` as a PyTorch user writes it: a 0-d value that promotes like a number."""
+    out = torch.empty_like(x)
+    for i in ts.grid(x.size(0)):
+        n = lengths[i].item()
+        for t in ts.tile(x.size(1)):
+            out[i, t] = torch.where(t.index < n, x[i, t] * s.item(), 0)
+    return out
+
+
+@ts.kernel
+def item_of_a_row(x: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x)
+    for t in ts.tile(x.size(0)):
+        out[t] = x[t].item()
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_item_is_a_weak_number(mode: str, request: pytest.FixtureRequest,
+                               poison_empty: None) -> None:
+    use(mode, request)
+    lengths = torch.tensor([50, 3, 0, 20])
+    s = torch.tensor(2.5, dtype=torch.float64)
+    for x in (torch.randn(4, 50), torch.randn(4, 50).half()):
+        want = torch.where(torch.arange(50)[None] < lengths[:, None], x * s.item(), 0)
+        got = masked_scale(x, s, lengths)
+        assert got.dtype == x.dtype and torch.equal(got, want)
+
+
+def test_item_of_a_block_is_refused(compiled_mode: None) -> None:
+    with pytest.raises(ts.KernelTypeError, match="only a 0-d value is one number") as info:
+        item_of_a_row(torch.randn(8))
+    assert "lengths[i].item()" in str(info.value)

@@ -80,7 +80,8 @@ METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "logcumsumexp", "su
                           "pow", "var", "std", "var_mean", "std_mean", "softmax",
                           "log_softmax", "masked_fill", "logsumexp", "norm", "any", "all",
                           "clamp_min", "clamp_max",
-                          "matmul", "square", "type_as", "int", "long", "bool", "atan2", "sort", "argsort", "topk"]}
+                          "matmul", "square", "type_as", "int", "long", "bool", "atan2", "sort", "argsort", "topk",
+                          "item"]}
 METHODS.update({"arc" + n[1:]: n for n in [*_ARC, "atan2"]})
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",
@@ -237,7 +238,7 @@ class CallHandler:
                 return tuple(self.b.tensor_size(base, d) for d in range(base.ndim))
             if attr == "ndim":
                 return base.ndim
-            if attr in ("size", "stride", "dim"):
+            if attr in ("size", "stride", "dim", "item"):
                 return ("method", base, attr)
             raise self.err(KernelSyntaxError, f"tensor attribute {attr!r} is not available in "
                            "device code", hint="read it in host code and pass the value",
@@ -496,6 +497,12 @@ class CallHandler:
     def tensor_method(self, ref: TensorRef, meth: str, args: list[Any], node: ast.AST) -> Any:
         if meth == "dim":
             return ref.ndim
+        if meth == "item":
+            if ref.ndim:
+                raise self.err(KernelTypeError, f"{ref.name}.item() needs a 0-d tensor, "
+                               f"{ref.name!r} has {ref.ndim} dims",
+                               hint=f"index one element: {ref.name}[i].item()", node=node)
+            return self.item(self.operand(ref))
         if len(args) != 1 or not isinstance(args[0], int):
             if meth == "size" and not args:
                 return tuple(self.b.tensor_size(ref, d) for d in range(ref.ndim))
@@ -506,10 +513,23 @@ class CallHandler:
             return self.b.tensor_size(ref, d)
         return self.b.tensor_stride(ref, d)
 
+    def item(self, v: Value, node: ast.AST | None = None) -> Value:
+        """``v.item()``: the 0-d value as a python number would be, weak in type promotion
+        (a float16 block times ``s.item()`` stays float16, an int block becomes float32)."""
+        if v.ndim:
+            raise self.err(KernelTypeError, f"item() of the block {v.shape_str()}: only a 0-d "
+                           "value is one number", hint="index one element first "
+                           "(lengths[i].item()), or reduce the block", node=node)
+        out = self.b.emit("to", [v], {"dtype": v.dtype})
+        out.weak = True
+        return out
+
     def method(self, base: Value, meth: str, args: list[Any], kwargs: dict[str, Any],
                node: ast.AST) -> Any:
         from torchship.kernels.frontend import funcs
 
+        if meth == "item":
+            return self.item(base, node)
         if meth in _DTYPE_METHODS:
             return self.b.emit("to", [base], {"dtype": _DTYPE_METHODS[meth]})
         if meth == "type_as":
