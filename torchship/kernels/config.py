@@ -2,7 +2,7 @@
 
 A :class:`Config` fixes every knob of the generated code: block sizes (one per tile block
 parameter, in order of appearance), warps, pipeline stages, the order in which the grid
-dimensions of each launch are walked, L2 grouping of 2-D grids, flat or persistent programs,
+dimensions of each launch are walked, L2 grouping of 2-D grids, flat, persistent or warp-specialised persistent programs,
 the indexing strategy of loads/stores, the cache eviction hint of loads (``""``: none,
 ``"first"``: streamed data, ``"last"``: reused data; for a tensor a kernel reads more than
 once, ``"stream"``: its last read ``evict_first``, ``"reuse"``: also its earlier reads
@@ -32,7 +32,7 @@ from torchship.kernels.specs import BlockParamSpec, LaunchSpec, ReductionSpec
 
 __all__ = ["BlockParamSpec", "Config", "ConfigSpace", "LaunchSpec", "ReductionSpec"]
 
-PID_TYPES = ("flat", "persistent")
+PID_TYPES = ("flat", "persistent", "persistent_ws")
 INDEXINGS = ("pointer", "block_ptr", "tensor_descriptor")
 EVICTIONS = ("", "first", "last", "stream", "reuse")
 #: the eviction modes that differ from ``first`` only for tensors read more than once
@@ -230,7 +230,10 @@ class ConfigSpace:
                 n_orders += 1
         self._n_orders = n_orders
         params["l2_grouping"] = [1, 4, 8, 16, 32, 64] if n_orders else [1]
-        params["pid_type"] = list(PID_TYPES)
+        # persistent_ws: the persistent tile loop flattened and warp-specialised (a Triton
+        # producer/consumer split that Hopper dots profit from; nothing else does)
+        dots = gpu and any(launch.has_dot for launch in self.launches)
+        params["pid_type"] = [p for p in PID_TYPES if dots or p != "persistent_ws"]
         params["indexing"] = list(indexing)
         # the interpreter ignores eviction hints: no point searching them on CPU
         rereads = any(launch.rereads for launch in self.launches)
@@ -310,6 +313,8 @@ class ConfigSpace:
         tuned on a GPU runs on CPU (the interpreter ignores it); sizes see :meth:`_in_range`."""
         if name == "load_eviction":
             return value in EVICTIONS
+        if name == "pid_type":
+            return value in PID_TYPES
         return self._in_range(name, value)
 
     def _elems(self, choice: dict[str, Any], shape: tuple[tuple[str, int], ...]) -> int:

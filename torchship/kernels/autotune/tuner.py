@@ -513,6 +513,8 @@ def dot_seeds(space: Any, default: Any) -> list[Any]:
             tweaks.insert(1 if fused else len(tweaks), {"block_sizes": narrow, "num_warps": 4})
             tweaks += [{"block_sizes": wide}, {"block_sizes": wide, "num_warps": 8},
                        {"block_sizes": wide, "num_warps": 8, "pid_type": "persistent",
+                        "indexing": "tensor_descriptor"},
+                       {"block_sizes": wide, "num_warps": 8, "pid_type": "persistent_ws",
                         "indexing": "tensor_descriptor"}]
     return _variants(space, default, tweaks)
 

@@ -91,6 +91,7 @@ class TritonCodegen(ReductionEmitter):
         self.prologue_at: int | None = None  # where hoisted set-up lines go (see generate)
         self.hoisted: dict[str, str] = {}  # hoisted expression -> its name
         self.helpers: dict[str, str] = {}  # module-level @triton.jit helpers: name -> source
+        self.host_descs: list[Any] = []  # descriptor parameters the launcher builds (indexing)
         for p in launch.args:
             self.used.add(p.name)
             if p.value is not None:
@@ -326,10 +327,10 @@ class TritonCodegen(ReductionEmitter):
         self.prologue_at = len(self.lines)
         self.emit_grid()
         body = "\n".join(self.lines)
-        words = set(re.findall(r"[A-Za-z_]\w*", body))
+        words = set(re.findall(r"[A-Za-z_]\w*", re.sub(r"#[^\n]*", "", body)))
         # parameters the body never reads (e.g. the size of a full dim unified with another)
         # are not passed at all: fewer launch arguments
-        self.used_args = [p for p in self.launch.args if p.name in words]
+        self.used_args = [p for p in [*self.launch.args, *self.host_descs] if p.name in words]
         header = self.signature()
         return "\n".join([*self.helpers.values(), header, *self.lines]) + "\n"
 
@@ -372,7 +373,7 @@ class TritonCodegen(ReductionEmitter):
         self.last_loc = loc
         dims = la.grid_tiles
         counts = []
-        persistent = self.config.pid_type == "persistent"
+        persistent = self.config.pid_type != "flat"
         for t in dims:
             if len(dims) == 1 and not persistent:
                 counts.append("")  # one grid dim, one program per tile: no count needed
@@ -390,7 +391,9 @@ class TritonCodegen(ReductionEmitter):
             total = self.fresh("num_tiles")
             self.line(f"{total} = {' * '.join(counts)}")
             pid = self.fresh("virtual_pid")
-            self.line(f"for {pid} in tl.range(tl.program_id(0), {total}, tl.num_programs(0)):")
+            ws = ", flatten=True, warp_specialize=True" if self.config.pid_type.endswith("ws") \
+                else ""
+            self.line(f"for {pid} in tl.range(tl.program_id(0), {total}, tl.num_programs(0){ws}):")
             self.indent += 1
         else:
             pid = self.fresh("pid")

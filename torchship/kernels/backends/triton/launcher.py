@@ -270,7 +270,7 @@ def build_launcher(launch: Launch, cg: TritonCodegen, config: Config, device_typ
     lines.append(f"    total = {' * '.join(counts)}")
     lines.append("    if total <= 0:")
     lines.append("        return")
-    if config.pid_type == "persistent":
+    if config.pid_type != "flat":
         lines.append(f"    g0 = min(total, {num_programs})")
     else:
         lines.append("    g0 = total")
@@ -462,6 +462,20 @@ def direct_namespace(kernel: Any, device_fns: tuple[Callable[..., Any], Callable
     return ns
 
 
+def _host_descriptor(tensor: Any, shape: list[int], strides: list[int],
+                     block_shape: list[int]) -> Any:
+    """A Triton host-side tensor descriptor (TMA) of ``tensor`` for a launch.
+
+    Example:
+        >>> import torch
+        >>> _host_descriptor(torch.zeros(4, 8), [4, 8], [8, 1], [4, 8]).block_shape
+        [4, 8]
+    """
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor(tensor, shape, strides, block_shape)
+
+
 def _kernel_params(kernel: Any) -> list[str] | None:
     fn = getattr(kernel, "fn", None)
     if fn is None:
@@ -477,7 +491,8 @@ def make_launch(launcher_src: str, kernel: Any, name: str,
     """Execute generated launcher source with ``_k`` = ``kernel``; ``extra`` (e.g. from
     :func:`direct_namespace`) becomes part of its globals, in place."""
     ns = extra if extra is not None else {}
-    ns.update({"_k": kernel, "_pad": _pad, "KernelLaunchError": KernelLaunchError, "min": min})
+    ns.update({"_k": kernel, "_pad": _pad, "KernelLaunchError": KernelLaunchError, "min": min,
+               "_TD": _host_descriptor})
     exec(compile(launcher_src, f"<torchship launcher {name}>", "exec"), ns)  # our own code
     return ns["launch"]
 
@@ -489,7 +504,8 @@ def compile_launch(launch: Launch, config: Config, reduction_index: dict[int, in
     source, cg = generate(launch, config, reduction_index, name, indexing, device_type)
     kernel = load_kernel(source, name, device_type)
     names = None
-    if device_type == "cuda" and direct_enabled() and _knob_parts() is not None:
+    if device_type == "cuda" and direct_enabled() and _knob_parts() is not None and \
+            not cg.host_descs:  # a descriptor argument is not a pointer: keep kernel[grid]
         names = _kernel_params(kernel)
         if names != [p.name for p in cg.used_args] + list(cg.constexprs):
             names = None  # an unexpected signature: stay on kernel[grid](...)
