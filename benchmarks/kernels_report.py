@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: variants whose Helion body changed after 2026-11-26 16:19 (2-D blocks, exp2)
-HELION_REWRITTEN = {"attention", "attention_causal"}
+#: variants whose Helion body changed after 2026-11-26 16:19 (attention: 2-D blocks, exp2;
+#: cross entropy, 2026-11-27: the target logit gathered once per row)
+HELION_REWRITTEN = {"attention", "attention_causal", "cross_entropy"}
 
 
 def merge(parts: list[Path], out_dir: Path) -> Path:
