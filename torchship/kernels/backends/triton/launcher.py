@@ -462,20 +462,6 @@ def direct_namespace(kernel: Any, device_fns: tuple[Callable[..., Any], Callable
     return ns
 
 
-def _host_descriptor(tensor: Any, shape: list[int], strides: list[int],
-                     block_shape: list[int]) -> Any:
-    """A Triton host-side tensor descriptor (TMA) of ``tensor`` for a launch.
-
-    Example:
-        >>> import torch
-        >>> _host_descriptor(torch.zeros(4, 8), [4, 8], [8, 1], [4, 8]).block_shape
-        [4, 8]
-    """
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    return TensorDescriptor(tensor, shape, strides, block_shape)
-
-
 def _kernel_params(kernel: Any) -> list[str] | None:
     fn = getattr(kernel, "fn", None)
     if fn is None:
@@ -491,8 +477,7 @@ def make_launch(launcher_src: str, kernel: Any, name: str,
     """Execute generated launcher source with ``_k`` = ``kernel``; ``extra`` (e.g. from
     :func:`direct_namespace`) becomes part of its globals, in place."""
     ns = extra if extra is not None else {}
-    ns.update({"_k": kernel, "_pad": _pad, "KernelLaunchError": KernelLaunchError, "min": min,
-               "_TD": _host_descriptor})
+    ns.update({"_k": kernel, "_pad": _pad, "KernelLaunchError": KernelLaunchError, "min": min})
     exec(compile(launcher_src, f"<torchship launcher {name}>", "exec"), ns)  # our own code
     return ns["launch"]
 
@@ -504,8 +489,7 @@ def compile_launch(launch: Launch, config: Config, reduction_index: dict[int, in
     source, cg = generate(launch, config, reduction_index, name, indexing, device_type)
     kernel = load_kernel(source, name, device_type)
     names = None
-    if device_type == "cuda" and direct_enabled() and _knob_parts() is not None and \
-            not cg.host_descs:  # a descriptor argument is not a pointer: keep kernel[grid]
+    if device_type == "cuda" and direct_enabled() and _knob_parts() is not None:
         names = _kernel_params(kernel)
         if names != [p.name for p in cg.used_args] + list(cg.constexprs):
             names = None  # an unexpected signature: stay on kernel[grid](...)
