@@ -25,11 +25,10 @@ import torch.nn.functional as F
 
 from torchship.kernels import language
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
-from torchship.kernels.frontend import inline
+from torchship.kernels.frontend import elementwise, gathers, inline
 from torchship.kernels.frontend.captures import TensorRef
 from torchship.kernels.frontend.host import is_missing
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
-from torchship.kernels.ops import broadcast_shapes
 from torchship.kernels.ops.memory import Index
 from torchship.kernels.ops.pointwise import TORCH_UNARY
 
@@ -80,9 +79,10 @@ METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "logcumsumexp", "su
                           "pow", "var", "std", "var_mean", "std_mean", "softmax",
                           "log_softmax", "masked_fill", "logsumexp", "norm", "any", "all",
                           "clamp_min", "clamp_max",
-                          "matmul", "square", "type_as", "int", "long", "bool", "atan2", "sort", "argsort", "topk",
-                          "item"]}
+                          "matmul", "square", "type_as", "int", "long", "bool", "atan2", "sort", "argsort", "topk"]}
 METHODS.update({"arc" + n[1:]: n for n in [*_ARC, "atan2"]})
+FUNCTIONS.update(elementwise.FUNCTIONS)
+METHODS.update(elementwise.METHODS)
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",
            ast.MatMult: "matmul", ast.FloorDiv: "floordiv", ast.Mod: "mod",
@@ -330,7 +330,7 @@ class CallHandler:
                 if v.ndim == 0:
                     out.append(Index("scalar", axis, value=v))
                 elif any(x.kind == "gather" for x in out):
-                    out.append(self._paired_gather(ref, out, axis, v, node))
+                    out.append(gathers.paired_gather(self, ref, out, axis, v, node))
                 else:  # a gather: the block's dims replace this one (torch's x[idx] shape)
                     out.append(Index("gather", axis, value=v))
             elif isinstance(v, tuple) and all(isinstance(t, TileInfo) for t in v):
@@ -350,31 +350,6 @@ class CallHandler:
             if e.axis is not None:
                 self.b.tensor_stride(ref, e.axis)
         return out
-
-    def _paired_gather(self, ref: TensorRef, out: list[Index], axis: int, v: Value,
-                       node: ast.AST) -> Index:
-        """A further integer block, paired element-wise with the earlier ones as in torch
-        (``pages[blk, slot, h, :]``): the blocks broadcast to one shape that sits where the
-        first one is. Only adjacent blocks (ints may sit between them) are supported; torch
-        moves separated ones to the front."""
-        first = next(x for x in out if x.kind == "gather")
-        between = out[out.index(first) + 1:]
-        if any(x.kind not in ("gather", "scalar") for x in between):
-            raise self.err(KernelTypeError, f"indexing {ref.name!r} with integer blocks "
-                           "separated by a tile, `:` or None is not supported (torch moves "
-                           "their dims to the front)", hint="put the integer blocks next to "
-                           "each other (permute the tensor in host code), or index a "
-                           "flattened view with one block: rows * x.stride(0) + cols",
-                           node=node)
-        try:
-            first.group = broadcast_shapes([first.dims(), v.shape])
-        except KernelTypeError as e:
-            raise self.err(KernelTypeError, f"indexing {ref.name!r} with two integer blocks "
-                           f"that do not broadcast (torch pairs them up element by element): "
-                           f"{e}", hint="give them one shape (rows[:, None], cols[None, :] "
-                           "for a 2-D block), or index a flattened view with one block",
-                           node=node) from None
-        return Index("gather", axis, value=v, paired=True)
 
     def _full(self, ref: TensorRef, axis: int) -> Index:
         size = self.b.tensor_size(ref, axis)
@@ -502,7 +477,7 @@ class CallHandler:
                 raise self.err(KernelTypeError, f"{ref.name}.item() needs a 0-d tensor, "
                                f"{ref.name!r} has {ref.ndim} dims",
                                hint=f"index one element: {ref.name}[i].item()", node=node)
-            return self.item(self.operand(ref))
+            return elementwise.item(self, "item", [self.operand(ref)], {}, node)
         if len(args) != 1 or not isinstance(args[0], int):
             if meth == "size" and not args:
                 return tuple(self.b.tensor_size(ref, d) for d in range(ref.ndim))
@@ -513,23 +488,10 @@ class CallHandler:
             return self.b.tensor_size(ref, d)
         return self.b.tensor_stride(ref, d)
 
-    def item(self, v: Value, node: ast.AST | None = None) -> Value:
-        """``v.item()``: the 0-d value as a python number would be, weak in type promotion
-        (a float16 block times ``s.item()`` stays float16, an int block becomes float32)."""
-        if v.ndim:
-            raise self.err(KernelTypeError, f"item() of the block {v.shape_str()}: only a 0-d "
-                           "value is one number", hint="index one element first "
-                           "(lengths[i].item()), or reduce the block", node=node)
-        out = self.b.emit("to", [v], {"dtype": v.dtype})
-        out.weak = True
-        return out
-
     def method(self, base: Value, meth: str, args: list[Any], kwargs: dict[str, Any],
                node: ast.AST) -> Any:
         from torchship.kernels.frontend import funcs
 
-        if meth == "item":
-            return self.item(base, node)
         if meth in _DTYPE_METHODS:
             return self.b.emit("to", [base], {"dtype": _DTYPE_METHODS[meth]})
         if meth == "type_as":

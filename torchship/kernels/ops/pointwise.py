@@ -50,6 +50,10 @@ def _compute_dtype(inputs: list[Any], result: str) -> torch.dtype:
 # torch's bool arithmetic is logical (True + True is True); Triton's int1 would wrap to False
 _BOOL_FORMS = {"add": "{a} | {b}", "mul": "{a} & {b}", "maximum": "{a} | {b}",
                "minimum": "{a} & {b}"}
+# torch.maximum/minimum/clamp/relu propagate NaN; Triton's default drops it (fmax)
+_NAN = "propagate_nan=tl.PropagateNan.ALL"
+_FLOAT_FORMS = {"maximum": f"tl.maximum({{a}}, {{b}}, {_NAN})",
+                "minimum": f"tl.minimum({{a}}, {{b}}, {_NAN})"}
 
 
 def _binary(name: str, fmt: str, result: str = "same") -> None:
@@ -65,7 +69,8 @@ def _binary(name: str, fmt: str, result: str = "same") -> None:
     def emit(cg: Any, node: Any, args: list[str]) -> str:
         work = _compute_dtype(node.inputs, result)
         a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
-        form = _BOOL_FORMS.get(name, fmt) if work == torch.bool else fmt
+        form = _BOOL_FORMS.get(name, fmt) if work == torch.bool else \
+            _FLOAT_FORMS.get(name, fmt) if work.is_floating_point else fmt
         return form.format(a=a, b=b)
 
     register(OpDef(name, infer, emit))
@@ -159,7 +164,7 @@ def _unary(name: str, body: str | Callable[[Any, str], str], result: str = "same
 
 _unary("neg", "-{a}")
 _unary("abs", "tl.abs({a})")
-_unary("relu", "tl.maximum({a}, 0)")
+_unary("relu", "tl.where({a} < 0, 0, {a})")  # nan stays nan, like torch
 _unary("not_", "{a} == 0", "bool")
 _unary("exp", "tl.exp({a})", "float", True)
 _unary("exp2", "tl.exp2({a})", "float", True)
