@@ -145,3 +145,43 @@ def test_kernels_using_special_functions(mode: str, request: pytest.FixtureReque
     logp, grad_a = beta_logpdf_and_grad(x, a, b)
     close(logp, dist_logp.detach(), atol=2e-5, rtol=1e-5)
     close(grad_a, grad, atol=2e-5, rtol=1e-5)
+
+
+@ts.kernel
+def normal_functions(p: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    quantile = torch.empty_like(p)
+    cdf = torch.empty([2, x.size(0)], dtype=x.dtype, device=x.device)
+    for t in ts.tile(p.size(0), block_size=1024):
+        quantile[t] = torch.special.ndtri(p[t])
+    for t in ts.tile(x.size(0), block_size=1024):
+        cdf[0, t] = torch.special.log_ndtr(x[t])
+        cdf[1, t] = torch.special.ndtr(x[t])
+    return quantile, cdf
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_normal_quantile_and_log_cdf_tails(mode: str, request: pytest.FixtureRequest,
+                                           poison_empty: None) -> None:
+    """ndtri keeps its accuracy down to subnormal probabilities (2p - 1 would round to -1),
+    log_ndtr far into the left tail (log(ndtr) would be log 0), ndtr below -8.3 (where
+    torch's own float32 and float64 ndtr return 0)."""
+    use(mode, request)
+    p = torch.cat([torch.tensor([0.0, 1.0, 0.5, -0.1, 1.1, float("nan"), 1e-45, 1e-30,
+                                 0.99999994]),
+                   torch.rand(1000), torch.logspace(-38, -1, 500)]).float()
+    x = torch.cat([torch.tensor([float("-inf"), float("inf"), float("nan"), 0.0, -5.0, -5.0001,
+                                 -40.0, -1e10, 8.0, 20.0]),
+                   torch.linspace(-60, 10, 1000)]).float()
+    quantile, cdf = normal_functions(p, x)
+    xd = x.double()
+    _agree(quantile, torch.special.ndtri(p.double()), 1e-6)
+    _agree(cdf[0], torch.special.log_ndtr(xd), 1e-6)
+    tails = torch.special.log_ndtr(xd) < -3.0
+    rel = ((cdf[0].double() - torch.special.log_ndtr(xd)).abs() /
+           torch.special.log_ndtr(xd).abs())[tails & xd.isfinite()]
+    assert rel.max() <= 1e-6
+    if mode == "compiled_mode":  # exp(-x^2 / 2) with x^2 split: no 2 z^2 ulp loss
+        ndtr64 = 0.5 * torch.erfc(-xd / math.sqrt(2.0))
+        finite = (ndtr64 > 1e-37) & xd.isfinite()
+        rel = ((cdf[1].double() - ndtr64).abs() / ndtr64)[finite]
+        assert rel.max() <= 1e-6

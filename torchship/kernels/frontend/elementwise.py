@@ -2,7 +2,7 @@
 ops: predicates (``isnan``/``isinf``/``isfinite``/``signbit``, ``logical_*``, the function
 forms of comparisons), division with ``rounding_mode``, ``fmod``/``remainder``, optimizer
 arithmetic (``lerp``, ``addcmul``, ``addcdiv``), losses (``xlogy``, ``xlog1py``, ``entr``,
-``logit``, ``ndtr``), ``nan_to_num``, ``hypot``, ``copysign``, ``frac``, ``sinc``,
+``logit``), ``nan_to_num``, ``hypot``, ``copysign``, ``frac``, ``sinc``,
 ``heaviside``, ``float_power``, the shrink/threshold activations, the identity methods
 (``clone``, ``contiguous``, ``detach``) and ``.item()`` of a 0-d value. Each follows torch's formula and special values.
 
@@ -171,7 +171,7 @@ def logs(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
 
 def misc(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
     """nan_to_num, hypot, copysign, frac, sgn, sinc, heaviside, float_power, rad2deg,
-    deg2rad, ndtr."""
+    deg2rad."""
     b = h.b
     x = h.operand(args[0])
     if name == "heaviside":
@@ -214,12 +214,9 @@ def misc(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         px = b.emit("mul", [work, math.pi])
         out = b.emit("where", [b.emit("eq", [work, 0.0]), 1.0,
                                b.emit("truediv", [b.emit("sin", [px]), px])])
-    elif name in ("rad2deg", "deg2rad"):
-        out = b.emit("mul", [work, 180.0 / math.pi if name == "rad2deg" else math.pi / 180.0])
     else:
-        assert name == "ndtr", name
-        z = b.emit("mul", [work, -math.sqrt(0.5)])
-        out = b.emit("mul", [b.emit("erfc", [z]), 0.5])
+        assert name in ("rad2deg", "deg2rad"), name
+        out = b.emit("mul", [work, 180.0 / math.pi if name == "rad2deg" else math.pi / 180.0])
     return _back(h, out, x.dtype) if x.dtype.is_floating_point else out
 
 
@@ -289,7 +286,7 @@ _GROUPS: dict[Callable[..., Any], tuple[str, ...]] = {
     optim: ("lerp", "addcmul", "addcdiv"),
     logs: ("xlogy", "xlog1py", "entr", "logit"),
     misc: ("nan_to_num", "hypot", "copysign", "frac", "sgn", "sinc", "heaviside",
-           "float_power", "rad2deg", "deg2rad", "ndtr"),
+           "float_power", "rad2deg", "deg2rad"),
     shrink: ("softshrink", "hardshrink", "tanhshrink", "threshold"),
     identity: ("clone", "contiguous", "detach"),
     item: ("item",),
@@ -306,6 +303,7 @@ FUNCTIONS: dict[Any, str] = {
     **{getattr(torch, a): n for a, n in _ALIASES.items()},
     torch.special.xlogy: "xlogy", torch.special.xlog1py: "xlog1py", torch.special.entr: "entr",
     torch.special.logit: "logit", torch.special.ndtr: "ndtr", torch.special.sinc: "sinc",
+    torch.special.ndtri: "ndtri", torch.special.log_ndtr: "log_ndtr",
     F.softshrink: "softshrink", F.hardshrink: "hardshrink", F.tanhshrink: "tanhshrink",
     F.threshold: "threshold",
 }

@@ -32,8 +32,10 @@ _PYFUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs,
             "round": round, "atan": math.atan, "asin": math.asin, "acos": math.acos,
             "sinh": math.sinh, "cosh": math.cosh, "asinh": math.asinh, "acosh": math.acosh,
             "atanh": math.atanh, "erfc": math.erfc, "lgamma": math.lgamma,
-            "erfinv": lambda x: torch.erfinv(torch.tensor(float(x), dtype=torch.float64)).item(),
-            "digamma": lambda x: torch.digamma(torch.tensor(float(x), dtype=torch.float64)).item()}
+            **{n: (lambda x, f=f: f(torch.tensor(float(x), dtype=torch.float64)).item())
+               for n, f in [("erfinv", torch.erfinv), ("digamma", torch.digamma),
+                            ("ndtr", torch.special.ndtr), ("ndtri", torch.special.ndtri),
+                            ("log_ndtr", torch.special.log_ndtr)]}}
 
 
 def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:

@@ -208,7 +208,8 @@ _unary(
 TORCH_UNARY = ("exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",
                "sigmoid", "tanh", "abs", "erf", "relu", "silu", "neg", "sin", "cos", "tan",
                "floor", "ceil", "round", "trunc", "sign", "reciprocal", "atan", "asin", "acos",
-               "sinh", "cosh", "asinh", "acosh", "atanh", "erfc", "erfinv", "lgamma", "digamma")
+               "sinh", "cosh", "asinh", "acosh", "atanh", "erfc", "erfinv", "lgamma", "digamma", "ndtr", "ndtri",
+               "log_ndtr")
 
 
 def _cast_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:

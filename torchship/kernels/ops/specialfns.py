@@ -1,5 +1,5 @@
-"""Special functions a kernel writer reaches for in losses and activations — ``erfc``,
-``erfinv``, ``lgamma``, ``digamma`` — written with portable ``tl`` primitives (libdevice
+"""Special functions a kernel writer reaches for in losses, activations and samplers —
+``erfc``, ``erfinv``, ``lgamma``, ``digamma``, ``ndtr``, ``ndtri``, ``log_ndtr`` — written with portable ``tl`` primitives (libdevice
 returns None in Triton's interpreter).
 
 Each reduces its argument to a short interval and evaluates a polynomial fitted (weighted
@@ -11,6 +11,11 @@ least squares, refined to near-minimax, against mpmath) for float32, in Horner f
   is exact), so the result keeps its relative accuracy down to the underflow near 10.
 * ``erfinv(x)``: M. Giles' single-precision polynomials in ``w = -log((1 - |x|)(1 + |x|))``
   (``1 - |x|`` is exact, so the tails near ±1 keep their accuracy); ``±1 -> ±inf``.
+  ``ndtri(p)`` (the normal quantile) takes ``w`` from ``min(p, 1 - p)`` and a third
+  polynomial for ``w`` up to 110, so probabilities down to 1e-45 keep their accuracy.
+* ``ndtr(x)``: below -1 ``exp(-x^2 / 2) h(x / sqrt 2) / (sqrt 2 x)`` with ``x^2`` split.
+* ``log_ndtr(x)``: ``log(h(z) / 2z) - z^2`` below -5 with erfc's scaled polynomial ``h``
+  (finite to -1e18), ``log(erfc(z) / 2)`` up to 0, ``log1p(-erfc(-z) / 2)`` above.
 * ``lgamma(x)``: ``x >= 8`` Stirling's series in ``(x - 1/2)(log x - 1)`` form (no early
   overflow); below, recurrences to ``[1, 3)`` where ``lgamma = (x - 1)(x - 2) q(x)`` (exact
   zeros at 1 and 2); ``x < 0`` by reflection ``log(pi / |sin(pi x)|) - lgamma(1 - x)`` with
@@ -54,6 +59,11 @@ _ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-
                    1.50140941e00)
 _ERFINV_TAIL = (-2.00214257e-04, 1.00950558e-04, 1.34934322e-03, -3.67342844e-03,
                 5.73950773e-03, -7.6224613e-03, 9.43887047e-03, 1.00167406e00, 2.83297682e00)
+# erfinv(x) / x for w in [16, 110] (probabilities down to the float32 subnormals, beyond
+# Giles' float32 range), in sqrt(w) - 7.25
+_ERFINV_FAR = (1.383742561e-08, -7.001374571e-08, 1.270266022e-07, -9.482233943e-07,
+               4.857651346e-06, 1.063900029e-05, -5.069218177e-04, 1.008341412e00,
+               7.121136935e00)
 # lgamma(x) / ((x - 1)(x - 2)) on [1, 3] in x - 2
 _LGAMMA_Q = (-9.680908264e-06, 1.931404843e-05, -7.2721314e-06, 2.023392063e-05,
              -9.174580849e-05, 1.958163797e-04, -4.01976399e-04, 9.10497789e-04,
@@ -72,19 +82,70 @@ def _erfc(cg: Any, a: str) -> str:
     x = _bind(cg, f"tl.minimum(tl.maximum({a}, 0.5), 27.0)", "ec_x")
     xh = _bind(cg, f"tl.floor({x} * 16.0) * 0.0625", "ec_xh")
     e = _bind(cg, f"tl.exp(-{xh} * {xh}) * tl.exp(-({x} - {xh}) * ({x} + {xh}))", "ec_e")
+    big = _bind(cg, f"{e} * {_erfc_scaled(cg, x)} / {x}", "ec_big")
+    return f"tl.where({a} < 0.5, 1.0 - tl.math.erf({a}), tl.where({a} > 27.0, 0.0, {big}))"
+
+
+def _erfc_scaled(cg: Any, x: str) -> str:
+    """``x exp(x^2) erfc(x)`` for ``x >= 0.5`` (tends to 1/sqrt(pi))."""
     mid = _poly(_bind(cg, f"{x} - 1.25", "ec_m"), _ERFC_MID)
     tail = _poly(_bind(cg, f"1.0 / {x}", "ec_r"), _ERFC_TAIL)
-    big = _bind(cg, f"{e} * tl.where({x} < 2.0, {mid}, {tail}) / {x}", "ec_big")
-    return f"tl.where({a} < 0.5, 1.0 - tl.math.erf({a}), tl.where({a} > 27.0, 0.0, {big}))"
+    return _bind(cg, f"tl.where({x} < 2.0, {mid}, {tail})", "ec_h")
+
+
+def _ndtr(cg: Any, a: str) -> str:
+    """The normal CDF ``erfc(-x / sqrt 2) / 2``; below -1 as ``exp(-x^2 / 2) h(z) / 2z`` with
+    ``x^2`` split like erfc's (rounding ``x / sqrt 2`` first would cost ``2 z^2`` ulps)."""
+    xt = _bind(cg, f"tl.minimum(tl.maximum(-{a}, 1.0), 40.0)", "nd_x")
+    xh = _bind(cg, f"tl.floor({xt} * 16.0) * 0.0625", "nd_xh")
+    e = _bind(cg, f"tl.exp(-0.5 * {xh} * {xh}) * tl.exp(-0.5 * ({xt} - {xh}) * ({xt} + {xh}))",
+              "nd_e")
+    zt = _bind(cg, f"{xt} * 0.7071067811865476", "nd_z")
+    left = f"{e} * {_erfc_scaled(cg, zt)} / (2.0 * {zt})"
+    rest = _bind(cg, f"0.5 * ({_erfc(cg, f'({a} * -0.7071067811865476)')})", "nd_rest")
+    return f"tl.where({a} < -1.0, tl.where({a} < -40.0, 0.0, {left}), {rest})"
+
+
+def _log_ndtr(cg: Any, a: str) -> str:
+    """log of the normal CDF: ``log(h(z) / (2 z)) - z^2`` with ``z = -x / sqrt(2)`` below -5
+    (no underflow: log_ndtr(-40) = -804.6), ``log(erfc(z) / 2)`` up to 0, and
+    ``log1p(-erfc(-z) / 2)`` above (Goldberg's log1p, accurate as the CDF nears 1)."""
+    z = _bind(cg, f"{a} * -0.7071067811865476", "ln_z")
+    zt = _bind(cg, f"tl.minimum(tl.maximum({z}, 3.5), 1e18)", "ln_zt")
+    far = f"tl.log({_erfc_scaled(cg, zt)} / (2.0 * {zt})) - {zt} * {zt}"
+    left = _bind(cg, f"tl.log(0.5 * ({_erfc(cg, z)}))", "ln_left")
+    u = _bind(cg, f"-0.5 * ({_erfc(cg, f'(-{z})')})", "ln_u")
+    right = f"tl.where(1.0 + {u} == 1.0, {u}, tl.log(1.0 + {u}) * {u} / (1.0 + {u} - 1.0))"
+    return (f"tl.where({a} == float('-inf'), {a}, tl.where({a} < -5.0, {far}, "
+            f"tl.where({a} < 0.0, {left}, {right})))")
+
+
+def _erfinv_scaled(cg: Any, w: str) -> str:
+    """``erfinv(x) / x`` as a function of ``w = -log((1 - x)(1 + x))`` (Giles)."""
+    central = _poly(_bind(cg, f"{w} - 2.5", "ei_c"), _ERFINV_CENTRAL)
+    s = _bind(cg, f"tl.sqrt(tl.maximum({w}, 5.0))", "ei_s")
+    tail = _poly(_bind(cg, f"{s} - 3.0", "ei_t3"), _ERFINV_TAIL)
+    far = _poly(_bind(cg, f"{s} - 7.25", "ei_t7"), _ERFINV_FAR)
+    return _bind(cg, f"tl.where({w} < 5.0, {central}, tl.where({w} < 16.0, {tail}, {far}))",
+                 "ei_q")
 
 
 def _erfinv(cg: Any, a: str) -> str:
     t = _bind(cg, f"tl.abs({a})", "ei_t")
     w = _bind(cg, f"-tl.log((1.0 - {t}) * (1.0 + {t}))", "ei_w")
-    central = _poly(_bind(cg, f"{w} - 2.5", "ei_c"), _ERFINV_CENTRAL)
-    tail = _poly(_bind(cg, f"tl.sqrt(tl.maximum({w}, 5.0)) - 3.0", "ei_s"), _ERFINV_TAIL)
-    p = _bind(cg, f"tl.where({w} < 5.0, {central}, {tail}) * {a}", "ei_p")
+    p = _bind(cg, f"{_erfinv_scaled(cg, w)} * {a}", "ei_p")
     return f"tl.where({t} == 1.0, {a} * float('inf'), tl.where({t} > 1.0, float('nan'), {p}))"
+
+
+def _ndtri(cg: Any, a: str) -> str:
+    """The normal quantile ``sqrt(2) erfinv(2p - 1)``, with ``w`` from ``m = min(p, 1 - p)``
+    (``(1 - |x|)(1 + |x|) = 4 m (1 - m)``), so tiny tail probabilities keep their accuracy
+    where ``2p - 1`` would round to -1: ndtri(1e-30) = -11.46."""
+    m = _bind(cg, f"tl.minimum({a}, 1.0 - {a})", "nq_m")
+    w = _bind(cg, f"-tl.log(4.0 * {m} * (1.0 - {m}))", "nq_w")
+    r = _bind(cg, f"1.4142135623730951 * {_erfinv_scaled(cg, w)} * (2.0 * {a} - 1.0)", "nq")
+    return (f"tl.where({a} == 0.0, float('-inf'), tl.where({a} == 1.0, float('inf'), "
+            f"tl.where(({a} < 0.0) | ({a} > 1.0), float('nan'), {r})))")
 
 
 def _lgamma_nonneg(cg: Any, y: str) -> str:
@@ -161,5 +222,6 @@ def _nan_kept(fn: Any) -> Any:
 
 
 for _name, _fn in [("erfc", _erfc), ("erfinv", _erfinv), ("lgamma", _lgamma),
-                   ("digamma", _digamma)]:
+                   ("digamma", _digamma), ("ndtr", _ndtr), ("ndtri", _ndtri),
+                   ("log_ndtr", _log_ndtr)]:
     _unary(_name, _nan_kept(_fn), "float", True)
