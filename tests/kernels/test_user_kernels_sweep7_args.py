@@ -279,3 +279,21 @@ def test_item_of_a_block_is_refused(compiled_mode: None) -> None:
     with pytest.raises(ts.KernelTypeError, match="only a 0-d value is one number") as info:
         item_of_a_row(torch.randn(8))
     assert "lengths[i].item()" in str(info.value)
+
+
+@ts.kernel
+def plus_one(x: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x)
+    for t in ts.tile(x.size(0)):
+        out[t] = x[t] + 1
+    return out
+
+
+def test_complex_and_float8_arithmetic_are_refused_with_the_way_around(
+        compiled_mode: None) -> None:
+    with pytest.raises(ts.KernelTypeError, match="complex tensors are not supported") as info:
+        plus_one(torch.randn(5, dtype=torch.complex64))
+    assert "torch.view_as_real(x)" in str(info.value)
+    with pytest.raises(ts.KernelTypeError, match="arithmetic on torch.float8_e4m3fn") as info:
+        plus_one(torch.randn(5).to(torch.float8_e4m3fn))
+    assert "x[t].float()" in str(info.value) and "out[t] = x[t] + 1" in str(info.value)

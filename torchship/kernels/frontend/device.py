@@ -209,6 +209,11 @@ class DeviceBuilder:
         return self.convert(value, name, f"c[{self.capture_index[name]}]")
 
     def convert(self, value: Any, name: str, getter: str) -> Any:
+        if isinstance(value, torch.Tensor) and value.is_complex():
+            raise self.error(KernelTypeError, f"tensor {name!r} is {value.dtype}: complex "
+                             "tensors are not supported in device code",
+                             hint=f"pass torch.view_as_real({name}) (a float tensor with a "
+                             "last dim of 2: real and imaginary parts) and compute on the parts")
         if isinstance(value, torch.Tensor):
             ptr = self.param(name, getter, None, None)
             from torchship.kernels.frontend.captures import tdesc_ok

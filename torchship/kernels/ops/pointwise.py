@@ -27,10 +27,27 @@ from torchship.kernels.ops import OpDef, broadcast_shapes, promote, register, sh
 _HALF = (torch.float16, torch.bfloat16)
 
 
+_FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
+                                         "float8_e5m2fnuz") if hasattr(torch, n))
+
+
+def no_fp8(dtype: torch.dtype) -> None:
+    """Refuse arithmetic on float8 blocks (Triton has none; torch not even ``add``).
+
+    Example:
+        >>> no_fp8(torch.float16)
+    """
+    if dtype in _FP8:
+        raise KernelTypeError(f"arithmetic on {dtype} blocks is not supported",
+                              hint="compute in float32: x[t].float(), then store "
+                              f"result.to({dtype}) (casts round to nearest even like torch)")
+
+
 def _binary_infer(result: str) -> Any:
     def infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
         shape = broadcast_shapes([shape_of(i) for i in inputs])
         dtype, _ = promote(inputs)
+        no_fp8(dtype)
         if result == "bool":
             return shape, torch.bool
         if result == "float" and not dtype.is_floating_point:
@@ -142,6 +159,7 @@ def _unary(name: str, body: str | Callable[[Any, str], str], result: str = "same
 
     def infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
         dtype, _ = promote(inputs)
+        no_fp8(dtype)
         if result == "float" and not dtype.is_floating_point:
             dtype = torch.float32
         if result == "bool":
