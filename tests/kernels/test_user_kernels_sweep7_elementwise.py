@@ -155,3 +155,33 @@ def test_integer_predicates(mode: str, request: pytest.FixtureRequest,
     x = torch.randint(-3, 4, (100,), dtype=torch.int16)
     want = torch.stack([torch.isnan(x), torch.isfinite(x), x.signbit(), torch.logical_not(x)])
     assert torch.equal(int_predicates(x), want)
+
+
+@ts.kernel
+def running_extremes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                               torch.Tensor]:
+    max_v, min_v = torch.empty_like(x), torch.empty_like(x)
+    max_i = torch.empty(x.shape, dtype=torch.int64, device=x.device)
+    min_i = torch.empty(x.shape, dtype=torch.int64, device=x.device)
+    for tm in ts.tile(x.size(0)):
+        row = x[tm, :]
+        best = torch.cummax(row, dim=1)
+        max_v[tm, :] = best.values
+        max_i[tm, :] = best.indices
+        min_v[tm, :], min_i[tm, :] = row.cummin(1)
+    return max_v, max_i, min_v, min_i
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cummax_cummin_ties_and_nan_like_torch(mode: str, request: pytest.FixtureRequest,
+                                               poison_empty: None) -> None:
+    use(mode, request)
+    for dtype in (torch.float32, torch.float16, torch.int16):
+        x = (torch.randn(9, 37) * 3).round().to(dtype)  # many ties: the later index wins
+        if dtype.is_floating_point:
+            x[2, 5] = x[2, 9] = x[3, 0] = float("nan")
+        max_v, max_i, min_v, min_i = running_extremes(x)
+        want_max, want_min = torch.cummax(x, 1), torch.cummin(x, 1)
+        assert torch.equal(max_v.nan_to_num(7), want_max.values.nan_to_num(7))
+        assert torch.equal(min_v.nan_to_num(7), want_min.values.nan_to_num(7))
+        assert torch.equal(max_i, want_max.indices) and torch.equal(min_i, want_min.indices)

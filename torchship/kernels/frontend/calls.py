@@ -54,7 +54,7 @@ FUNCTIONS.update({
     math.floor: "floor", math.ceil: "ceil", math.trunc: "trunc",
     torch.square: "square", torch.add: "add", torch.mul: "mul", torch.sub: "sub",
     torch.div: "truediv", torch.cumsum: "cumsum", torch.cumprod: "cumprod",
-    torch.logcumsumexp: "logcumsumexp",
+    torch.logcumsumexp: "logcumsumexp", torch.cummax: "cummax", torch.cummin: "cummin",
     torch.squeeze: "squeeze", torch.unsqueeze: "unsqueeze", torch.transpose: "transpose",
     torch.t: "t", torch.var: "var", torch.std: "std", torch.var_mean: "var_mean",
     torch.std_mean: "std_mean", torch.softmax: "softmax", F.softmax: "softmax",
@@ -73,7 +73,7 @@ FUNCTIONS.update({
     math.atan2: "atan2", **{getattr(torch, "arc" + n[1:]): n for n in _ARC},
     **{getattr(math, n): n for n in ("atan", "asin", "acos", "sinh", "cosh", *_ARC[3:])},
 })
-METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "logcumsumexp", "sum", "prod", "mean", "amax", "amin",
+METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "logcumsumexp", "cummax", "cummin", "sum", "prod", "mean", "amax", "amin",
                           "max", "min", "argmax", "argmin", "to", "float", "half", "bfloat16",
                           "double", "t", "transpose", "unsqueeze", "squeeze", "clamp", "clip",
                           "pow", "var", "std", "var_mean", "std_mean", "softmax",

@@ -141,3 +141,48 @@ def logcumsumexp(h: Any, args: list[Any], kwargs: dict[str, Any], node: ast.AST)
     out = combine_call(h, "ts_scan", [_logaddexp, work, dim], {"other": float("-inf")}, node,
                        what="logcumsumexp")
     return out if out.dtype == x.dtype else h.b.emit("to", [out], {"dtype": x.dtype})
+
+
+def _running_max(a: Any, b: Any) -> Any:
+    """(value, index) pairs: the later one wins on ties and NaN wins (torch's cummax)."""
+    va, ia = a
+    vb, ib = b
+    take = (vb != vb) | ((va == va) & (vb >= va))
+    return torch.where(take, vb, va), torch.where(take, ib, ia)
+
+
+def _running_min(a: Any, b: Any) -> Any:
+    va, ia = a
+    vb, ib = b
+    take = (vb != vb) | ((va == va) & (vb <= va))
+    return torch.where(take, vb, va), torch.where(take, ib, ia)
+
+
+def cummax(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+    """``torch.cummax/cummin(x, dim)``: ``(values, indices)`` by a scan of (value, position)
+    pairs; ties go to the later position and NaN propagates with its position, like torch.
+
+    Example:
+        >>> v, i = _running_max((torch.tensor(2.0), torch.tensor(0)), (torch.tensor(2.0), torch.tensor(1)))
+        >>> float(v), int(i)
+        (2.0, 1)
+    """
+    from torchship.kernels.frontend.calls import MaxResult
+
+    x = args[0] if args else kwargs.get("input")
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    if not isinstance(x, Value) or not x.ndim or not isinstance(dim, int):
+        raise h.err(KernelTypeError, f"{name}(x, dim) needs a block and an int dim", node=node)
+    dim %= x.ndim
+    pos = h.b.emit("dim_index", [x], {"dim": dim})
+    lowest = float("-inf") if name == "cummax" else float("inf")
+    if not x.dtype.is_floating_point:
+        info = torch.iinfo(x.dtype) if x.dtype != torch.bool else None
+        lowest = (0 if name == "cummax" else 1) if info is None else \
+            (info.min if name == "cummax" else info.max)
+    values, indices = combine_call(
+        h, "ts_scan", [_running_max if name == "cummax" else _running_min, (x, pos), dim],
+        {"other": (lowest, 0)}, node, what=name)
+    if values.dtype != x.dtype:
+        values = h.b.emit("to", [values], {"dtype": x.dtype})
+    return MaxResult(values, indices)

@@ -186,6 +186,10 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         from torchship.kernels.frontend.combine import combine_call
 
         return combine_call(h, name, args, kwargs, node)
+    if name in ("cummax", "cummin"):
+        from torchship.kernels.frontend.combine import cummax
+
+        return cummax(h, name, args, kwargs, node)
     if name == "logcumsumexp":
         from torchship.kernels.frontend.combine import logcumsumexp
 

@@ -1,5 +1,5 @@
-"""Block creation and views: ``ts.zeros``/``ts.full``, ``tile.index``, ``None``-indexing,
-transpose.
+"""Block creation and views: ``ts.zeros``/``ts.full``, ``tile.index``, positions along a
+block's dim, ``None``-indexing, transpose.
 
 Example:
     >>> import torch
@@ -38,6 +38,22 @@ def _index_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.d
 
 register(OpDef("tile_index", _index_infer, lambda cg, node, args: cg.tile_index(node.attrs["tile"]),
                "create"))
+
+
+def _dim_index_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+    return tuple(inputs[0].shape), torch.int64
+
+
+def _dim_index_emit(cg: Any, node: Any, args: list[str]) -> str:
+    """Positions along ``attrs["dim"]`` of the input's block, broadcast to its shape (the
+    index half of a cummax/cummin scan)."""
+    x, dim = node.inputs[0], node.attrs["dim"]
+    d = x.shape[dim].find()
+    idx = f"tl.arange(0, {d.n})" if isinstance(d, ConstDim) else cg.dim_info(d)[0]
+    return f"tl.broadcast_to({cg.expand(idx, dim, x.ndim)}.to(tl.int64), {args[0]}.shape)"
+
+
+register(OpDef("dim_index", _dim_index_infer, _dim_index_emit, "create"))
 
 
 def _attr_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
