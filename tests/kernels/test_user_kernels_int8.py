@@ -55,3 +55,18 @@ def test_int8_products_without_an_int32_acc_are_refused(compiled_mode: None) -> 
     with pytest.raises(ts.KernelTypeError, match="accumulates in int32") as info:
         int8_wrapping(a, a)
     assert "dtype=torch.int32" in str(info.value)
+
+
+def test_one_byte_dots_get_blocks_of_at_least_32() -> None:
+    """Triton refuses a dot of 1-byte operands with a block under 32 (seen on an H100 with
+    a sampled K block of 16): no config of such a kernel offers one."""
+    a = torch.zeros(70, 100, dtype=torch.int8)
+    b = torch.zeros(100, 45, dtype=torch.int8)
+    space = int8_linear.bind((a, b, torch.zeros(70), torch.zeros(45))).config_space
+    assert space.launches[0].byte_dots
+    for i, bp in enumerate(space.block_params):
+        if bp.in_dot:
+            assert min(space.params[f"block_sizes[{i}]"]) >= 32
+    c = torch.zeros(70, 100, dtype=torch.bfloat16)
+    half = int8_wrapping.bind((c, c.t().contiguous())).config_space
+    assert not half.launches[0].byte_dots

@@ -209,9 +209,11 @@ class ConfigSpace:
         self.device = device
         gpu = device == "cuda"
         self.max_elems = (1 << 16) if gpu else (1 << 14)
+        # a tl.dot block is >= 16 wide, >= 32 with 1-byte operands (Triton refuses K < 32)
+        self.dot_lo = 32 if any(launch.byte_dots for launch in self.launches) else 16
         params: dict[str, list[Any]] = {}
         for i, bp in enumerate(self.block_params):
-            lo = max(bp.lo, 16 if bp.in_dot else 1)
+            lo = max(bp.lo, self.dot_lo if bp.in_dot else 1)
             cap = _next_pow2(bp.extent)
             hi = min(bp.hi, max(cap, lo), 256 if bp.in_dot else 4096)
             if not gpu:
@@ -242,7 +244,7 @@ class ConfigSpace:
         for i, red in enumerate(self.reductions):
             choices: list[int | None] = [None]
             if red.rollable:
-                lo = 16 if red.in_dot else 32
+                lo = self.dot_lo if red.in_dot else 32
                 top = min(_next_pow2(red.size) // 2, 4096 if gpu else 1024)
                 choices += _pow2_range(lo, top) if top >= lo else []
             params[f"reduction_loops[{i}]"] = choices
@@ -301,11 +303,11 @@ class ConfigSpace:
             return False
         if name.startswith("block_sizes["):
             bp = self.block_params[int(name[12:-1])]
-            lo = max(bp.lo, 16 if bp.in_dot else 1)
+            lo = max(bp.lo, self.dot_lo if bp.in_dot else 1)
             return lo <= value <= min(bp.hi, 256 if bp.in_dot else 4096)
         if name.startswith("reduction_loops["):
             red = self.reductions[int(name[16:-1])]
-            return red.rollable and (16 if red.in_dot else 32) <= value <= 4096
+            return red.rollable and (self.dot_lo if red.in_dot else 32) <= value <= 4096
         return False
 
     def _known_value(self, name: str, value: Any) -> bool:

@@ -232,11 +232,13 @@ class BoundKernel:
             inner = bool(analysis.walk_loops(launch.body))
             read = [n.attrs["tensor"].name for n, _ in analysis.walk_nodes(launch.body)
                     if n.op == "load"]
+            byte_dots = any(n.op == "dot" and min(x.dtype.itemsize for x in n.inputs[:2]) == 1
+                            for n, _ in analysis.walk_nodes(launch.body))
             fixed = math.prod(-(-_extent_of(launch, t) // t.fixed) for t in launch.grid_tiles
                               if getattr(t, "param", None) is None and getattr(t, "fixed", None))
             launches.append(LaunchSpec(len(launch.grid_tiles), grid_params, shapes, has_dot,
                                        itemsize, loads, inner, fixed,
-                                       len(set(read)) < len(read)))
+                                       len(set(read)) < len(read), byte_dots))
         indexing = ["pointer"]
         if _block_ptr_available():
             indexing.append("block_ptr")

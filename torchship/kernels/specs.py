@@ -50,6 +50,7 @@ class LaunchSpec:
     inner_loops: bool = False
     fixed_programs: int = 1  # programs along grid dims with a fixed block (a bmm's batch)
     rereads: bool = False  # a tensor is loaded at more than one place (two-pass kernels)
+    byte_dots: bool = False  # a dot of 1-byte operands (int8, fp8): its blocks are >= 32
 
     @property
     def has_full_dim(self) -> bool:
