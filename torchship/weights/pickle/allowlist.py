@@ -15,15 +15,18 @@ Example:
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from torchship.weights.format import DTYPES, TORCH_NAMES
-from torchship.weights.pickle.values import check_hashable, short_repr
+from torchship.weights.pickle.numpy_values import (
+    NDARRAY,
+    np_dtype,
+    np_frombuffer,
+    np_reconstruct,
+    np_scalar,
+)
+from torchship.weights.pickle.values import as_int, check_hashable, int_tuple, short_repr
 from torchship.weights.pickle.vm import Callable_
 
 
@@ -169,18 +172,6 @@ class TensorRef:
                 self.shape, self.stride, self.dtype.name)
 
 
-def _int(value: Any, what: str) -> int:
-    if type(value) is not int or value < 0:
-        raise TypeError(f"{what} must be a non-negative int, got {value!r}")
-    return value
-
-
-def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(value, tuple | list):
-        raise TypeError(f"{what} must be a tuple of ints, got {type(value).__name__}")
-    return tuple(_int(v, what) for v in value)
-
-
 def make_tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: TorchDtype | None,
                 requires_grad: Any = False) -> TensorRef:
     """Validate rebuild arguments and return a :class:`TensorRef` that stays in its storage.
@@ -192,9 +183,9 @@ def make_tensor(storage: Any, offset: Any, size: Any, stride: Any, dtype: TorchD
     """
     if not isinstance(storage, StorageRef):
         raise TypeError(f"expected a storage, got {type(storage).__name__}")
-    offset = _int(offset, "storage offset")
-    shape = _int_tuple(size, "size")
-    strides = _int_tuple(stride, "stride")
+    offset = as_int(offset, "storage offset")
+    shape = int_tuple(size, "size")
+    strides = int_tuple(stride, "stride")
     if len(shape) != len(strides):
         raise ValueError(f"size {shape} and stride {strides} differ in length")
     if not isinstance(requires_grad, bool):
@@ -311,14 +302,14 @@ def _counter(*args: Any) -> dict[Any, Any]:
 def _size(*args: Any) -> tuple[int, ...]:
     if len(args) != 1:
         raise TypeError("torch.Size takes one tuple")
-    return _int_tuple(args[0], "torch.Size")
+    return int_tuple(args[0], "torch.Size")
 
 
 def _device(*args: Any) -> str:
     if not args or not isinstance(args[0], str) or len(args) > 2:
         raise TypeError("torch.device takes a string and an optional index")
     if len(args) == 2:
-        return f"{args[0]}:{_int(args[1], 'device index')}"
+        return f"{args[0]}:{as_int(args[1], 'device index')}"
     return args[0]
 
 
@@ -350,121 +341,6 @@ def _complex(real: Any = 0.0, imag: Any = 0.0) -> complex:
     return complex(real, imag)
 
 
-# ---------------------------------------------------------------- numpy (data only)
-
-_NP_DESCR = re.compile(r"^[<>|=]?(?:[biufc]\d{1,2}|\?|b1|O|O8|[SUV]\d{1,6})$")
-
-
-def numpy_dtype(descr: Any) -> np.dtype:
-    """A numpy dtype from a validated type string (no fields, no objects besides 'O').
-
-    Example:
-        >>> numpy_dtype("<f4")
-        dtype('float32')
-    """
-    if not isinstance(descr, str) or not _NP_DESCR.match(descr):
-        raise ValueError(f"numpy dtype {descr!r} is not a plain numeric, bool, string or object type")
-    return np.dtype(descr)
-
-
-class NumpyDtype(Callable_):
-    """``numpy.dtype(...)`` followed by BUILD with its byte-order state.
-
-    Example:
-        >>> d = NumpyDtype(numpy_dtype("f8")); d.setstate((3, ">", None, None, None, -1, -1, 0))
-        >>> d.dtype.str
-        '>f8'
-    """
-
-    def __init__(self, dtype: np.dtype) -> None:
-        super().__init__("numpy.dtype")
-        self.dtype = dtype
-
-    def setstate(self, state: Any) -> None:
-        """Apply numpy's dtype state tuple (only the byte order matters for plain types).
-
-        Example:
-            >>> d = NumpyDtype(np.dtype("<i4")); d.setstate((3, ">", None, None, None, -1, -1, 0))
-            >>> d.dtype.byteorder
-            '>'
-        """
-        if not isinstance(state, tuple) or len(state) < 2 or not isinstance(state[1], str):
-            raise TypeError("unexpected numpy dtype state")
-        if state[1] in "<>" and state[1] and self.dtype.itemsize > 1:
-            self.dtype = self.dtype.newbyteorder(state[1])
-
-
-def _np_dtype(descr: Any, align: Any = False, copy: Any = True) -> NumpyDtype:
-    return NumpyDtype(numpy_dtype(descr))
-
-
-_NDARRAY = Callable_("numpy.ndarray")
-
-
-class NumpyArray:
-    """``numpy.core.multiarray._reconstruct(ndarray, shape, typecode)`` then BUILD with the
-    array state: builds a real numpy array from the raw bytes (or keeps an object list).
-
-    Example:
-        >>> a = NumpyArray(); a.setstate((1, (2,), NumpyDtype(numpy_dtype("<i2")), False, b"\\x01\\x00\\x02\\x00"))
-        >>> a.array.tolist()
-        [1, 2]
-    """
-
-    def __init__(self) -> None:
-        self.array: Any = None
-
-    def setstate(self, state: Any) -> None:
-        """Fill from numpy's ndarray state tuple. Example: see class."""
-        if not isinstance(state, tuple) or len(state) not in (4, 5):
-            raise TypeError("unexpected numpy array state")
-        if len(state) == 5:
-            state = state[1:]
-        shape, dtype, fortran, raw = state
-        shape = _int_tuple(shape, "numpy shape")
-        if not isinstance(dtype, NumpyDtype):
-            raise TypeError("numpy array state without a dtype")
-        if dtype.dtype.kind == "O":
-            if not isinstance(raw, list):
-                raise TypeError("object array state must be a list")
-            self.array = raw
-            return
-        if isinstance(raw, str):
-            raw = raw.encode("latin-1")
-        if not isinstance(raw, bytes | bytearray):
-            raise TypeError("numpy array data must be bytes")
-        count = math.prod(shape)  # exact (numpy.prod would wrap around on huge shapes)
-        if count * dtype.dtype.itemsize != len(raw):
-            raise ValueError(f"numpy array of shape {shape} {dtype.dtype} needs "
-                             f"{count * dtype.dtype.itemsize} bytes, state holds {len(raw)}")
-        flat = np.frombuffer(bytes(raw), dtype=dtype.dtype)
-        self.array = flat.reshape(shape, order="F" if fortran else "C")
-
-
-def _np_reconstruct(subtype: Any, shape: Any, typecode: Any) -> NumpyArray:
-    if subtype is not _NDARRAY:
-        raise TypeError("only numpy.ndarray can be reconstructed")
-    return NumpyArray()
-
-
-def _np_frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> NumpyArray:
-    if not isinstance(dtype, NumpyDtype):
-        raise TypeError("numpy _frombuffer needs a dtype")
-    out = NumpyArray()
-    out.setstate((_int_tuple(shape, "numpy shape"), dtype, order == "F", buf))
-    return out
-
-
-def _np_scalar(dtype: Any, raw: Any = None) -> Any:
-    if not isinstance(dtype, NumpyDtype) or dtype.dtype.kind == "O":
-        raise TypeError("numpy scalar needs a plain dtype")
-    if isinstance(raw, str):
-        raw = raw.encode("latin-1")
-    if not isinstance(raw, bytes) or len(raw) != dtype.dtype.itemsize:
-        raise ValueError("numpy scalar bytes do not match its dtype")
-    return np.frombuffer(raw, dtype=dtype.dtype)[0].item()
-
-
 # ---------------------------------------------------------------- the table
 
 def _table() -> dict[tuple[str, str], Callable_]:
@@ -493,12 +369,12 @@ def _table() -> dict[tuple[str, str], Callable_]:
         add(mod, "bytes", _from_iterable(bytes))
         add(mod, "complex", _complex)
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        add(mod, "_reconstruct", _np_reconstruct)
-        add(mod, "scalar", _np_scalar)
+        add(mod, "_reconstruct", np_reconstruct)
+        add(mod, "scalar", np_scalar)
     for mod in ("numpy.core.numeric", "numpy._core.numeric"):
-        add(mod, "_frombuffer", _np_frombuffer)
-    add("numpy", "dtype", _np_dtype)
-    t[("numpy", "ndarray")] = _NDARRAY
+        add(mod, "_frombuffer", np_frombuffer)
+    add("numpy", "dtype", np_dtype)
+    t[("numpy", "ndarray")] = NDARRAY
     for name, dtype_name in STORAGE_TYPES.items():
         for mod in ("torch", "torch.cuda"):
             t[(mod, name)] = StorageType(f"{mod}.{name}", TORCH_DTYPES[dtype_name])

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from torchship.weights.pickle.allowlist import NumpyArray, StorageRef, TensorRef, TorchDtype
+from torchship.weights.pickle.allowlist import StorageRef, TensorRef, TorchDtype
+from torchship.weights.pickle.numpy_values import NumpyArray
 from torchship.weights.pickle.vm import Opaque
 
 MAX_NODES = 1 << 22

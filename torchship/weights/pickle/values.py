@@ -177,3 +177,27 @@ def check_hashable(value: Any) -> None:
         if seen > MAX_KEY_ITEMS:
             raise ValueError(f"a dict key or set item holds more than {MAX_KEY_ITEMS} items")
         stack.extend((x, depth + 1) for x in item if type(x) is tuple)
+
+
+def as_int(value: Any, what: str) -> int:
+    """``value`` when it is a non-negative int (not a bool), else TypeError naming ``what``.
+
+    Example:
+        >>> as_int(3, "offset")
+        3
+    """
+    if type(value) is not int or value < 0:
+        raise TypeError(f"{what} must be a non-negative int, got {value!r}")
+    return value
+
+
+def int_tuple(value: Any, what: str) -> tuple[int, ...]:
+    """A tuple or list of non-negative ints as a tuple, else TypeError naming ``what``.
+
+    Example:
+        >>> int_tuple([2, 3], "shape")
+        (2, 3)
+    """
+    if not isinstance(value, tuple | list):
+        raise TypeError(f"{what} must be a tuple of ints, got {type(value).__name__}")
+    return tuple(as_int(v, what) for v in value)
