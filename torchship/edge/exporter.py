@@ -33,6 +33,7 @@ from torchship.edge.graph import Graph
 from torchship.edge.lower import ExportError, Lowering, sym_to_dim
 from torchship.edge.passes import run_passes
 from torchship.edge.program import Program
+from torchship.edge.runtime.dims import linear_form
 
 aten = torch.ops.aten
 # CompositeImplicit ops we lower ourselves rather than let torch decompose them
@@ -109,7 +110,7 @@ def lower_method(model: torch.nn.Module, name: str, inputs: tuple[Any, ...], dyn
     input_syms = set()
     for node in ep.graph.nodes:
         if node.op == "placeholder" and isinstance(node.meta.get("val"), torch.Tensor):
-            input_syms.update(str(d.node.expr) for d in node.meta["val"].shape if isinstance(d, torch.SymInt))
+            input_syms.update(str(s) for d in node.meta["val"].shape if isinstance(d, torch.SymInt) for s in d.node.expr.free_symbols)
     for sym, rng in ep.range_constraints.items():
         if str(sym) not in input_syms:
             continue
@@ -134,10 +135,12 @@ def lower_method(model: torch.nn.Module, name: str, inputs: tuple[Any, ...], dyn
     _ = used
     for vid in graph.inputs:
         for d in graph.values[vid].shape:
-            if not isinstance(d, (int, str)):
-                raise ExportError(f"torchship.edge.export: input {graph.values[vid].name} has a derived dim {d}; mark plain dims dynamic")
+            if not isinstance(d, int) and linear_form(d) is None:
+                raise ExportError(f"torchship.edge.export: input {graph.values[vid].name} has a derived dim {d}; "
+                                  "only a·dim + c forms of one dynamic dim (torch.export's 2 * Dim(...) + 1) are supported")
+    bound = {linear_form(d)[0] for v in graph.inputs for d in graph.values[v].shape if not isinstance(d, int)}
     for sym in list(graph.symbols):
-        if not any(sym in graph.values[v].shape for v in graph.inputs):
+        if sym not in bound:
             del graph.symbols[sym]
     _rename_symbols(graph, model, name, inputs, dynamic_shapes)
     return graph
@@ -156,9 +159,11 @@ def _rename_symbols(graph: Graph, model: torch.nn.Module, name: str, inputs: tup
             continue
         for axis, dim in axes.items():
             shape = graph.values[vid].shape
-            dname = getattr(dim, "__name__", None)
-            if isinstance(dname, str) and 0 <= axis < len(shape) and isinstance(shape[axis], str):
-                rename.setdefault(shape[axis], dname)
+            root = getattr(dim, "root", dim)  # a derived dim (2 * Dim("n")) names its root
+            dname = getattr(root, "__name__", None)
+            form = linear_form(shape[axis]) if 0 <= axis < len(shape) and not isinstance(shape[axis], int) else None
+            if isinstance(dname, str) and form is not None and (form[1:] == (1, 0)) == (root is dim):
+                rename.setdefault(form[0], dname)
     if len(set(rename.values())) != len(rename) or set(rename.values()) & (set(graph.symbols) - set(rename)):
         return
 

@@ -111,7 +111,14 @@ def sym_to_dim(expr: Any) -> Any:
         if any(isinstance(a, int) and a < 0 for a in args):
             raise ExportError(f"size expression {expr} multiplies by a negative number")
         return ["*", *args]
+    if isinstance(expr, sympy.Pow) and expr.exp.is_Integer and int(expr.exp) >= 1:  # h*w with h = w
+        return ["*", *[sym_to_dim(expr.base)] * int(expr.exp)]
     if isinstance(expr, FloorDiv):
+        num, den = expr.args
+        if not den.is_Integer:  # 2*s**2 // s: exact polynomial division is s * 2
+            q, r = sympy.div(num, den)
+            if r == 0 and q.is_polynomial():
+                return sym_to_dim(sympy.expand(q))
         return ["//", sym_to_dim(expr.args[0]), sym_to_dim(expr.args[1])]
     if isinstance(expr, sympy.Max):
         return ["max", *(sym_to_dim(a) for a in expr.args)]
@@ -213,6 +220,8 @@ class Lowering:
     def tensor(self, arg: Any, dtype: str) -> int:
         """Value id for a tensor argument or a Python scalar, cast to ``dtype``."""
         if isinstance(arg, torch.fx.Node):
+            if isinstance(arg.meta.get("val"), torch.SymInt):
+                return self.sym_tensor(arg.meta["val"], dtype)
             vid = self.env[arg]
             if not isinstance(vid, int):
                 raise self.fail(f"expected a tensor argument, got {arg}")
@@ -222,6 +231,16 @@ class Lowering:
         if isinstance(arg, (bool, int, float)):
             return self.const(arg, dtype)
         raise self.fail(f"unsupported argument {arg!r}")
+
+    def sym_tensor(self, value: Any, dtype: str) -> int:
+        """A 0-d tensor holding a (possibly symbolic) size, e.g. ``triu(ones(n, t), t - n + 1)``'s
+        diagonal: ``arange(d, d + 1)`` reshaped to ``[]``, cast to ``dtype``."""
+        d = sym_to_dim(value)
+        if isinstance(d, int):
+            return self.const(d, dtype)
+        one = self.g.emit("arange", [], "I64", [1], {"start": d, "end": ["+", d, 1], "step": 1, "dtype": "I64"}, self.source)
+        vid = self.g.emit("reshape", [one], "I64", [], {"shape": []}, self.source)
+        return vid if dtype == "I64" else self.g.emit("cast", [vid], dtype, [], {"dtype": dtype}, self.source)
 
     def shape_of(self, vid: int) -> list[Any]:
         return self.g.values[vid].shape

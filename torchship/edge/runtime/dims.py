@@ -83,6 +83,42 @@ def check_dim(dim: Any, symbols: Mapping[str, Any], where: str, depth: int = 0, 
     raise ProgramError(f"{where}: dimension {dim!r} must be an integer, symbol or [op, ...] with op in {_OPS}")
 
 
+def linear_form(dim: Any) -> tuple[str, int, int] | None:
+    """``(symbol, a, c)`` when ``dim`` is ``a·symbol + c`` written as an input dimension may be
+    (``"s"``, ``["*", a, "s"]``, ``["+", c, "s"]`` or ``["+", c, ["*", a, "s"]]``, a ≥ 1), else None.
+
+    Example:
+        >>> linear_form(["+", 1, ["*", 2, "n"]])
+        ('n', 2, 1)
+    """
+    c = 0
+    if isinstance(dim, list) and len(dim) == 3 and dim[0] == "+":
+        consts = [a for a in dim[1:] if isinstance(a, int) and not isinstance(a, bool)]
+        if len(consts) == 1:
+            c, dim = consts[0], dim[2] if dim[1] is consts[0] else dim[1]
+    if isinstance(dim, str):
+        return dim, 1, c
+    if (isinstance(dim, list) and len(dim) == 3 and dim[0] == "*" and isinstance(dim[1], int)
+            and not isinstance(dim[1], bool) and dim[1] >= 1 and isinstance(dim[2], str)):
+        return dim[2], dim[1], c
+    return None
+
+
+def solve_input_dim(dim: Any, got: int) -> tuple[str, int] | None:
+    """The symbol value that makes input dimension ``dim`` (a ``linear_form``) equal ``got``;
+    None when no integer does (``got − c`` not a multiple of ``a``).
+
+    Example:
+        >>> solve_input_dim(["*", 2, "n"], 10)
+        ('n', 5)
+    """
+    form = linear_form(dim)
+    assert form is not None
+    sym, a, c = form
+    q, r = divmod(got - c, a)
+    return None if r else (sym, q)
+
+
 def evaluate(dim: Any, env: Mapping[str, int]) -> int:
     """Evaluate a (validated) dimension expression with symbol values ``env``.
 

@@ -33,7 +33,14 @@ from torchship.edge.runtime import bound as _binders  # noqa: F401  (register th
 from torchship.edge.runtime import bound_conv as _conv_binders  # noqa: F401
 from torchship.edge.runtime import mbconv as _mbconv  # noqa: F401  (the fused_mbconv op)
 from torchship.edge.runtime import scan as _scan  # noqa: F401  (the cumsum op)
-from torchship.edge.runtime.dims import DTYPES, ProgramError, check_dim, evaluate_shape, nbytes
+from torchship.edge.runtime.dims import (
+    DTYPES,
+    ProgramError,
+    check_dim,
+    evaluate_shape,
+    linear_form,
+    nbytes,
+)
 from torchship.edge.runtime.registry import OPS, has_symbolic_attrs, resolve_attrs, validate_attrs
 from torchship.weights.format import Header, SafetensorError, parse_header
 
@@ -197,10 +204,11 @@ def _parse_method(mname: str, body: Any, weights: Header, where: str) -> MethodS
             raise ProgramError(f"{where}: input {pos} (value {vid}) must be a distinct value of kind 'input'")
         defined[vid] = True
         for d in v.shape:
-            if isinstance(d, str):
-                bound.add(d)
+            form = None if isinstance(d, int) else linear_form(d)
+            if form is not None:
+                bound.add(form[0])
             elif not isinstance(d, int):
-                raise ProgramError(f"{where}: input {pos} dims must be integers or bare symbols, got {d!r}")
+                raise ProgramError(f"{where}: input {pos} dims must be integers, bare symbols or a·symbol + c, got {d!r}")
     unbound = set(symbols) - bound
     if unbound:
         raise ProgramError(f"{where}: symbols {sorted(unbound)} are not bound by any input dimension")

@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from torchship.edge.runtime.bound import TempRegion, binding, scratch_bytes
-from torchship.edge.runtime.dims import DTYPES, ProgramError, evaluate_shape, nbytes
+from torchship.edge.runtime.dims import (
+    DTYPES,
+    ProgramError,
+    evaluate_shape,
+    nbytes,
+    solve_input_dim,
+)
 from torchship.edge.runtime.format import MethodSpec, ProgramSpec, check_shapes, parse
 from torchship.edge.runtime.registry import OPS, Step, bind_step, resolve_attrs
 
@@ -80,14 +86,18 @@ class Method:
             if x.ndim != len(v.shape):
                 raise ProgramError(f"{self.where}: input {pos} ({v.name}) must have rank {len(v.shape)} {v.shape}, got shape {list(x.shape)}")
             for d, (want, got) in enumerate(zip(v.shape, x.shape)):
-                if isinstance(want, str):
-                    lo, hi = spec.symbols[want]
-                    if env.setdefault(want, got) != got:
-                        raise ProgramError(f"{self.where}: input {pos} ({v.name}) dim {d} is {got} but symbol {want!r} is already {env[want]}")
-                    if not lo <= got <= hi:
+                if not isinstance(want, int):
+                    solved = solve_input_dim(want, got)
+                    if solved is None:
+                        raise ProgramError(f"{self.where}: input {pos} ({v.name}) dim {d} = {got} is not of the exported form {want}")
+                    sym, value = solved
+                    lo, hi = spec.symbols[sym]
+                    if env.setdefault(sym, value) != value:
+                        raise ProgramError(f"{self.where}: input {pos} ({v.name}) dim {d} is {got} but symbol {sym!r} is already {env[sym]}")
+                    if not lo <= value <= hi:
                         raise ProgramError(
                             f"{self.where}: input {pos} ({v.name}) dim {d} = {got} is outside the planned range "
-                            f"[{lo}, {hi}] of {want!r}; re-export with a larger max for that dynamic dim"
+                            f"[{lo}, {hi}] of {sym!r}{'' if want == sym else f' (dim = {want})'}; re-export with a larger max for that dynamic dim"
                         )
                 elif want != got:
                     raise ProgramError(f"{self.where}: input {pos} ({v.name}) dim {d} must be {want}, got {got}")
