@@ -33,9 +33,10 @@ from torchship.kernels.config import Config, ConfigSpace, LaunchSpec, ReductionS
 from torchship.kernels.errors import KernelConfigError, KernelError, KernelLaunchError
 from torchship.kernels.frontend import analysis
 from torchship.kernels.frontend.captures import BlockSym
-from torchship.kernels.frontend.device import BlockRegistry, DeviceBuilder
+from torchship.kernels.frontend.device import DeviceBuilder
 from torchship.kernels.frontend.host import ParsedKernel, parse_kernel
 from torchship.kernels.ir import Launch
+from torchship.kernels.specs import BlockRegistry
 
 __all__ = ["BoundKernel", "Kernel", "kernel"]
 

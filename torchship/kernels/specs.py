@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -56,3 +57,30 @@ class LaunchSpec:
     def has_full_dim(self) -> bool:
         """Whether a value of this launch holds a whole (``:``) dimension."""
         return any(k == "R" for shape in self.value_shapes for k, _ in shape)
+
+
+@dataclass
+class BlockRegistry:
+    """Block-size parameters of a bound kernel, in order of first appearance.
+
+    Keys: ``("sym", i)`` for ``register_block_size`` symbols, ``(site, n)`` for the n-th
+    anonymous tile dimension of a site.
+
+    Example:
+        >>> r = BlockRegistry(); r.get(("sym", 0), "tm", 1, 4096, 100, True)
+        0
+        >>> r.params[0].extent
+        100
+    """
+
+    params: list[BlockParamSpec] = field(default_factory=list)
+    keys: dict[Any, int] = field(default_factory=dict)
+
+    def get(self, key: Any, name: str, lo: int, hi: int, extent: int, grid: bool) -> int:
+        if key not in self.keys:
+            self.keys[key] = len(self.params)
+            self.params.append(BlockParamSpec(name, lo, hi, max(extent, 1), False, grid))
+        idx = self.keys[key]
+        p = self.params[idx]
+        p.extent = max(p.extent, extent)
+        return idx

@@ -8,49 +8,27 @@ before the loop is loop-carried and must keep its shape and dtype. Calls and ope
 mapped to ops in :mod:`torchship.kernels.frontend.calls`.
 
 Example (see tests/kernels/test_compiler.py for kernels end to end):
-    >>> from torchship.kernels.frontend.device import BlockRegistry
-    >>> BlockRegistry().params
-    []
+    >>> from torchship.kernels.frontend.device import DeviceBuilder
+    >>> DeviceBuilder.__name__
+    'DeviceBuilder'
 """
 
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from torchship.kernels.config import BlockParamSpec
 from torchship.kernels.errors import KernelError, KernelSyntaxError, KernelTypeError
 from torchship.kernels.frontend import captures
 from torchship.kernels.frontend.captures import BlockSym, Param, TensorRef
 from torchship.kernels.frontend.host import ParsedKernel, Site, is_missing, resolve_static
 from torchship.kernels.ir import Carried, Launch, Loc, Loop, Node, TileInfo, Value
 from torchship.kernels.ops import OPS
+from torchship.kernels.specs import BlockRegistry
 
-__all__ = ["BlockRegistry", "DeviceBuilder"]
-
-
-@dataclass
-class BlockRegistry:
-    """Block-size parameters of a bound kernel, in order of first appearance.
-
-    Keys: ``("sym", i)`` for ``register_block_size`` symbols, ``(site, n)`` for the n-th
-    anonymous tile dimension of a site.
-    """
-
-    params: list[BlockParamSpec] = field(default_factory=list)
-    keys: dict[Any, int] = field(default_factory=dict)
-
-    def get(self, key: Any, name: str, lo: int, hi: int, extent: int, grid: bool) -> int:
-        if key not in self.keys:
-            self.keys[key] = len(self.params)
-            self.params.append(BlockParamSpec(name, lo, hi, max(extent, 1), False, grid))
-        idx = self.keys[key]
-        p = self.params[idx]
-        p.extent = max(p.extent, extent)
-        return idx
+__all__ = ["DeviceBuilder"]
 
 
 _DEVICE_FORBIDDEN = {
