@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 PILLARS = ("weights", "kernels", "edge")
+PILLAR_HELP = {
+    "weights": "safetensors files: inspect, verify; pickle checkpoints: convert, scan",
+    "kernels": "tile kernels: autotune, the autotune cache, generated Triton code",
+    "edge": "program files: export a torch model, run or inspect one with numpy only",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,18 +35,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchship", description="Ship PyTorch models to production: kernels, weights, edge.")
     sub = parser.add_subparsers(dest="command", required=True)
     for pillar in PILLARS:
-        pillar_parser = sub.add_parser(pillar, help=f"torchship.{pillar} commands")
-        pillar_sub = pillar_parser.add_subparsers(dest="subcommand", required=True)
+        pillar_parser = sub.add_parser(pillar, help=PILLAR_HELP[pillar], description=PILLAR_HELP[pillar])
+        pillar_sub = pillar_parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
         try:
             module = importlib.import_module(f"torchship.{pillar}.cli")
         except ImportError as exc:  # an optional dependency of that pillar is missing
             pillar_parser.set_defaults(_import_error=exc)
             continue
         module.add_commands(pillar_sub)
-    demo = sub.add_parser("demo", help="run the main job end to end on a built-in model")
+        _describe_commands(pillar_sub)
+    demo_help = "run the main job end to end on a built-in model (every pillar, in a temp dir)"
+    demo = sub.add_parser("demo", help=demo_help, description=demo_help)
     demo.add_argument("--quick", action="store_true", help="smaller sizes")
     demo.set_defaults(func=_run_demo)
     return parser
+
+
+def _describe_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Give each subcommand's ``--help`` its one-line ``help`` as a description (the pillars
+    register them with ``help=`` only, which argparse shows in the parent's list alone)."""
+    helps = {action.dest: action.help for action in subparsers._choices_actions}
+    for name, command in subparsers.choices.items():
+        if command.description is None and helps.get(name):
+            command.description = helps[name]
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -64,7 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if func is None:
         parser.error("missing subcommand")
-    return int(func(args) or 0)
+    try:
+        return int(func(args) or 0)
+    except BrokenPipeError:  # `torchship ... | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import re
 import sys
 from collections import Counter
@@ -31,30 +32,30 @@ def add_commands(sub: Any) -> None:
     ex = sub.add_parser("export", help="export MODULE:FACTORY to a program file")
     ex.add_argument("target", help="MODULE:FACTORY (a dotted module or a .py file); FACTORY() returns a model or (model, example_inputs)")
     ex.add_argument("-o", "--output", required=True, help="program file to write")
-    ex.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]", help="example input shape like 1,3,32,32 (dtype f32|i64|i32|bool), one per input; overrides the factory's inputs")
+    ex.add_argument("--input", action="append", default=[], metavar="SHAPE[:DTYPE]", help=f"example input shape like 1,3,32,32 or 2,16:i64 (dtype {'|'.join(_DT)}, default f32), one per input; overrides the factory's inputs")
     ex.add_argument("--dynamic", action="append", default=[], metavar="NAME=MIN..MAX@I:AXIS[,I:AXIS]", help="a dynamic dim shared by the listed input axes, e.g. seq=1..128@0:1,1:1")
     ex.add_argument("--method", action="append", default=[], help="also export this method of the model (same inputs), e.g. encode")
     ex.add_argument("--quantize", choices=["int8"], help="int8 weight-only linear/conv2d")
     ex.set_defaults(func=_export)
 
     run = sub.add_parser("run", help="run a program file on .npy inputs (numpy only)")
-    run.add_argument("program")
+    run.add_argument("program", help="a .tsp program file (from `torchship edge export`)")
     run.add_argument("--input", action="append", default=[], metavar="FILE.npy", help="one per method input, in order")
     run.add_argument("--method", default=None, help="method to run (default: forward)")
     run.add_argument("-o", "--output", default=None, help="save the output(s) to this .npy (several outputs: FILE_0.npy, ...)")
     run.set_defaults(func=_run)
 
     ins = sub.add_parser("inspect", help="show methods, ops, memory plan and sizes of a program file")
-    ins.add_argument("program")
+    ins.add_argument("program", help="a .tsp program file (from `torchship edge export`)")
     ins.set_defaults(func=_inspect)
 
 
-_DT = {"f32": "float32", "i64": "int64", "i32": "int32", "bool": "bool", "f64": "float64"}
+_DT = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", "i8": "int8", "u8": "uint8", "bool": "bool"}
 
 
 def _load_target(target: str) -> Any:
     if ":" not in target:
-        raise SystemExit(f"error: expected MODULE:FACTORY, got {target!r}")
+        raise SystemExit(f"error: expected MODULE:FACTORY, got {target!r} (e.g. examples/models/zoo.py:mlp)")
     mod_name, factory = target.rsplit(":", 1)
     if mod_name.endswith(".py") or "/" in mod_name:
         path = Path(mod_name).resolve()
@@ -66,35 +67,67 @@ def _load_target(target: str) -> Any:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
     else:
         sys.path.insert(0, ".")
-        module = importlib.import_module(mod_name)
+        try:
+            module = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            raise SystemExit(f"error: {target}: cannot import {exc.name!r} (give a dotted module importable "
+                             "from the current directory, or a path to a .py file)") from None
     fn = getattr(module, factory, None)
     if fn is None:
-        raise SystemExit(f"error: {mod_name} has no attribute {factory!r}")
+        found = sorted(k for k, v in vars(module).items() if inspect.isfunction(v) and not k.startswith("_"))
+        raise SystemExit(f"error: {mod_name} has no attribute {factory!r} (functions there: {', '.join(found) or 'none'})")
+    try:
+        inspect.signature(fn).bind()
+    except TypeError as exc:
+        raise SystemExit(f"error: {target}: the factory must be callable with no arguments ({exc})") from None
+    except ValueError:  # no signature to check (a builtin): just call it
+        pass
     return fn()
 
 
-def parse_dynamic(specs: list[str], n_inputs: int) -> Any:
-    """Parse ``NAME=MIN..MAX@I:AXIS,...`` flags into a torch.export dynamic_shapes tuple.
+def parse_input(spec: str) -> tuple[list[int], str]:
+    """Parse an ``--input SHAPE[:DTYPE]`` flag into (shape, torch dtype name).
 
     Example:
-        >>> parse_dynamic(["seq=1..128@0:1,1:1"], 2)  # doctest: +SKIP
+        >>> parse_input("2,16:i64")
+        ([2, 16], 'int64')
+    """
+    shape_s, _, dt = spec.partition(":")
+    if (dt or "f32") not in _DT:
+        raise SystemExit(f"error: --input {spec!r}: unknown dtype {dt!r} (one of {', '.join(_DT)})")
+    parts = [v.strip() for v in shape_s.split(",") if v.strip()]
+    if not all(v.isdigit() for v in parts):
+        raise SystemExit(f"error: --input {spec!r}: the shape must be non-negative integers separated by commas, e.g. 1,3,32,32")
+    return [int(v) for v in parts], _DT[dt or "f32"]
+
+
+def parse_dynamic(specs: list[str], ranks: list[int]) -> Any:
+    """Parse ``NAME=MIN..MAX@I:AXIS,...`` flags into a torch.export dynamic_shapes tuple, for
+    inputs of the given ranks.
+
+    Example:
+        >>> parse_dynamic(["seq=1..128@0:1,1:1"], [2, 2])  # doctest: +SKIP
         ({1: Dim('seq', min=1, max=128)}, {1: Dim('seq', min=1, max=128)})
     """
     if not specs:
         return None
     from torch.export import Dim
 
-    shapes: list[dict[int, Any]] = [{} for _ in range(n_inputs)]
+    shapes: list[dict[int, Any]] = [{} for _ in ranks]
     for spec in specs:
-        m = re.fullmatch(r"(\w+)=(\d+)\.\.(\d+)@([\d:,]+)", spec)
+        m = re.fullmatch(r"(\w+)=(\d+)\.\.(\d+)@(\d+:\d+(?:,\d+:\d+)*)", spec)
         if not m:
-            raise SystemExit(f"error: --dynamic {spec!r} must look like seq=1..128@0:1,1:1")
+            raise SystemExit(f"error: --dynamic {spec!r} must look like seq=1..128@0:1,1:1 (NAME=MIN..MAX@INPUT:AXIS,...)")
         name, lo, hi, where = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
+        if lo > hi:
+            raise SystemExit(f"error: --dynamic {spec!r}: MIN {lo} is larger than MAX {hi}")
         dim = Dim(name, min=lo, max=hi)
         for item in where.split(","):
             i, axis = (int(v) for v in item.split(":"))
-            if not 0 <= i < n_inputs:
-                raise SystemExit(f"error: --dynamic {spec!r}: input {i} does not exist ({n_inputs} inputs)")
+            if not 0 <= i < len(ranks):
+                raise SystemExit(f"error: --dynamic {spec!r}: input {i} does not exist ({len(ranks)} inputs)")
+            if axis >= ranks[i]:
+                raise SystemExit(f"error: --dynamic {spec!r}: input {i} has {ranks[i]} dims, no axis {axis}")
             shapes[i][axis] = dim
     return tuple(d or None for d in shapes)
 
@@ -102,25 +135,34 @@ def parse_dynamic(specs: list[str], n_inputs: int) -> Any:
 def _export(args: argparse.Namespace) -> int:
     import torch
 
-    from torchship.edge import export
+    from torchship.edge import ExportError, export
+    from torchship.edge.runtime import ProgramError
 
+    out_dir = Path(args.output).resolve().parent
+    if not out_dir.is_dir():
+        raise SystemExit(f"error: -o {args.output}: directory {out_dir} does not exist")
+    parsed = [parse_input(spec) for spec in args.input]
     made = _load_target(args.target)
     model, inputs = (made if isinstance(made, tuple) else (made, None))
-    if args.input:
+    if parsed:
         inputs = []
-        for spec in args.input:
-            shape_s, _, dt = spec.partition(":")
-            shape = [int(v) for v in shape_s.split(",") if v]
-            dtype = getattr(torch, _DT.get(dt or "f32", "float32"))
+        for shape, dtype_name in parsed:
+            dtype = getattr(torch, dtype_name)
             inputs.append(torch.randn(shape).to(dtype) if dtype.is_floating_point else torch.ones(shape, dtype=dtype))
         inputs = tuple(inputs)
     if inputs is None:
         raise SystemExit("error: the factory returned only a model; give example input shapes with --input")
-    dyn = parse_dynamic(args.dynamic, len(inputs))
+    dyn = parse_dynamic(args.dynamic, [getattr(x, "ndim", 0) for x in inputs])
     methods = {m: (inputs, dyn) for m in args.method}
-    prog = export(model, inputs, dynamic_shapes=dyn, methods=methods, quantize=args.quantize)
+    try:
+        prog = export(model, inputs, dynamic_shapes=dyn, methods=methods, quantize=args.quantize)
+    except ExportError as exc:
+        raise SystemExit(f"error: {exc}") from None
     prog.save(args.output)
-    _print_summary(args.output)
+    try:
+        _print_summary(args.output)
+    except ProgramError as exc:  # the exporter wrote a file its own runtime refuses
+        raise SystemExit(f"error: {args.output} was written but does not load (an export bug; please report it): {exc}") from None
     for key, value in prog.metadata.items():
         if "_max_rel_err." in key:
             print(f"{args.quantize} accuracy loss ({key.split('.', 1)[1]}): max relative error {value} vs eager on the example inputs")
@@ -129,17 +171,18 @@ def _export(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from torchship.edge.runtime import ProgramError, load
 
-    console = Console()
+    console = Console(soft_wrap=True)
     try:
         prog = load(args.program)
         method = prog.method(args.method or ("forward" if "forward" in prog.methods else next(iter(prog.methods))))
-        arrays = [np.load(p, allow_pickle=False) for p in args.input]
+        arrays = [_load_npy(p) for p in args.input]
         out = method(*arrays)
     except (ProgramError, OSError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         return 1
     outs = out if isinstance(out, tuple) else (out,)
     for i, o in enumerate(outs):
@@ -149,6 +192,17 @@ def _run(args: argparse.Namespace) -> int:
             np.save(path, o)
             console.print(f"  saved {path}")
     return 0
+
+
+def _load_npy(path: str) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except FileNotFoundError:
+        raise ValueError(f"--input {path}: no such file") from None
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"--input {path}: not a .npy file (write one with numpy.save)")
+    return np.load(path, allow_pickle=False)
 
 
 def _fmt(n: int) -> str:
@@ -192,12 +246,13 @@ def _sig(spec: Any, vids: list[int]) -> str:
 
 def _inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from torchship.edge.runtime import ProgramError
 
     try:
         _print_summary(args.program)
     except ProgramError as exc:
-        Console().print(f"[red]error:[/] {exc}")
+        Console(soft_wrap=True).print(f"[red]error:[/] {escape(str(exc))}")
         return 1
     return 0

@@ -4,7 +4,7 @@ Example:
     $ torchship kernels autotune examples/kernels/softmax.py::softmax --shape-key gpu_small
     $ torchship kernels autotune my_kernels.py::scale --shape 4096,4096 --dtype float16
     $ torchship kernels cache list
-    $ torchship kernels code examples/kernels/add.py::add --config '{"block_sizes": [1024]}'
+    $ torchship kernels code examples/kernels/add.py::add --config '{"block_sizes": [32, 64]}'
 """
 
 from __future__ import annotations
@@ -36,10 +36,13 @@ def add_commands(subparsers: Any) -> None:
     """
     tune = subparsers.add_parser("autotune", help="autotune FILE::KERNEL on given inputs")
     _add_target_args(tune)
-    tune.add_argument("--effort", choices=["quick", "full"], default="quick")
+    tune.add_argument("--effort", choices=["quick", "full"], default="quick",
+                      help="search size (default: quick)")
     tune.add_argument("--budget", type=float, default=None, help="time budget in seconds")
-    tune.add_argument("--strategy", default=None, help="guided | random | exhaustive")
-    tune.add_argument("--max-evals", type=int, default=None)
+    tune.add_argument("--strategy", choices=["guided", "random", "exhaustive"], default=None,
+                      help="search strategy (default: exhaustive when the space is small, else guided)")
+    tune.add_argument("--max-evals", type=int, default=None,
+                      help="stop after this many evaluated configs")
     tune.add_argument("--top", type=int, default=5, help="how many configs to print")
     tune.add_argument("--plot", default=None, help="PNG path (default: <kernel>-autotune.png)")
     tune.add_argument("--log", default=None, help="JSON log of every candidate")
@@ -49,9 +52,11 @@ def add_commands(subparsers: Any) -> None:
     tune.set_defaults(func=_cmd_autotune)
 
     cache = subparsers.add_parser("cache", help="list | clear | export | import the autotune cache")
-    cache.add_argument("cache_action", choices=["list", "clear", "export", "import"])
+    cache.add_argument("cache_action", choices=["list", "clear", "export", "import"],
+                       help="list the tuned winners, delete them, or write/read a bundle file")
     cache.add_argument("path", nargs="?", help="bundle file for export/import")
-    cache.add_argument("--dir", default=None, help="cache dir (default $TORCHSHIP_CACHE_DIR)")
+    cache.add_argument("--dir", default=None, help="cache dir (default: $TORCHSHIP_CACHE_DIR, "
+                       "else $XDG_CACHE_HOME/torchship, else ~/.cache/torchship)")
     cache.set_defaults(func=_cmd_cache)
 
     code = subparsers.add_parser("code", help="print the generated Triton for FILE::KERNEL")
@@ -66,9 +71,11 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
                    help="shape of the next tensor argument, e.g. 4096,4096 (repeat per tensor)")
     p.add_argument("--shape-key", default=None,
                    help="for example files: make_inputs key (test, gpu_small, gpu_large)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="dtype of the tensor arguments (default: float32)")
+    p.add_argument("--device", default=None,
+                   help="cuda or cpu (default: cuda when available; cpu runs Triton's interpreter)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
 
 
 def load_kernel(spec: str) -> tuple[Any, Any]:
@@ -122,6 +129,8 @@ def build_inputs(module: Any, kernel: Any, args: argparse.Namespace) -> tuple[An
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: torch sees no CUDA device here (use --device cpu)")
     dtype = getattr(torch, args.dtype)
     if not args.shape:
         make = getattr(module, "make_inputs", None)
@@ -143,10 +152,12 @@ def build_inputs(module: Any, kernel: Any, args: argparse.Namespace) -> tuple[An
         if is_tensor:
             if not shapes:
                 raise CliError(f"parameter {p.name!r} is a tensor: add a --shape for it")
-            try:
-                shape = [int(s) for s in shapes.pop(0).replace("x", ",").split(",") if s]
-            except ValueError as exc:
-                raise CliError(f"--shape for {p.name!r}: expected e.g. 4096,4096 ({exc})") from exc
+            text = shapes.pop(0)
+            parts = [s.strip() for s in text.replace("x", ",").split(",") if s.strip()]
+            if not all(s.isdigit() for s in parts):
+                raise CliError(f"--shape {text!r} for {p.name!r}: expected non-negative integers "
+                               "separated by commas, e.g. 4096,4096")
+            shape = [int(s) for s in parts]
             out.append(torch.randn(shape, generator=gen).to(device=device, dtype=dtype))
         elif p.default is not inspect.Parameter.empty:
             out.append(p.default)
@@ -157,8 +168,28 @@ def build_inputs(module: Any, kernel: Any, args: argparse.Namespace) -> tuple[An
     return tuple(out)
 
 
+def prepare(args: argparse.Namespace) -> tuple[Any, tuple[Any, ...], Any]:
+    """Load the target kernel, build its inputs and bind it: ``(kernel, inputs, bound)``; a
+    kernel the compiler refuses for these inputs is a :class:`CliError` with its message.
+
+    Example:
+        >>> # prepare(parse_args(["code", "examples/kernels/add.py::add"]))[2].config_space
+    """
+    from torchship.kernels.errors import KernelError
+
+    module, kernel = load_kernel(args.target)
+    inputs = build_inputs(module, kernel, args)
+    try:
+        return kernel, inputs, kernel.bind(inputs)
+    except KernelError as exc:
+        shapes = " ".join("x".join(map(str, getattr(x, "shape", ()))) or "scalar" for x in inputs
+                          if hasattr(x, "shape"))
+        raise CliError(f"{args.target} cannot run on inputs of shape {shapes}: {exc}") from None
+
+
 def _cmd_autotune(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -168,12 +199,10 @@ def _cmd_autotune(args: argparse.Namespace) -> int:
 
     console = Console(soft_wrap=True)
     try:
-        module, kernel = load_kernel(args.target)
-        inputs = build_inputs(module, kernel, args)
+        kernel, inputs, bound = prepare(args)
     except CliError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         return 2
-    bound = kernel.bind(inputs)
     report = autotune(
         bound, inputs, effort=args.effort, budget_s=args.budget, strategy=args.strategy,
         kernel=kernel, cache=False if args.no_cache else AutotuneCache(),
@@ -213,6 +242,7 @@ def _cmd_autotune(args: argparse.Namespace) -> int:
 
 def _cmd_cache(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -235,8 +265,13 @@ def _cmd_cache(args: argparse.Namespace) -> int:
             table.add_row(str(k.get("kernel", "?")), shapes, str(k.get("device", {}).get("name")),
                           f"{t * 1e3:.1f}" if t is not None else "-", Text(json.dumps(e["config"])))
             n += 1
-        console.print(table)
-        console.print(f"{n} entries")
+        if n:
+            console.print(table)
+            console.print(f"{n} entries")
+        else:
+            missing = "" if cache.root.is_dir() else ", the directory does not exist"
+            console.print(f"autotune cache {escape(str(cache.root))}: no entries{missing} "
+                          "(`torchship kernels autotune FILE::KERNEL` adds one)")
     elif args.cache_action == "clear":
         console.print(f"removed {cache.clear()} entries from {cache.root}")
     else:
@@ -256,12 +291,10 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 def _cmd_code(args: argparse.Namespace) -> int:
     try:
-        module, kernel = load_kernel(args.target)
-        inputs = build_inputs(module, kernel, args)
+        _, _, bound = prepare(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    bound = kernel.bind(inputs)
     config = None
     if args.config:
         text = args.config
