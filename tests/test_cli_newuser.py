@@ -134,3 +134,24 @@ def test_broken_pipe_is_quiet(tmp_path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) != 0
     assert "Traceback" not in err, err
+
+
+def test_missing_optional_dependency(monkeypatch, capsys) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def without_kernels(name: str, *args, **kwargs):
+        if name == "torchship.kernels.cli":
+            raise ModuleNotFoundError("No module named 'triton'", name="triton")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", without_kernels)
+    assert main(["kernels", "cache", "list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("torchship kernels: error: No module named 'triton'; install it with pip install "
+                   "'torchship[kernels]' (from a clone: pip install '.[kernels]')")
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails as if not installed
+    with pytest.raises(SystemExit) as exc:
+        main(["edge", "export", f"{ZOO}:mlp", "-o", "m.tsp"])
+    _one_line_error(exc, "edge export needs torch", "'.[torch]'")

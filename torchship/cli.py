@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 PILLARS = ("weights", "kernels", "edge")
+EXTRAS = {"weights": "torch", "kernels": "kernels", "edge": "torch"}  # pyproject extras
 PILLAR_HELP = {
     "weights": "safetensors files: inspect, verify; pickle checkpoints: convert, scan",
     "kernels": "tile kernels: autotune, the autotune cache, generated Triton code",
@@ -36,12 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for pillar in PILLARS:
         pillar_parser = sub.add_parser(pillar, help=PILLAR_HELP[pillar], description=PILLAR_HELP[pillar])
-        pillar_sub = pillar_parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
         try:
             module = importlib.import_module(f"torchship.{pillar}.cli")
         except ImportError as exc:  # an optional dependency of that pillar is missing
+            pillar_parser.add_argument("args", nargs=argparse.REMAINDER, help=f"unavailable here: {exc}")
             pillar_parser.set_defaults(_import_error=exc)
             continue
+        pillar_sub = pillar_parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
         module.add_commands(pillar_sub)
         _describe_commands(pillar_sub)
     demo_help = "run the main job end to end on a built-in model (every pillar, in a temp dir)"
@@ -77,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     error = getattr(args, "_import_error", None)
     if error is not None:
-        parser.error(f"'{args.command}' needs an optional dependency: {error}")
+        extra = EXTRAS[args.command]
+        print(f"torchship {args.command}: error: {error}; install it with pip install 'torchship[{extra}]' "
+              f"(from a clone: pip install '.[{extra}]')", file=sys.stderr)
+        return 2
     func = getattr(args, "func", None)
     if func is None:
         parser.error("missing subcommand")

@@ -133,7 +133,11 @@ def parse_dynamic(specs: list[str], ranks: list[int]) -> Any:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit("error: edge export needs torch: pip install 'torchship[torch]' "
+                         "(from a clone: pip install '.[torch]'); run and inspect need only numpy") from None
 
     from torchship.edge import ExportError, export
     from torchship.edge.runtime import ProgramError
