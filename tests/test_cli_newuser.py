@@ -155,3 +155,12 @@ def test_missing_optional_dependency(monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["edge", "export", f"{ZOO}:mlp", "-o", "m.tsp"])
     _one_line_error(exc, "edge export needs torch", "'.[torch]'")
+
+
+def test_weights_convert_refusal_is_one_line(tmp_path, capsys) -> None:
+    bad = tmp_path / ("a_long_directory_name_" * 3) / "not_a_pickle_checkpoint.bin"
+    bad.parent.mkdir()
+    bad.write_text("hello\n")
+    assert main(["weights", "convert", str(bad)]) == 2
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"refused: {bad}: not a pickle checkpoint") and "\n" not in out, out

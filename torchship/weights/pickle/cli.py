@@ -24,7 +24,7 @@ _COLOURS = {"safe": "green", "suspicious": "yellow", "dangerous": "bold red"}
 
 
 def _convert(args: argparse.Namespace) -> int:
-    console = Console(stderr=args.json)
+    console = Console(stderr=args.json, soft_wrap=True)  # a message stays one line
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=args.json or not console.is_terminal) as bar:
