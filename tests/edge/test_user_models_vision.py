@@ -119,6 +119,8 @@ class UNet(nn.Module):
     def _up(self, conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.upsample == "transposed":
             return conv(x)
+        if self.upsample == "bilinear_corners":
+            return conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))
         return conv(F.interpolate(x, scale_factor=2, mode=self.upsample))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,7 +132,7 @@ class UNet(nn.Module):
         return self.out(u1)
 
 
-@pytest.mark.parametrize("upsample", ["transposed", "nearest", "bilinear"])
+@pytest.mark.parametrize("upsample", ["transposed", "nearest", "bilinear", "bilinear_corners"])
 def test_unet(upsample: str) -> None:
     torch.manual_seed(1)
     model = UNet(upsample=upsample)
@@ -138,7 +140,10 @@ def test_unet(upsample: str) -> None:
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-    check_model(model, (torch.randn(2, 3, 16, 16),), ({0: BATCH},), others=((torch.randn(3, 3, 16, 16),),))
+    # any height and width that two 2x2 max-pools divide: 4 * a dynamic dim each
+    h, w = Dim("h", min=2, max=6), Dim("w", min=2, max=6)
+    check_model(model, (torch.randn(2, 3, 16, 12),), ({0: BATCH, 2: 4 * h, 3: 4 * w},),
+                others=((torch.randn(3, 3, 8, 24),), (torch.randn(1, 3, 8, 8),)))
 
 
 class SqueezeExcite(nn.Module):

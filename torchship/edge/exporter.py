@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from torchship.edge import (  # noqa: F401  (register the ATen handlers)
+    lower_bits,
     lower_complex,
     lower_conv,
     lower_fft,

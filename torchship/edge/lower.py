@@ -316,9 +316,27 @@ for _t in (aten._assert_tensor_metadata.default, aten._assert_scalar.default, at
 HANDLERS[operator.getitem] = lambda lw, node: lw.val(node.args[0])[node.args[1]]
 
 
+_FLOAT_OPS = {operator.add: "add", operator.sub: "sub", operator.mul: "mul", operator.truediv: "div"}
+
+
 def _sym(lw: Lowering, node: torch.fx.Node) -> Any:
+    if isinstance(node.meta["val"], torch.SymFloat):
+        return _sym_float(lw, node)
     return sym_to_dim(node.meta["val"])
 
 
-for _t in (aten.sym_size.int, operator.mul, operator.add, operator.floordiv, operator.sub, torch.sym_max, torch.sym_min):
+def _sym_float(lw: Lowering, node: torch.fx.Node) -> int:
+    """Float arithmetic on sizes (``F.interpolate``'s ``(h - 1) / (2h - 1)`` on a dynamic h) as
+    0-d ``F64`` tensors computed at run time; tensor ops read them like Python numbers."""
+    if node.target is torch.sym_float:
+        return lw.tensor(node.args[0], "F64")
+    op = _FLOAT_OPS.get(node.target)
+    if op is None or len(node.args) != 2:
+        raise lw.fail(f"float size arithmetic {node.target} is not supported")
+    a, b = lw.tensor(node.args[0], "F64"), lw.tensor(node.args[1], "F64")
+    return lw.g.emit(op, [a, b], "F64", [], {}, lw.source)
+
+
+for _t in (aten.sym_size.int, operator.mul, operator.add, operator.floordiv, operator.sub, torch.sym_max, torch.sym_min,
+           torch.sym_float, operator.truediv):
     HANDLERS[_t] = COMPLEX_HANDLERS[_t] = _sym

@@ -247,9 +247,11 @@ def _flip(lw: Lowering, node: Node) -> int:
     x = lw.val(node.args[0])
     xs = lw.shape_of(x)
     for d in sorted({int(d) % len(xs) for d in node.args[1]}):
-        if not isinstance(xs[d], int):
-            raise lw.fail("flip along a dynamic dimension is not supported")
-        rev = lw.g.add_const(f"{lw.g.name}.flip", np.arange(xs[d] - 1, -1, -1, dtype=np.int64))
+        if isinstance(xs[d], int):
+            rev = lw.g.add_const(f"{lw.g.name}.flip", np.arange(xs[d] - 1, -1, -1, dtype=np.int64))
+        else:  # -1, -2, ..., -n: negative indices count from the end
+            up = lw.g.emit("arange", [], "I64", [xs[d]], {"start": 1, "end": ["+", xs[d], 1], "step": 1, "dtype": "I64"}, lw.source)
+            rev = lw.g.emit("neg", [up], "I64", [xs[d]], {}, lw.source)
         x = index_axes(lw, x, [None] * d + [rev])
     return _bind(lw, x)
 

@@ -77,6 +77,8 @@ def _binary(lw: Lowering, node: Node) -> int:
         op = _BOOL_BIN[op]
     if node.kwargs.get("rounding_mode") is not None:
         raise lw.fail(f"div with rounding_mode={node.kwargs['rounding_mode']!r} is not supported")
+    if op == "pow" and out not in ("F32", "F64"):
+        return _int_pow(lw, node, out)
     a = lw.tensor(node.args[0], out)
     b_arg = node.args[1]
     alpha = node.kwargs.get("alpha", 1)
@@ -99,7 +101,18 @@ def _rsub(lw: Lowering, node: Node) -> int:
 @handles(aten.pow.Scalar)
 def _pow_scalar(lw: Lowering, node: Node) -> int:
     out = _out_dtype(lw, node)
+    if out not in ("F32", "F64"):
+        return _int_pow(lw, node, out)
     return lw.emit("pow", [lw.tensor(node.args[0], out), lw.tensor(node.args[1], out)])
+
+
+def _int_pow(lw: Lowering, node: Node, out: str) -> int:
+    """Integer ``x ** k`` / ``2 ** x``: ``pow`` in float64 then rounded back (exact while
+    |result| < 2**53; torch wraps larger ones)."""
+    a, b = lw.tensor(node.args[0], "F64"), lw.tensor(node.args[1], "F64")
+    _, shape = lw.out()
+    p = lw.g.emit("pow", [a, b], "F64", shape, {}, lw.source)
+    return lw.emit("cast", [lw.g.emit("round", [p], "F64", shape, {}, lw.source)], {"dtype": out})
 
 
 @handles(*_CMP)
@@ -168,8 +181,13 @@ def _clamp(lw: Lowering, node: Node) -> int:
     else:
         lo = args[0] if args else node.kwargs.get("min")
         hi = args[1] if len(args) > 1 else node.kwargs.get("max")
-    if isinstance(lo, Node) or isinstance(hi, Node):
-        raise lw.fail("clamp with tensor bounds is not supported; use torch.maximum/minimum")
+    if isinstance(lo, Node) or isinstance(hi, Node):  # a size bound (h - 1 on a dynamic h)
+        dt, shape = lw.out()
+        x = lw.val(node.args[0])
+        for op, bound in (("maximum", lo), ("minimum", hi)):
+            if bound is not None:
+                x = lw.g.emit(op, [x, lw.tensor(bound, dt)], dt, shape, {}, lw.source)
+        return x
     return lw.emit("clamp", [lw.val(node.args[0])], {"min": None if lo is None else float(lo), "max": None if hi is None else float(hi)})
 
 

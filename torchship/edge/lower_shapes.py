@@ -154,8 +154,25 @@ def _arange(lw: Lowering, node: Node) -> int:
     start, end, step = a[0], a[1], a[2] if len(a) > 2 else 1
     dt = _out_dtype(lw, node)
     if any(isinstance(v, float) for v in (start, end, step)):
-        raise lw.fail("arange with float bounds is not supported")
+        if any(isinstance(v, Node) for v in (start, end, step)):
+            raise lw.fail("arange with float bounds and a dynamic size is not supported; "
+                          "write torch.arange(n) * step + start")
+        return _constant(lw, node, torch.arange(start, end, step, dtype=node.meta["val"].dtype))
     return lw.emit("arange", [], {"start": lw.dim(start), "end": lw.dim(end), "step": int(step), "dtype": dt})
+
+
+@handles(aten.triu_indices.default, aten.tril_indices.default)
+def _tri_indices(lw: Lowering, node: Node) -> int:
+    """``torch.triu_indices``/``tril_indices`` of static sizes: a constant."""
+    if any(isinstance(a, Node) for a in node.args):
+        raise lw.fail(f"{node.target} of a dynamic size is not supported")
+    fn = torch.triu_indices if node.target is aten.triu_indices.default else torch.tril_indices
+    return _constant(lw, node, fn(*node.args, dtype=node.meta["val"].dtype))
+
+
+def _constant(lw: Lowering, node: Node, t: torch.Tensor) -> int:
+    """A creation op with static arguments, evaluated at export and stored as a constant."""
+    return lw.g.add_const(f"{lw.g.name}.{node.name}", t.numpy().copy())
 
 
 @handles(aten.full.default, aten.zeros.default, aten.ones.default, aten.full_like.default,

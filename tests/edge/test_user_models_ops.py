@@ -1,0 +1,195 @@
+"""Ops a new user's own model reaches for (einsum attention, pairwise distances, one-hot,
+top-k routing, masks from comparisons, integer arithmetic, bool outputs), exported with dynamic
+dims and run by the numpy runtime against eager torch in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.export import Dim
+
+from tests.edge.test_user_models_vision import check_model
+from torchship.edge import ExportError, export
+
+BATCH = Dim("batch", min=1, max=8)
+SEQ = Dim("seq", min=2, max=24)
+
+
+class EinsumAttention(nn.Module):
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).unbind(2)
+        s = torch.einsum("bqhd,bkhd->bhqk", q, k) * (c // self.heads) ** -0.5
+        s = s.masked_fill(pad[:, None, None, :] == 0, torch.finfo(s.dtype).min)
+        y = torch.einsum("bhqk,bkhd->bqhd", s.softmax(-1), v)
+        return self.out(y.reshape(b, n, c))
+
+
+def test_einsum_attention_with_a_padding_mask() -> None:
+    torch.manual_seed(20)
+    pad = torch.ones(2, 9, dtype=torch.long)
+    pad[1, 5:] = 0
+    pad2 = torch.ones(3, 4, dtype=torch.long)
+    pad2[0, 2:] = 0
+    check_model(EinsumAttention(), (torch.randn(2, 9, 16), pad), ({0: BATCH, 1: SEQ}, {0: BATCH, 1: SEQ}),
+                others=((torch.randn(3, 4, 16), pad2),))
+
+
+class Prototypes(nn.Module):
+    """Metric-learning head: normalised embeddings, distances to class prototypes, predictions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 8)
+        self.protos = nn.Parameter(torch.randn(5, 8))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        e = F.normalize(self.embed(x), dim=-1)
+        d = torch.cdist(e, F.normalize(self.protos, p=2, dim=1))
+        sq = ((e[:, None, :] - e[None, :, :]) ** 2).sum(-1)  # pairwise squared distances
+        pred = (-d).argmax(-1)
+        close = d < 1.0  # a bool output
+        return d, sq, pred, F.one_hot(pred, 5), close
+
+
+def test_normalize_cdist_argmax_one_hot_bool_outputs() -> None:
+    torch.manual_seed(21)
+    check_model(Prototypes(), (torch.randn(7, 6),), ({0: BATCH},), others=((torch.randn(2, 6),),))
+
+
+class TopKRouter(nn.Module):
+    """Mixture-of-experts routing: top-k experts per token, gather their gates, scatter the
+    weights back into a dense [tokens, experts] combine matrix."""
+
+    def __init__(self, dim: int = 8, experts: int = 4, k: int = 2) -> None:
+        super().__init__()
+        self.k = k
+        self.gate = nn.Linear(dim, experts, bias=False)
+        self.experts = nn.ModuleList(nn.Linear(dim, dim) for _ in range(experts))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self.gate(x)
+        vals, idx = torch.topk(logits, self.k, dim=-1)
+        gates = torch.softmax(torch.gather(logits, 1, idx), dim=-1) + 0 * vals
+        combine = torch.zeros_like(logits).scatter(1, idx, gates)
+        outs = torch.stack([e(x) for e in self.experts], dim=1)  # [tokens, experts, dim]
+        y = (combine[:, :, None] * outs).sum(1)
+        load = torch.zeros(logits.shape[1], dtype=torch.long).scatter_add(0, idx.flatten(), torch.ones_like(idx.flatten()))
+        return y, idx, load
+
+
+def test_top_k_router() -> None:
+    torch.manual_seed(22)
+    check_model(TopKRouter(), (torch.randn(6, 8),), ({0: BATCH},), others=((torch.randn(3, 8),),))
+
+
+class Misc(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("edges", torch.tensor([-1.0, -0.25, 0.0, 0.5, 2.0]))
+
+    def forward(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        w = torch.where(x > 0, x, 0.1)  # where with a scalar
+        w2 = torch.where(x.abs() > 1, 1.0, -1.0)  # with two scalars
+        c = torch.clamp(x, min=lo, max=hi)  # tensor bounds
+        positions = torch.cumsum(ids != 0, dim=1) * (ids != 0)  # positions skipping padding
+        rep = torch.repeat_interleave(x, 2, dim=1)
+        buckets = torch.bucketize(x, self.edges)
+        sorted_pos = torch.searchsorted(self.edges, x.contiguous(), right=True)
+        r = torch.round(x * 3) / 3
+        fd = ids // 3  # floor divide on integers
+        fdn = torch.div(ids - 5, 2, rounding_mode="floor")
+        rem = (ids - 5) % 4
+        return w, w2, c, positions, rep, buckets, sorted_pos, r, fd, fdn, rem, (ids > 2) & (x > 0)
+
+
+def test_where_clamp_cumsum_repeat_interleave_bucketize_integer_division() -> None:
+    torch.manual_seed(23)
+
+    def inputs(b: int, n: int) -> tuple[torch.Tensor, ...]:
+        ids = torch.randint(0, 9, (b, n))
+        ids[0, -2:] = 0
+        return torch.randn(b, n) * 2, torch.full((b, n), -0.5), torch.rand(b, n) + 0.2, ids
+
+    spec = ({0: BATCH, 1: SEQ},) * 4
+    check_model(Misc(), inputs(3, 7), spec, others=(inputs(1, 12), inputs(5, 2)))
+
+
+class RepeatInterleaveTensor(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # grouped-query attention's repeat of key/value heads
+        return torch.repeat_interleave(x, 3, dim=1) + torch.arange(x.shape[1] * 3)[None, :, None]
+
+
+def test_repeat_interleave_of_heads() -> None:
+    check_model(RepeatInterleaveTensor(), (torch.randn(2, 4, 5),), ({0: BATCH, 2: SEQ},), others=((torch.randn(1, 4, 3),),))
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_topk_values_and_indices_as_outputs(largest: bool) -> None:
+    class M(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            v, i = x.topk(3, dim=-1, largest=largest)
+            return v, i, x.argmax(-1, keepdim=True)
+
+    check_model(M(), (torch.randn(4, 10),), ({0: BATCH},), others=((torch.randn(2, 10),),))
+
+
+class IntegerMath(nn.Module):
+    """Hashing / bucketing arithmetic on integer ids."""
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = (ids * 31 + 7) ** 2 % 1009  # integer pow (was written as a float pow the loader refused)
+        shifted = (ids >> 1) + (ids << 3) + ((ids - 6) >> 2) + torch.bitwise_left_shift(ids.int(), 2)
+        return h, torch.pow(2, ids % 10), shifted, torch.bitwise_right_shift(ids, 3)
+
+
+def test_integer_pow_and_shifts() -> None:
+    torch.manual_seed(24)
+    check_model(IntegerMath(), (torch.randint(-50, 50, (3, 7)),), ({0: BATCH, 1: SEQ},),
+                others=((torch.randint(-1000, 1000, (5, 2)),),))
+
+
+def test_shift_by_a_tensor_is_refused_by_name() -> None:
+    class M(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x >> x  # the refused line
+
+    with pytest.raises(ExportError, match=r"shifting by a tensor .* shift by a Python int(.|\n)*x >> x"):
+        export(M(), (torch.randint(0, 4, (3,)),))
+
+
+class StaticTables(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r, c = torch.triu_indices(5, 5, offset=1)
+        upper = x[:, r, c]  # the strictly upper triangle of each [5, 5] matrix
+        steps = torch.arange(0.0, 1.0, 0.25) + torch.arange(-1, 1, 0.5, dtype=torch.float64).float()
+        lower = x[:, torch.tril_indices(5, 5)[0], torch.tril_indices(5, 5)[1]]
+        return upper * steps.sum(), lower
+
+
+def test_triu_indices_and_float_arange_are_constants() -> None:
+    torch.manual_seed(25)
+    check_model(StaticTables(), (torch.randn(2, 5, 5),), ({0: BATCH},), others=((torch.randn(4, 5, 5),),))
+
+
+class BidirectionalSum(nn.Module):
+    """A reverse-time pass over a dynamic length (flip along the sequence)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        back = torch.cumsum(x.flip(1), dim=1).flip(1)  # suffix sums
+        return torch.cumsum(x, dim=1) + back + x.flip(0, 2)
+
+
+def test_flip_along_a_dynamic_length() -> None:
+    torch.manual_seed(26)
+    check_model(BidirectionalSum(), (torch.randn(2, 5, 3),), ({0: BATCH, 1: SEQ},),
+                others=((torch.randn(1, 17, 3),), (torch.randn(4, 2, 3),)))
