@@ -164,3 +164,30 @@ def test_weights_convert_refusal_is_one_line(tmp_path, capsys) -> None:
     assert main(["weights", "convert", str(bad)]) == 2
     out = capsys.readouterr().out.strip()
     assert out.startswith(f"refused: {bad}: not a pickle checkpoint") and "\n" not in out, out
+
+
+def test_kernels_example_file_mistakes(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TORCHSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    add = f"{ROOT}/examples/kernels/add.py::add"
+    assert main(["kernels", "code", add, "--device", "cpu", "--shape-key", "huge"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --shape-key 'huge': unknown shape key") and "gpu_small" in err, err
+    missing = tmp_path / "cfg.json"
+    assert main(["kernels", "code", add, "--device", "cpu", "--config", f"@{missing}"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --config @{missing}: cannot read: No such file or directory"
+
+
+def test_kernels_autotune_cached_winner_in_microseconds(tmp_path, monkeypatch, capsys) -> None:
+    import re
+
+    monkeypatch.setenv("TORCHSHIP_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["kernels", "autotune", f"{ROOT}/examples/kernels/add.py::add", "--device", "cpu",
+            "--max-evals", "1", "--in-process", "--plot", str(tmp_path / "p.png")]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    m = re.search(r"cached winner for add \((\d+\.\d) µs\)", second)
+    assert m, second
+    best = re.search(r"\n│ 1 +│ +(\d+\.\d) │", first)  # the first run's table row 1, in µs
+    assert best and best.group(1) == m.group(1), (first, second)

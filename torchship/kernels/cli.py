@@ -138,9 +138,12 @@ def build_inputs(module: Any, kernel: Any, args: argparse.Namespace) -> tuple[An
             raise CliError("give --shape for each tensor argument (this file has no make_inputs)")
         key = args.shape_key or ("gpu_small" if device == "cuda" else "test")
         try:
-            return tuple(make(key, device, dtype, seed=args.seed))
-        except TypeError:
-            return tuple(make(key, device, dtype))
+            try:
+                return tuple(make(key, device, dtype, seed=args.seed))
+            except TypeError:
+                return tuple(make(key, device, dtype))
+        except KeyError as exc:  # the examples' make_inputs: unknown shape key, with the known ones
+            raise CliError(f"--shape-key {key!r}: {exc.args[0] if exc.args else exc}") from None
     fn = getattr(kernel, "fn", None) or getattr(kernel, "__wrapped__", None) or kernel
     params = list(inspect.signature(fn).parameters.values())
     shapes = list(args.shape)
@@ -211,7 +214,8 @@ def _cmd_autotune(args: argparse.Namespace) -> int:
     )
     name = args.target.rsplit("::", 1)[1]
     if report.from_cache:
-        console.print(f"cached winner for {name} ({report.best_ms} ms); --force to re-tune")
+        took = f"{report.best_ms * 1e3:.1f} µs" if report.best_ms is not None else "no time recorded"
+        console.print(f"cached winner for {name} ({took}); --force to re-tune")
         console.print(f"best config: {json.dumps(config_dict(report.config))}", markup=False)
         return 0
     table = Table(title=f"{name}: top configs ({len(report.results)} evaluated, "
@@ -299,7 +303,11 @@ def _cmd_code(args: argparse.Namespace) -> int:
     if args.config:
         text = args.config
         if text.startswith("@"):
-            text = Path(text[1:]).read_text(encoding="utf-8")
+            try:
+                text = Path(text[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                print(f"error: --config {args.config}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+                return 2
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
