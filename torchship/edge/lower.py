@@ -235,7 +235,10 @@ class Lowering:
     def sym_tensor(self, value: Any, dtype: str) -> int:
         """A 0-d tensor holding a (possibly symbolic) size, e.g. ``triu(ones(n, t), t - n + 1)``'s
         diagonal: ``arange(d, d + 1)`` reshaped to ``[]``, cast to ``dtype``."""
-        d = sym_to_dim(value)
+        return self.dim_tensor(sym_to_dim(value), dtype)
+
+    def dim_tensor(self, d: Any, dtype: str) -> int:
+        """A 0-d tensor holding the program dimension ``d`` (an int or an expression)."""
         if isinstance(d, int):
             return self.const(d, dtype)
         one = self.g.emit("arange", [], "I64", [1], {"start": d, "end": ["+", d, 1], "step": 1, "dtype": "I64"}, self.source)

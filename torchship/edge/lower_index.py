@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -111,22 +112,18 @@ def _int_put(lw: Lowering, e: Emit, x: int, entries: list[int | None], values: i
     xs = lw.shape_of(x)
     at = [k for k, i in enumerate(entries) if i is not None]
     rest = [k for k in range(len(xs)) if k not in at]
-    if not all(isinstance(d, int) for d in xs):
-        raise lw.fail("index_put on a tensor with a dynamic dimension is not supported")
     idx = [entries[k] if lw.g.values[entries[k]].dtype == "I64" else
            e("cast", [entries[k]], lw.shape_of(entries[k]), {"dtype": "I64"}, dtype="I64")
            for k in at]
     bshape = _broadcast(lw, [lw.shape_of(i) for i in idx])
-    if not all(isinstance(d, int) for d in bshape):
-        raise lw.fail("index_put with index tensors of a dynamic shape is not supported")
-    nb, sizes = math.prod(bshape), [xs[k] for k in at]
+    nb, sizes = _dim_prod(bshape), [xs[k] for k in at]
     # linear index over the indexed axes (row-major), negative entries counted from the end
     lin = None
     for i, size in zip(idx, sizes):
+        n = lw.dim_tensor(size, "I64")
         wrapped = e("where", [e("lt", [i, lw.const(0, "I64")], dtype="BOOL"),
-                              e("add", [i, lw.const(size, "I64")], dtype="I64"), i], dtype="I64")
-        lin = wrapped if lin is None else e("add", [e("mul", [lin, lw.const(size, "I64")], dtype="I64"),
-                                                  wrapped], dtype="I64")
+                              e("add", [i, n], dtype="I64"), i], dtype="I64")
+        lin = wrapped if lin is None else e("add", [e("mul", [lin, n], dtype="I64"), wrapped], dtype="I64")
     assert lin is not None
     rest_shape = [xs[k] for k in rest]
     # the values as torch lays out x[entries]: index dims in place when the indexed axes are
@@ -142,7 +139,7 @@ def _int_put(lw: Lowering, e: Emit, x: int, entries: list[int | None], values: i
     v = e("reshape", [v], [nb] + rest_shape, {"shape": [nb] + rest_shape})
     perm = at + rest
     xp = x if perm == list(range(len(xs))) else e("permute", [x], [xs[p] for p in perm], {"perm": perm})
-    flat = [math.prod(sizes)] + rest_shape
+    flat = [_dim_prod(sizes)] + rest_shape
     xf = e("reshape", [xp], flat, {"shape": flat})
     li = e("reshape", [lin], [nb] + [1] * len(rest), {"shape": [nb] + [1] * len(rest)}, dtype="I64")
     li = e("expand", [li], [nb] + rest_shape, {"shape": [nb] + rest_shape}, dtype="I64")
@@ -152,6 +149,16 @@ def _int_put(lw: Lowering, e: Emit, x: int, entries: list[int | None], values: i
         return y
     inv = [perm.index(k) for k in range(len(xs))]
     return e("permute", [y], xs, {"perm": inv})
+
+
+def _dim_prod(dims: list[Any]) -> Any:
+    """The product of program dimensions (an int when all are static, else a ``*`` expression)."""
+    static = math.prod(d for d in dims if isinstance(d, int))
+    dynamic = [d for d in dims if not isinstance(d, int)]
+    if not dynamic:
+        return static
+    args = ([static] if static != 1 else []) + dynamic
+    return args[0] if len(args) == 1 else ["*", *args]
 
 
 @handles(aten.index_put.default, aten._unsafe_index_put.default)
