@@ -103,7 +103,8 @@ def _launchers(kernel: Any, args: tuple[Any, ...]) -> tuple[Any, Any, Any, list[
     source, cg = L.generate(launch, config, bound._reduction_index(launch), "kern",
                             config.indexing, "cuda")
     ns: dict[str, Any] = {}
-    exec(compile(source, "<test kernel>", "exec"), ns)
+    # from its file: @triton.jit helpers of the source (a NaN-propagating max) read it back
+    exec(compile(source, str(L._write_module(source)), "exec"), ns)
     consts = list(cg.constexprs)
     names = [p.name for p in cg.used_args] + consts
     fake = FakeJit(ns["kern"], consts)

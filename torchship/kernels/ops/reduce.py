@@ -36,13 +36,19 @@ class ReduceKind:
     index: bool = False  # returns positions (argmax/argmin)
     larger: bool = True  # for max-like: identity is -inf
     helper: tuple[str, str] | None = None  # (name, body of f(a, b)) for tl.reduce
+    # float blocks: a NaN-propagating combine (torch.amax/amin return NaN for a row holding
+    # one; tl.max/tl.min skip it). The same reduction tree with max.NaN: no extra work.
+    float_helper: tuple[str, str] | None = None
 
 
+_NAN = "propagate_nan=tl.PropagateNan.ALL"
 KINDS = {
     "sum": ReduceKind("tl.sum", "{acc} + {part}"),
     "prod": ReduceKind("", "{acc} * {part}", helper=("_ts_mul", "a * b")),
-    "max": ReduceKind("tl.max", "tl.maximum({acc}, {part})", larger=True),
-    "min": ReduceKind("tl.min", "tl.minimum({acc}, {part})", larger=False),
+    "max": ReduceKind("tl.max", "tl.maximum({acc}, {part})", larger=True,
+                      float_helper=("_ts_max_nan", f"tl.maximum(a, b, {_NAN})")),
+    "min": ReduceKind("tl.min", "tl.minimum({acc}, {part})", larger=False,
+                      float_helper=("_ts_min_nan", f"tl.minimum(a, b, {_NAN})")),
     "argmax": ReduceKind("tl.argmax", "", index=True, larger=True),
     "argmin": ReduceKind("tl.argmin", "", index=True, larger=False),
 }
@@ -111,10 +117,28 @@ def emit_part(cg: Any, node: Any, arg: str) -> str:
     kind = KINDS[node.attrs["kind"]]
     keep = node.attrs["keepdim"]
     kd = ", keep_dims=True" if keep else ""
-    if kind.helper is not None:
-        fn = jit_helper(cg, kind.helper[0], "a, b", kind.helper[1])
+    helper = kind.float_helper if node.inputs[0].dtype.is_floating_point else None
+    helper = helper or kind.helper
+    if helper is not None:
+        fn = jit_helper(cg, helper[0], "a, b", helper[1])
         return f"tl.reduce({arg}, {node.attrs['dim']}, {fn}{kd})"
     return f"{kind.fn}({arg}, axis={node.attrs['dim']}{kd})"
+
+
+def combine(kind: str, dtype: Any, acc: str, part: str) -> str:
+    """Triton folding a partial reduction ``part`` into ``acc`` (looped reductions), NaN
+    propagating for float max/min like :func:`emit_part`.
+
+    Example:
+        >>> combine("max", torch.float32, "a", "p")
+        'tl.maximum(a, p, propagate_nan=tl.PropagateNan.ALL)'
+        >>> combine("sum", torch.int32, "a", "p")
+        'a + p'
+    """
+    text = KINDS[kind].combine.format(acc=acc, part=part)
+    if KINDS[kind].float_helper is not None and dtype.is_floating_point:
+        text = f"{text[:-1]}, {_NAN})"
+    return text
 
 
 def jit_helper(cg: Any, name: str, params: str, body: str) -> str:

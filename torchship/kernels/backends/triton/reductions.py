@@ -151,7 +151,7 @@ class ReductionEmitter:
                 self.line(f"{acc_i} = tl.where({better}, {ci}, {acc_i})")
                 self.line(f"{acc} = tl.where({better}, {cv}, {acc})")
             else:
-                self.line(f"{acc} = {red.KINDS[kind].combine.format(acc=acc, part=part)}")
+                self.line(f"{acc} = {red.combine(kind, node.inputs[0].dtype, acc, part)}")
         elif node.op == "dot":
             ae, be = self.dot_operands(node)
             self.line(f"{acc} = {self.dot_call(node, ae, be, acc)}")
