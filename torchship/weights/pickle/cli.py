@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -93,6 +94,10 @@ def print_reports(console: Console, reports: list[ScanReport]) -> None:
 
 
 def _scan(args: argparse.Namespace) -> int:
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        print(f"error: no such file or directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
     reports = scan(args.paths)
     if args.json:
         print(json.dumps([r.to_json() for r in reports], indent=2))

@@ -294,7 +294,14 @@ def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
         else:
             _convert_shards(files, out_dir, verify, progress, report)
     else:
+        if not src.exists():
+            raise ConvertError(f"{src}: no such file or directory")
+        if src.suffix == ".safetensors":
+            raise ConvertError(f"{src}: already a safetensors file (convert reads pickle "
+                               "checkpoints: .bin, .pt, .pth, .ckpt)")
         target = Path(out) if out is not None else src.with_suffix(".safetensors")
+        if target.is_dir():  # "-o some_dir/": the file goes inside it
+            target = target / src.with_suffix(".safetensors").name
         if target.resolve() == src.resolve():
             raise ConvertError(f"{src}: output would overwrite the input")
         _wrap_errors(str(src), lambda: _convert_one(str(src), str(target), verify, progress,
