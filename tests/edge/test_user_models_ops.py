@@ -193,3 +193,19 @@ def test_flip_along_a_dynamic_length() -> None:
     torch.manual_seed(26)
     check_model(BidirectionalSum(), (torch.randn(2, 5, 3),), ({0: BATCH, 1: SEQ},),
                 others=((torch.randn(1, 17, 3),), (torch.randn(4, 2, 3),)))
+
+
+class RollAndPool(nn.Module):
+    def forward(self, x: torch.Tensor, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # rolls along a dynamic length (shifts of either sign, one longer than the length)
+        r = torch.roll(x, 2, 1) + torch.roll(x, (-3, 1), (1, 2)) + torch.roll(x, 30, 1)
+        # adaptive max pooling to sizes that do not divide the input (uneven windows)
+        p = F.adaptive_max_pool2d(img, (3, 4)) + F.adaptive_max_pool2d(img, (7, 5))[:, :, 1:4, :4]
+        return r, p
+
+
+def test_roll_along_a_dynamic_length_and_uneven_adaptive_max_pool() -> None:
+    torch.manual_seed(27)
+    spec = ({0: BATCH, 1: SEQ}, {0: BATCH})
+    check_model(RollAndPool(), (torch.randn(2, 5, 3), torch.randn(2, 3, 10, 10)), spec,
+                others=((torch.randn(3, 17, 3), torch.randn(3, 3, 10, 10)), (torch.randn(1, 2, 3), torch.randn(1, 3, 10, 10))))

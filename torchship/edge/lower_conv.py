@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from torchship.edge.lower import Lowering, handles, sym_to_dim
-from torchship.edge.lower_nn import Emit, pad_value
+from torchship.edge.lower_nn import Emit, index_axes, pad_value
 from torchship.edge.lower_ops import _first_output_only, _pool_args
 
 aten = torch.ops.aten
@@ -209,16 +209,27 @@ def conv_transpose(lw: Lowering, node: Node) -> int:
 
 @handles(aten.adaptive_max_pool2d.default)
 def _adaptive_max(lw: Lowering, node: Node) -> list[Any]:
-    """Adaptive max pooling whose output size divides the input size: a ``max_pool2d`` with
-    kernel = stride = input / output (the windows torch uses then)."""
+    """Adaptive max pooling. An output size that divides the input size is a ``max_pool2d``
+    with kernel = stride = input / output (the windows torch uses then); otherwise, per axis,
+    an ``index`` of each window's rows ``⌊i·H/OH⌋ .. ⌈(i+1)·H/OH⌉ − 1`` (shorter windows repeat
+    their last row, which leaves a maximum unchanged) and an ``amax`` over them."""
     x = lw.val(node.args[0])
     xs = lw.shape_of(x)
     if len(xs) != 4 or not all(isinstance(d, int) for d in xs[2:]):
         raise lw.fail("adaptive_max_pool2d needs a 4-D NCHW input with static height and width")
     size = [xs[2 + i] if v is None else int(v) for i, v in enumerate(node.args[1])]
     if any(xs[2 + i] % size[i] for i in range(2)):
-        raise lw.fail(f"adaptive_max_pool2d from {xs[2:]} to {size} has uneven windows; only "
-                      "output sizes that divide the input are supported")
+        dt = lw.g.values[x].dtype
+        for axis in (2, 3):
+            n, o = xs[axis], size[axis - 2]
+            starts = [i * n // o for i in range(o)]
+            ends = [-(-(i + 1) * n // o) for i in range(o)]
+            k = max(e - s for s, e in zip(starts, ends))
+            rows = np.array([[s + min(j, e - s - 1) for j in range(k)] for s, e in zip(starts, ends)], np.int64)
+            x = index_axes(lw, x, [None] * axis + [lw.g.add_const(f"{node.name}.windows{axis}", rows)])
+            shape = lw.shape_of(x)
+            x = lw.g.emit("amax", [x], dt, shape[: axis + 1] + shape[axis + 2:], {"axes": [axis + 1]}, lw.source)
+        return _first_output_only(lw, node, [x, None], "adaptive_max_pool2d indices")
     k = [xs[2 + i] // size[i] for i in range(2)]
     shape = [xs[0], xs[1], *size]
     y = lw.g.emit("max_pool2d", [x], lw.g.values[x].dtype, shape,

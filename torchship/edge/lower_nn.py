@@ -285,8 +285,14 @@ def _roll(lw: Lowering, node: Node) -> int:
     for s, d in zip(shifts, dims):
         d = int(d) % len(xs)
         n = lw.shape_of(x)[d]
-        if not isinstance(n, int):
-            raise lw.fail("roll along a dynamic dimension is not supported")
+        if not isinstance(n, int):  # x[i - (s mod n)]: negative indices count from the end
+            e = Emit(lw, "F64")
+            size = lw.dim_tensor(n, "F64")
+            shift = e("sub", [e.c(float(s)), e("mul", [e("floor", [e("div", [e.c(float(s)), size])]), size])])
+            pos = e("arange", [], [n], {"start": 0, "end": n, "step": 1, "dtype": "I64"}, dtype="I64")
+            idx = e("sub", [pos, e("cast", [shift], [], {"dtype": "I64"}, dtype="I64")], dtype="I64")
+            x = index_axes(lw, x, [None] * d + [idx])
+            continue
         k = int(s) % n if n else 0
         if k:
             x = _concat(lw, [_slice(lw, x, d, n - k, n), _slice(lw, x, d, 0, n - k)], d)
