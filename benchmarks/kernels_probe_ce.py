@@ -39,6 +39,18 @@ from torchship.kernels.autotune.timing import CudaEventTimer  # noqa: E402
 
 
 @triton.jit
+def _read(ptrs, POLICY: tl.constexpr):  # noqa: N803
+    """A load with no hint (0), ``evict_first`` (1) or ``evict_last`` (2), as float32."""
+    if POLICY == 1:
+        x = tl.load(ptrs, eviction_policy="evict_first")
+    elif POLICY == 2:
+        x = tl.load(ptrs, eviction_policy="evict_last")
+    else:
+        x = tl.load(ptrs)
+    return x.to(tl.float32)
+
+
+@triton.jit
 def ce_probe(labels, vocab, logits, s0, loss, BLOCK: tl.constexpr, MODE: tl.constexpr,  # noqa: N803
              EVICT: tl.constexpr):  # noqa: N803
     row = tl.program_id(0)
@@ -53,10 +65,7 @@ def ce_probe(labels, vocab, logits, s0, loss, BLOCK: tl.constexpr, MODE: tl.cons
     full_end = vocab // BLOCK * BLOCK
     for b in tl.range(0, full_end, BLOCK):
         idx = b + tl.arange(0, BLOCK)[None, :]
-        if EVICT:
-            x = tl.load(base + idx, eviction_policy="evict_first").to(tl.float32)
-        else:
-            x = tl.load(base + idx).to(tl.float32)
+        x = _read(base + idx, EVICT)
         if MODE == 3:
             d += tl.sum(x, axis=1)
         elif MODE == 5:
@@ -100,23 +109,13 @@ def softmax2_probe(x, n, out, s0, BLOCK: tl.constexpr, E1: tl.constexpr,  # noqa
     d = tl.zeros([1], tl.float32)
     for b in tl.range(0, n, BLOCK):
         idx = b + tl.arange(0, BLOCK)[None, :]
-        if E1 == 1:
-            c = tl.load(base + idx, eviction_policy="evict_first").to(tl.float32)
-        elif E1 == 2:
-            c = tl.load(base + idx, eviction_policy="evict_last").to(tl.float32)
-        else:
-            c = tl.load(base + idx).to(tl.float32)
+        c = _read(base + idx, E1)
         nm = tl.maximum(m, tl.max(c, axis=1))
         d = d * tl.exp(m - nm) + tl.sum(tl.exp(c - nm[:, None]), axis=1)
         m = nm
     for b in tl.range(0, n, BLOCK):
         idx = b + tl.arange(0, BLOCK)[None, :]
-        if E2 == 1:
-            c = tl.load(base + idx, eviction_policy="evict_first").to(tl.float32)
-        elif E2 == 2:
-            c = tl.load(base + idx, eviction_policy="evict_last").to(tl.float32)
-        else:
-            c = tl.load(base + idx).to(tl.float32)
+        c = _read(base + idx, E2)
         tl.store(obase + idx, (tl.exp(c - m[:, None]) / d[:, None]).to(out.dtype.element_ty))
 
 
