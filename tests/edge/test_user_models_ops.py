@@ -209,3 +209,41 @@ def test_roll_along_a_dynamic_length_and_uneven_adaptive_max_pool() -> None:
     spec = ({0: BATCH, 1: SEQ}, {0: BATCH})
     check_model(RollAndPool(), (torch.randn(2, 5, 3), torch.randn(2, 3, 10, 10)), spec,
                 others=((torch.randn(3, 17, 3), torch.randn(3, 3, 10, 10)), (torch.randn(1, 2, 3), torch.randn(1, 3, 10, 10))))
+
+
+class Lookups(nn.Module):
+    def forward(self, edges: torch.Tensor, x: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        per_row = torch.searchsorted(edges[0], x)  # 1-D boundaries (N-D ones are refused)
+        right = torch.searchsorted(edges[-1], x, side="right")
+        flat = (x.argmax(), x.argmin(), x.max())  # over the flattened tensor
+        clipped = ids.clamp(1.5, 6.5)  # integers clamped by floats: a float result
+        flags = ((ids > 3) ^ (ids < 6), torch.logical_xor(ids, ids > 4), (ids > 2) ^ True)
+        return (per_row, right, *flat, clipped, *flags)
+
+
+def test_searchsorted_flat_argmax_int_clamp_and_bool_xor() -> None:
+    torch.manual_seed(28)
+
+    def inputs(b: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        edges = torch.sort(torch.randn(b, 6), -1)[0]
+        x = torch.cat([torch.randn(b, n), edges[:, :2]], 1)  # ties with boundaries too
+        return edges, x, torch.randint(0, 9, (b, n + 2))
+
+    spec = ({0: BATCH}, {0: BATCH, 1: SEQ}, {0: BATCH, 1: SEQ})
+    check_model(Lookups(), inputs(3, 5), spec, others=(inputs(1, 12),))
+
+
+def test_refusals_name_the_construct_and_the_line() -> None:
+    class Cond(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cond(x.sum() > 0, lambda t: t * 2, lambda t: t - 1, (x,))  # the cond line
+
+    with pytest.raises(ExportError, match=r"control flow \(torch.cond(.|\n)*torch.where(.|\n)*the cond line"):
+        export(Cond(), (torch.randn(3),))
+
+    class Xor(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x ^ 3  # the xor line
+
+    with pytest.raises(ExportError, match=r"bitwise xor of integers(.|\n)*the xor line"):
+        export(Xor(), (torch.randint(0, 4, (3,)),))

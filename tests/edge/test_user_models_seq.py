@@ -280,3 +280,57 @@ class SelectiveScan(nn.Module):
 def test_mamba_like_selective_scan() -> None:
     torch.manual_seed(16)
     check_model(SelectiveScan(), (torch.randn(2, 6, 8),), ({0: BATCH},), others=((torch.randn(4, 6, 8),),))
+
+
+class HiFiGANish(nn.Module):
+    """A vocoder stage: weight-normalised convs (both parametrization APIs), a transposed-conv
+    upsampler, dilated residual convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        wn = nn.utils.parametrizations.weight_norm
+        self.pre = wn(nn.Conv1d(4, 8, 7, padding=3))
+        self.up = wn(nn.ConvTranspose1d(8, 4, 4, 2, 1))  # its weight is computed from g and v
+        self.res = nn.ModuleList(wn(nn.Conv1d(4, 4, 3, dilation=d, padding=d)) for d in (1, 3))
+        self.post = nn.utils.weight_norm(nn.Conv1d(4, 1, 7, padding=3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.up(F.leaky_relu(self.pre(x), 0.1))
+        for conv in self.res:
+            x = x + conv(F.leaky_relu(x, 0.1))
+        return torch.tanh(self.post(x))
+
+
+def test_hifigan_weight_norm_and_transposed_conv() -> None:
+    torch.manual_seed(17)
+    check_model(HiFiGANish(), (torch.randn(2, 4, 10),), ({0: BATCH, 2: SEQ},), others=((torch.randn(1, 4, 31),),))
+
+
+class GQAttention(nn.Module):
+    """Llama-style grouped-query attention through F.scaled_dot_product_attention(enable_gqa=True)
+    with a boolean key padding mask."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, kv_heads: int = 2) -> None:
+        super().__init__()
+        self.h, self.kv, self.d = heads, kv_heads, dim // heads
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.kv_proj = nn.Linear(dim, 2 * kv_heads * self.d, bias=False)
+        self.o = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, self.h, self.d).transpose(1, 2)
+        k, v = self.kv_proj(x).view(b, n, 2, self.kv, self.d).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :], enable_gqa=True)
+        return self.o(y.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_grouped_query_sdpa_with_a_bool_mask() -> None:
+    torch.manual_seed(18)
+
+    def inputs(b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = torch.ones(b, n, dtype=torch.bool)
+        keep[0, n - 2:] = False
+        return torch.randn(b, n, 32), keep
+
+    check_model(GQAttention(), inputs(2, 6), ({0: BATCH, 1: SEQ}, {0: BATCH, 1: SEQ}), others=(inputs(3, 17),))

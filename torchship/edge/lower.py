@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -40,7 +41,7 @@ def source_of(node: torch.fx.Node) -> tuple[str, str]:
     if not frames:
         return "", ""
     for f, line, code in reversed(frames):  # innermost frame of the user's code
-        if "/torch/" not in f and "torchship/edge/" not in f:
+        if "/torch/" not in f and "torchship/edge/" not in f and not f.startswith("<eval_with_key"):
             return f"{f}:{line}", code.strip()
     f, line, code = frames[-1]
     return f"{f}:{line}", code.strip()
@@ -125,6 +126,37 @@ def sym_to_dim(expr: Any) -> Any:
     if isinstance(expr, sympy.Min):
         return ["min", *(sym_to_dim(a) for a in expr.args)]
     raise ExportError(f"size expression {expr} ({type(expr).__name__}) is not supported in dynamic shapes")
+
+
+def dim_prod(dims: list[Any]) -> Any:
+    """The product of program dimensions (an int when all are static, else a ``*`` expression).
+
+    Example:
+        >>> dim_prod([2, "s", 3])
+        ['*', 6, 's']
+    """
+    static = math.prod(d for d in dims if isinstance(d, int))
+    dynamic = [d for d in dims if not isinstance(d, int)]
+    if not dynamic:
+        return static
+    args = ([static] if static != 1 else []) + dynamic
+    return args[0] if len(args) == 1 else ["*", *args]
+
+
+def flat_arg_extreme(lw: Lowering, node: torch.fx.Node, x: int, negate: bool) -> int:
+    """``argmax``/``argmin`` without a dim (of the flattened tensor): ``argmax`` of ``x`` (or of
+    ``-x``) reshaped to one axis, viewed as the node's shape (``[]``, or all ones with keepdim).
+
+    Example:
+        >>> # flat_arg_extreme(lw, node, x, negate=False)  -> the flat index of the first maximum
+    """
+    dt = lw.g.values[x].dtype
+    n = dim_prod(lw.shape_of(x))
+    flat = lw.g.emit("reshape", [x], dt, [n], {"shape": [n]}, lw.source)
+    if negate:
+        flat = lw.g.emit("neg", [flat], dt, [n], {}, lw.source)
+    idx = lw.g.emit("argmax", [flat], "I64", [1], {"axis": 0, "keepdim": True}, lw.source)
+    return lw.emit("reshape", [idx], {"shape": lw.out()[1]})
 
 
 def meta_shape(node: Any) -> list[Any]:
@@ -300,6 +332,10 @@ class Lowering:
                         raise self.fail(f"output {o} is not a tensor")
                     ids.append(v)
                 self.g.outputs = ids
+            elif node.op == "get_attr" and isinstance(getattr(self.ep.graph_module, str(node.target), None), torch.fx.GraphModule):
+                self.node = next(iter(node.users), node)  # the torch.cond call: the user's line
+                raise self.fail("data-dependent control flow (torch.cond / while_loop / map) is not supported; "
+                                "compute both branches and pick with torch.where, or unroll the loop in Python")
             else:
                 raise self.fail(f"fx node kind {node.op!r} is not supported")
 

@@ -1,6 +1,7 @@
-"""Integer bit shifts by a constant amount as arithmetic: ``x << k`` is ``x · 2**k`` (wrapping
-like the shift) and ``x >> k`` is ``floor(x / 2**k)`` (the arithmetic shift of signed integers;
-computed in float64, exact while |x| < 2**53). Shifts by a tensor are refused by name.
+"""Bit operations without a core op: integer shifts by a constant amount as arithmetic
+(``x << k`` is ``x · 2**k``, wrapping like the shift; ``x >> k`` is ``floor(x / 2**k)``, the
+arithmetic shift of signed integers, computed in float64, exact while |x| < 2**53; shifts by a
+tensor are refused by name), and exclusive or of bools as ``ne``.
 
 Example:
     >>> import torchship.edge.lower_bits  # registers the handlers
@@ -40,3 +41,12 @@ def _shift(lw: Lowering, node: Node) -> int:
     q = lw.g.emit("div", [x, lw.const(float(1 << k), "F64")], "F64", shape, {}, lw.source)
     q = lw.g.emit("floor", [q], "F64", shape, {}, lw.source)
     return lw.emit("cast", [q], {"dtype": dt})
+
+
+@handles(aten.bitwise_xor.Tensor, aten.__xor__.Tensor, aten.logical_xor.default, aten.bitwise_xor.Scalar)
+def _xor(lw: Lowering, node: Node) -> int:
+    """``a ^ b`` of bools / ``logical_xor`` of anything: ``(a != 0) != (b != 0)``."""
+    if "logical" not in str(node.target) and _out_dtype(lw, node) != "BOOL":
+        raise lw.fail("bitwise xor of integers is not supported (of bools it is); integer bit "
+                      "operations other than x & (2**k - 1) and shifts are not core ops")
+    return lw.emit("ne", [lw.tensor(node.args[0], "BOOL"), lw.tensor(node.args[1], "BOOL")])

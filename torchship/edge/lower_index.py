@@ -16,11 +16,10 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
-from torchship.edge.lower import Lowering, handles
+from torchship.edge.lower import Lowering, dim_prod, handles
 from torchship.edge.lower import out_dtype as _out_dtype
 from torchship.edge.lower_nn import Emit, _bind, _broadcast
 
@@ -116,7 +115,7 @@ def _int_put(lw: Lowering, e: Emit, x: int, entries: list[int | None], values: i
            e("cast", [entries[k]], lw.shape_of(entries[k]), {"dtype": "I64"}, dtype="I64")
            for k in at]
     bshape = _broadcast(lw, [lw.shape_of(i) for i in idx])
-    nb, sizes = _dim_prod(bshape), [xs[k] for k in at]
+    nb, sizes = dim_prod(bshape), [xs[k] for k in at]
     # linear index over the indexed axes (row-major), negative entries counted from the end
     lin = None
     for i, size in zip(idx, sizes):
@@ -139,7 +138,7 @@ def _int_put(lw: Lowering, e: Emit, x: int, entries: list[int | None], values: i
     v = e("reshape", [v], [nb] + rest_shape, {"shape": [nb] + rest_shape})
     perm = at + rest
     xp = x if perm == list(range(len(xs))) else e("permute", [x], [xs[p] for p in perm], {"perm": perm})
-    flat = [_dim_prod(sizes)] + rest_shape
+    flat = [dim_prod(sizes)] + rest_shape
     xf = e("reshape", [xp], flat, {"shape": flat})
     li = e("reshape", [lin], [nb] + [1] * len(rest), {"shape": [nb] + [1] * len(rest)}, dtype="I64")
     li = e("expand", [li], [nb] + rest_shape, {"shape": [nb] + rest_shape}, dtype="I64")
@@ -149,16 +148,6 @@ def _int_put(lw: Lowering, e: Emit, x: int, entries: list[int | None], values: i
         return y
     inv = [perm.index(k) for k in range(len(xs))]
     return e("permute", [y], xs, {"perm": inv})
-
-
-def _dim_prod(dims: list[Any]) -> Any:
-    """The product of program dimensions (an int when all are static, else a ``*`` expression)."""
-    static = math.prod(d for d in dims if isinstance(d, int))
-    dynamic = [d for d in dims if not isinstance(d, int)]
-    if not dynamic:
-        return static
-    args = ([static] if static != 1 else []) + dynamic
-    return args[0] if len(args) == 1 else ["*", *args]
 
 
 @handles(aten.index_put.default, aten._unsafe_index_put.default)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchship.edge.lower import Lowering, handles, rank, sym_to_dim, torch_dtype
+from torchship.edge.lower import Lowering, flat_arg_extreme, handles, rank, sym_to_dim, torch_dtype
 from torchship.edge.lower import out_dtype as _out_dtype
 from torchship.edge.lower_ops import _axes
 
@@ -394,7 +394,7 @@ def _logcumsumexp(lw: Lowering, node: Node) -> int:
 def _argmin(lw: Lowering, node: Node) -> int:
     """The first minimum is the first maximum of ``-x``."""
     if len(node.args) < 2 or node.args[1] is None:
-        raise lw.fail("argmin without dim is not supported; flatten first")
+        return flat_arg_extreme(lw, node, lw.val(node.args[0]), negate=True)
     x = lw.val(node.args[0])
     neg = lw.g.emit("neg", [x], lw.g.values[x].dtype, lw.shape_of(x), {}, lw.source)
     keep = bool(_arg(node, 2, "keepdim", False))

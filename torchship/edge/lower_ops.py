@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from torchship.edge.lower import Lowering, handles, sym_to_dim, torch_dtype
+from torchship.edge.lower import Lowering, flat_arg_extreme, handles, sym_to_dim, torch_dtype
 from torchship.edge.lower import out_dtype as _out_dtype
 
 aten = torch.ops.aten
@@ -181,14 +181,14 @@ def _clamp(lw: Lowering, node: Node) -> int:
     else:
         lo = args[0] if args else node.kwargs.get("min")
         hi = args[1] if len(args) > 1 else node.kwargs.get("max")
+    dt, shape = lw.out()
+    x = lw.tensor(node.args[0], dt)  # an integer tensor clamped by floats is a float result
     if isinstance(lo, Node) or isinstance(hi, Node):  # a size bound (h - 1 on a dynamic h)
-        dt, shape = lw.out()
-        x = lw.val(node.args[0])
         for op, bound in (("maximum", lo), ("minimum", hi)):
             if bound is not None:
                 x = lw.g.emit(op, [x, lw.tensor(bound, dt)], dt, shape, {}, lw.source)
         return x
-    return lw.emit("clamp", [lw.val(node.args[0])], {"min": None if lo is None else float(lo), "max": None if hi is None else float(hi)})
+    return lw.emit("clamp", [x], {"min": None if lo is None else float(lo), "max": None if hi is None else float(hi)})
 
 
 @handles(aten.hardswish.default, aten.hardsigmoid.default)
@@ -373,15 +373,33 @@ def _softmax(lw: Lowering, node: Node) -> int:
     return lw.emit(op, [x], {"axis": int(node.args[1])})
 
 
+def _repeat_heads(lw: Lowering, t: int, heads: Any) -> int:
+    """``t.repeat_interleave(heads // Hk, dim=-3)`` for ``t`` of shape ``[..., Hk, S, D]``
+    (grouped-query attention): an ``expand`` of a new axis and a ``reshape``."""
+    ts = lw.shape_of(t)
+    hk = ts[-3]
+    if hk == heads:
+        return t
+    if not (isinstance(hk, int) and isinstance(heads, int)) or heads % hk:
+        raise lw.fail(f"enable_gqa needs a static number of query heads ({heads}) divisible by the key/value heads ({hk})")
+    dt = lw.g.values[t].dtype
+    wide = ts[:-2] + [1] + ts[-2:]
+    t = lw.g.emit("reshape", [t], dt, wide, {"shape": wide}, lw.source)
+    wide = ts[:-2] + [heads // hk] + ts[-2:]
+    t = lw.g.emit("expand", [t], dt, wide, {"shape": wide}, lw.source)
+    out = ts[:-3] + [heads] + ts[-2:]
+    return lw.g.emit("reshape", [t], dt, out, {"shape": out}, lw.source)
+
+
 @handles(aten.scaled_dot_product_attention.default)
 def _sdpa(lw: Lowering, node: Node) -> int:
     q, k, v = (lw.val(a) for a in node.args[:3])
     names = ["attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"]
     opt = dict(zip(names, node.args[3:]))
     opt.update({n: node.kwargs[n] for n in names if n in node.kwargs})
-    if opt.get("enable_gqa"):
-        raise lw.fail("scaled_dot_product_attention with enable_gqa is not supported")
     g = lw.g
+    if opt.get("enable_gqa"):  # each group of H/Hk query heads reads one key/value head
+        k, v = (_repeat_heads(lw, t, lw.shape_of(q)[-3]) for t in (k, v))
     dt, out = lw.out()
     qs, ks = lw.shape_of(q), lw.shape_of(k)
     e = qs[-1]
@@ -484,6 +502,6 @@ def _vector_norm(lw: Lowering, node: Node) -> int:
 @handles(aten.argmax.default)
 def _argmax(lw: Lowering, node: Node) -> int:
     if len(node.args) < 2 or node.args[1] is None:
-        raise lw.fail("argmax without dim is not supported; flatten first")
+        return flat_arg_extreme(lw, node, lw.val(node.args[0]), negate=False)
     keep = bool(node.args[2]) if len(node.args) > 2 else False
     return lw.emit("argmax", [lw.val(node.args[0])], {"axis": int(node.args[1]), "keepdim": keep})
