@@ -247,3 +247,24 @@ def test_refusals_name_the_construct_and_the_line() -> None:
 
     with pytest.raises(ExportError, match=r"bitwise xor of integers(.|\n)*the xor line"):
         export(Xor(), (torch.randint(0, 4, (3,)),))
+
+
+def test_state_in_buffers_is_refused_and_input_writes_are_dropped() -> None:
+    class StaticCache(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("k_cache", torch.zeros(1, 8, 4))
+
+        def forward(self, k: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+            self.k_cache[:, pos] = k  # ExecuTorch-style mutable KV cache
+            return self.k_cache.sum(1)
+
+    with pytest.raises(ExportError, match=r"writes into its buffer 'k_cache'(.|\n)*keeps no state(.|\n)*Pass that tensor as an input"):
+        export(StaticCache(), (torch.randn(1, 1, 4), torch.tensor([0])))
+
+    class InPlace(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x.mul_(2)  # writes into the caller's tensor; the program returns the right value
+            return x + 1
+
+    check_model(InPlace(), (torch.randn(2, 3),), ({0: BATCH},), others=((torch.randn(5, 3),),))

@@ -323,6 +323,7 @@ class Lowering:
             elif node.op == "output":
                 outs = node.args[0]
                 flat = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+                flat = self._user_outputs(flat)
                 ids = []
                 for o in flat:
                     if is_complex(o):
@@ -338,6 +339,25 @@ class Lowering:
                                 "compute both branches and pick with torch.where, or unroll the loop in Python")
             else:
                 raise self.fail(f"fx node kind {node.op!r} is not supported")
+
+
+    def _user_outputs(self, flat: list[Any]) -> list[Any]:
+        """The method's own outputs. Writes into a buffer (a KV cache or counter kept in the
+        module) are refused: a program has no state between calls. Writes into an input are
+        dropped (the caller's arrays are not changed; the returned values are right)."""
+        from torch.export.graph_signature import OutputKind
+
+        specs = self.ep.graph_signature.output_specs
+        if len(specs) != len(flat):
+            return flat
+        for spec in specs:
+            if spec.kind in (OutputKind.BUFFER_MUTATION, OutputKind.PARAMETER_MUTATION):
+                raise ExportError(
+                    f"torchship.edge.export: the model writes into its buffer {spec.target!r} (a cache or counter "
+                    "kept in the module); a program keeps no state between calls. Pass that tensor as an input "
+                    "and return its new value (e.g. a step(ids, past_k, past_v) method returning the grown "
+                    "caches), or build it with torch.cat / torch.where instead of an in-place write")
+        return [o for o, spec in zip(flat, specs) if spec.kind is not OutputKind.USER_INPUT_MUTATION]
 
 
 def _identity(lw: Lowering, node: torch.fx.Node) -> Any:
