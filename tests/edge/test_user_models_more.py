@@ -214,3 +214,62 @@ class FoldPatches(nn.Module):
 def test_unfold_fold_and_index_fill_over_a_dynamic_batch() -> None:
     torch.manual_seed(38)
     check_model(FoldPatches(), (torch.randn(2, 3, 8, 8),), ({0: BATCH},), others=((torch.randn(5, 3, 8, 8),),))
+
+
+class DLRM(nn.Module):
+    """Recommendation model: dense MLP, one EmbeddingBag per sparse feature (2-D input, a
+    dynamic batch of bags), pairwise dot-product interactions picked by tril_indices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bottom = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+        self.tables = nn.ModuleList(nn.EmbeddingBag(20, 8, mode="sum") for _ in range(3))
+        self.top = nn.Sequential(nn.Linear(8 + 6, 8), nn.ReLU(), nn.Linear(8, 1))
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:  # sparse [B, 3, 2]
+        x = self.bottom(dense)
+        t = torch.stack([x] + [table(sparse[:, i]) for i, table in enumerate(self.tables)], 1)
+        z = torch.bmm(t, t.transpose(1, 2))
+        li, lj = torch.tril_indices(4, 4, offset=-1)
+        return torch.sigmoid(self.top(torch.cat([x, z[:, li, lj]], 1)))
+
+
+def test_dlrm_embedding_bags_over_a_dynamic_batch() -> None:
+    torch.manual_seed(39)
+    check_model(DLRM(), (torch.randn(3, 4), torch.randint(0, 20, (3, 3, 2))), ({0: BATCH}, {0: BATCH}),
+                others=((torch.randn(7, 4), torch.randint(0, 20, (7, 3, 2))),))
+
+
+def test_embedding_bag_with_dynamic_indices_and_offsets() -> None:
+    torch.manual_seed(40)
+    bag = nn.EmbeddingBag(20, 4, mode="mean", include_last_offset=True, padding_idx=3)
+    spec = ({0: Dim("n", min=1, max=40)}, {0: Dim("bags", min=3, max=20)})
+    check_model(bag, (torch.randint(0, 20, (9,)), torch.tensor([0, 2, 2, 5, 9])), spec,
+                others=((torch.tensor([3, 3, 1, 0, 7, 19, 3, 2]), torch.tensor([0, 1, 1, 2, 8])),
+                        (torch.randint(0, 20, (17,)), torch.tensor([0, 1, 1, 1, 8, 16, 17]))))
+
+
+class BoxIoU(nn.Module):
+    """Detection post-processing: the IoU matrix of two box lists and each box's best match."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:  # [N, 4], [M, 4] xyxy
+        area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+        area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        lt = torch.max(a[:, None, :2], b[None, :, :2])
+        rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+        wh = (rb - lt).clamp(min=0)
+        inter = wh[..., 0] * wh[..., 1]
+        iou = inter / (area_a[:, None] + area_b[None] - inter)
+        best, idx = iou.max(1)
+        return iou, best, idx, (iou > 0.3).any(1)
+
+
+def test_box_iou_over_dynamic_box_counts() -> None:
+    torch.manual_seed(41)
+
+    def boxes(n: int) -> torch.Tensor:
+        xy = torch.rand(n, 2) * 10
+        return torch.cat([xy, xy + torch.rand(n, 2) * 5 + 0.5], 1)
+
+    spec = ({0: Dim("n", min=1, max=32)}, {0: Dim("m", min=1, max=32)})
+    check_model(BoxIoU(), (boxes(5), boxes(7)), spec, others=((boxes(20), boxes(2)), (boxes(1), boxes(9))))

@@ -207,10 +207,10 @@ def _embedding_bag(lw: Lowering, node: Node) -> list[int]:
         raise lw.fail("only the first output of embedding_bag (the bags) is supported")
     e = Emit(lw, lw.g.values[weight].dtype)
     n = lw.shape_of(indices)[0]
-    nbags = lw.shape_of(offsets)[0] - (1 if last else 0)
+    nbags = lw.shape_of(offsets)[0]  # a dynamic count (a 2-D input's batch) is an expression
+    if last:
+        nbags = nbags - 1 if isinstance(nbags, int) else ["+", nbags, -1]
     dim = lw.shape_of(weight)[1]
-    if not all(isinstance(d, int) for d in (n, nbags, dim)):
-        raise lw.fail("embedding_bag with a dynamic number of indices or bags is not supported")
     offs = offsets
     if last:
         offs = e("slice", [offsets], [nbags], {"axis": 0, "start": 0, "end": nbags, "step": 1},
