@@ -4,12 +4,16 @@ dims and run by the numpy runtime against eager torch in float64."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.export import Dim
 
+from tests.edge.test_ops import Fn
 from tests.edge.test_user_models_vision import check_model
 from torchship.edge import ExportError, export
 
@@ -268,3 +272,21 @@ def test_state_in_buffers_is_refused_and_input_writes_are_dropped() -> None:
             return x + 1
 
     check_model(InPlace(), (torch.randn(2, 3),), ({0: BATCH},), others=((torch.randn(5, 3),),))
+
+
+class GaussianCopula(nn.Module):
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return math.sqrt(2) * torch.erfinv(2 * u - 1)  # uniform -> standard normal
+
+
+def test_erfinv_elementwise_accuracy_and_edges() -> None:
+    x = torch.cat([torch.linspace(-1, 1, 2001), torch.tensor([1e-30, -1e-7, 1 - 6e-8, -1 + 1e-7, 1.5, -2.0])])
+    got = export(Fn(torch.erfinv), (x,)).run(x.numpy())
+    ref = torch.erfinv(x.double()).numpy()
+    finite = np.isfinite(ref)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))  # |x| > 1
+    np.testing.assert_array_equal(got[np.isinf(ref)], ref[np.isinf(ref)])  # x = ±1
+    rel = np.abs(got[finite] - ref[finite]) / np.maximum(np.abs(ref[finite]), 1e-38)
+    assert rel.max() <= 4e-7, rel.max()  # elementwise, a few float32 ulp
+    u = torch.rand(3, 50) * 0.998 + 0.001
+    check_model(GaussianCopula(), (u,), ({0: BATCH},), others=((torch.rand(5, 50) * 0.998 + 0.001,),))

@@ -29,6 +29,7 @@ from torchship.edge import (  # noqa: F401  (register the ATen handlers)
     lower_ops,
     lower_select,
     lower_shapes,
+    lower_special,
 )
 from torchship.edge.graph import Graph
 from torchship.edge.lower import ExportError, Lowering, sym_to_dim
