@@ -334,3 +334,24 @@ def test_grouped_query_sdpa_with_a_bool_mask() -> None:
         return torch.randn(b, n, 32), keep
 
     check_model(GQAttention(), inputs(2, 6), ({0: BATCH, 1: SEQ}, {0: BATCH, 1: SEQ}), others=(inputs(3, 17),))
+
+
+class FramedEnergy(nn.Module):
+    """Audio framing over a dynamic length: overlapping windows by Tensor.unfold, a Hann window,
+    per-frame log energy and a linear projection of each frame."""
+
+    def __init__(self, frame: int = 8, hop: int = 4) -> None:
+        super().__init__()
+        self.frame, self.hop = frame, hop
+        self.register_buffer("window", torch.hann_window(frame))
+        self.proj = nn.Linear(frame, 3)
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # [B, T]
+        frames = wave.unfold(-1, self.frame, self.hop) * self.window  # [B, n, frame]
+        return torch.log(frames.pow(2).sum(-1) + 1e-6), self.proj(frames)
+
+
+def test_unfold_frames_over_a_dynamic_length() -> None:
+    torch.manual_seed(19)
+    check_model(FramedEnergy(), (torch.randn(2, 30),), ({0: BATCH, 1: Dim("samples", min=16, max=128)},),
+                others=((torch.randn(1, 128),), (torch.randn(3, 17),)))

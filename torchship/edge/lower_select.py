@@ -122,11 +122,17 @@ def _unfold(lw: Lowering, node: Node) -> int:
     x = lw.val(node.args[0])
     xs = lw.shape_of(x)
     dim, size, step = int(node.args[1]) % max(len(xs), 1), int(node.args[2]), int(node.args[3])
-    if not isinstance(xs[dim], int):
-        raise lw.fail("Tensor.unfold along a dynamic dimension is not supported")
-    n = (xs[dim] - size) // step + 1
-    windows = np.arange(n)[:, None] * step + np.arange(size)[None, :]
-    idx = lw.g.add_const(f"{lw.g.name}.windows", windows.astype(np.int64))
+    if isinstance(xs[dim], int):
+        n = (xs[dim] - size) // step + 1
+        windows = np.arange(n)[:, None] * step + np.arange(size)[None, :]
+        idx = lw.g.add_const(f"{lw.g.name}.windows", windows.astype(np.int64))
+    else:  # a dynamic count of windows: starts arange(n) * step, plus the offsets in a window
+        n = lw.out()[1][dim]
+        e = Emit(lw, "I64")
+        starts = e("mul", [e("arange", [], [n], {"start": 0, "end": n, "step": 1, "dtype": "I64"}), e.c(step)])
+        starts = e("reshape", [starts], [n, 1], {"shape": [n, 1]})
+        offsets = lw.g.add_const(f"{lw.g.name}.window_offsets", np.arange(size, dtype=np.int64)[None, :])
+        idx = e("add", [starts, offsets], [n, size])
     y = index_axes(lw, x, [None] * dim + [idx])  # [..., n, size, ...]
     ys = lw.shape_of(y)
     perm = [d for d in range(len(ys)) if d != dim + 1] + [dim + 1]
