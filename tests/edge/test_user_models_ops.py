@@ -16,6 +16,7 @@ from torch.export import Dim
 from tests.edge.test_ops import Fn
 from tests.edge.test_user_models_vision import check_model
 from torchship.edge import ExportError, export
+from torchship.edge.runtime import ProgramError
 
 BATCH = Dim("batch", min=1, max=8)
 SEQ = Dim("seq", min=2, max=24)
@@ -290,3 +291,22 @@ def test_erfinv_elementwise_accuracy_and_edges() -> None:
     assert rel.max() <= 4e-7, rel.max()  # elementwise, a few float32 ulp
     u = torch.rand(3, 50) * 0.998 + 0.001
     check_model(GaussianCopula(), (u,), ({0: BATCH},), others=((torch.rand(5, 50) * 0.998 + 0.001,),))
+
+
+def test_derived_input_dims_two_n_plus_one() -> None:
+    class Halve(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(2, 3, 3, stride=2)  # 2n + 1 samples -> n outputs
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    n = Dim("n", min=2, max=20)
+    torch.manual_seed(29)
+    prog = check_model(Halve(), (torch.randn(1, 2, 11),), ({2: 2 * n + 1},), others=((torch.randn(1, 2, 41),), (torch.randn(1, 2, 5),)))
+    header = prog.header()["methods"]["forward"]
+    assert header["symbols"] == {"n": {"min": 2, "max": 20}}
+    assert header["values"][header["inputs"][0]]["shape"][2] in (["+", 1, ["*", 2, "n"]], ["+", ["*", 2, "n"], 1])
+    with pytest.raises(ProgramError, match=r"dim 2 = 12 is not of the exported form"):
+        prog.run(np.zeros((1, 2, 12), np.float32))

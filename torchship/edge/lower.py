@@ -266,11 +266,19 @@ class Lowering:
 
     def sym_tensor(self, value: Any, dtype: str) -> int:
         """A 0-d tensor holding a (possibly symbolic) size, e.g. ``triu(ones(n, t), t - n + 1)``'s
-        diagonal: ``arange(d, d + 1)`` reshaped to ``[]``, cast to ``dtype``."""
+        diagonal: ``arange(d, d + 1)`` reshaped to ``[]``, cast to ``dtype``.
+
+        Example:
+            >>> # lw.sym_tensor(node.meta["val"], "F32")  -> value id of a 0-d F32 tensor
+        """
         return self.dim_tensor(sym_to_dim(value), dtype)
 
     def dim_tensor(self, d: Any, dtype: str) -> int:
-        """A 0-d tensor holding the program dimension ``d`` (an int or an expression)."""
+        """A 0-d tensor holding the program dimension ``d`` (an int or an expression).
+
+        Example:
+            >>> # lw.dim_tensor(["+", "seq", 1], "I64")  -> value id of a 0-d I64 tensor
+        """
         if isinstance(d, int):
             return self.const(d, dtype)
         one = self.g.emit("arange", [], "I64", [1], {"start": d, "end": ["+", d, 1], "step": 1, "dtype": "I64"}, self.source)
@@ -339,7 +347,6 @@ class Lowering:
                                 "compute both branches and pick with torch.where, or unroll the loop in Python")
             else:
                 raise self.fail(f"fx node kind {node.op!r} is not supported")
-
 
     def _user_outputs(self, flat: list[Any]) -> list[Any]:
         """The method's own outputs. Writes into a buffer (a KV cache or counter kept in the

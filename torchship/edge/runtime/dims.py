@@ -93,9 +93,11 @@ def linear_form(dim: Any) -> tuple[str, int, int] | None:
     """
     c = 0
     if isinstance(dim, list) and len(dim) == 3 and dim[0] == "+":
-        consts = [a for a in dim[1:] if isinstance(a, int) and not isinstance(a, bool)]
-        if len(consts) == 1:
-            c, dim = consts[0], dim[2] if dim[1] is consts[0] else dim[1]
+        lit = [isinstance(a, int) and not isinstance(a, bool) for a in dim[1:]]
+        if lit == [True, False]:
+            c, dim = dim[1], dim[2]
+        elif lit == [False, True]:
+            c, dim = dim[2], dim[1]
     if isinstance(dim, str):
         return dim, 1, c
     if (isinstance(dim, list) and len(dim) == 3 and dim[0] == "*" and isinstance(dim[1], int)
