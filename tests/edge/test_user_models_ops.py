@@ -310,3 +310,19 @@ def test_derived_input_dims_two_n_plus_one() -> None:
     assert header["values"][header["inputs"][0]]["shape"][2] in (["+", 1, ["*", 2, "n"]], ["+", ["*", 2, "n"], 1])
     with pytest.raises(ProgramError, match=r"dim 2 = 12 is not of the exported form"):
         prog.run(np.zeros((1, 2, 12), np.float32))
+
+
+def test_random_sampling_and_item_are_refused_with_what_to_write() -> None:
+    class Reparam(nn.Module):
+        def forward(self, mu: torch.Tensor) -> torch.Tensor:
+            return mu + torch.randn_like(mu)  # the sampling line
+
+    with pytest.raises(ExportError, match=r"random sampling \(aten.randn_like(.|\n)*Pass the noise as an input(.|\n)*the sampling line"):
+        export(Reparam(), (torch.randn(2, 3),))
+
+    class Item(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * x.max().item()  # the item line
+
+    with pytest.raises(ExportError, match=r"\.item\(\)(.|\n)*keep the value a tensor(.|\n)*the item line"):
+        export(Item(), (torch.randn(2, 3),))

@@ -27,6 +27,7 @@ from torchship.edge import (  # noqa: F401  (register the ATen handlers)
     lower_index,
     lower_nn,
     lower_ops,
+    lower_refusals,
     lower_select,
     lower_shapes,
     lower_special,
