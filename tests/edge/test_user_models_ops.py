@@ -326,3 +326,17 @@ def test_random_sampling_and_item_are_refused_with_what_to_write() -> None:
 
     with pytest.raises(ExportError, match=r"\.item\(\)(.|\n)*keep the value a tensor(.|\n)*the item line"):
         export(Item(), (torch.randn(2, 3),))
+
+
+class Rescale(nn.Module):
+    """Resizing by fractional and integer factors on a dynamic height and width."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (F.interpolate(x, scale_factor=1.5, mode="nearest"),
+                F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False))
+
+
+def test_fractional_and_bicubic_resize_on_dynamic_sizes() -> None:
+    torch.manual_seed(42)
+    h, w = Dim("h", min=4, max=16), Dim("w", min=4, max=16)
+    check_model(Rescale(), (torch.randn(1, 2, 8, 8),), ({2: h, 3: w},), others=((torch.randn(1, 2, 13, 5),), (torch.randn(1, 2, 4, 16),)))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import sympy
 import torch
-from torch.utils._sympy.functions import FloorDiv
+from torch.utils._sympy.functions import CeilToInt, FloorDiv, FloorToInt, ToFloat, TruncToInt
 
 from torchship.edge.graph import Graph
 
@@ -121,11 +121,30 @@ def sym_to_dim(expr: Any) -> Any:
             if r == 0 and q.is_polynomial():
                 return sym_to_dim(sympy.expand(q))
         return ["//", sym_to_dim(expr.args[0]), sym_to_dim(expr.args[1])]
+    if isinstance(expr, (TruncToInt, FloorToInt, CeilToInt)):
+        return _scaled_size(expr)
     if isinstance(expr, sympy.Max):
         return ["max", *(sym_to_dim(a) for a in expr.args)]
     if isinstance(expr, sympy.Min):
         return ["min", *(sym_to_dim(a) for a in expr.args)]
     raise ExportError(f"size expression {expr} ({type(expr).__name__}) is not supported in dynamic shapes")
+
+
+def _scaled_size(expr: Any) -> Any:
+    """``trunc``/``floor``/``ceil`` of ``c · size`` (``F.interpolate(scale_factor=1.5)`` on a
+    dynamic size) as integer arithmetic with ``c``'s exact binary ratio ``p / q``:
+    ``(p·size) // q``, or ``(p·size + q − 1) // q`` for ``ceil`` (sizes are non-negative)."""
+    arg, coeff = expr.args[0], 1.0
+    if isinstance(arg, sympy.Mul) and len(arg.args) == 2 and arg.args[0].is_Number:
+        coeff, arg = float(arg.args[0]), arg.args[1]
+    if not isinstance(arg, ToFloat) or coeff < 0:
+        raise ExportError(f"size expression {expr} is not supported in dynamic shapes")
+    num, den = coeff.as_integer_ratio()
+    inner = sym_to_dim(arg.args[0])
+    scaled = inner if num == 1 else ["*", num, inner]
+    if den == 1:
+        return scaled
+    return ["//", ["+", scaled, den - 1] if isinstance(expr, CeilToInt) else scaled, den]
 
 
 def dim_prod(dims: list[Any]) -> Any:
@@ -404,5 +423,5 @@ def _sym_float(lw: Lowering, node: torch.fx.Node) -> int:
 
 
 for _t in (aten.sym_size.int, operator.mul, operator.add, operator.floordiv, operator.sub, torch.sym_max, torch.sym_min,
-           torch.sym_float, operator.truediv):
+           torch.sym_float, operator.truediv, math.trunc, math.floor, math.ceil, torch.sym_int):
     HANDLERS[_t] = COMPLEX_HANDLERS[_t] = _sym
