@@ -355,3 +355,53 @@ def test_unfold_frames_over_a_dynamic_length() -> None:
     torch.manual_seed(19)
     check_model(FramedEnergy(), (torch.randn(2, 30),), ({0: BATCH, 1: Dim("samples", min=16, max=128)},),
                 others=((torch.randn(1, 128),), (torch.randn(3, 17),)))
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, -1)
+    return torch.cat((-x2, x1), -1)
+
+
+class LlamaStaticCache(nn.Module):
+    """ExecuTorch-style Llama layer: RMSNorm, rotate-half RoPE at input positions, grouped-query
+    heads by repeat_interleave, SwiGLU, and a fixed-size KV cache passed in and returned,
+    updated with index_copy at ``input_pos`` (the stateless form of a mutable cache buffer)."""
+
+    def __init__(self, vocab: int = 50, d: int = 32, heads: int = 4, kv: int = 2) -> None:
+        super().__init__()
+        self.h, self.kv, self.hd = heads, kv, d // heads
+        self.emb = nn.Embedding(vocab, d)
+        self.n1, self.n2 = nn.RMSNorm(d, eps=1e-6), nn.RMSNorm(d, eps=1e-6)
+        self.wq, self.wo = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
+        self.wk, self.wv = nn.Linear(d, kv * self.hd, bias=False), nn.Linear(d, kv * self.hd, bias=False)
+        self.w1, self.w3, self.w2 = nn.Linear(d, 64, bias=False), nn.Linear(d, 64, bias=False), nn.Linear(64, d, bias=False)
+        self.out = nn.Linear(d, vocab, bias=False)
+        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, self.hd, 2).float() / self.hd)))
+
+    def forward(self, ids: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                input_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, n = ids.shape
+        x = self.emb(ids)
+        freqs = torch.outer(input_pos.float(), self.inv_freq)
+        cos, sin = torch.cat([freqs, freqs], -1).cos(), torch.cat([freqs, freqs], -1).sin()
+        h = self.n1(x)
+        q = self.wq(h).view(b, n, self.h, self.hd).transpose(1, 2)
+        k = self.wk(h).view(b, n, self.kv, self.hd).transpose(1, 2)
+        v = self.wv(h).view(b, n, self.kv, self.hd).transpose(1, 2)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        k_cache, v_cache = k_cache.index_copy(2, input_pos, k), v_cache.index_copy(2, input_pos, v)
+        mask = torch.arange(k_cache.shape[2])[None, :] <= input_pos[:, None]
+        keys = k_cache.repeat_interleave(self.h // self.kv, 1)
+        values = v_cache.repeat_interleave(self.h // self.kv, 1)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        x = x + self.wo(y.transpose(1, 2).reshape(b, n, -1))
+        h = self.n2(x)
+        return self.out(x + self.w2(F.silu(self.w1(h)) * self.w3(h))), k_cache, v_cache
+
+
+def test_llama_layer_with_a_static_kv_cache_input() -> None:
+    torch.manual_seed(21)
+    cache = (torch.zeros(1, 2, 16, 8), torch.zeros(1, 2, 16, 8))
+    prefill = (torch.randint(0, 50, (1, 5)), *cache, torch.arange(5))
+    decode = (torch.randint(0, 50, (1, 3)), torch.randn(1, 2, 16, 8), torch.randn(1, 2, 16, 8), torch.tensor([7, 8, 9]))
+    check_model(LlamaStaticCache(), prefill, ({1: SEQ}, None, None, {0: SEQ}), others=(decode,))
