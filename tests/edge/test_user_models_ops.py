@@ -166,9 +166,9 @@ def test_integer_pow_and_shifts() -> None:
 def test_shift_by_a_tensor_is_refused_by_name() -> None:
     class M(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x >> x  # the refused line
+            return x >> x  # the model's line, named in the error
 
-    with pytest.raises(ExportError, match=r"shifting by a tensor .* shift by a Python int(.|\n)*x >> x"):
+    with pytest.raises(ExportError, match=r"shifting by a tensor .* shift by a Python int(.|\n)*test_user_models_ops.py:"):
         export(M(), (torch.randint(0, 4, (3,)),))
 
 
@@ -241,16 +241,16 @@ def test_searchsorted_flat_argmax_int_clamp_and_bool_xor() -> None:
 def test_refusals_name_the_construct_and_the_line() -> None:
     class Cond(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.cond(x.sum() > 0, lambda t: t * 2, lambda t: t - 1, (x,))  # the cond line
+            return torch.cond(x.sum() > 0, lambda t: t * 2, lambda t: t - 1, (x,))  # the model's line, named in the error
 
-    with pytest.raises(ExportError, match=r"control flow \(torch.cond(.|\n)*torch.where(.|\n)*the cond line"):
+    with pytest.raises(ExportError, match=r"control flow \(torch.cond(.|\n)*torch.where(.|\n)*test_user_models_ops.py:"):
         export(Cond(), (torch.randn(3),))
 
     class Xor(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x ^ 3  # the xor line
+            return x ^ 3  # the model's line, named in the error
 
-    with pytest.raises(ExportError, match=r"bitwise xor of integers(.|\n)*the xor line"):
+    with pytest.raises(ExportError, match=r"bitwise xor of integers(.|\n)*test_user_models_ops.py:"):
         export(Xor(), (torch.randint(0, 4, (3,)),))
 
 
@@ -315,16 +315,16 @@ def test_derived_input_dims_two_n_plus_one() -> None:
 def test_random_sampling_and_item_are_refused_with_what_to_write() -> None:
     class Reparam(nn.Module):
         def forward(self, mu: torch.Tensor) -> torch.Tensor:
-            return mu + torch.randn_like(mu)  # the sampling line
+            return mu + torch.randn_like(mu)  # the model's line, named in the error
 
-    with pytest.raises(ExportError, match=r"random sampling \(aten.randn_like(.|\n)*Pass the noise as an input(.|\n)*the sampling line"):
+    with pytest.raises(ExportError, match=r"random sampling \(aten.randn_like(.|\n)*Pass the noise as an input(.|\n)*test_user_models_ops.py:"):
         export(Reparam(), (torch.randn(2, 3),))
 
     class Item(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x * x.max().item()  # the item line
+            return x * x.max().item()  # the model's line, named in the error
 
-    with pytest.raises(ExportError, match=r"\.item\(\)(.|\n)*keep the value a tensor(.|\n)*the item line"):
+    with pytest.raises(ExportError, match=r"\.item\(\)(.|\n)*keep the value a tensor(.|\n)*test_user_models_ops.py:"):
         export(Item(), (torch.randn(2, 3),))
 
 

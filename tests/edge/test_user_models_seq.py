@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,9 +85,9 @@ def test_gpt2_with_kv_cache_step() -> None:
         "forward": ((ids,), ({0: BATCH, 1: SEQ},)),
         "step": ((ids[:, :1], pk, pv), ({0: BATCH}, {1: BATCH, 3: past}, {1: BATCH, 3: past})),
     }
-    check_model(model, (ids,), methods=methods, others=((torch.randint(0, 64, (1, 30)),), (ids[:, :2],)))
-    prog = check_model(model, (ids[:, :1], pk, pv), methods=methods, method="step",
-                       others=((torch.randint(0, 64, (3, 1)), torch.randn(2, 3, 4, 1, 8), torch.randn(2, 3, 4, 1, 8)),))
+    prog = check_model(model, (ids,), methods=methods, others=((torch.randint(0, 64, (1, 30)),), (ids[:, :2],)))
+    check_model(model, (ids[:, :1], pk, pv), method="step", prog=prog,
+                others=((torch.randint(0, 64, (3, 1)), torch.randn(2, 3, 4, 1, 8), torch.randn(2, 3, 4, 1, 8)),))
     # the step agrees with the full forward: logits of the last token after a cached prefix
     with torch.no_grad():
         full = model(ids)
@@ -130,10 +129,20 @@ class T5Attention(nn.Module):
         return self.o(y)
 
 
-@pytest.mark.parametrize("bidirectional", [True, False])
-def test_t5_relative_position_bias(bidirectional: bool) -> None:
+class T5Pair(nn.Module):
+    """An encoder (bidirectional buckets) and a decoder (causal buckets) self-attention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.dec = T5Attention(bidirectional=True), T5Attention(bidirectional=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.enc(x))
+
+
+def test_t5_relative_position_bias() -> None:
     torch.manual_seed(11)
-    check_model(T5Attention(bidirectional=bidirectional), (torch.randn(2, 12, 32),), ({0: BATCH, 1: SEQ},),
+    check_model(T5Pair(), (torch.randn(2, 12, 32),), ({0: BATCH, 1: SEQ},),
                 others=((torch.randn(1, 32, 32),), (torch.randn(3, 2, 32),)))
 
 
@@ -150,7 +159,7 @@ class GRUClassifier(nn.Module):
 
 def test_gru() -> None:
     torch.manual_seed(12)
-    check_model(GRUClassifier(), (torch.randn(2, 6, 8),), ({0: BATCH},), others=((torch.randn(3, 6, 8),),))
+    check_model(GRUClassifier(), (torch.randn(2, 4, 8),), ({0: BATCH},), others=((torch.randn(3, 4, 8),),))
 
 
 class LSTMCellLoop(nn.Module):
@@ -189,7 +198,7 @@ class WhisperEncoder(nn.Module):
         self.conv2 = nn.Conv1d(dim, dim, 3, stride=2, padding=1)
         self.register_buffer("positional_embedding", sinusoids(ctx, dim))
         self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, activation="gelu",
-                                                               batch_first=True, norm_first=True) for _ in range(2))
+                                                               batch_first=True, norm_first=True) for _ in range(1))
         self.ln_post = nn.LayerNorm(dim)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
@@ -248,7 +257,7 @@ def test_wavenet_dilated_causal_conv_stack() -> None:
 class SelectiveScan(nn.Module):
     """Mamba-like block: input-dependent (delta, B, C), a python loop over a fixed length."""
 
-    def __init__(self, dim: int = 8, state: int = 4, length: int = 6) -> None:
+    def __init__(self, dim: int = 8, state: int = 4, length: int = 4) -> None:
         super().__init__()
         self.length = length
         self.in_proj = nn.Linear(dim, 2 * dim)
@@ -279,7 +288,7 @@ class SelectiveScan(nn.Module):
 
 def test_mamba_like_selective_scan() -> None:
     torch.manual_seed(16)
-    check_model(SelectiveScan(), (torch.randn(2, 6, 8),), ({0: BATCH},), others=((torch.randn(4, 6, 8),),))
+    check_model(SelectiveScan(), (torch.randn(2, 4, 8),), ({0: BATCH},), others=((torch.randn(4, 4, 8),),))
 
 
 class HiFiGANish(nn.Module):
