@@ -340,3 +340,21 @@ def test_fractional_and_bicubic_resize_on_dynamic_sizes() -> None:
     torch.manual_seed(42)
     h, w = Dim("h", min=4, max=16), Dim("w", min=4, max=16)
     check_model(Rescale(), (torch.randn(1, 2, 8, 8),), ({2: h, 3: w},), others=((torch.randn(1, 2, 13, 5),), (torch.randn(1, 2, 4, 16),)))
+
+
+class ImageInts(nn.Module):
+    """A uint8 image front end and integer bit tricks."""
+
+    def forward(self, img: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = (img.float() / 255 - 0.5) / 0.25
+        counts = (img > 128).sum((2, 3), dtype=torch.float32)  # sum with dtype=
+        return x, counts, ~img, ~ids, ids.sum(-1, dtype=torch.float32)
+
+
+def test_uint8_images_reductions_with_dtype_and_bitwise_not() -> None:
+    torch.manual_seed(43)
+
+    def inputs(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randint(0, 256, (b, 3, 4, 4), dtype=torch.uint8), torch.randint(-50, 50, (b, 5), dtype=torch.int32)
+
+    check_model(ImageInts(), inputs(2), ({0: BATCH}, {0: BATCH}), others=(inputs(5),))

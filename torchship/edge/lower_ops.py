@@ -152,8 +152,13 @@ _UNARY = {
 
 @handles(*_UNARY)
 def _unary(lw: Lowering, node: Node) -> int:
-    if node.target is aten.bitwise_not.default and _out_dtype(lw, node) != "BOOL":
-        raise lw.fail("bitwise_not is only supported on bool tensors")
+    dt = _out_dtype(lw, node)
+    if node.target is aten.bitwise_not.default and dt != "BOOL":  # ~x = -x - 1 (two's complement)
+        x = lw.tensor(node.args[0], dt)
+        _, shape = lw.out()
+        if dt == "U8":
+            return lw.emit("sub", [lw.const(255, dt), x])
+        return lw.emit("sub", [lw.g.emit("neg", [x], dt, shape, {}, lw.source), lw.const(1, dt)])
     return lw.emit(_UNARY[node.target], [lw.tensor(node.args[0], _out_dtype(lw, node))])
 
 
@@ -444,11 +449,9 @@ def _axes(node: Node, pos: int = 1) -> list[int]:
 def _reduce(lw: Lowering, node: Node) -> int:
     name = str(node.target).split(".")[1]
     keep = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim", False))
-    if node.kwargs.get("dtype") is not None:
-        raise lw.fail(f"{name} with dtype= is not supported; cast first")
     x = lw.val(node.args[0])
     out = _out_dtype(lw, node)
-    if lw.g.values[x].dtype != out:
+    if lw.g.values[x].dtype != out:  # sum(dtype=...) and integer sums: cast first, as torch does
         x = lw.tensor(node.args[0], out)
     axes = _axes(node) if node.target not in (aten.mean.default, aten.sum.default) else []
     return lw.emit(name, [x], {"axes": axes, "keepdim": keep})
