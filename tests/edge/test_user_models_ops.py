@@ -358,3 +358,13 @@ def test_uint8_images_reductions_with_dtype_and_bitwise_not() -> None:
         return torch.randint(0, 256, (b, 3, 4, 4), dtype=torch.uint8), torch.randint(-50, 50, (b, 5), dtype=torch.int32)
 
     check_model(ImageInts(), inputs(2), ({0: BATCH}, {0: BATCH}), others=(inputs(5),))
+
+
+def test_hypot_without_overflow_and_at_zero_and_infinity() -> None:
+    a = torch.tensor([3.0, 0.0, 1e30, 1e-30, -5.0, float("inf"), 0.0, 2.5e-39])
+    b = torch.tensor([4.0, 0.0, 1e30, 1e-30, 12.0, 1.0, -2.0, 1e-39])
+    got = export(Fn(torch.hypot), (a, b)).run(a.numpy(), b.numpy())
+    ref = torch.hypot(a.double(), b.double()).float().numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
+    check_model(Fn(lambda x, y: torch.hypot(x, y)), (torch.randn(3, 4), torch.randn(3, 4)), (({0: BATCH}, {0: BATCH}),),
+                others=((torch.randn(6, 4) * 1e3, torch.randn(6, 4)),))

@@ -1,4 +1,7 @@
-"""``torch.erfinv`` written with core ops: Giles' single-precision approximation ("Approximating
+"""Special functions written with core ops. ``torch.hypot(a, b)`` is ``m·sqrt(1 + (n/m)²)`` with
+``m = max(|a|, |b|)``, ``n = min(|a|, |b|)`` (no overflow of ``a²``; ``m`` itself when it is 0 or
+infinite).
+``torch.erfinv``: Giles' single-precision approximation ("Approximating
 the erfinv function", GPU Computing Gems, 2010: a degree-8 polynomial in ``w = −log(1 − x²)``
 for ``w < 5``, in ``√w`` beyond) evaluated in float64: relative error below 4e-7 (a few
 float32 ulp; float64 programs get the same, not float64 accuracy); ``±1`` give ``±inf`` and
@@ -49,3 +52,18 @@ def _erfinv(lw: Lowering, node: Node) -> int:
     edge = e("eq", [e("abs", [x]), e.c(1.0)], dtype="BOOL")
     y = e("where", [edge, e("mul", [x, e.c(math.inf)]), y])
     return lw.emit("cast", [y], {"dtype": dt}) if dt != "F64" else y
+
+
+@handles(aten.hypot.default)
+def _hypot(lw: Lowering, node: Node) -> int:
+    """``sqrt(a² + b²)`` without overflow or underflow of the squares."""
+    dt, shape = lw.out()
+    e = Emit(lw, dt)
+    a, b = (e("abs", [lw.tensor(v, dt)]) for v in node.args[:2])
+    big, small = e("maximum", [a, b]), e("minimum", [a, b])
+    ratio = e("div", [small, big])
+    r = e("mul", [big, e("sqrt", [e("add", [e.c(1.0), e("mul", [ratio, ratio])])])])
+    # both 0 (0/0) or an infinity (inf/inf): the result is the larger magnitude itself
+    r = e("where", [e("logical_or", [e("eq", [big, e.c(0.0)], dtype="BOOL"),
+                                      e("eq", [big, e.c(math.inf)], dtype="BOOL")], dtype="BOOL"), big, r])
+    return r if lw.shape_of(r) == shape else lw.emit("reshape", [r], {"shape": shape})
