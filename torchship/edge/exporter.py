@@ -36,7 +36,7 @@ from torchship.edge.graph import Graph
 from torchship.edge.lower import ExportError, Lowering, sym_to_dim
 from torchship.edge.passes import run_passes
 from torchship.edge.program import Program
-from torchship.edge.runtime.dims import linear_form
+from torchship.edge.runtime.dims import ProgramError, linear_form
 
 aten = torch.ops.aten
 # CompositeImplicit ops we lower ourselves rather than let torch decompose them
@@ -224,6 +224,13 @@ def export(
             graphs[name] = g
     meta = {"producer": f"torchship.edge (torch {torch.__version__})", "model": type(model).__name__}
     prog = Program(graphs, plans, meta)
+    try:  # the runtime's own load-time checks, so a program that would not load is not written
+        prog.runtime()
+    except ProgramError as exc:
+        raise ExportError(
+            f"the exported program fails the runtime's checks: {exc}. This is usually a model "
+            "torch cannot run eagerly either (e.g. an int64 input into a float layer: cast it); "
+            "otherwise please report it") from None
     if quantize:
         meta["quantize"] = quantize
         for name, (inputs, _) in specs.items():  # the accuracy cost, on the example inputs
