@@ -1,6 +1,6 @@
 """ATen -> core op handlers, part 5: writing through an index (``scatter``, ``scatter_reduce``,
-``x[i] = v``, ``x[:, i] += v``, ``x[mask] = v``, ``index_add``) and ``EmbeddingBag``, all on the
-core ``scatter`` and ``where``.
+``x[i] = v``, ``x[:, i] += v``, ``x[mask] = v``, ``index_add``), ``EmbeddingBag`` and ``prod``,
+all on the core ``scatter`` and ``where``.
 
 An integer ``index_put`` permutes the indexed axes to the front, flattens them into one axis
 with a linear index (negative indices wrapped), and scatters rows of the value tensor there;
@@ -84,6 +84,29 @@ def _scatter(lw: Lowering, node: Node) -> int:
     if reduce is None:
         return lw.emit("scatter", [x, idx, source], {"axis": dim, "accumulate": False})
     return _bind(lw, scatter_reduce(lw, e, x, dim, idx, source, _REDUCE[reduce], bool(include_self)))
+
+
+@handles(aten.prod.default, aten.prod.dim_int)
+def _prod(lw: Lowering, node: Node) -> int:
+    """``x.prod()`` / ``x.prod(dim, keepdim)`` as the core ``scatter`` with ``reduce="prod"``:
+    every element of an axis multiplied into one slot of ones (an all-zero index), axis by
+    axis; integers (and bools) multiply in I64 as in torch, zeros and NaN as torch."""
+    dt = _out_dtype(lw, node)
+    e = Emit(lw, dt)
+    x = lw.tensor(node.args[0], dt)
+    rank = len(lw.shape_of(x))
+    if node.target is aten.prod.dim_int:
+        axes = [int(node.args[1]) % max(rank, 1)] if rank else []
+    else:
+        axes = list(range(rank))
+    for axis in reversed(axes):
+        shape = lw.shape_of(x)
+        ones = [d if a != axis else 1 for a, d in enumerate(shape)]
+        target = e("full", [], ones, {"shape": ones, "value": 1.0, "dtype": dt})
+        idx = e("full", [], shape, {"shape": shape, "value": 0.0, "dtype": "I64"}, "I64")
+        x = e("scatter", [target, idx, x], ones, {"axis": axis, "accumulate": True,
+                                                   "reduce": "prod"})
+    return _bind(lw, x)
 
 
 def _mask_put(lw: Lowering, e: Emit, x: int, mask: int, values: int, accumulate: bool) -> int:
