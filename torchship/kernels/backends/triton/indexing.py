@@ -282,7 +282,6 @@ def _tdesc(cg: Any, node: Node) -> tuple[str, str, list[str]]:
     return desc, f"[{', '.join(offsets)}]", spec
 
 
-
 def _tdesc_load(cg: Any, node: Node) -> str:
     desc, offs, spec = _tdesc(cg, node)
     expr = f"{desc}.load({offs})"
