@@ -224,20 +224,18 @@ class BoundKernel:
                 shapes.append(tuple(analysis.dim_key(d, slot_of) for d in shape))
             grid_params = [t.param if getattr(t, "param", None) is not None else -1
                            for t in launch.grid_tiles]
-            has_dot = any(n.op == "dot" for n, _ in analysis.walk_nodes(launch.body))
-            itemsize = max((n.inputs[0].dtype.itemsize for n, _ in
-                            analysis.walk_nodes(launch.body) if n.op == "dot"), default=2)
+            walked = analysis.walk_nodes(launch.body)
+            dots = [n for n, _ in walked if n.op == "dot"]
+            itemsize = max((n.inputs[0].dtype.itemsize for n in dots), default=2)
+            byte_dots = any(min(x.dtype.itemsize for x in n.inputs[:2]) == 1 for n in dots)
             loads = [(tuple(analysis.dim_key(d, slot_of) for d in n.out.shape),
                       n.attrs["tensor"].dtype.itemsize, bool(path))
-                     for n, path in analysis.walk_nodes(launch.body) if n.op == "load"]
+                     for n, path in walked if n.op == "load"]
+            read = [n.attrs["tensor"].name for n, _ in walked if n.op == "load"]
             inner = bool(analysis.walk_loops(launch.body))
-            read = [n.attrs["tensor"].name for n, _ in analysis.walk_nodes(launch.body)
-                    if n.op == "load"]
-            byte_dots = any(n.op == "dot" and min(x.dtype.itemsize for x in n.inputs[:2]) == 1
-                            for n, _ in analysis.walk_nodes(launch.body))
             fixed = math.prod(-(-_extent_of(launch, t) // t.fixed) for t in launch.grid_tiles
                               if getattr(t, "param", None) is None and getattr(t, "fixed", None))
-            launches.append(LaunchSpec(len(launch.grid_tiles), grid_params, shapes, has_dot,
+            launches.append(LaunchSpec(len(launch.grid_tiles), grid_params, shapes, bool(dots),
                                        itemsize, loads, inner, fixed,
                                        len(set(read)) < len(read), byte_dots))
         indexing = ["pointer"]

@@ -68,9 +68,9 @@ def _compute_dtype(inputs: list[Any], result: str) -> torch.dtype:
 _BOOL_FORMS = {"add": "{a} | {b}", "mul": "{a} & {b}", "maximum": "{a} | {b}",
                "minimum": "{a} & {b}"}
 # torch.maximum/minimum/clamp/relu propagate NaN; Triton's default drops it (fmax)
-_NAN = "propagate_nan=tl.PropagateNan.ALL"
-_FLOAT_FORMS = {"maximum": f"tl.maximum({{a}}, {{b}}, {_NAN})",
-                "minimum": f"tl.minimum({{a}}, {{b}}, {_NAN})"}
+PROPAGATE_NAN = "propagate_nan=tl.PropagateNan.ALL"
+_FLOAT_FORMS = {"maximum": f"tl.maximum({{a}}, {{b}}, {PROPAGATE_NAN})",
+                "minimum": f"tl.minimum({{a}}, {{b}}, {PROPAGATE_NAN})"}
 
 
 def _binary(name: str, fmt: str, result: str = "same") -> None:

@@ -25,6 +25,7 @@ import torch
 
 from torchship.kernels.ir import ConstDim
 from torchship.kernels.ops import OpDef, register
+from torchship.kernels.ops.pointwise import PROPAGATE_NAN
 
 
 @dataclass(frozen=True)
@@ -37,18 +38,18 @@ class ReduceKind:
     larger: bool = True  # for max-like: identity is -inf
     helper: tuple[str, str] | None = None  # (name, body of f(a, b)) for tl.reduce
     # float blocks: a NaN-propagating combine (torch.amax/amin return NaN for a row holding
-    # one; tl.max/tl.min skip it). The same reduction tree with max.NaN: no extra work.
-    float_helper: tuple[str, str] | None = None
+    # one; tl.max/tl.min skip it), reduced by tl.reduce with a helper of that body: the same
+    # reduction tree with max.NaN, no extra work
+    float_combine: str | None = None
 
 
-_NAN = "propagate_nan=tl.PropagateNan.ALL"
 KINDS = {
     "sum": ReduceKind("tl.sum", "{acc} + {part}"),
     "prod": ReduceKind("", "{acc} * {part}", helper=("_ts_mul", "a * b")),
     "max": ReduceKind("tl.max", "tl.maximum({acc}, {part})", larger=True,
-                      float_helper=("_ts_max_nan", f"tl.maximum(a, b, {_NAN})")),
+                      float_combine=f"tl.maximum({{acc}}, {{part}}, {PROPAGATE_NAN})"),
     "min": ReduceKind("tl.min", "tl.minimum({acc}, {part})", larger=False,
-                      float_helper=("_ts_min_nan", f"tl.minimum(a, b, {_NAN})")),
+                      float_combine=f"tl.minimum({{acc}}, {{part}}, {PROPAGATE_NAN})"),
     "argmax": ReduceKind("tl.argmax", "", index=True, larger=True),
     "argmin": ReduceKind("tl.argmin", "", index=True, larger=False),
 }
@@ -117,8 +118,9 @@ def emit_part(cg: Any, node: Any, arg: str) -> str:
     kind = KINDS[node.attrs["kind"]]
     keep = node.attrs["keepdim"]
     kd = ", keep_dims=True" if keep else ""
-    helper = kind.float_helper if node.inputs[0].dtype.is_floating_point else None
-    helper = helper or kind.helper
+    helper = kind.helper
+    if kind.float_combine is not None and node.inputs[0].dtype.is_floating_point:
+        helper = (f"_ts_{node.attrs['kind']}_nan", kind.float_combine.format(acc="a", part="b"))
     if helper is not None:
         fn = jit_helper(cg, helper[0], "a, b", helper[1])
         return f"tl.reduce({arg}, {node.attrs['dim']}, {fn}{kd})"
@@ -135,10 +137,10 @@ def combine(kind: str, dtype: Any, acc: str, part: str) -> str:
         >>> combine("sum", torch.int32, "a", "p")
         'a + p'
     """
-    text = KINDS[kind].combine.format(acc=acc, part=part)
-    if KINDS[kind].float_helper is not None and dtype.is_floating_point:
-        text = f"{text[:-1]}, {_NAN})"
-    return text
+    k = KINDS[kind]
+    form = k.float_combine if k.float_combine is not None and dtype.is_floating_point else \
+        k.combine
+    return form.format(acc=acc, part=part)
 
 
 def jit_helper(cg: Any, name: str, params: str, body: str) -> str:
