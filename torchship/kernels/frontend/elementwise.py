@@ -105,6 +105,8 @@ def division(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
     mode = kwargs.get("rounding_mode") if name == "div" else \
         {"true_divide": None, "floor_divide": "floor"}.get(name, "rem")
     if name in ("remainder", "fmod"):
+        if name == "fmod" and promote([a, d])[0].is_floating_point:
+            return h.b.emit("fmod", [a, d])
         r = h.b.emit("mod", [a, d])
         if name == "remainder":
             return r

@@ -30,18 +30,11 @@ import torch
 from torchship.kernels.errors import KernelTypeError
 from torchship.kernels.ir import Value
 from torchship.kernels.ops import OpDef, broadcast_shapes, promote, register, shape_of
-from torchship.kernels.ops.pointwise import _HALF, _binary_infer, _unary
+from torchship.kernels.ops.pointwise import _HALF, _binary_infer, _bind, _unary
 
 _PI = 3.141592653589793
 _PI_2 = 1.5707963267948966
 _LN2 = 0.6931471805599453
-
-
-def _bind(cg: Any, expr: str, hint: str) -> str:
-    """A fresh name for ``expr`` (written as a statement now)."""
-    name = cg.fresh(hint)
-    cg.line(f"{name} = {expr}")
-    return name
 
 
 def _poly(z: str, coeffs: tuple[float, ...]) -> str:

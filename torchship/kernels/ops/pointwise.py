@@ -100,14 +100,32 @@ _binary("truediv", "{a} / {b}", "float")
 
 
 def _floor_quotient(cg: Any, node: Any, args: list[str]) -> tuple[str, str, str, torch.dtype]:
-    """(a, b, floor(a / b), dtype): integers divide in float64 (exact below 2**53), so the
-    rounding is torch's (toward -inf) in the interpreter and on the GPU alike."""
+    """(a, b, floor(a / b), dtype). Floats follow torch's ``div_floor_floating``: the quotient
+    of ``a - fmod(a, b)`` (exact), one less where the remainder's sign is not the divisor's,
+    so ``inf // x`` is nan, ``1 // -inf`` is -1 and a zero quotient keeps the sign of ``a / b``;
+    ``x // 0`` is ``x / 0``. Integers divide in float64 (exact below 2**53), so the rounding is
+    torch's (toward -inf) in the interpreter and on the GPU alike."""
     work = _compute_dtype(node.inputs, "same")
     a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
     if work.is_floating_point:
-        return a, b, f"tl.floor({a} / {b})", work
+        a, b = _bind(cg, a, "fa"), _bind(cg, b, "fb")
+        r = _bind(cg, f"{a} % {b}", "fmod")  # C fmod (frem), exact
+        off = _bind(cg, f"({r} != 0) & (({b} < 0) != ({r} < 0))", "fd_off")
+        div = _bind(cg, f"({a} - {r}) / {b} - tl.where({off}, 1.0, 0.0)", "fd_div")
+        fl = _bind(cg, f"tl.floor({div})", "fd_floor")
+        fl = f"tl.where({div} - {fl} > 0.5, {fl} + 1.0, {fl})"
+        zero = f"0.0 * ({a} / {b})"  # copysign(0, a / b): a / b is finite here
+        q = f"tl.where({b} == 0, {a} / {b}, tl.where({div} != 0, {fl}, {zero}))"
+        return a, b, q, work
     q = f"tl.floor(tl.cast({a}, tl.float64) / tl.cast({b}, tl.float64)).to({cg.tl(work)})"
     return a, b, q, work
+
+
+def _bind(cg: Any, expr: str, hint: str) -> str:
+    """A fresh name for ``expr`` (written as a statement now)."""
+    name = cg.fresh(hint)
+    cg.line(f"{name} = {expr}")
+    return name
 
 
 def _floordiv(cg: Any, node: Any, args: list[str]) -> str:
@@ -115,12 +133,28 @@ def _floordiv(cg: Any, node: Any, args: list[str]) -> str:
 
 
 def _mod(cg: Any, node: Any, args: list[str]) -> str:
+    """torch.remainder / Python ``%``: the sign of the divisor. Floats as torch: ``fmod`` plus
+    the divisor where the signs differ (``1 % -inf`` is -inf, ``-0.0 % 1`` is -0.0)."""
+    work = _compute_dtype(node.inputs, "same")
+    if work.is_floating_point:
+        a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
+        b = _bind(cg, b, "fb")
+        r = _bind(cg, f"{a} % {b}", "fmod")
+        return f"tl.where(({r} != 0) & (({b} < 0) != ({r} < 0)), {r} + {b}, {r})"
     a, b, q, _ = _floor_quotient(cg, node, args)
-    return f"{a} - ({q}) * {b}"  # torch.remainder / Python %: the sign of the divisor
+    return f"{a} - ({q}) * {b}"
+
+
+def _fmod(cg: Any, node: Any, args: list[str]) -> str:
+    """torch.fmod: C's ``fmod`` (Triton's ``%`` is ``frem`` / ``srem``), the dividend's sign."""
+    work = _compute_dtype(node.inputs, "same")
+    a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
+    return f"{a} % {b}"
 
 
 register(OpDef("floordiv", _binary_infer("same"), _floordiv))
 register(OpDef("mod", _binary_infer("same"), _mod))
+register(OpDef("fmod", _binary_infer("same"), _fmod))
 for _name, _op in [("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="),
                    ("ne", "!=")]:
     _binary(_name, "{a} " + _op + " {b}", "bool")
