@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.edge.test_ops import Fn, check
-from torchship.edge import ExportError, export
+from torchship.edge import export
 
 SPECIAL = torch.tensor([[1.5, float("nan"), float("inf"), -2.0], [float("-inf"), 0.0, -0.0, 3e38]])
 X = torch.randn(3, 7)
@@ -48,8 +48,13 @@ def test_bucketize_and_searchsorted(right: bool) -> None:
     x = torch.tensor([[-2.0, -1.0, 0.0], [0.5, 1.0, 7.0]])
     check(lambda t: torch.bucketize(t, edges, right=right), [x])
     check(lambda t: torch.searchsorted(edges, t, right=right).to(torch.int32), [x])
-    with pytest.raises(ExportError, match="1-D are"):
-        export(Fn(lambda t: torch.searchsorted(torch.zeros(2, 3), t)), (torch.zeros(2, 1),))
+    rows = torch.tensor([[[-1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 3.0, 9.0]]])  # batched (N-D) boundaries
+    pts = torch.tensor([[[0.0, -5.0, 1.0], [2.0, 9.0, 2.5]]])
+    check(lambda b, t: torch.searchsorted(b, t, right=right), [rows, pts])
+    check(lambda b, t: torch.searchsorted(b, t, side="right" if right else "left", out_int32=True), [rows, pts])
+    order = torch.tensor([[[1, 2, 3, 0], [0, 1, 3, 2]]])  # an unsorted row and the sorter that sorts it
+    check(lambda b, t: torch.searchsorted(b, t, right=right, sorter=order),
+          [torch.tensor([[[1.0, -1.0, 0.0, 0.0], [2.0, 2.0, 9.0, 3.0]]]), pts])
 
 
 def test_tensor_unfold_windows() -> None:

@@ -1,6 +1,6 @@
 """ATen -> core op handlers, part 6: value tests and order statistics written with core ops:
 ``isnan``/``isinf``/``isfinite``/``nan_to_num``, ``kthvalue``/``median`` (on the core
-``argsort`` + ``gather``), ``bucketize``/``searchsorted`` (counting comparisons), the sliding
+``argsort`` + ``gather``), ``bucketize``/``searchsorted`` (counting comparisons, 1-D or batched boundaries), the sliding
 windows of ``Tensor.unfold`` (an ``index`` with constant window indices), ``cdist`` and the
 fake quantisation of quantisation-aware training (``round``, ``clamp``, scale).
 
@@ -95,20 +95,26 @@ def _kth(lw: Lowering, node: Node) -> list[int]:
 
 @handles(aten.bucketize.Tensor, aten.searchsorted.Tensor)
 def _bucketize(lw: Lowering, node: Node) -> int:
-    """``bucketize(x, b)`` / ``searchsorted(b, x)`` with 1-D ``b``: the count of ``b`` below
-    ``x`` (``right=True`` / ``side="right"``: at or below)."""
+    """``bucketize(x, b)`` / ``searchsorted(b, x)``: per element of ``x`` the count of ``b``
+    below it (``right=True`` / ``side="right"``: at or below). ``b`` is 1-D, or N-D
+    ``[..., M]`` with ``x`` ``[..., K]`` over the same leading axes (one sorted row per row of
+    ``x``); a ``sorter`` permutation is a ``gather`` of ``b`` first."""
     if "bucketize" in str(node.target):
         x, b = lw.val(node.args[0]), lw.val(node.args[1])
         right = bool(node.kwargs.get("right", False))
     else:
         b, x = lw.val(node.args[0]), lw.val(node.args[1])
         right = bool(node.kwargs.get("right", False)) or node.kwargs.get("side") == "right"
-    if len(lw.shape_of(b)) != 1:
-        raise lw.fail("searchsorted with batched (N-D) boundaries is not supported (1-D are)")
+        sorter = node.kwargs.get("sorter")
+        if sorter is not None:
+            b = lw.g.emit("gather", [b, lw.val(sorter)], lw.g.values[b].dtype, lw.shape_of(b),
+                          {"axis": -1}, lw.source)
     out_dt = torch_dtype(node.meta["val"].dtype)
-    xs = lw.shape_of(x)
+    xs, bs = lw.shape_of(x), lw.shape_of(b)
     e = Emit(lw, lw.g.values[x].dtype)
-    col = e("reshape", [x], xs + [1], {"shape": xs + [1]})
+    col = e("reshape", [x], xs + [1], {"shape": xs + [1]})  # [..., K, 1]
+    if len(bs) > 1:  # one boundary row per leading index: [..., 1, M]
+        b = e("reshape", [b], bs[:-1] + [1, bs[-1]], {"shape": bs[:-1] + [1, bs[-1]]})
     below = e("le" if right else "lt", [b, col], dtype="BOOL")
     count = e("sum", [e("cast", [below], lw.shape_of(below), {"dtype": "I64"}, dtype="I64")], xs,
               {"axes": [len(xs)], "keepdim": False}, dtype="I64")
