@@ -1,26 +1,38 @@
 """torchship.weights: a strict, fast, drop-in safetensors-compatible weight format.
 
 Importing this package never imports torch: ``torchship.weights.numpy`` works on a numpy-only
-install, and ``torchship.weights.torch`` imports torch when it is itself imported.
+install, and ``torchship.weights.torch`` imports torch when it is itself imported. As in
+``safetensors``, the package offers ``safe_open`` and the low-level ``TensorSpec``,
+``serialize``, ``serialize_file`` and ``deserialize`` (see ``torchship.weights.raw``).
 
 Example:
-    >>> from torchship.weights import safe_open, SafetensorError
-    >>> from torchship.weights.numpy import save_file, load_file  # doctest: +SKIP
+    >>> from torchship.weights import safe_open, SafetensorError, serialize, deserialize
+    >>> deserialize(serialize({}))
+    []
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from torchship.weights.format import SafetensorError
 
-__all__ = ["SafetensorError", "safe_open"]
+__all__ = ["SafetensorError", "TensorSpec", "deserialize", "safe_open", "serialize", "serialize_file"]
+
+_LAZY = {
+    "safe_open": "torchship.weights.reader",
+    "TensorSpec": "torchship.weights.raw",
+    "serialize": "torchship.weights.raw",
+    "serialize_file": "torchship.weights.raw",
+    "deserialize": "torchship.weights.raw",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "safe_open":
-        from torchship.weights.reader import safe_open
-
-        globals()["safe_open"] = safe_open
-        return safe_open
-    raise AttributeError(f"module 'torchship.weights' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'torchship.weights' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

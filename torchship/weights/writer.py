@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import secrets
 import sys
@@ -30,6 +31,7 @@ import numpy as np
 
 from torchship.weights.format import (
     SafetensorError,
+    SafetensorFileNotFoundError,
     SafetensorTypeError,
     SafetensorValueError,
     TensorInfo,
@@ -227,6 +229,27 @@ def _close_later(fd: int | None) -> None:
         threading.Thread(target=os.close, args=(fd,), name="torchship-close-replaced", daemon=True).start()
 
 
+@functools.cache
+def _os_error_kind(kind: type[OSError]) -> type[OSError]:
+    if issubclass(kind, FileNotFoundError):
+        return SafetensorFileNotFoundError
+    doc = f"A {kind.__name__} while writing; also a SafetensorError, which safetensors raises."
+    return type(f"Safetensor{kind.__name__}", (SafetensorError, kind), {"__module__": __name__, "__doc__": doc})
+
+
+def os_error(exc: OSError, filename: Any) -> OSError:
+    """The OSError ``exc`` as an error that is both its own type and a SafetensorError (as
+    safetensors raises for a failed write), naming ``filename``.
+
+    Example:
+        >>> err = os_error(IsADirectoryError(21, "Is a directory"), "w.safetensors")
+        >>> isinstance(err, IsADirectoryError), isinstance(err, SafetensorError), str(err)
+        (True, True, "[Errno 21] Is a directory: 'w.safetensors'")
+    """
+    kind = _os_error_kind(type(exc))
+    return kind(*exc.args) if exc.errno is None else kind(exc.errno, exc.strerror, filename)
+
+
 def atomic_write(
     path: str | os.PathLike[str], write: Callable[[BinaryIO], Any], *, fsync: bool = True
 ) -> Any:
@@ -251,7 +274,7 @@ def atomic_write(
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:  # name the file the caller asked for, not our temp file
-        raise type(exc)(exc.errno, exc.strerror, path) from exc
+        raise os_error(exc, path) from exc
     try:
         with contextlib.suppress(FileNotFoundError):
             os.chmod(fd, os.stat(path).st_mode & 0o7777)
@@ -265,9 +288,11 @@ def atomic_write(
             os.replace(tmp, path)
         finally:
             _close_later(replaced)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, SafetensorError):
+            raise os_error(exc, exc.filename if exc.filename != tmp else path) from exc
         raise
     if fsync:
         _fsync_dir(directory)
