@@ -257,6 +257,7 @@ def run_case(case: tuple[str, str, str, str, bool], bench: Bench, opts: argparse
                     evaluated=len(rep.results), statuses=statuses, stop=rep.stop_reason,
                     config=config_dict(rep.config), search_best_ms=rep.best_ms,
                     default_search_ms=rep.default_ms, curve=rep.best_curve(),
+                    confirmed=rep.confirmed,
                     candidates=[{k: v for k, v in r.to_json().items() if k != "error"}
                                 | {"error": r.error[:160]} for r in rep.results])
         except Exception as exc:  # noqa: BLE001

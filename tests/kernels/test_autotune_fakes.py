@@ -243,3 +243,23 @@ class LuckyTimer:
             self.seen += 1
             return 0.001 if self.seen == 1 else 10.0
         return cost(config)
+
+
+class BoostTimer:
+    """Model timer of a card that boosts when cool: in a burst every config costs ``cost``,
+    under sustained load ``throttled`` configs take twice as long (a power-hungry kernel)."""
+
+    name = "boost"
+
+    def __init__(self, throttled: list[FakeConfig], hot: bool = False) -> None:
+        self.throttled, self.hot = throttled, hot
+
+    def prepare(self, device: Any) -> None:
+        pass
+
+    def sustained(self) -> BoostTimer:
+        return BoostTimer(self.throttled, hot=True)
+
+    def measure(self, fn, config: FakeConfig) -> float:
+        fn()
+        return cost(config) * (2.0 if self.hot and config in self.throttled else 1.0)

@@ -184,6 +184,30 @@ def test_confirmation_rounds_reject_a_lucky_measurement():
     assert rep.confirmed[-1]["times_ms"][1:] == [10.0, 10.0]
 
 
+@pytest.mark.parametrize("isolate", [False, True])
+def test_confirmation_rounds_rank_finalists_under_sustained_load(isolate):
+    from tests.kernels.test_autotune_fakes import BoostTimer, FakeTarget
+
+    boosted, steady = FakeConfig(256, 4, 3), FakeConfig(256, 2, 3)
+    assert cost(boosted) < cost(steady) < 2 * cost(boosted)
+    configs = [boosted, steady, FakeConfig(1024, 16, 1)]
+    timer = BoostTimer([boosted])
+    target = FakeTarget(100) if isolate else None
+    fooled = _run(configs, timer=timer, patience=0, confirm=0, isolate=isolate, target=target)
+    assert fooled.config == boosted  # the burst timing of the search alone
+    rep = _run(configs, timer=timer, patience=0, isolate=isolate, target=target)
+    assert rep.config == steady and rep.best_ms == pytest.approx(cost(steady))
+    first = rep.confirmed[0]
+    assert first["sustained"] and first["config"] == steady.to_dict()
+    # only the two sustained rounds count, not the search's burst figure
+    assert first["times_ms"] == [pytest.approx(cost(steady))] * 2
+    assert first["search_ms"] == pytest.approx(cost(steady))
+    by_config = {tuple(c["config"].values()): c for c in rep.confirmed}
+    assert by_config[tuple(boosted.to_dict().values())]["times_ms"] == [
+        pytest.approx(2 * cost(boosted))] * 2
+    assert rep.default_ms == pytest.approx(cost(FakeConfig(64, 4, 2)))
+
+
 def test_progress_bar_shows_count_best_and_elapsed(capsys):
     rep = _run("random", max_evals=6, patience=0, progress=True, confirm=0)
     out = capsys.readouterr().out

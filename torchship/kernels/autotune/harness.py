@@ -31,7 +31,13 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from torchship.kernels.autotune.records import Result
-from torchship.kernels.autotune.target import Target, call_bound, compare_outputs
+from torchship.kernels.autotune.target import (
+    Target,
+    call_bound,
+    clone_args,
+    compare_outputs,
+    poison_like,
+)
 from torchship.kernels.autotune.timing import Timer, default_timer
 
 
@@ -39,40 +45,11 @@ class HarnessError(RuntimeError):
     """The harness cannot run at all (the target does not build, the reference fails)."""
 
 
-def _clone(value: Any) -> Any:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, tuple):
-        return tuple(_clone(v) for v in value)
-    if isinstance(value, list):
-        return [_clone(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _clone(v) for k, v in value.items()}
-    return value
-
-
 def _sync(device_type: str) -> None:
     if device_type == "cuda":
         import torch
 
         torch.cuda.synchronize()
-
-
-def _poison_like(ref: Any) -> None:
-    """Fill freed allocator blocks of the output sizes with NaN (or -1) so an output the
-    candidate forgets to write holds garbage, not the previous run's correct answer."""
-    import torch
-
-    from torchship.kernels.autotune.target import _flatten
-
-    junk = []
-    for _, t in _flatten(ref):
-        if isinstance(t, torch.Tensor):
-            fill = float("nan") if t.is_floating_point() else -1
-            junk.append(torch.full_like(t, fill))
-    del junk
 
 
 def _is_compile_error(exc: BaseException) -> bool:
@@ -98,8 +75,8 @@ class _State:
         self.ref_args: Any = None
         if role == "bench":
             try:
-                ref_args = _clone(self.args)
-                ref_kwargs = _clone(self.kwargs)
+                ref_args = clone_args(self.args)
+                ref_kwargs = clone_args(self.kwargs)
                 t1 = time.perf_counter()
                 self.ref_out = target.reference(self.bound, ref_args, ref_kwargs)
                 _sync(self.device_type)
@@ -110,6 +87,7 @@ class _State:
                     f"the reference run failed, so no candidate can be checked: {exc}"
                 ) from exc
             self.timer.prepare(self._device())
+        self.hot_timer = self.timer.sustained() if hasattr(self.timer, "sustained") else self.timer
 
     def _device(self) -> Any:
         import torch
@@ -131,7 +109,7 @@ class _State:
             return {"status": "compile_error", "error": _format(exc)}
         try:
             if self.role == "bench":  # its arguments may be the caller's own (in-process, IPC)
-                call_bound(self.bound, fn, _clone(self.args), _clone(self.kwargs))
+                call_bound(self.bound, fn, clone_args(self.args), clone_args(self.kwargs))
             else:
                 call_bound(self.bound, fn, self.args, self.kwargs)
             _sync(self.device_type)
@@ -140,16 +118,17 @@ class _State:
             return {"status": status, "error": _format(exc)}
         return {"status": "ok", "compile_s": time.perf_counter() - t0}
 
-    def bench(self, config: Any) -> dict[str, Any]:
-        """Compile (cache hit when pre-compiled), check against the reference, then time."""
+    def bench(self, config: Any, sustained: bool = False) -> dict[str, Any]:
+        """Compile (cache hit when pre-compiled), check against the reference, then time
+        (with the timer's sustained-load variant when ``sustained``)."""
         t0 = time.perf_counter()
         try:
             fn = self.bound.compile(config)
         except Exception as exc:
             return {"status": "compile_error", "error": _format(exc)}
-        args, kwargs = _clone(self.args), _clone(self.kwargs)
+        args, kwargs = clone_args(self.args), clone_args(self.kwargs)
         try:
-            _poison_like(self.ref_out)
+            poison_like(self.ref_out)
             out = call_bound(self.bound, fn, args, kwargs)
             _sync(self.device_type)
         except Exception as exc:
@@ -163,7 +142,8 @@ class _State:
             return {"status": "wrong", "error": why, "compile_s": compile_s}
         t1 = time.perf_counter()
         try:
-            ms = self.timer.measure(lambda: call_bound(self.bound, fn, args, kwargs), config)
+            timer = self.hot_timer if sustained else self.timer
+            ms = timer.measure(lambda: call_bound(self.bound, fn, args, kwargs), config)
         except Exception as exc:
             return {"status": "runtime_error", "error": _format(exc)}
         return {
@@ -171,6 +151,7 @@ class _State:
             "time_ms": float(ms),
             "compile_s": compile_s,
             "bench_s": time.perf_counter() - t1,
+            "sustained": sustained and timer is not self.timer,
         }
 
 
@@ -224,7 +205,7 @@ def _worker_main(conn: Any) -> None:
                 conn.send(("ok", {"pid": os.getpid(), "load_s": load_s, **state.timings}))
             elif op in ("compile", "bench"):
                 assert state is not None, "worker used before setup"
-                result = getattr(state, op)(msg[1])
+                result = getattr(state, op)(*msg[1:])
                 conn.send(("ok", result))
                 if _poisons_device(result.get("error", "")):
                     # the CUDA context is unusable after this: die, the parent restarts us
@@ -476,8 +457,9 @@ class Harness:
         self.close()
 
     # -- evaluation --------------------------------------------------------------------------
-    def evaluate(self, configs: list[Any]) -> list[Result]:
+    def evaluate(self, configs: list[Any], sustained: bool = False) -> list[Result]:
         """Compile (in parallel) then check and time each config; one Result per config.
+        ``sustained`` times with the timer's sustained-load variant (``Result.sustained``).
 
         Example:
             >>> # see tests/kernels/test_autotune_harness.py for real runs
@@ -495,8 +477,9 @@ class Harness:
                     results[i].status = res.get("status", "compile_error")
                     results[i].error = str(res.get("error", ""))
         for i in todo:
-            res = self._bench_one(configs[i])
+            res = self._bench_one(configs[i], sustained)
             r = results[i]
+            r.sustained = bool(res.get("sustained"))
             r.status = res.get("status", "runtime_error")
             r.error = str(res.get("error", ""))
             r.time_ms = res.get("time_ms")
@@ -522,13 +505,13 @@ class Harness:
         p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
         return min(self.compile_timeout_s, max(5.0, 4.0 * p90))
 
-    def _bench_one(self, config: Any) -> dict[str, Any]:
+    def _bench_one(self, config: Any, sustained: bool = False) -> dict[str, Any]:
         if not self.isolate:
             assert self._local is not None, "call start() first"
-            return self._local.bench(config)
+            return self._local.bench(config, sustained)
         assert self._bench is not None, "call start() first"
         self._bench.ensure()
-        self._bench.conn.send(("bench", config))
+        self._bench.conn.send(("bench", config, sustained))
         status, data = self._bench.wait_reply(self.bench_timeout_s)
         if status == "ok":
             if _poisons_device(str(data.get("error", ""))):

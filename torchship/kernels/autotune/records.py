@@ -58,6 +58,7 @@ class Result:
     index: int = -1
     elapsed_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    sustained: bool = False  # timed under sustained load (a confirmation round on a GPU)
 
     @property
     def ok(self) -> bool:

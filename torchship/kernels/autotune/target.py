@@ -60,6 +60,45 @@ def _flatten(value: Any, prefix: str = "out") -> list[tuple[str, Any]]:
     return [(prefix, value)]
 
 
+def clone_args(value: Any) -> Any:
+    """A copy of ``value`` with every tensor (also inside tuples, lists, dicts) cloned.
+
+    Example:
+        >>> import torch
+        >>> x = torch.ones(2); clone_args((x, 1))[0] is x
+        False
+    """
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple):
+        return tuple(clone_args(v) for v in value)
+    if isinstance(value, list):
+        return [clone_args(v) for v in value]
+    if isinstance(value, dict):
+        return {k: clone_args(v) for k, v in value.items()}
+    return value
+
+
+def poison_like(ref: Any) -> None:
+    """Fill freed allocator blocks of the output sizes with NaN (or -1) so an output the
+    candidate forgets to write holds garbage, not the previous run's correct answer.
+
+    Example:
+        >>> import torch
+        >>> poison_like(torch.ones(4))  # returns nothing: it only dirties freed memory
+    """
+    import torch
+
+    junk = []
+    for _, t in _flatten(ref):
+        if isinstance(t, torch.Tensor):
+            fill = float("nan") if t.is_floating_point() else -1
+            junk.append(torch.full_like(t, fill))
+    del junk
+
+
 #: elements compared at a time, so checking a multi-GB tensor needs only a few chunk-sized temps
 _CHUNK = 1 << 24
 

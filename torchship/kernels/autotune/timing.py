@@ -35,6 +35,11 @@ class Timer:
         """Run ``fn`` several times and return the median time in milliseconds."""
         raise NotImplementedError
 
+    def sustained(self) -> Timer:
+        """The timer of the confirmation rounds, which rank the finalists under sustained
+        load; this one unless the device behaves differently when hot (see CudaEventTimer)."""
+        return self
+
 
 class WallTimer(Timer):
     """Median wall-clock time of ``reps`` calls after ``warmup`` calls (CPU, interpreter).
@@ -74,6 +79,14 @@ class CudaEventTimer(Timer):
     than the L2 cache is overwritten so small inputs are not served from cache. Only the
     launch itself sits between the two events.
 
+    ``heat_ms`` of back-to-back launches before the timed ones bring the card to the clock it
+    holds under sustained load. A search times candidates between compiles, on a card that
+    has cooled down: an H100 then boosts, and big dot kernels rank differently than they do
+    at the power cap a training loop runs at (bf16 matmul 4096^3 on an H100: the default
+    0.6% faster than a persistent 128x256 config in a burst, 1.2% slower after 2 s of load,
+    benchmarks/results/kernels_probe_configs.json). :meth:`sustained` gives the
+    heated timer the confirmation rounds use.
+
     Example:
         >>> CudaEventTimer().name
         'cuda-events'
@@ -88,10 +101,27 @@ class CudaEventTimer(Timer):
         min_reps: int = 5,
         max_reps: int = 100,
         flush_bytes: int = 256 << 20,
+        heat_ms: float = 0.0,
     ) -> None:
         self.warmup_ms, self.target_ms = warmup_ms, target_ms
         self.min_reps, self.max_reps, self.flush_bytes = min_reps, max_reps, flush_bytes
+        self.heat_ms = heat_ms
         self._flush: Any = None
+
+    def sustained(self) -> CudaEventTimer:
+        """This timer after ``heat_ms=250`` of load, timing about 100 ms (shares the flush
+        buffer).
+
+        Example:
+            >>> CudaEventTimer().sustained().heat_ms
+            250.0
+        """
+        if self.heat_ms:
+            return self
+        hot = CudaEventTimer(self.warmup_ms, max(self.target_ms, 100.0), self.min_reps,
+                             max(self.max_reps, 200), self.flush_bytes, heat_ms=250.0)
+        hot._flush = self._flush
+        return hot
 
     def prepare(self, device: Any) -> None:
         import torch
@@ -112,7 +142,7 @@ class CudaEventTimer(Timer):
         end.record()
         torch.cuda.synchronize()
         est = max(start.elapsed_time(end) / 3, 1e-3)
-        for _ in range(int(min(self.warmup_ms / est, 50))):
+        for _ in range(int(min((self.warmup_ms + self.heat_ms) / est, 50 + 20 * self.heat_ms))):
             fn()
         reps = int(max(self.min_reps, min(self.max_reps, self.target_ms / est)))
         starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]

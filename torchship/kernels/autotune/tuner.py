@@ -390,24 +390,30 @@ def autotune(
 
 
 def _confirm(harness: Harness, report: TuneReport, default: Any, k: int, rounds: int = 2) -> None:
-    """Re-time the ``k`` fastest candidates (and the default) ``rounds`` more times and keep
-    the one with the best median, so a lucky single measurement does not pick the winner."""
+    """Re-time the ``k`` fastest candidates (and the default) ``rounds`` more times, in
+    interleaved rounds with the timer's sustained-load variant, and keep the one with the
+    best median, so neither a lucky measurement nor a card that boosts between compiles
+    picks the winner. Where the re-timing is sustained (a GPU) only those rounds count;
+    otherwise the search's own measurement is one more sample."""
     ok = sorted((r for r in report.results if r.ok), key=lambda r: r.time_ms)
     picks: dict[str, Result] = {}
     for r in ok[:k] + [r for r in ok if config_id(r.config) == config_id(default)]:
         picks.setdefault(config_id(r.config), r)
     if len(picks) < 2:
         return
-    samples = {cid: [r.time_ms] for cid, r in picks.items()}
+    samples: dict[str, list[float]] = {cid: [] for cid in picks}
     configs = [r.config for r in picks.values()]
+    sustained = False
     for _ in range(rounds):
-        for cid, res in zip(list(picks), harness.evaluate(configs)):
-            if res.ok:
-                samples[cid].append(res.time_ms)
-            else:  # flaky: a candidate that fails on a re-run cannot win
-                samples[cid].append(math.inf)
+        for cid, res in zip(list(picks), harness.evaluate(configs, sustained=True)):
+            sustained |= res.sustained
+            # a candidate that fails on a re-run is flaky: it cannot win
+            samples[cid].append(res.time_ms if res.ok else math.inf)
+    if not sustained:
+        samples = {cid: [picks[cid].time_ms, *v] for cid, v in samples.items()}
     scored = sorted((statistics.median(v), cid) for cid, v in samples.items())
-    report.confirmed = [{"config": config_dict(picks[cid].config), "times_ms": samples[cid]}
+    report.confirmed = [{"config": config_dict(picks[cid].config), "times_ms": samples[cid],
+                         "search_ms": picks[cid].time_ms, "sustained": sustained}
                         for _, cid in scored]
     best_ms, best_cid = scored[0]
     if math.isfinite(best_ms):
