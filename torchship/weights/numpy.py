@@ -25,7 +25,7 @@ import numpy as np
 
 from torchship.weights import shards as _shards
 from torchship.weights.format import SafetensorError, SafetensorValueError, dtype_from_numpy
-from torchship.weights.reader import numpy_view, parse_bytes, safe_open
+from torchship.weights.reader import check_backend, numpy_view, parse_bytes, safe_open
 from torchship.weights.writer import Entry, save_entries, write_entries
 
 __all__ = ["load", "load_file", "safe_open", "save", "save_file", "save_sharded", "to_entries"]
@@ -115,11 +115,14 @@ def load(data: bytes) -> dict[str, np.ndarray]:
     return {key: numpy_view(buf, header, key, name="<bytes>") for key in order}
 
 
-def load_file(filename: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+def load_file(filename: str | os.PathLike[str], *, backend: str = "mmap") -> dict[str, np.ndarray]:
     """Load every array of a file, or of a sharded checkpoint (directory or index file).
+
+    ``backend`` (``"mmap"``/``"pread"``) is checked as safetensors checks it (see ``safe_open``).
 
     Example:
         >>> load_file("x.safetensors")["x"]  # doctest: +SKIP
         array([1., 1., 1., 1.], dtype=float32)
     """
+    check_backend(backend)
     return _shards.load_checkpoint(filename, "np")

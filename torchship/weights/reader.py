@@ -46,6 +46,24 @@ PROGRAM_MAGIC = b"TSHPPROG"
 """First 8 bytes of a torchship program file; bytes 8..16 hold the weights blob offset."""
 
 _FRAMEWORKS = {"pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np"}
+BACKENDS = ("mmap", "pread")
+"""The ``backend=`` values safetensors 0.8 takes; both are served from the private mapping."""
+
+
+def check_backend(backend: Any) -> None:
+    """Refuse a ``backend=`` that safetensors refuses (the same message and exception types).
+
+    Example:
+        >>> check_backend("pread")
+        >>> check_backend("MMAP")
+        Traceback (most recent call last):
+        ...
+        torchship.weights.format.SafetensorError: backend "MMAP" is invalid (expected one of: "mmap", "pread")
+    """
+    if not isinstance(backend, str):
+        raise SafetensorTypeError(f"backend must be a str, got {type(backend).__name__}")
+    if backend not in BACKENDS:
+        raise SafetensorError(f'backend "{backend}" is invalid (expected one of: "mmap", "pread")')
 
 
 class SliceError(SafetensorError, IndexError, ValueError):
@@ -328,13 +346,18 @@ class safe_open:  # noqa: N801 - drop-in name
 
     ``framework`` is ``"pt"`` (torch tensors) or ``"np"`` (numpy arrays); ``device`` applies to
     torch (``"cpu"``, ``"cuda"``, ``"cuda:1"``, an int or a ``torch.device``; None means the CPU).
+    ``backend`` is ``"mmap"`` or ``"pread"`` as in safetensors; both read through the private
+    mapping (safetensors' ``pread`` serves Apple MPS, which torchship does not target).
 
     Example:
         >>> with safe_open("model.safetensors", framework="pt") as f:  # doctest: +SKIP
         ...     tensors = {k: f.get_tensor(k) for k in f.keys()}
     """
 
-    def __init__(self, filename: str | os.PathLike[str], framework: str = "pt", device: Any = "cpu") -> None:
+    def __init__(
+        self, filename: str | os.PathLike[str], framework: str = "pt", device: Any = "cpu", *, backend: str = "mmap"
+    ) -> None:
+        check_backend(backend)
         fw = _FRAMEWORKS.get(str(framework).lower())
         if fw is None:
             raise SafetensorError(f"framework {framework!r} is not supported (use 'pt' or 'np')")

@@ -27,7 +27,7 @@ import torch
 
 from torchship.weights import shards as _shards
 from torchship.weights.format import TORCH_NAMES, Header, SafetensorError, SafetensorValueError
-from torchship.weights.reader import parse_bytes, safe_open
+from torchship.weights.reader import check_backend, parse_bytes, safe_open
 from torchship.weights.writer import Entry, save_entries, write_entries
 
 __all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model", "save_sharded", "safe_open",
@@ -387,12 +387,17 @@ def load(data: bytes, device: Any = "cpu") -> dict[str, torch.Tensor]:
     return {key: cpu_view(buf, header, key, name="<bytes>") for key in keys}
 
 
-def load_file(filename: str | os.PathLike[str], device: Any = "cpu") -> dict[str, torch.Tensor]:
+def load_file(
+    filename: str | os.PathLike[str], device: Any = "cpu", *, backend: str = "mmap"
+) -> dict[str, torch.Tensor]:
     """Load every tensor of a file or a sharded checkpoint (directory or index file).
+
+    ``backend`` (``"mmap"``/``"pread"``) is checked as safetensors checks it (see ``safe_open``).
 
     Example:
         >>> load_file("w.safetensors", device="cuda")  # doctest: +SKIP
     """
+    check_backend(backend)
     return _shards.load_checkpoint(filename, "pt", device)
 
 
@@ -400,7 +405,7 @@ def save_model(
     model: torch.nn.Module,
     filename: str | os.PathLike[str],
     metadata: Mapping[str, str] | None = None,
-    force_contiguous: bool = False,
+    force_contiguous: bool = True,
 ) -> None:
     """Save a module's state dict, storing tied/shared tensors once (dropped names are recorded
     in the metadata as ``dropped -> kept``, like safetensors).
@@ -425,13 +430,15 @@ def load_model(
     filename: str | os.PathLike[str],
     strict: bool = True,
     device: Any = "cpu",
+    *,
+    backend: str = "mmap",
 ) -> tuple[list[str], list[str]]:
     """Load a file into ``model``; return (missing, unexpected) keys, tied names accounted for.
 
     Example:
         >>> missing, unexpected = load_model(torch.nn.Linear(2, 2), "lin.safetensors")  # doctest: +SKIP
     """
-    state_dict = load_file(filename, device=device)
+    state_dict = load_file(filename, device=device, backend=backend)
     own = model.state_dict()
     plan = dedupe_shared(own, preferred=state_dict.keys())
     missing_list, unexpected = model.load_state_dict(state_dict, strict=False)
