@@ -25,6 +25,7 @@ from torchship.edge import (  # noqa: F401  (register the ATen handlers)
     lower_conv,
     lower_fft,
     lower_index,
+    lower_linalg,
     lower_nn,
     lower_ops,
     lower_refusals,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import sympy
 import torch
+from torch.export.graph_signature import InputKind
 from torch.utils._sympy.functions import CeilToInt, FloorDiv, FloorToInt, ToFloat, TruncToInt
 
 from torchship.edge.graph import Graph
@@ -312,11 +313,14 @@ class Lowering:
         sig = self.ep.graph_signature
         consts = {**self.ep.state_dict, **self.ep.constants}
         param_names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+        tokens = {spec.arg.name for spec in sig.input_specs if spec.kind is InputKind.TOKEN}
         for node in self.ep.graph.nodes:
             self.node = node
             self.source = source_of(node)[0]
             if node.op == "placeholder":
-                if node.name in param_names:
+                if node.name in tokens:  # the effect token threading torch's run-time checks
+                    self.env[node] = None
+                elif node.name in param_names:
                     fqn = param_names[node.name]
                     t = consts[fqn].detach()
                     t = torch.view_as_real(t.resolve_conj()) if t.is_complex() else t
@@ -383,7 +387,7 @@ class Lowering:
                     "kept in the module); a program keeps no state between calls. Pass that tensor as an input "
                     "and return its new value (e.g. a step(ids, past_k, past_v) method returning the grown "
                     "caches), or build it with torch.cat / torch.where instead of an in-place write")
-        return [o for o, spec in zip(flat, specs) if spec.kind is not OutputKind.USER_INPUT_MUTATION]
+        return [o for o, spec in zip(flat, specs) if spec.kind not in (OutputKind.USER_INPUT_MUTATION, OutputKind.TOKEN)]
 
 
 def _identity(lw: Lowering, node: torch.fx.Node) -> Any:
@@ -399,6 +403,18 @@ for _t in (aten.clone.default, aten.alias.default, aten.detach.default, aten.lif
 for _t in (aten._assert_tensor_metadata.default, aten._assert_scalar.default, aten._assert_async.msg, aten._assert_async.default, aten.sym_constrain_range_for_size.default, aten.sym_constrain_range.default):
     HANDLERS[_t] = COMPLEX_HANDLERS[_t] = _skip
 HANDLERS[operator.getitem] = lambda lw, node: lw.val(node.args[0])[node.args[1]]
+
+
+def _with_effects(lw: Lowering, node: torch.fx.Node) -> Any:
+    """torch's run-time error checks threaded through an effect token (``torch.linalg``'s
+    ``_linalg_check_errors``) are dropped, as every run-time assertion is; other effectful
+    ops are refused."""
+    if node.args[1] is not aten._linalg_check_errors.default:
+        raise lw.fail(f"the side-effecting op {node.args[1]} is not supported")
+    return [None]
+
+
+HANDLERS[torch.ops.higher_order.with_effects] = _with_effects
 
 
 _FLOAT_OPS = {operator.add: "add", operator.sub: "sub", operator.mul: "mul", operator.truediv: "div"}
