@@ -126,6 +126,10 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
 
     if name in elementwise.COMPOSED:
         return elementwise.COMPOSED[name](h, name, args, kwargs, node)
+    from torchship.kernels.frontend import pieces
+
+    if name in pieces.COMPOSED:
+        return pieces.COMPOSED[name](h, name, args, kwargs, node)
     if name in ("zeros_like", "ones_like", "full_like"):
         return _like(h, name, args, kwargs, node)
     if name == "masked_fill":

@@ -186,6 +186,7 @@ from torchship.kernels.ops import (  # noqa: E402,F401
     mathfns,
     matmul,
     memory,
+    pieces,
     pointwise,
     random,
     reduce,

@@ -73,15 +73,14 @@ class SiteHook:
             -> Callable[..., None]:
         b = self.bound
         launch, builder = b._build(self.index, a, bs, c, self.config)
-        spec_vals = tuple(c[i] for i in sorted(builder.specialized))
-        full_key = (key, spec_vals)
+        read = spec_reader(builder.specialized)
+        full_key = (key, read(c))
         if builder.specialized:
-            # a captured int compiled in as a constant: key on its value too
-            specialized = sorted(builder.specialized)
+            # a captured int or a tensor size compiled in as a constant: key on its value too
             hook_cache: dict[Any, Callable[..., None]] = {}
 
             def dispatch(a2: Any, bs2: Any, c2: Any) -> None:
-                vals = tuple(c2[i] for i in specialized)
+                vals = read(c2)
                 f = hook_cache.get(vals)
                 if f is None:
                     launch2, _ = b._build(self.index, a2, bs2, c2, self.config)
@@ -95,6 +94,19 @@ class SiteHook:
         self.compiled[full_key] = compiled
         self.cache[key] = compiled.launch
         return compiled.launch
+
+
+def spec_reader(keys: set[Any]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """A function of the captured values giving those a launch was specialised on: captured
+    ints (their index) and tensor sizes (their getter, e.g. ``c[3].shape[1]``, for a whole dim
+    that a block is cut or joined along).
+
+    Example:
+        >>> spec_reader({1, "c[0].shape[1]"})((torch.zeros(2, 3), 7))
+        (7, 3)
+    """
+    parts = "".join(f"{k if isinstance(k, str) else f'c[{k}]'}, " for k in sorted(keys, key=str))
+    return eval(f"lambda c: ({parts})")  # noqa: S307 - getters written by the tracer
 
 
 def fast_spec(a: tuple[Any, ...], bs: Any, c: tuple[Any, ...],
