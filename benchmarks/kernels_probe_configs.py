@@ -1,12 +1,14 @@
 """Do our own dot-kernel configs rank the same in a burst and under sustained load? (issue 6,
 GPU only)
 
-For bf16 matmul 4096^3, bmm 32x2048^2 and matmul 2048^2 (the examples' shapes), ten
+For bf16 matmul 4096^3, bmm 32x2048^2 and matmul 2048^2 (the examples' shapes), fourteen
 torchship configs (the default; 128x256, 256x128, 128x128 and 128x128x128 tiles; 3 or 4
-stages; flat or persistent programs; pointer loads or tensor descriptors) and ``torch.matmul``
-are each timed once in a burst (after 0.3 s idle), then in 4 interleaved rounds after 2 s of
-back-to-back ``torch.matmul`` (the card at its sustained, power-capped clock), with SM clock,
-power and throttle reasons from ``nvidia-smi``. Writes ``OUT/kernels_probe_configs.json``.
+stages; flat, persistent or warp-specialised persistent programs; pointer loads or tensor
+descriptors) and ``torch.matmul`` are each timed once in a burst (after 0.3 s idle), then in
+4 interleaved rounds after 2 s of back-to-back ``torch.matmul`` (the card at its sustained,
+power-capped clock), then 200 calls back to back without flushes (host-bound launches show
+there), with SM clock, power and throttle reasons from ``nvidia-smi``. Writes
+``OUT/NAME.json`` (``--name``, default kernels_probe_configs).
 
 Example:
     $ python benchmarks/kernels_probe_configs.py --out bench-out
@@ -53,8 +55,35 @@ def candidates(default: Any) -> dict[str, Any]:
         "128x128 s4 g8": tiles(128, 128, num_stages=4),
         "128x128 s3 w4": tiles(128, 128, num_stages=3, num_warps=4),
         "128x256 s3 g8 td": tiles(128, 256, num_stages=3, indexing="tensor_descriptor"),
+        "128x256 s3 g8 td pers": tiles(128, 256, num_stages=3, indexing="tensor_descriptor",
+                                       pid_type="persistent"),
+        "128x256 s4 g8 td pers": tiles(128, 256, num_stages=4, indexing="tensor_descriptor",
+                                       pid_type="persistent"),
+        "128x256 s3 g8 td ws": tiles(128, 256, num_stages=3, indexing="tensor_descriptor",
+                                     pid_type="persistent_ws"),
+        "128x256 s4 g8 td ws": tiles(128, 256, num_stages=4, indexing="tensor_descriptor",
+                                     pid_type="persistent_ws"),
         "128x128x128 s3": tiles(128, 128, 128, num_stages=3),
     }
+
+
+def back_to_back(fn: Any, calls: int = 200) -> float:
+    """Mean µs per call of ``calls`` launches with no flush or sync between them: where the
+    host cannot launch as fast as the device runs, this is host time (the L2-flushed timings
+    hide it).
+
+    Example:
+        >>> # back_to_back(lambda: torch.mm(a, b))
+    """
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / calls * 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench-out")
-    out = Path(p.parse_args(argv).out)
+    p.add_argument("--name", default="kernels_probe_configs", help="JSON file name (no .json)")
+    opts = p.parse_args(argv)
+    out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     timer = CudaEventTimer(target_ms=40.0)
     timer.prepare("cuda")
@@ -105,15 +136,16 @@ def main(argv: list[str] | None = None) -> int:
                 hot[name].append(timer.measure(fn, None) * 1e3)
             states.append(gpu_state())
         med = {n: sorted(v)[len(v) // 2] for n, v in hot.items()}
-        print(f"== {var} {key}: burst | hot (median of 4) | torch/ours; nvidia-smi {states}",
-              flush=True)
+        b2b = {name: back_to_back(fn) for name, fn in fns.items()}
+        print(f"== {var} {key}: burst | hot (median of 4) | back-to-back | torch/ours; "
+              f"nvidia-smi {states}", flush=True)
         for name in fns:
-            print(f"  {name:22s} {burst[name]:8.1f} {med[name]:8.1f}  burst "
-                  f"{burst['torch.mm'] / burst[name]:.3f} hot {med['torch.mm'] / med[name]:.3f}",
-                  flush=True)
-        res[f"{var}_{key}"] = {"burst": burst, "hot": hot, "states": states,
+            print(f"  {name:22s} {burst[name]:8.1f} {med[name]:8.1f} {b2b[name]:8.1f}  burst "
+                  f"{burst['torch.mm'] / burst[name]:.3f} hot {med['torch.mm'] / med[name]:.3f}"
+                  f" b2b {b2b['torch.mm'] / b2b[name]:.3f}", flush=True)
+        res[f"{var}_{key}"] = {"burst": burst, "hot": hot, "back_to_back": b2b, "states": states,
                                "configs": {n: c.to_dict() for n, c in cands.items()}}
-    (out / "kernels_probe_configs.json").write_text(json.dumps(res, indent=1))
+    (out / f"{opts.name}.json").write_text(json.dumps(res, indent=1))
     return 0
 
 

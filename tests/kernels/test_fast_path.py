@@ -94,10 +94,26 @@ class FakeJit:
         return run
 
 
-def _launchers(kernel: Any, args: tuple[Any, ...]) -> tuple[Any, Any, Any, list[str]]:
+@ts.kernel
+def mm(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(x.size(0), y.size(1), dtype=x.dtype)
+    for tm, tn in ts.tile([x.size(0), y.size(1)]):
+        acc = ts.zeros([tm, tn], dtype=torch.float32)
+        for tk in ts.tile(x.size(1)):
+            acc += x[tm, tk] @ y[tk, tn]
+        out[tm, tn] = acc.to(x.dtype)
+    return out
+
+
+def _launchers(kernel: Any, args: tuple[Any, ...],
+               **knobs: Any) -> tuple[Any, Any, Any, list[str]]:
     """(direct launcher, plain launcher, fake kernel, captured names) for the kernel's site."""
     bound = kernel.bind(args)
     config = bound.config_space.default()
+    if knobs:
+        from torchship.kernels.config import Config
+
+        config = Config.from_dict(config.to_dict() | knobs)
     launch = bound._trace[0]
     launch.order_slot = bound._slots()[1].get(launch.index)
     source, cg = L.generate(launch, config, bound._reduction_index(launch), "kern",
@@ -229,3 +245,28 @@ def test_compile_launch_builds_the_direct_path_only_when_enabled(
     assert off.direct is None and "_direct" not in off.launcher_source
     cpu = L.compile_launch(*args[:3], "cpu", "pointer", 4)  # the interpreter: never direct
     assert cpu.direct is None
+
+
+def test_host_tensor_descriptors_go_direct() -> None:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    args = (torch.randn(64, 128), torch.randn(128, 64))
+    if "tensor_descriptor" not in mm.bind(args).config_space.params["indexing"]:
+        pytest.skip("this Triton has no tensor descriptors")
+    direct, plain, fake, captured = _launchers(
+        mm, args, indexing="tensor_descriptor", pid_type="persistent",
+        block_sizes=[32, 32, 32], num_warps=4, num_stages=1)
+    kinds = []
+    for m, n, k in ((64, 64, 128), (64, 64, 128), (96, 32, 64), (96, 32, 64), (1, 32, 64),
+                    (1, 32, 64)):
+        values = {"x": torch.randn(m, k), "y": torch.randn(k, n), "out": torch.empty(m, n)}
+        site = _site_values(captured, values, ((m, n),))
+        kinds.append(_check_same_launch(direct, plain, fake, site))
+    # repeated specialisations go direct, each on the compiled kernel Triton's own run picks
+    assert kinds[1] == kinds[3] == kinds[5] == "direct", kinds
+    direct(*site)
+    kind, _, _, launched = fake.log[-1]
+    descs = [a for a in launched if isinstance(a, TensorDescriptor)]
+    assert kind == "direct" and len(descs) == 3  # x, y and out, built by the launcher
+    assert [list(d.shape) for d in descs] == [[1, 64], [64, 32], [1, 32]]
+    assert all(list(d.block_shape) == [32, 32] for d in descs)

@@ -91,6 +91,7 @@ class TritonCodegen(ReductionEmitter):
         self.prologue_at: int | None = None  # where hoisted set-up lines go (see generate)
         self.hoisted: dict[str, str] = {}  # hoisted expression -> its name
         self.helpers: dict[str, str] = {}  # module-level @triton.jit helpers: name -> source
+        self.host_descs: list[Any] = []  # descriptor parameters the launcher builds (indexing)
         for p in launch.args:
             self.used.add(p.name)
             if p.value is not None:
@@ -329,7 +330,7 @@ class TritonCodegen(ReductionEmitter):
         words = set(re.findall(r"[A-Za-z_]\w*", re.sub(r"#[^\n]*", "", body)))
         # parameters the body never reads (e.g. the size of a full dim unified with another)
         # are not passed at all: fewer launch arguments
-        self.used_args = [p for p in self.launch.args if p.name in words]
+        self.used_args = [p for p in [*self.launch.args, *self.host_descs] if p.name in words]
         header = self.signature()
         return "\n".join([*self.helpers.values(), header, *self.lines]) + "\n"
 

@@ -363,7 +363,9 @@ def direct_block(params: list[Any], constexprs: dict[str, str], param_names: lis
     for i, p in enumerate(params):
         lines.append(f"    v{i} = {p.getter}")
         values.append(f"v{i}")
-        if p.value is None:  # a tensor's pointer
+        if getattr(p, "descriptor", False):  # a host tensor descriptor: its base's alignment
+            key.append(f"not v{i}.base.data_ptr() & 15")
+        elif p.value is None:  # a tensor's pointer
             key.append(f"not v{i}.data_ptr() & 15")
         elif p.value.dtype.is_floating_point:
             pass  # Triton passes every float as fp32, unspecialised
@@ -476,8 +478,11 @@ def make_launch(launcher_src: str, kernel: Any, name: str,
                 extra: dict[str, Any] | None = None) -> Callable[..., None]:
     """Execute generated launcher source with ``_k`` = ``kernel``; ``extra`` (e.g. from
     :func:`direct_namespace`) becomes part of its globals, in place."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
     ns = extra if extra is not None else {}
-    ns.update({"_k": kernel, "_pad": _pad, "KernelLaunchError": KernelLaunchError, "min": min})
+    ns.update({"_k": kernel, "_pad": _pad, "KernelLaunchError": KernelLaunchError, "min": min,
+               "_TD": TensorDescriptor})  # host-built descriptors (indexing.HostDescriptor)
     exec(compile(launcher_src, f"<torchship launcher {name}>", "exec"), ns)  # our own code
     return ns["launch"]
 
