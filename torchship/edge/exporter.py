@@ -26,6 +26,7 @@ from torchship.edge import (  # noqa: F401  (register the ATen handlers)
     lower_fft,
     lower_index,
     lower_linalg,
+    lower_masked,
     lower_nn,
     lower_ops,
     lower_refusals,

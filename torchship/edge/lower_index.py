@@ -117,7 +117,8 @@ def _mask_put(lw: Lowering, e: Emit, x: int, mask: int, values: int, accumulate:
         raise lw.fail(f"a boolean mask of shape {ms} must match the leading axes of {xs}")
     if math.prod(int(d) for d in lw.shape_of(values) if isinstance(d, int)) != 1:
         raise lw.fail("x[mask] = values needs one value (the count of True entries is known "
-                      "only at run time); use torch.where(mask, values, x)")
+                      "only at run time); use torch.where(mask, values, x), or x.masked_scatter(mask, "
+                      "values) to place one value per True entry in order")
     m = mask
     if len(ms) < len(xs):
         mshape = ms + [1] * (len(xs) - len(ms))

@@ -1,6 +1,7 @@
 """Ops a program cannot have, refused with what to write instead (rather than the generic
-"not in the core op set"): random sampling (a program is deterministic: pass the noise in) and
-``.item()`` (a tensor value read into Python: keep it a tensor).
+"not in the core op set"): random sampling (a program is deterministic: pass the noise in),
+``.item()`` (a tensor value read into Python: keep it a tensor) and ops whose result length depends
+on the data (``masked_select``, ``nonzero``, ``unique``: keep the shape with ``where``).
 
 Example:
     >>> import torchship.edge.lower_refusals  # registers the handlers
@@ -37,3 +38,17 @@ def _random(lw: Lowering, node: Node) -> int:
 def _item(lw: Lowering, node: Node) -> int:
     raise lw.fail(".item() / float(t) / int(t) reads a tensor value into Python, which the program cannot; "
                   "keep the value a tensor (x * t.max() instead of x * t.max().item())")
+
+
+_DATA_SIZED = [op for op in (aten.masked_select.default, aten.nonzero.default, aten._unique2.default,
+                             getattr(aten, "unique_dim", None) and aten.unique_dim.default,
+                             getattr(aten, "unique_consecutive", None) and aten.unique_consecutive.default)
+               if op]
+
+
+@handles(*_DATA_SIZED)
+def _data_sized(lw: Lowering, node: Node) -> int:
+    raise lw.fail(f"{node.target} gives a result whose length depends on the tensor's values, which a program "
+                  "with planned memory cannot have. Keep the shape: torch.where(mask, x, fill) or x * mask "
+                  "instead of x[mask] / masked_select, or a fixed count of positions with "
+                  "torch.topk(mask.float(), k) instead of nonzero")
