@@ -62,7 +62,7 @@ def checkpoint_files(path: str | Path) -> tuple[list[Path], dict[str, list[str]]
         ([PosixPath('ckpt/model-00001-of-00002.safetensors'), ...], {...})
     """
     p = Path(path)
-    if p.is_dir() and not list(p.glob("*.safetensors.index.json")):
+    if p.is_dir() and not list(p.glob("*.safetensors.index*.json")):
         plain = sorted(p.glob("*.safetensors"))
         if not plain:
             raise SafetensorError(f"{p}: directory holds no .safetensors file")

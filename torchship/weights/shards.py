@@ -199,7 +199,8 @@ def read_index(path: str | os.PathLike[str]) -> dict[str, list[str]]:
 
 def resolve(path: str | os.PathLike[str]) -> tuple[list[Path], dict[str, list[str]] | None]:
     """Files that make up the checkpoint at ``path`` (a file, an index, or a directory holding
-    an index or a ``model.safetensors``), and the index mapping when there is one.
+    an index or a ``model.safetensors``, else exactly one ``*.safetensors.index*.json`` or one
+    ``*.safetensors`` file), and the index mapping when there is one.
 
     Example:
         >>> resolve("ckpt")  # doctest: +SKIP
@@ -212,13 +213,17 @@ def resolve(path: str | os.PathLike[str]) -> tuple[list[Path], dict[str, list[st
         elif (p / SINGLE_NAME).is_file():
             return [p / SINGLE_NAME], None
         else:
-            found = sorted(p.glob("*.safetensors.index.json"))
+            # diffusers' diffusion_pytorch_model.safetensors(.index.json), PEFT's
+            # adapter_model.safetensors, variants (model.safetensors.index.fp16.json): one of a kind
+            found = sorted(p.glob("*.safetensors.index*.json")) or sorted(p.glob("*.safetensors"))
             if len(found) != 1:
+                listed = ", ".join(f.name for f in found[:6]) or "none"
                 raise SafetensorError(
-                    f"{p}: directory holds neither {INDEX_NAME} nor {SINGLE_NAME}"
+                    f"{p}: directory holds neither {INDEX_NAME} nor {SINGLE_NAME}, and not exactly "
+                    f"one other index or .safetensors file (found: {listed}); pass the file to load"
                 )
             p = found[0]
-    if p.name.endswith(".index.json"):
+    if p.name.endswith(".json") and ".safetensors.index" in p.name:
         mapping = read_index(p)
         return [p.parent / name for name in mapping], mapping
     return [p], None

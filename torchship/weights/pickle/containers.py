@@ -1,4 +1,5 @@
-"""Checkpoint containers: torch zip, legacy stream, legacy tar, and a bare pickle file.
+"""Checkpoint containers: torch zip, legacy stream, legacy tar, a bare pickle file (and numpy
+``.npz``/``.npy`` files, see ``numpy_files.py``).
 
 Each container runs our pickle :class:`~torchship.weights.pickle.vm.Machine` over its pickle(s)
 with a persistent-id hook that turns storage records into :class:`StorageRef` values, and can
@@ -498,7 +499,11 @@ def open_container(path: str | os.PathLike[str], limits: Limits | None = None, *
     """
     path = os.fspath(path)
     kind = sniff(path)
-    if kind == "zip":
+    if kind in ("zip", "npy"):
+        from torchship.weights.pickle.numpy_files import NumpyFileContainer, is_npz
+
+        if kind == "npy" or is_npz(path):
+            return NumpyFileContainer(path, limits)
         from torchship.weights.pickle.zipcontainer import ZipContainer
 
         return ZipContainer(path, limits, lenient=lenient)
@@ -509,7 +514,7 @@ def open_container(path: str | os.PathLike[str], limits: Limits | None = None, *
             return LegacyContainer(path, limits)
         return PickleContainer(path, limits)
     raise ContainerError(path, f"not a pickle checkpoint (looks like: {kind}); expected a torch "
-                         "zip archive, a legacy torch file or a pickle stream")
+                         "zip archive, a legacy torch file, a pickle stream or a numpy .npz/.npy")
 
 
 __all__ = ["ContainerError", "Loaded", "open_container", "sniff",
