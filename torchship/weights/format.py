@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 import struct
@@ -74,6 +75,22 @@ class SafetensorFileNotFoundError(SafetensorError, FileNotFoundError):
         >>> str(SafetensorFileNotFoundError("x.safetensors: cannot open: No such file"))
         'x.safetensors: cannot open: No such file'
     """
+
+
+@functools.cache
+def os_error_kind(kind: type[OSError]) -> type[OSError]:
+    """The exception type that is both the OSError subtype ``kind`` and a SafetensorError, for
+    I/O failures (safetensors raises ``SafetensorError`` or ``OSError`` for them; ours is both).
+
+    Example:
+        >>> err = os_error_kind(IsADirectoryError)("w.safetensors: cannot open: Is a directory")
+        >>> isinstance(err, IsADirectoryError), isinstance(err, SafetensorError)
+        (True, True)
+    """
+    if issubclass(kind, FileNotFoundError):
+        return SafetensorFileNotFoundError
+    doc = f"A {kind.__name__} reading or writing weights; also a SafetensorError."
+    return type(f"Safetensor{kind.__name__}", (SafetensorError, kind), {"__module__": __name__, "__doc__": doc})
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,9 @@ from torchship.weights.format import (
     DTYPES,
     Header,
     SafetensorError,
-    SafetensorFileNotFoundError,
     SafetensorTypeError,
     TensorInfo,
+    os_error_kind,
     parse_header,
 )
 
@@ -313,6 +313,7 @@ class TensorSlice:
         self._handle = handle
         self._key = key
         self._info = handle._info(key)
+        self._buf = handle._live_buf()  # the slice keeps reading after the handle closes (as in safetensors)
 
     def get_shape(self) -> list[int]:
         """The tensor's shape as a list. Example: ``f.get_slice("w").get_shape()`` -> ``[3, 4]``."""
@@ -327,14 +328,14 @@ class TensorSlice:
         if torch_fw and not is_basic_index(index):
             # safetensors hands such an index (None, bools, lists, tensors) to torch as is
             try:
-                tensor = self._handle._tensor(self._key)[index]
+                tensor = self._handle._tensor(self._key, self._buf)[index]
             except (IndexError, TypeError, ValueError) as exc:
                 raise SliceError(f"tensor {self._key!r}: index {reprlib.repr(index)}: {exc}") from exc
         else:
             shape = self._info.shape
             if self._info.dtype == "F4" and torch_fw:
                 shape = (*shape[:-1], shape[-1] // 2)
-            tensor = self._handle._tensor(self._key)[normalize_index(index, shape, name=self._key)]
+            tensor = self._handle._tensor(self._key, self._buf)[normalize_index(index, shape, name=self._key)]
         if not torch_fw:
             return np.asarray(tensor)  # an array, never a numpy scalar (as safetensors returns)
         device = self._handle._device
@@ -358,7 +359,9 @@ class safe_open:  # noqa: N801 - drop-in name
         self, filename: str | os.PathLike[str], framework: str = "pt", device: Any = "cpu", *, backend: str = "mmap"
     ) -> None:
         check_backend(backend)
-        fw = _FRAMEWORKS.get(str(framework).lower())
+        if not isinstance(framework, str):
+            raise SafetensorTypeError(f"framework must be a str, got {type(framework).__name__}")
+        fw = _FRAMEWORKS.get(framework.lower())
         if fw is None:
             raise SafetensorError(f"framework {framework!r} is not supported (use 'pt' or 'np')")
         self._framework = fw
@@ -368,9 +371,8 @@ class safe_open:  # noqa: N801 - drop-in name
         self._device = device
         try:
             self._buf: Any = map_file(filename)
-        except OSError as exc:
-            kind = SafetensorFileNotFoundError if isinstance(exc, FileNotFoundError) else SafetensorError
-            raise kind(f"{self._name}: cannot open: {exc.strerror or exc}") from exc
+        except OSError as exc:  # also the OSError subtype, as safetensors raises one
+            raise os_error_kind(type(exc))(f"{self._name}: cannot open: {exc.strerror or exc}") from exc
         base = blob_offset(self._buf, name=self._name)
         self._header = parse_header(self._buf, name=self._name, base=base)
         self._torch: Any = None
@@ -418,6 +420,8 @@ class safe_open:  # noqa: N801 - drop-in name
         return None if self._header.metadata is None else dict(self._header.metadata)
 
     def _info(self, key: str) -> TensorInfo:
+        if not isinstance(key, str):
+            raise SafetensorTypeError(f"{self._name}: tensor name must be a str, got {type(key).__name__}")
         info = self._header.tensors.get(key)
         if info is None:
             raise SafetensorError(f"{self._name}: no tensor named {key!r}")
@@ -428,9 +432,9 @@ class safe_open:  # noqa: N801 - drop-in name
             raise SafetensorError(f"{self._name}: file is closed")
         return self._buf
 
-    def _tensor(self, key: str) -> Any:
+    def _tensor(self, key: str, buf: Any = None) -> Any:
         self._info(key)
-        buf = self._live_buf()
+        buf = self._live_buf() if buf is None else buf
         if self._framework == "np":
             return numpy_view(buf, self._header, key, name=self._name)
         return self._torch.cpu_view(buf, self._header, key, name=self._name)

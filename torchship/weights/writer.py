@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import os
 import secrets
 import sys
@@ -31,10 +30,10 @@ import numpy as np
 
 from torchship.weights.format import (
     SafetensorError,
-    SafetensorFileNotFoundError,
     SafetensorTypeError,
     SafetensorValueError,
     TensorInfo,
+    os_error_kind,
     plan_layout,
     serialize_header,
 )
@@ -229,14 +228,6 @@ def _close_later(fd: int | None) -> None:
         threading.Thread(target=os.close, args=(fd,), name="torchship-close-replaced", daemon=True).start()
 
 
-@functools.cache
-def _os_error_kind(kind: type[OSError]) -> type[OSError]:
-    if issubclass(kind, FileNotFoundError):
-        return SafetensorFileNotFoundError
-    doc = f"A {kind.__name__} while writing; also a SafetensorError, which safetensors raises."
-    return type(f"Safetensor{kind.__name__}", (SafetensorError, kind), {"__module__": __name__, "__doc__": doc})
-
-
 def os_error(exc: OSError, filename: Any) -> OSError:
     """The OSError ``exc`` as an error that is both its own type and a SafetensorError (as
     safetensors raises for a failed write), naming ``filename``.
@@ -246,7 +237,7 @@ def os_error(exc: OSError, filename: Any) -> OSError:
         >>> isinstance(err, IsADirectoryError), isinstance(err, SafetensorError), str(err)
         (True, True, "[Errno 21] Is a directory: 'w.safetensors'")
     """
-    kind = _os_error_kind(type(exc))
+    kind = os_error_kind(type(exc))
     return kind(*exc.args) if exc.errno is None else kind(exc.errno, exc.strerror, filename)
 
 
