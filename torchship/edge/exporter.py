@@ -80,8 +80,25 @@ def _exported(model: torch.nn.Module, name: str, inputs: tuple[Any, ...], dynami
             ep = torch.export.export(mod, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)
             ep = ep.run_decompositions(_table())
     except Exception as exc:  # torch.export's own diagnostics are the most useful here
-        raise ExportError(f"torchship.edge.export: torch.export failed for method {name!r}: {exc}") from exc
+        raise ExportError(f"torchship.edge.export: torch.export failed for method {name!r}: {exc}{_rnn_hint(model, exc)}") from exc
     return ep, prefix
+
+
+def _rnn_hint(model: torch.nn.Module, exc: Exception) -> str:
+    """What to do when a dynamic dim was specialised and the model has an ``nn.GRU``/``LSTM``/
+    ``RNN``: torch.export unrolls their recurrence over the example's time steps.
+
+    Example:
+        >>> _rnn_hint(torch.nn.Linear(2, 2), RuntimeError("x"))
+        ''
+    """
+    rnns = sorted({type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.RNNBase)})
+    if not rnns or "specialized" not in str(exc):
+        return ""
+    return (f"\n\nThe model has {'/'.join(f'nn.{r}' for r in rnns)}: torch.export unrolls the recurrence over the "
+            "example's time steps, so the sequence length cannot be a dynamic dim (a dynamic batch can). Export "
+            "at a fixed length (pad inputs to it, and mask or pick the last real step), or one method per "
+            "length bucket (export(..., methods={'len16': ((x16,), None), ...}))")
 
 
 # ops torch keeps whole in its core ATen IR that decompose into ones we lower (resizing and
