@@ -289,3 +289,29 @@ def test_object_arrays_in_npz_are_refused_and_never_run(tmp_path) -> None:
         assert evil.verdict == "dangerous" and "posix.system" in {g.qualname for g in evil.globals}, name
         assert picklescan.scan_file_path(str(tmp_path / name)).infected_files == 1, name
     assert not canary.exists()
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_every_pickle_protocol_torch_save_takes(tmp_path, legacy) -> None:
+    """torch.save(pickle_protocol=p): torch's full loader reads 1..5 (its weights_only loader
+    only 2 and 3); we convert all five to the same tensors (the oracle loads files we wrote
+    ourselves, so running their pickle is safe) and neither reads protocol 0."""
+    state = _model().state_dict()
+    kwargs = {"_use_new_zipfile_serialization": False} if legacy else {}
+    for proto in range(6):
+        path = tmp_path / f"p{proto}.pt"
+        torch.save(state, path, pickle_protocol=proto, **kwargs)
+        if proto == 0:  # the persistent ids become strings, which torch.load cannot parse back
+            with pytest.raises(Exception, match="saved_id must be a tuple"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.load(path, weights_only=False)
+            with pytest.raises(ConvertError, match="persistent id"):
+                convert(path, tmp_path / "p0.safetensors")
+            continue
+        got = ours.load_file(convert(path, tmp_path / f"p{proto}.safetensors").outputs[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = torch.load(path, weights_only=False)
+        assert set(got) == set(expected) and all(torch.equal(got[k], v) for k, v in expected.items()), proto
+        report = scan([path])[0]
+        assert report.verdict == "safe" and report.format == ("legacy" if legacy else "zip"), (proto, report.problems)

@@ -281,12 +281,15 @@ class LegacyContainer(_RawRecords):
 
     @staticmethod
     def looks_legacy(path: str) -> bool:
-        """True when the file starts with the pickled legacy magic number.
+        """True when the file starts with the pickled legacy magic number, at any pickle
+        protocol ``torch.save(pickle_protocol=...)`` takes: binary (LONG1, after a FRAME from
+        protocol 4) or decimal text (protocols 0 and 1).
 
         Example: ``LegacyContainer.looks_legacy('model.bin')`` -> ``True`` for old torch files."""
         with open(path, "rb") as f:
-            head = f.read(16)
-        return LEGACY_MAGIC.to_bytes(10, "little") in head[:16]
+            head = f.read(32)
+        return (LEGACY_MAGIC.to_bytes(10, "little") in head[:24]
+                or head.startswith(b"L" + str(LEGACY_MAGIC).encode() + b"L\n"))
 
     def load(self, strict: bool = True) -> Loaded:
         """Run the legacy stream's pickles and index its raw storages. Example: see class."""
