@@ -315,3 +315,22 @@ def test_every_pickle_protocol_torch_save_takes(tmp_path, legacy) -> None:
         assert set(got) == set(expected) and all(torch.equal(got[k], v) for k, v in expected.items()), proto
         report = scan([path])[0]
         assert report.verdict == "safe" and report.format == ("legacy" if legacy else "zip"), (proto, report.problems)
+
+
+def test_torch_export_and_distributed_checkpoints_get_a_clear_refusal(tmp_path) -> None:
+    model = _model()
+    torch.export.save(torch.export.export(model, (torch.randn(1, 4),)), tmp_path / "m.pt2")
+    with pytest.raises(ConvertError, match=r"m\.pt2: a torch\.export archive \(\.pt2\).*torch\.export\.load"):
+        convert(tmp_path / "m.pt2", tmp_path / "m.safetensors")
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": model.state_dict()}, checkpoint_id=str(tmp_path / "dcp"))
+    with pytest.raises(ConvertError, match=r"dcp: a torch\.distributed\.checkpoint \(DCP\) directory.*dcp_to_torch_save"):
+        convert(tmp_path / "dcp", tmp_path / "dcp_out")
+    # its .metadata pickles DCP classes: suspicious for us and for picklescan, nothing dangerous
+    report = scan([tmp_path / "dcp" / ".metadata"])[0]
+    ours_suspicious = {g.qualname for g in report.globals if g.verdict == "suspicious"}
+    assert report.verdict == "suspicious"
+    assert "torch.distributed.checkpoint.metadata.Metadata" in ours_suspicious & _picklescan_suspicious(tmp_path / "dcp" / ".metadata")

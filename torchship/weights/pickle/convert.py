@@ -232,6 +232,11 @@ def _shard_sources(directory: Path) -> tuple[list[Path], Path | None]:
             raise ConvertError(str(exc)) from None
         return [directory / n for n in sorted(mapping)], indexes[0]
     files = sorted(p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    if not files and (directory / ".metadata").is_file() and any(directory.glob("*.distcp")):
+        raise ConvertError(f"{directory}: a torch.distributed.checkpoint (DCP) directory; its "
+                           ".metadata pickles DCP classes that convert does not build. In a "
+                           "trusted environment, torch.distributed.checkpoint.format_utils."
+                           "dcp_to_torch_save(directory, 'model.pt') writes one file to convert")
     if not files:
         raise ConvertError(f"{directory}: no pickle checkpoint (.bin/.pt/.pth/.ckpt) or shard index")
     return files, None

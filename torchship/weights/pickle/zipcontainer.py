@@ -197,6 +197,9 @@ class ZipContainer(Container):
         """Run ``<root>/data.pkl`` with storages resolved to zip records. Example: see class."""
         main = self.members.get(f"{self.root}/data.pkl")
         if main is None:
+            if f"{self.root}/archive_format" in self.members:
+                raise ContainerError(self.path, "a torch.export archive (.pt2), not a torch.save "
+                                     "checkpoint: read it with torch.export.load")
             raise ContainerError(self.path, f"zip archive has no {self.root}/data.pkl; not a "
                                  "torch.save checkpoint")
         source = f"{self.path}!{main.name}"
