@@ -70,7 +70,7 @@ def time_defaults(example: str, variant: str, key: str) -> dict[str, Any]:
     from examples.kernels import load
     from torchship.kernels.autotune.timing import CudaEventTimer
 
-    timer = CudaEventTimer(target_ms=100.0)
+    timer = CudaEventTimer(target_ms=100.0, host_floor=False)
     timer.prepare("cuda")
     mod = load(example)
     kernel, kw = mod.VARIANTS[variant]

@@ -2,9 +2,10 @@
 
 torch.maximum/minimum and amax/amin propagate NaN; our generated Triton does the same with
 ``tl.maximum(a, b, tl.PropagateNan.ALL)`` (pointwise and inside the max/min reduction
-combine). This A/B times the suite's tuned configs of the kernels with max in their hot
+combine). This A/B times the suite's tuned and default configs of the kernels with max in their hot
 loop (online softmax, two-pass softmax, cross entropy, attention, layer norm) with the
-NaN-propagating forms and with plain ``tl.maximum`` / ``tl.max``, in 4 interleaved rounds,
+NaN-propagating forms and with plain ``tl.maximum`` / ``tl.max`` (and, for attention, the
+NaN-propagating forms with a 128-register cap, ``maxnreg=128``), in 4 interleaved rounds,
 and checks on the GPU that a row with NaN gives torch's answer. Writes ``OUT/nan_ab.json``.
 
 Example:
@@ -36,7 +37,7 @@ from torchship.kernels.ops import reduce as red  # noqa: E402
 CASES = {("softmax", "gpu_large"), ("softmax_two_pass", "gpu_large"),
          ("cross_entropy", "gpu_large"), ("cross_entropy", "gpu_small"),
          ("attention", "gpu_small"), ("attention_causal", "gpu_small"),
-         ("layer_norm", "gpu_large")}
+         ("attention_causal", "gpu_large"), ("layer_norm", "gpu_large")}
 ON_FORMS, ON_KINDS = dict(pointwise._FLOAT_FORMS), dict(red.KINDS)
 OFF_KINDS = {k: dataclasses.replace(v, float_combine=None) for k, v in red.KINDS.items()}
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", default=str(ROOT / "benchmarks/results/kernels.json"),
                    help="suite results whose tuned configs are timed")
     opts = p.parse_args(argv)
-    timer = CudaEventTimer(target_ms=100.0)
+    timer = CudaEventTimer(target_ms=100.0, host_floor=False)
     timer.prepare("cuda")
     res: list[dict[str, Any]] = []
     for r in json.loads(Path(opts.suite).read_text())["cases"]:
@@ -76,25 +77,29 @@ def main(argv: list[str] | None = None) -> int:
         kernel, kw = mod.VARIANTS[r["variant"]]
         args = tuple(mod.make_inputs(r["shape_key"], "cuda", getattr(torch, r["dtype"]), seed=0))
         bound = kernel.bind(args) if not kw else _bind(kernel, args, kw)
-        cfg = Config.from_dict(r["impls"]["ours_tuned"]["config"])
-        fns = {}
-        for on in (True, False):
-            set_nan_propagation(on)
-            bound._runners.clear()
-            f = bound.compile(cfg)
-            f(*args, **kw)
-            torch.cuda.synchronize()
-            fns[on] = lambda f=f, a=args, k=kw: f(*a, **k)
-        set_nan_propagation(True)
-        times: dict[bool, list[float]] = {on: [] for on in fns}
-        for _ in range(4):
-            for on, fn in fns.items():
-                times[on].append(timer.measure(fn, None) * 1e3)
-        med = {on: sorted(v)[len(v) // 2] for on, v in times.items()}
-        print(f"{r['variant']} {r['shape_key']}: NaN-propagating {med[True]:.1f} µs, plain "
-              f"{med[False]:.1f} µs, plain/propagating {med[False] / med[True]:.3f}", flush=True)
-        res.append({"variant": r["variant"], "shape_key": r["shape_key"],
-                    "propagating_us": times[True], "plain_us": times[False]})
+        for which in ("ours_tuned", "ours_default"):
+            cfg = Config.from_dict(r["impls"][which]["config"])
+            variants = {"propagating": (True, cfg), "plain": (False, cfg)}
+            if "attention" in r["variant"] and cfg.maxnreg is None:
+                variants["propagating, maxnreg=128"] = (True, cfg.replace(maxnreg=128))
+            fns = {}
+            for name, (on, c) in variants.items():
+                set_nan_propagation(on)
+                bound._runners.clear()
+                f = bound.compile(c)
+                f(*args, **kw)
+                torch.cuda.synchronize()
+                fns[name] = lambda f=f, a=args, k=kw: f(*a, **k)
+            set_nan_propagation(True)
+            times: dict[str, list[float]] = {name: [] for name in fns}
+            for _ in range(4):
+                for name, fn in fns.items():
+                    times[name].append(timer.measure(fn, None) * 1e3)
+            med = {name: sorted(v)[len(v) // 2] for name, v in times.items()}
+            print(f"{r['variant']} {r['shape_key']} {which}: " + ", ".join(
+                f"{name} {v:.1f} µs" for name, v in med.items()), flush=True)
+            res.append({"variant": r["variant"], "shape_key": r["shape_key"], "config": which,
+                        "us": times})
     from tests.kernels import test_reductions_nan as t
 
     x = t._with_nans(torch.float32).cuda()

@@ -155,3 +155,39 @@ def test_half_types_in_the_interpreter(example: str, variant: str, dtype: torch.
     want = mod.reference(*[a.double() for a in args], **kwargs)
     assert got.dtype == dtype
     torch.testing.assert_close(got.double(), want, **mod.TOLERANCE[dtype])
+
+
+def test_register_cap_knob(compiled_mode: None, poison_empty: None) -> None:
+    """``maxnreg`` caps the registers of a thread (Triton's ``maxnreg`` option). It is searched
+    on a GPU for fused dot kernels only (flash attention), seeded for 8-warp defaults, passed
+    to the CUDA launch, and runs unchanged in the interpreter, which ignores it."""
+    from torchship.kernels.autotune.tuner import dot_seeds
+    from torchship.kernels.backends.triton import launcher as L
+    from torchship.kernels.config import ConfigSpace
+
+    def gpu_space(space: Any) -> ConfigSpace:
+        return ConfigSpace(space.block_params, space.launches, space.reductions,
+                           space.tunables, indexing=space.params["indexing"], device="cuda")
+
+    mod, kernel, kwargs, args = _inputs("attention", "attention_causal")
+    bound = kernel.bind(args, kwargs)
+    assert bound.config_space.params["maxnreg"] == [None]
+    gpu = gpu_space(bound.config_space)
+    assert gpu.params["maxnreg"] == [None, 128]
+    eight = gpu.default().replace(num_warps=8)
+    assert dot_seeds(gpu, eight)[0] == eight.replace(maxnreg=128)
+    assert all(c.maxnreg is None for c in dot_seeds(gpu, gpu.default().replace(num_warps=4)))
+    mm = load("matmul").VARIANTS["matmul"][0].bind((torch.randn(64, 32), torch.randn(32, 48)))
+    assert gpu_space(mm.config_space).params["maxnreg"] == [None]  # a plain dot: not searched
+
+    cfg = bound.config_space.default().replace(maxnreg=128)
+    bound.config_space.validate(cfg)
+    assert Config.from_dict(cfg.to_dict()) == cfg and "maxnreg" not in Config().to_dict()
+    _check(mod, kwargs, args, bound.compile(cfg)(*args, **kwargs), "maxnreg=128")
+    launch = bound._trace[0]
+    launch.order_slot = bound._slots()[1].get(launch.index)
+    _, cg = L.generate(launch, cfg, bound._reduction_index(launch), "k", cfg.indexing, "cuda")
+    assert "maxnreg=128" in L.build_launcher(launch, cg, cfg, "cuda", 132)
+    assert "maxnreg" not in L.build_launcher(launch, cg, cfg, "cpu", 132)
+    with pytest.raises(Exception, match="maxnreg=7"):
+        Config(maxnreg=7)

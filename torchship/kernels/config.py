@@ -37,8 +37,12 @@ INDEXINGS = ("pointer", "block_ptr", "tensor_descriptor")
 EVICTIONS = ("", "first", "last", "stream", "reuse")
 #: the eviction modes that differ from ``first`` only for tensors read more than once
 REREAD_EVICTIONS = ("stream", "reuse")
+#: register caps searched for fused dot kernels (flash attention): 128 registers a thread let
+#: two 8-warp programs share an SM, where ptxas may take a few more and halve the occupancy
+MAXNREGS = (None, 128)
 _KNOWN = {
     "load_eviction",
+    "maxnreg",
     "block_sizes",
     "num_warps",
     "num_stages",
@@ -69,6 +73,7 @@ class Config:
         "l2_grouping",
         "load_eviction",
         "loop_orders",
+        "maxnreg",
         "num_stages",
         "num_warps",
         "pid_type",
@@ -87,6 +92,7 @@ class Config:
         indexing: str = "pointer",
         reduction_loops: Sequence[int | None] = (),
         load_eviction: str = "",
+        maxnreg: int | None = None,
         **tunables: Any,
     ) -> None:
         self.block_sizes = [int(b) for b in block_sizes]
@@ -98,6 +104,7 @@ class Config:
         self.indexing = str(indexing)
         self.reduction_loops = [None if r is None else int(r) for r in reduction_loops]
         self.load_eviction = str(load_eviction)
+        self.maxnreg = None if maxnreg is None else int(maxnreg)
         self.tunables = dict(tunables)
         if self.pid_type not in PID_TYPES:
             raise KernelConfigError(f"Config(pid_type={pid_type!r}): expected one of {PID_TYPES}")
@@ -106,6 +113,9 @@ class Config:
         if self.load_eviction not in EVICTIONS:
             raise KernelConfigError(
                 f"Config(load_eviction={load_eviction!r}): expected one of {EVICTIONS}")
+        if self.maxnreg is not None and not 24 <= self.maxnreg <= 255:
+            raise KernelConfigError(f"Config(maxnreg={maxnreg!r}): expected None or 24..255 "
+                                    "registers a thread")
         self._key = json.dumps(self.to_dict(), sort_keys=True, default=repr)
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +137,8 @@ class Config:
         }
         if self.load_eviction:  # left out when unset: configs written before it stay equal
             d["load_eviction"] = self.load_eviction
+        if self.maxnreg is not None:
+            d["maxnreg"] = self.maxnreg
         d.update(self.tunables)
         return d
 
@@ -241,6 +253,8 @@ class ConfigSpace:
         rereads = any(launch.rereads for launch in self.launches)
         params["load_eviction"] = [e for e in EVICTIONS if rereads or e not in REREAD_EVICTIONS] \
             if gpu else [""]
+        fused = gpu and any(launch.has_dot and launch.has_full_dim for launch in self.launches)
+        params["maxnreg"] = list(MAXNREGS) if fused else [None]
         for i, red in enumerate(self.reductions):
             choices: list[int | None] = [None]
             if red.rollable:
@@ -264,6 +278,7 @@ class ConfigSpace:
             pid_type=choice["pid_type"],
             indexing=choice["indexing"],
             load_eviction=choice["load_eviction"],
+            maxnreg=choice["maxnreg"],
             reduction_loops=[
                 choice[f"reduction_loops[{i}]"] for i in range(len(self.reductions))
             ],
@@ -286,6 +301,7 @@ class ConfigSpace:
         d["pid_type"] = config.pid_type
         d["indexing"] = config.indexing
         d["load_eviction"] = config.load_eviction
+        d["maxnreg"] = config.maxnreg
         for i in range(len(self.reductions)):
             d[f"reduction_loops[{i}]"] = (
                 config.reduction_loops[i] if i < len(config.reduction_loops) else "<missing>"
@@ -317,6 +333,8 @@ class ConfigSpace:
             return value in EVICTIONS
         if name == "pid_type":
             return value in PID_TYPES
+        if name == "maxnreg":  # a register cap tuned on a GPU: the interpreter ignores it
+            return value in MAXNREGS
         return self._in_range(name, value)
 
     def _elems(self, choice: dict[str, Any], shape: tuple[tuple[str, int], ...]) -> int:

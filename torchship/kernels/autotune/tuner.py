@@ -511,6 +511,10 @@ def dot_seeds(space: Any, default: Any) -> list[Any]:
     # dots fused with whole-row work (flash attention): smaller query tiles come first
     # (causal 4x32x2048x64 bf16 on H100: 64x64 on 4 warps 206 µs, the 128x64 default 212)
     fused = any(la.has_dot and la.has_full_dim for la in launches)
+    if fused and base["num_warps"] == 8:
+        # two 8-warp programs an SM (causal attention 4x32x2048x64 bf16 on an H200: ptxas
+        # took 130 registers with NaN-propagating maxima, 263.6 µs; capped at 128, 205.5)
+        tweaks.insert(0, {"maxnreg": 128})
     # widen each grid block of 128 in a dot launch to 256 (one at a time), and narrow it to 64
     for i, bp in enumerate(space.block_params):
         if bp.grid and bp.in_dot and base["block_sizes"][i] == 128:

@@ -29,6 +29,7 @@ from torchship.kernels.errors import KernelTypeError
 from torchship.kernels.frontend.compose import _arg, _back, _float_block
 from torchship.kernels.ir import Value
 from torchship.kernels.ops import promote
+from torchship.kernels.ops.specialfns import POLYGAMMA_MAX
 
 _INF = float("inf")
 
@@ -275,6 +276,21 @@ def item(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
     return out
 
 
+def polygamma(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
+              node: ast.AST) -> Any:
+    """``torch.polygamma(n, x)`` / ``x.polygamma(n)``: digamma for ``n = 0``, the compiled
+    series of :mod:`torchship.kernels.ops.specialfns` up to ``POLYGAMMA_MAX``."""
+    method = bool(args) and isinstance(args[0], Value) and len(args) > 1
+    n, x = (args[1], args[0]) if method else (_arg(args, kwargs, 0, "n", None),
+                                               _arg(args, kwargs, 1, "input", None))
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= POLYGAMMA_MAX:
+        raise h.err(KernelTypeError, f"polygamma(n, x) needs n a python int from 0 to "
+                    f"{POLYGAMMA_MAX}, got {n!r}", hint="pass n as a literal (polygamma(1, x) "
+                    "is the trigamma function)", node=node)
+    x = h.operand(x)
+    return h.b.emit("digamma" if n == 0 else f"polygamma{n}", [x])
+
+
 def comparison(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
                node: ast.AST) -> Value:
     """torch.gt/ge/lt/le/eq/ne (and greater, less_equal, ...) as functions and methods."""
@@ -293,6 +309,7 @@ _GROUPS: dict[Callable[..., Any], tuple[str, ...]] = {
     identity: ("clone", "contiguous", "detach"),
     item: ("item",),
     comparison: ("gt", "ge", "lt", "le", "eq", "ne"),
+    polygamma: ("polygamma",),
 }
 COMPOSED: dict[str, Callable[..., Any]] = {n: fn for fn, names in _GROUPS.items() for n in names}
 
@@ -306,6 +323,7 @@ FUNCTIONS: dict[Any, str] = {
     torch.special.xlogy: "xlogy", torch.special.xlog1py: "xlog1py", torch.special.entr: "entr",
     torch.special.logit: "logit", torch.special.ndtr: "ndtr", torch.special.sinc: "sinc",
     torch.special.ndtri: "ndtri", torch.special.log_ndtr: "log_ndtr",
+    **{getattr(torch.special, n): n for n in ("i0", "i0e", "i1", "i1e", "polygamma")},
     F.softshrink: "softshrink", F.hardshrink: "hardshrink", F.tanhshrink: "tanhshrink",
     F.threshold: "threshold",
 }

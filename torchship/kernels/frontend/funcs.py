@@ -35,7 +35,9 @@ _PYFUNCS = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "abs": abs,
             **{n: (lambda x, f=f: f(torch.tensor(float(x), dtype=torch.float64)).item())
                for n, f in [("erfinv", torch.erfinv), ("digamma", torch.digamma),
                             ("ndtr", torch.special.ndtr), ("ndtri", torch.special.ndtri),
-                            ("log_ndtr", torch.special.log_ndtr)]}}
+                            ("log_ndtr", torch.special.log_ndtr), ("i0", torch.special.i0),
+                            ("i0e", torch.special.i0e), ("i1", torch.special.i1),
+                            ("i1e", torch.special.i1e)]}}
 
 
 def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:

@@ -261,7 +261,7 @@ TORCH_UNARY = ("exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", 
                "sigmoid", "tanh", "abs", "erf", "relu", "silu", "neg", "sin", "cos", "tan",
                "floor", "ceil", "round", "trunc", "sign", "reciprocal", "atan", "asin", "acos",
                "sinh", "cosh", "asinh", "acosh", "atanh", "erfc", "erfinv", "lgamma", "digamma", "ndtr", "ndtri",
-               "log_ndtr")
+               "log_ndtr", "i0", "i0e", "i1", "i1e")
 
 
 def _cast_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:

@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torchship.kernels.ops.mathfns import _bind, _poly
@@ -75,6 +76,26 @@ _PSI_Q = (-1.621955871e-02, 2.392408885e-02, -2.587340598e-02, 3.936197816e-02,
           -4.236274766e-01, 9.510558967e-01)
 _PSI_X0_HI = 1.4616321325302124
 _PSI_X0_LO = 1.2438149938918909e-08
+
+
+# Chebyshev series (fitted to torch float64): i0e(x) and i1e(x) / x on [0, 8] in x/4 - 1,
+# sqrt(x) i0e(x) and sqrt(x) i1e(x) on [8, inf) in 16/x - 1
+_I0_NEAR = (3.383976372047e-01, -3.046826723432e-01, 1.716209015222e-01, -9.490109704805e-02,
+            4.930528423967e-02, -2.373741480590e-02, 1.054646039460e-02, -4.324309995051e-03,
+            1.639475616941e-03, -5.763755745387e-04, 1.885028850959e-04, -5.754195010082e-05,
+            1.644844807078e-05, -4.416738358475e-06, 1.117387539178e-06, -2.670793853803e-07,
+            6.046995024215e-08, -1.300025009614e-08, 2.659823745802e-09)
+_I1_NEAR = (1.262935932218e-01, -1.764165183578e-01, 1.026436586898e-01, -5.294598120809e-02,
+            2.472644903063e-02, -1.056408489463e-02, 4.156422944313e-03, -1.513572450631e-03,
+            5.122859561686e-04, -1.617608158260e-04, 4.781565107545e-05, -1.327316365607e-05,
+            3.470251308126e-06, -8.568720264575e-07, 2.003294753289e-07, -4.445059131779e-08,
+            9.381537325596e-09, -1.887249695507e-09, 3.625590012133e-10)
+_I0_FAR = (4.022452055071e-01, 3.369116478256e-03, 6.889758346917e-05, 2.891370520833e-06,
+           2.048918589521e-07, 2.266668990902e-08, 3.396232033479e-09)
+_I1_FAR = (3.892881175091e-01, -9.761097491361e-03, -1.105889387626e-04, -3.882564808877e-06,
+           -2.512236237941e-07, -2.631468846952e-08, -3.835380388684e-09)
+#: the largest ``n`` of ``polygamma(n, x)`` compiled (``n = 0`` is digamma)
+POLYGAMMA_MAX = 6
 
 
 def _erfc(cg: Any, a: str) -> str:
@@ -212,6 +233,103 @@ def _digamma(cg: Any, a: str) -> str:
     return f"tl.where({a} == 0, -1.0 / {a}, tl.where({neg}, {refl}, {pos}))"
 
 
+def _cheb(cg: Any, t: str, coeffs: tuple[float, ...]) -> str:
+    """Clenshaw's sum of ``coeffs[k] T_k(t)`` (Chebyshev polynomials, ``|t| <= 1``)."""
+    t2 = _bind(cg, f"2.0 * {t}", "ch_t2")
+    b1, b2 = "0.0", "0.0"
+    for c in reversed(coeffs[1:]):
+        b1, b2 = _bind(cg, f"{t2} * {b1} - {b2} + {c!r}", "ch_b"), b1
+    return f"({t} * {b1} - {b2} + {coeffs[0]!r})"
+
+
+def _bessel(order: int, scaled: bool) -> Any:
+    """``i0``/``i1`` (``scaled``: times ``exp(-|x|)``, ``i0e``/``i1e``) of the modified Bessel
+    functions: Chebyshev series for ``|x| <= 8`` (of ``i0e`` and ``i1e(x) / x`` in ``x/4 - 1``)
+    and above (of ``sqrt(x) i*e(x)`` in ``16/x - 1``); the unscaled forms multiply by
+    ``exp(|x| / 2)`` twice, so ``i0(89)`` is finite; ``i1`` is odd."""
+    near, far = (_I0_NEAR, _I0_FAR) if order == 0 else (_I1_NEAR, _I1_FAR)
+
+    def body(cg: Any, a: str) -> str:
+        ax = _bind(cg, f"tl.abs({a})", "bs_ax")
+        lo = _cheb(cg, _bind(cg, f"tl.minimum({ax}, 8.0) * 0.25 - 1.0", "bs_t"), near)
+        big = _bind(cg, f"tl.maximum({ax}, 8.0)", "bs_big")
+        hi = _bind(cg, f"{_cheb(cg, _bind(cg, f'16.0 / {big} - 1.0', 'bs_u'), far)} / "
+                       f"tl.sqrt({big})", "bs_hi")
+        if order == 1:
+            lo = f"{ax} * {lo}"
+        if not scaled:
+            half = _bind(cg, f"tl.exp(0.5 * {ax})", "bs_e")
+            lo, hi = f"{lo} * {half} * {half}", f"({hi} * {half}) * {half}"
+        out = f"tl.where({ax} <= 8.0, {lo}, {hi})"
+        return out if order == 0 else f"tl.where({a} < 0, -({out}), {out})"
+
+    return body
+
+
+def _cot_derivative(n: int) -> tuple[int, ...]:
+    """Coefficients (highest first) of ``P`` with ``d^n/dx^n cot(x) = P(cot x)``, from
+    ``P_0 = c`` and ``P_{k+1}(c) = -(1 + c^2) P_k'(c)``."""
+    p = [0, 1]  # lowest first
+    for _ in range(n):
+        d = [k * p[k] for k in range(1, len(p))] or [0]
+        p = [-(d[k] if k < len(d) else 0) - (d[k - 2] if 2 <= k < len(d) + 2 else 0)
+             for k in range(len(d) + 2)]
+    return tuple(reversed(p))
+
+
+def _polygamma(n: int) -> Any:
+    """``polygamma(n, x)`` for ``n >= 1``: recurrences up to ``x >= 10`` (the sum of
+    ``(x + k)^-(n+1)``, all of one sign), there the asymptotic series
+    ``(n-1)!/x^n + n!/(2x^(n+1)) + sum B_2k (2k+n-1)!/((2k)! x^(2k+n))`` (times
+    ``(-1)^(n+1)``); ``x < 0`` by the reflection
+    ``psi_n(x) = (-1)^n psi_n(1 - x) - pi^(n+1) P_n(cot(pi x))`` with the cotangent of
+    ``x - round(x)``. Poles (0, negative integers) are ``(-1)^(n+1) inf``; at ``+inf`` torch
+    gives 0 for ``n = 1`` and nan above, at ``-inf`` nan for ``n = 1``: so do we."""
+    sign, fact = (-1.0) ** (n + 1), float(math.factorial(n))
+    bern = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6)
+    series = tuple(b * math.factorial(2 * k + n + 1) / math.factorial(2 * k + 2)
+                   for k, b in enumerate(bern))[::-1]
+    cot_poly = tuple(float(c) * _PI ** (n + 1) for c in _cot_derivative(n))
+
+    def nonneg(cg: Any, y: str) -> str:
+        z, acc = y, "0.0"
+        for _ in range(10):
+            small = _bind(cg, f"{z} < 10.0", "pg_small")
+            acc = _bind(cg, f"{acc} + tl.where({small}, 1.0 / ({_power(z, n + 1)}), 0.0)",
+                        "pg_acc")
+            z = _bind(cg, f"tl.where({small}, {z} + 1.0, {z})", "pg_z")
+        r = _bind(cg, f"1.0 / {z}", "pg_r")
+        r2 = _bind(cg, f"{r} * {r}", "pg_r2")
+        lead = f"{float(math.factorial(n - 1))} + {fact / 2} * {r} + {r2} * {_poly(r2, series)}"
+        return f"{sign} * (({lead}) * {_power(r, n)} + {fact} * {acc})"
+
+    def body(cg: Any, a: str) -> str:
+        neg = _bind(cg, f"{a} < 0", "pg_neg")
+        pos = _bind(cg, nonneg(cg, f"tl.where({neg}, 1.0 - {a}, {a})"), "pg_pos")
+        o = _near_int_offset(cg, a)
+        # cot(pi o) as tan(pi (1/2 - |o|)) beyond a quarter (1/2 - |o| is exact): accurate
+        # next to the zeros of cot at half-integers
+        far = _bind(cg, f"tl.abs({o}) > 0.25", "pg_far")
+        g = _bind(cg, f"{_PI} * tl.where({far}, 0.5 - tl.abs({o}), tl.abs({o}))", "pg_g")
+        sg, cg_ = _bind(cg, f"tl.sin({g})", "pg_sin"), _bind(cg, f"tl.cos({g})", "pg_cos")
+        cot = _bind(cg, f"tl.where({o} < 0, -1.0, 1.0) * tl.where({far}, {sg} / {cg_}, "
+                        f"{cg_} / {sg})", "pg_cot")
+        f = o
+        refl = f"{(-1.0) ** n} * {pos} - {_poly(cot, cot_poly)}"
+        pole = f"{sign * math.inf!r}".replace("inf", "float('inf')")
+        at_inf = "0.0" if n == 1 else "float('nan')"
+        out = f"tl.where({neg}, tl.where({f} == 0, {pole}, {refl}), {pos})"
+        if n == 1:
+            out = f"tl.where({a} == float('-inf'), float('nan'), {out})"
+        return f"tl.where({a} == float('inf'), {at_inf}, tl.where({a} == 0, {pole}, {out}))"
+
+    return body
+
+
+def _power(x: str, k: int) -> str:
+    return " * ".join([x] * k)
+
+
 def _nan_kept(fn: Any) -> Any:
     """``fn``'s result, nan where the operand is nan (the range-keeping tl.maximum of a
     nan is the other operand on a GPU, which would make the branches finite)."""
@@ -223,5 +341,7 @@ def _nan_kept(fn: Any) -> Any:
 
 for _name, _fn in [("erfc", _erfc), ("erfinv", _erfinv), ("lgamma", _lgamma),
                    ("digamma", _digamma), ("ndtr", _ndtr), ("ndtri", _ndtri),
-                   ("log_ndtr", _log_ndtr)]:
+                   ("log_ndtr", _log_ndtr), ("i0", _bessel(0, False)), ("i0e", _bessel(0, True)),
+                   ("i1", _bessel(1, False)), ("i1e", _bessel(1, True)),
+                   *[(f"polygamma{n}", _polygamma(n)) for n in range(1, POLYGAMMA_MAX + 1)]]:
     _unary(_name, _nan_kept(_fn), "float", True)

@@ -275,6 +275,8 @@ def build_launcher(launch: Launch, cg: TritonCodegen, config: Config, device_typ
     else:
         lines.append("    g0 = total")
     opts = [f"num_warps={config.num_warps}", f"num_stages={config.num_stages}"]
+    if config.maxnreg is not None and device_type == "cuda":
+        opts.append(f"maxnreg={config.maxnreg}")
     args = [p.getter for p in cg.used_args]
     if param_names is None:
         consts = [f"{k}={v}" for k, v in cg.constexprs.items()]
