@@ -513,7 +513,8 @@ def dot_seeds(space: Any, default: Any) -> list[Any]:
     fused = any(la.has_dot and la.has_full_dim for la in launches)
     if fused and base["num_warps"] == 8:
         # two 8-warp programs an SM (causal attention 4x32x2048x64 bf16 on an H200: ptxas
-        # took 130 registers with NaN-propagating maxima, 263.6 µs; capped at 128, 205.5)
+        # took 130 registers with NaN-propagating maxima, 265.4 µs; capped at 128, 201.9 µs,
+        # where plain maxima gave 205.7; benchmarks/results/kernels_probe_nan.json)
         tweaks.insert(0, {"maxnreg": 128})
     # widen each grid block of 128 in a dot launch to 256 (one at a time), and narrow it to 64
     for i, bp in enumerate(space.block_params):
