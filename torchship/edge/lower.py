@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import sympy
 import torch
@@ -48,17 +49,35 @@ def source_of(node: torch.fx.Node) -> tuple[str, str]:
     return f"{f}:{line}", code.strip()
 
 
+#: 2-byte float types: stored (weights, inputs, outputs) as themselves, computed in F32 with
+#: each op's result rounded back to them (torch's CPU semantics: float math, one rounding per op)
+HALF_TYPES = {torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
 def torch_dtype(dt: torch.dtype) -> str:
-    """Program dtype name for a torch dtype.
+    """Program dtype a torch dtype is computed in (float16 and bfloat16: F32, see
+    ``storage_dtype``).
 
     Example:
-        >>> torch_dtype(torch.float32)
-        'F32'
+        >>> torch_dtype(torch.float32), torch_dtype(torch.bfloat16)
+        ('F32', 'F32')
     """
     table = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+    if dt in HALF_TYPES:
+        return "F32"
     if dt not in table:
-        raise ExportError(f"dtype {dt} is not supported by torchship.edge (supported: {sorted(table.values())}); convert the model/input to float32")
+        raise ExportError(f"dtype {dt} is not supported by torchship.edge (supported: {sorted(table.values()) + sorted(HALF_TYPES.values())}); convert the model/input to float32")
     return table[dt]
+
+
+def storage_dtype(dt: torch.dtype) -> str:
+    """Program dtype a torch dtype is stored in (``F16``, ``BF16`` for the 2-byte floats).
+
+    Example:
+        >>> storage_dtype(torch.bfloat16), storage_dtype(torch.int64)
+        ('BF16', 'I64')
+    """
+    return HALF_TYPES.get(dt) or torch_dtype(dt)
 
 
 def is_complex(node: Any) -> bool:
@@ -226,6 +245,8 @@ class Lowering:
         self.env: dict[torch.fx.Node, Any] = {}
         self.node: torch.fx.Node | None = None
         self.source = ""
+        #: F32 value id -> the same value in a 2-byte storage dtype (F16/BF16 results): (dtype, id)
+        self.stored: dict[int, tuple[str, int]] = {}
 
     # ------------------------------------------------------------------ helpers
     def fail(self, msg: str) -> ExportError:
@@ -308,6 +329,54 @@ class Lowering:
     def shape_of(self, vid: int) -> list[Any]:
         return self.g.values[vid].shape
 
+    def widened(self, vid: int) -> int:
+        """A F16/BF16 input or weight as the F32 value ops compute on (itself otherwise).
+
+        Example:
+            >>> # lw.widened(lw.g.add_input("x", "BF16", [2, 3]))  -> an F32 cast of x
+        """
+        v = self.g.values[vid]
+        if v.dtype not in ("F16", "BF16"):
+            return vid
+        wide = self.g.emit("cast", [vid], "F32", v.shape, {"dtype": "F32"}, self.source)
+        self.stored[wide] = (v.dtype, vid)
+        return wide
+
+    def const_value(self, vid: int) -> np.ndarray | None:
+        """The constant behind value ``vid`` (None when computed at run time); F16/BF16 weights
+        as float32, the type they are computed in.
+
+        Example:
+            >>> # lw.const_value(lw.val(node.args[1]))  -> the weight array
+        """
+        if vid in self.stored:
+            c = self.g.values[self.stored[vid][1]].const
+            return None if c is None else c.astype(np.float32)
+        return self.g.values[vid].const
+
+    def rounded(self, node: torch.fx.Node, result: Any) -> Any:
+        """``result`` with each F16/BF16 tensor of the node (computed in F32) rounded to its
+        storage dtype and back (``cast`` there and back), as torch rounds each op's result.
+
+        Example:
+            >>> # lw.rounded(node, vid)  -> cast(cast(vid, "BF16"), "F32") for a bfloat16 node
+        """
+        meta = node.meta.get("val")
+        metas = meta if isinstance(meta, (list, tuple)) else [meta]
+        results = result if isinstance(result, list) else [result]
+        if not any(isinstance(m, torch.Tensor) and m.dtype in HALF_TYPES for m in metas) or len(metas) != len(results):
+            return result
+        out = []
+        for m, vid in zip(metas, results):
+            half_dt = HALF_TYPES.get(m.dtype) if isinstance(m, torch.Tensor) else None
+            if half_dt and isinstance(vid, int) and self.stored.get(vid, ("",))[0] != half_dt:
+                shape = self.g.values[vid].shape
+                half = self.g.emit("cast", [vid], half_dt, shape, {"dtype": half_dt}, self.source)
+                vid = self.g.emit("cast", [half], "F32", shape, {"dtype": "F32"}, self.source)
+                self.stored[vid] = (half_dt, half)
+            out.append(vid)
+        return out if isinstance(result, list) else out[0]
+
     # ------------------------------------------------------------------ driver
     def run(self) -> None:
         sig = self.ep.graph_signature
@@ -325,14 +394,16 @@ class Lowering:
                     t = consts[fqn].detach()
                     t = torch.view_as_real(t.resolve_conj()) if t.is_complex() else t
                     torch_dtype(t.dtype)
-                    self.env[node] = self.g.add_const(self.names.get(fqn, fqn), t.contiguous().numpy().copy())
+                    arr = t.contiguous().float().numpy().astype(ml_dtypes.bfloat16) if t.dtype is torch.bfloat16 \
+                        else t.contiguous().numpy().copy()
+                    self.env[node] = self.widened(self.g.add_const(self.names.get(fqn, fqn), arr))
                 else:
                     v = node.meta["val"]
                     if is_complex(node):
                         raise self.fail(f"input {node.name} is a complex tensor; pass torch.view_as_real(z) and "
                                         "call torch.view_as_complex on it inside the model")
                     if isinstance(v, torch.Tensor):
-                        self.env[node] = self.g.add_input(node.name, torch_dtype(v.dtype), meta_shape(node))
+                        self.env[node] = self.widened(self.g.add_input(node.name, storage_dtype(v.dtype), meta_shape(node)))
                     else:
                         raise self.fail(f"input {node.name} is not a tensor ({type(v).__name__}); pass tensors only")
             elif node.op == "call_function":
@@ -350,7 +421,7 @@ class Lowering:
                         f"op {node.target} is not supported by the edge core op set. Supported ops are listed in "
                         "docs/edge-ops.md; rewrite this part of the model with supported operations"
                     )
-                self.env[node] = handler(self, node)
+                self.env[node] = self.rounded(node, handler(self, node))
             elif node.op == "output":
                 outs = node.args[0]
                 flat = list(outs) if isinstance(outs, (list, tuple)) else [outs]
@@ -362,7 +433,10 @@ class Lowering:
                     v = self.env.get(o) if isinstance(o, torch.fx.Node) else None
                     if not isinstance(v, int):
                         raise self.fail(f"output {o} is not a tensor")
-                    ids.append(v)
+                    half_dt = HALF_TYPES.get(o.meta["val"].dtype)
+                    if half_dt and self.stored.get(v, ("",))[0] != half_dt:
+                        v = self.rounded(o, v)
+                    ids.append(self.stored[v][1] if half_dt else v)
                 self.g.outputs = ids
             elif node.op == "get_attr" and isinstance(getattr(self.ep.graph_module, str(node.target), None), torch.fx.GraphModule):
                 self.node = next(iter(node.users), node)  # the torch.cond call: the user's line

@@ -172,9 +172,9 @@ def conv_transpose(lw: Lowering, node: Node) -> int:
     x, w, b, stride, padding, dilation, _, output_padding, groups = node.args
     nd = len(stride)
     wv = lw.val(w)
-    if lw.g.values[wv].const is None:  # computed from parameters only (weight_norm): fold it now
+    if lw.const_value(wv) is None:  # computed from parameters only (weight_norm): fold it now
         constant_fold(lw.g)
-    weight = lw.g.values[wv].const
+    weight = lw.const_value(wv)
     if weight is None:
         raise lw.fail("transposed convolution needs a constant weight (a parameter of the model, or one "
                       "computed from parameters only such as weight_norm's), not one computed from inputs")

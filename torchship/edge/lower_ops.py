@@ -328,7 +328,7 @@ def _adaptive(lw: Lowering, node: Node) -> int:
 def _batch_norm(lw: Lowering, node: Node) -> list[Any]:
     x, w, b, mean, var, _, eps = node.args
     g = lw.g
-    consts = [g.values[lw.val(t)].const if t is not None else None for t in (w, b, mean, var)]
+    consts = [lw.const_value(lw.val(t)) if t is not None else None for t in (w, b, mean, var)]
     if consts[2] is None or consts[3] is None or any(c is None for c, t in zip(consts, (w, b)) if t is not None):
         raise lw.fail("batch_norm needs constant parameters and running statistics (eval mode)")
     xv = lw.val(x)

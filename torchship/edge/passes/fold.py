@@ -38,7 +38,8 @@ def constant_fold(graph: Graph) -> int:
         vals = [graph.values[i] for i in ins.inputs]
         out = graph.values[ins.outputs[0]]
         static = all(isinstance(d, int) for d in out.shape) and not has_symbolic_attrs(op, ins.attrs)
-        if static and all(v.const is not None for v in vals) and ins.op != "dequantize":
+        widen = ins.op == "cast" and vals[0].dtype in ("F16", "BF16")  # 2-byte weights stay 2-byte in the file
+        if static and all(v.const is not None for v in vals) and ins.op != "dequantize" and not widen:
             size = int(np.prod(out.shape, dtype=np.int64)) * DTYPES[out.dtype].itemsize
             if size <= sum(v.const.nbytes for v in vals) + GROWTH_LIMIT:
                 result = np.empty(out.shape, DTYPES[out.dtype])

@@ -16,12 +16,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
-# dtype names are the safetensors ones, so weights and values share one vocabulary
+# dtype names are the safetensors ones, so weights and values share one vocabulary. F16 and
+# BF16 (ml_dtypes' numpy bfloat16: the raw 2 bytes) are storage types: only cast, copy and the
+# data movement ops take them (export computes in F32 and casts back after each op)
 DTYPES: dict[str, np.dtype] = {
     "F32": np.dtype("<f4"),
     "F64": np.dtype("<f8"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
     "I64": np.dtype("<i8"),
     "I32": np.dtype("<i4"),
     "I8": np.dtype("i1"),

@@ -337,6 +337,8 @@ def _cast_infer(shapes: list[Shape], dtypes: list[str], a: dict[str, Any]) -> li
 @register("cast", 1, _cast_infer, {"dtype": ("dtype", R)})
 def _cast(ins: list[np.ndarray], outs: list[np.ndarray], a: dict[str, Any]) -> None:
     x = ins[0]
+    if x.dtype.kind == "V" or (outs[0].dtype.kind == "V" and x.dtype != np.float32):  # BF16 via F32
+        x = x.astype(np.float32)
     if x.dtype.kind == "f" and outs[0].dtype.kind in "iu":  # truncation toward zero like C
         x = np.trunc(x)
     np.copyto(outs[0], x, casting="unsafe")

@@ -205,7 +205,8 @@ class Method:
             x = np.asarray(x)
             want = DTYPES[spec.values[vid].dtype]
             if x.dtype != want:
-                raise ProgramError(f"{self.where}: input {pos} ({spec.values[vid].name}) must be {want}, got {x.dtype}")
+                hint = " (an ml_dtypes.bfloat16 array, e.g. x.astype(ml_dtypes.bfloat16))" if want.kind == "V" else ""
+                raise ProgramError(f"{self.where}: input {pos} ({spec.values[vid].name}) must be {want}{hint}, got {x.dtype}")
             arrays.append(x)
         bound = self._bind(self._bind_symbols(arrays))
         if self._fixed is not None:
