@@ -6,6 +6,7 @@ runtime against eager torch in float64."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -98,3 +99,18 @@ def test_masked_scatter_with_a_broadcast_mask_and_integers() -> None:
 def test_data_sized_results_are_refused_with_what_to_do(fn) -> None:
     with pytest.raises(ExportError, match=r"length depends on the tensor's values.*torch.where"):
         export(Fn(fn), (torch.randn(3, 4),))
+
+
+class Merge(nn.Module):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        return x.masked_scatter(mask, src)
+
+
+def test_masked_scatter_over_dynamic_sizes() -> None:
+    rows, n = Dim("rows", min=1, max=8), Dim("n", min=1, max=64)
+    x = torch.randn(3, 4)
+    prog = export(Merge(), (x, x > 0, torch.randn(20)), ({0: rows}, {0: rows}, {0: n}))
+    for b, k in ((2, 9), (5, 25)):
+        x, src = torch.randn(b, 4), torch.randn(k)
+        np.testing.assert_array_equal(prog.run(x.numpy(), (x > 0).numpy(), src.numpy()),
+                                      Merge()(x, x > 0, src).numpy())
