@@ -1,5 +1,6 @@
 """Special functions a kernel writer reaches for in losses, activations and samplers —
-``erfc``, ``erfinv``, ``lgamma``, ``digamma``, ``ndtr``, ``ndtri``, ``log_ndtr`` — written with portable ``tl`` primitives (libdevice
+``erfc``, ``erfinv``, ``lgamma``, ``digamma``, ``ndtr``, ``ndtri``, ``log_ndtr``, the
+modified Bessel functions ``i0``/``i0e``/``i1``/``i1e`` and ``polygamma`` — written with portable ``tl`` primitives (libdevice
 returns None in Triton's interpreter).
 
 Each reduces its argument to a short interval and evaluates a polynomial fitted (weighted
@@ -23,6 +24,12 @@ least squares, refined to near-minimax, against mpmath) for float32, in Horner f
 * ``digamma(x)``: ``x >= 6`` the asymptotic series; below, recurrences to ``[1, 2)`` where
   ``psi = (x - x0) q(x)`` around its root ``x0`` (split in two floats); reflection
   ``psi(1 - x) - pi / tan(pi x)`` for ``x < 0``; ``psi(±0) = ∓inf``, negative integers nan.
+
+* ``i0/i0e/i1/i1e(x)``: Chebyshev series (Clenshaw) of ``i0e`` and ``i1e(x)/x`` on
+  ``[0, 8]`` and of ``sqrt(x) i0e``, ``sqrt(x) i1e`` beyond, in ``16/x - 1``; ``i0``/``i1``
+  multiply by ``exp(|x|/2)`` twice (finite up to their float32 overflow near 89).
+* ``polygamma(n, x)``, ``1 <= n <= 6``: recurrences to ``x >= 10``, the asymptotic series
+  there, reflection with ``d^n/dx^n cot`` as a polynomial in ``cot`` for ``x < 0``.
 
 Measured in the interpreter against torch float64 (tests/kernels/test_user_kernels_sweep7_math.py):
 ≤ 1e-6 relative (absolute near the zeros of lgamma and digamma). On a GPU ``tl.exp``/``tl.log``
