@@ -343,16 +343,15 @@ class Lowering:
         return wide
 
     def const_value(self, vid: int) -> np.ndarray | None:
-        """The constant behind value ``vid`` (None when computed at run time); F16/BF16 weights
-        as float32, the type they are computed in.
+        """The array value ``vid`` holds when it is computed from constants alone (a weight; an
+        F16/BF16 weight read through its cast, as float32; a ``weight_norm`` weight), else None.
 
         Example:
             >>> # lw.const_value(lw.val(node.args[1]))  -> the weight array
         """
-        if vid in self.stored:
-            c = self.g.values[self.stored[vid][1]].const
-            return None if c is None else c.astype(np.float32)
-        return self.g.values[vid].const
+        from torchship.edge.passes.fold import evaluate
+
+        return evaluate(self.g, vid)
 
     def rounded(self, node: torch.fx.Node, result: Any) -> Any:
         """``result`` with each F16/BF16 tensor of the node (computed in F32) rounded to its

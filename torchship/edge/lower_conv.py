@@ -26,7 +26,6 @@ import torch
 from torchship.edge.lower import Lowering, handles, sym_to_dim
 from torchship.edge.lower_nn import Emit, index_axes, pad_value
 from torchship.edge.lower_ops import _first_output_only, _pool_args
-from torchship.edge.passes.fold import constant_fold
 
 aten = torch.ops.aten
 Node = torch.fx.Node
@@ -172,9 +171,7 @@ def conv_transpose(lw: Lowering, node: Node) -> int:
     x, w, b, stride, padding, dilation, _, output_padding, groups = node.args
     nd = len(stride)
     wv = lw.val(w)
-    if lw.const_value(wv) is None:  # computed from parameters only (weight_norm): fold it now
-        constant_fold(lw.g)
-    weight = lw.const_value(wv)
+    weight = lw.const_value(wv)  # a parameter, or computed from parameters only (weight_norm)
     if weight is None:
         raise lw.fail("transposed convolution needs a constant weight (a parameter of the model, or one "
                       "computed from parameters only such as weight_norm's), not one computed from inputs")

@@ -483,13 +483,11 @@ def _max_dim(lw: Lowering, node: Node) -> list[Any]:
 
 @handles(aten.linalg_vector_norm.default)
 def _vector_norm(lw: Lowering, node: Node) -> int:
-    x = lw.val(node.args[0])
+    dt, out = lw.out()  # dtype= casts the input first (weight_norm of a bf16 model asks for float32)
+    x = lw.tensor(node.args[0], dt)
     order = node.args[1] if len(node.args) > 1 else node.kwargs.get("ord", 2)
     axes = _axes(node, 2)
     keep = bool(node.args[3]) if len(node.args) > 3 else bool(node.kwargs.get("keepdim", False))
-    if node.kwargs.get("dtype") is not None:
-        raise lw.fail("vector_norm with dtype= is not supported; cast first")
-    dt, out = lw.out()
     shape = lw.shape_of(x)
     g = lw.g
     if order in (1, 2):

@@ -2,7 +2,7 @@
 
 Example:
     >>> import numpy as np
-    >>> from torchship.edge.graph import Graph
+    >>> from torchship.edge.graph import Graph, GInstr
     >>> g = Graph("f"); a = g.add_const("a", np.ones(3, np.float32))
     >>> b = g.emit("add", [a, a], "F32", [3]); g.outputs = [b]
     >>> _ = constant_fold(g)
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from torchship.edge.graph import Graph
+from torchship.edge.graph import GInstr, Graph
 from torchship.edge.runtime import nn_ops, ops  # noqa: F401  (register ops)
 from torchship.edge.runtime.dims import DTYPES
 from torchship.edge.runtime.registry import OPS, has_symbolic_attrs
@@ -42,17 +42,50 @@ def constant_fold(graph: Graph) -> int:
         if static and all(v.const is not None for v in vals) and ins.op != "dequantize" and not widen:
             size = int(np.prod(out.shape, dtype=np.int64)) * DTYPES[out.dtype].itemsize
             if size <= sum(v.const.nbytes for v in vals) + GROWTH_LIMIT:
-                result = np.empty(out.shape, DTYPES[out.dtype])
-                attrs = {k: (float(v) if isinstance(v, str) and op.attrs[k][0].startswith("float") else v) for k, v in ins.attrs.items()}
-                full = {k: attrs.get(k, d) for k, (_, d) in op.attrs.items()}
-                op.kernel([v.const for v in vals], [result], full)
-                out.const = result
+                out.const = _run(graph, ins, [v.const for v in vals])
                 out.name = f"{graph.name}.{out.name}"
                 folded += 1
                 continue
         keep.append(ins)
     graph.instrs = keep
     return folded
+
+
+def _run(graph: Graph, ins: GInstr, inputs: list[np.ndarray]) -> np.ndarray:
+    """Instruction ``ins`` (static shapes) evaluated on the constant ``inputs``."""
+    op, out = OPS[ins.op], graph.values[ins.outputs[0]]
+    result = np.empty(out.shape, DTYPES[out.dtype])
+    attrs = {k: (float(v) if isinstance(v, str) and op.attrs[k][0].startswith("float") else v) for k, v in ins.attrs.items()}
+    op.kernel(inputs, [result], {k: attrs.get(k, d) for k, (_, d) in op.attrs.items()})
+    return result
+
+
+def evaluate(graph: Graph, vid: int) -> np.ndarray | None:
+    """The value ``vid`` computed from constants alone, without changing the graph (None when it
+    depends on an input or a dynamic size): a weight read through a cast (a float16 model's
+    weights) or computed from parameters (``weight_norm``), for lowerings that need the array.
+
+    Example:
+        >>> g = Graph("f"); a = g.add_const("a", np.ones(2, np.float16))
+        >>> b = g.emit("cast", [a], "F32", [2], {"dtype": "F32"})
+        >>> evaluate(g, b).dtype
+        dtype('float32')
+    """
+    producer = {ins.outputs[0]: ins for ins in graph.instrs}
+    memo: dict[int, np.ndarray | None] = {}
+
+    def value(v: int) -> np.ndarray | None:
+        if graph.values[v].const is not None:
+            return graph.values[v].const
+        if v not in memo:
+            ins = producer.get(v)
+            static = ins is not None and all(isinstance(d, int) for d in graph.values[v].shape) \
+                and not has_symbolic_attrs(OPS[ins.op], ins.attrs)
+            inputs = [value(i) for i in ins.inputs] if static else [None]
+            memo[v] = None if any(x is None for x in inputs) else _run(graph, ins, inputs)
+        return memo[v]
+
+    return value(vid)
 
 
 def _channel_vector(c: np.ndarray, out_rank: int, axis: int, channels: int) -> np.ndarray | None:
