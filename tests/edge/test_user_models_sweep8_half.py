@@ -24,7 +24,7 @@ from torch.export import Dim
 
 from tests.edge._util import split_program
 from tests.edge.test_user_models_seq import HiFiGANish
-from torchship.edge import export
+from torchship.edge import ExportError, export
 from torchship.edge.runtime import ProgramError, loads
 
 #: one rounding, relative (float32 outputs: a few float32 roundings)
@@ -115,6 +115,7 @@ def test_bf16_transformer_encoder_over_a_dynamic_length() -> None:
 
 @pytest.mark.parametrize("dtype", HALVES, ids=str)
 @pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
+@pytest.mark.filterwarnings("ignore:The tensor attribute self")  # old-style weight_norm sets .weight in forward
 def test_half_vocoder_with_weight_norm_and_transposed_convs(dtype: torch.dtype) -> None:
     torch.manual_seed(90)  # weight_norm's norm in float32 (vector_norm dtype=), the weight read through casts
     check_half(HiFiGANish().to(dtype), (torch.randn(2, 4, 10).to(dtype),))
@@ -162,3 +163,9 @@ def test_bf16_inputs_must_be_ml_dtypes_bfloat16() -> None:
     prog = export(model, (torch.randn(1, 3).to(torch.bfloat16),))
     with pytest.raises(ProgramError, match="must be bfloat16 .an ml_dtypes.bfloat16 array"):
         prog.run(np.zeros((1, 3), np.float32))
+
+
+def test_int8_quantisation_of_a_half_model_is_refused() -> None:
+    model = nn.Linear(3, 2).half().eval()
+    with pytest.raises(ExportError, match="quantize='int8' applies to float32 weights; this model holds torch.float16"):
+        export(model, (torch.randn(1, 3).half(),), quantize="int8")

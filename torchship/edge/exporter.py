@@ -224,6 +224,11 @@ def export(
         {'linear': 1}
     """
     model = model.eval()
+    halves = {t.dtype for t in (*model.parameters(), *model.buffers())} & {torch.float16, torch.bfloat16}
+    if quantize and halves:
+        raise ExportError(f"torchship.edge.export: quantize={quantize!r} applies to float32 weights; this model holds "
+                          f"{', '.join(sorted(map(str, halves)))} ones. Quantise the float32 model, or export this one "
+                          "without quantize (its weights are stored in 2 bytes already)")
     specs: dict[str, tuple[tuple[Any, ...], Any]] = {}
     if example_inputs is not None:
         specs["forward"] = (tuple(example_inputs), dynamic_shapes)
