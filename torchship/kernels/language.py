@@ -206,6 +206,10 @@ class Tile:
     def __repr__(self) -> str:
         return f"Tile(begin={self.begin}, end={self.end}, block_size={self.block_size})"
 
+    def __index__(self) -> int:
+        """A tile used as a size (``torch.zeros([tm, 16])``) is its actual extent."""
+        return self.end - self.begin
+
     def as_slice(self) -> slice:
         """The slice this tile stands for when indexing a tensor.
 
@@ -234,6 +238,15 @@ class Tile:
             tensor, index, value = args
             tensor[_convert_index(index)] = value
             return None
+        if func in (torch.zeros, torch.ones, torch.empty, torch.full):
+            kwargs = dict(kwargs or {})
+            kwargs.setdefault("device", _device())
+            def size(a: Any) -> Any:  # each tile its actual extent
+                if isinstance(a, (list, tuple)):
+                    return type(a)(size(x) for x in a)
+                return a.__index__() if isinstance(a, Tile) else a
+
+            return func(*[size(a) for a in args], **kwargs)
         name = getattr(func, "__name__", repr(func))
         raise TypeError(
             f"{name}: a Tile only indexes tensors (x[tile, :], out[tm, tn] = v) or gives shapes "

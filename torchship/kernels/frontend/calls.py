@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from torchship.kernels import language
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
-from torchship.kernels.frontend import elementwise, gathers, inline, pieces
+from torchship.kernels.frontend import elementwise, factories, gathers, inline, pieces
 from torchship.kernels.frontend.captures import TensorRef
 from torchship.kernels.frontend.host import is_missing
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
@@ -81,7 +81,7 @@ METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "logcumsumexp", "cu
                           "clamp_min", "clamp_max",
                           "matmul", "square", "type_as", "int", "long", "bool", "atan2", "sort", "argsort", "topk"]}
 METHODS.update({"arc" + n[1:]: n for n in [*_ARC, "atan2"]})
-FUNCTIONS.update({**elementwise.FUNCTIONS, **pieces.FUNCTIONS})
+FUNCTIONS.update({**elementwise.FUNCTIONS, **pieces.FUNCTIONS, **factories.FUNCTIONS})
 METHODS.update({**elementwise.METHODS, **pieces.METHODS})
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",
@@ -238,6 +238,8 @@ class CallHandler:
                 return tuple(self.b.tensor_size(base, d) for d in range(base.ndim))
             if attr == "ndim":
                 return base.ndim
+            if attr == "device":
+                return None  # device= of a block factory: blocks live where the kernel runs
             if attr in ("size", "stride", "dim", "item"):
                 return ("method", base, attr)
             raise self.err(KernelSyntaxError, f"tensor attribute {attr!r} is not available in "
@@ -246,6 +248,8 @@ class CallHandler:
         if isinstance(base, Value):
             if attr == "dtype":
                 return base.dtype
+            if attr == "device":
+                return None
             if attr in ("T", "mT"):
                 return self.b.emit("trans", [base])
             if attr == "shape":
@@ -451,11 +455,11 @@ class CallHandler:
                            "[0, 1); ts.randn for normal; dropout: torch.where(ts.rand([tm, tn], seed) >= p, "
                            "x[tm, tn] / (1 - p), 0.0)), or draw in host code and pass the "
                            "tensor in", node=node)
-        if fobj in (torch.empty, torch.zeros, torch.ones, torch.full, torch.empty_like,
-                    torch.zeros_like, torch.ones_like, torch.arange, torch.tensor):
+        if fobj in (torch.empty_like, torch.tensor):
             raise self.err(KernelSyntaxError, f"`{text}` allocates a tensor: not allowed in "
                            "device code", hint="allocate outputs in host code before the tile "
-                           "loop; for blocks use ts.zeros([tm, tn]) / ts.full(...)", node=node)
+                           "loop; for blocks use torch.zeros([tm, tn]) / ts.full(...)",
+                           node=node)
         mod = getattr(fobj, "__module__", "") or ""
         if mod.startswith("torch") or getattr(fobj, "__name__", "") in dir(torch):
             raise self.err(KernelSyntaxError, f"unsupported torch op `{text}` in device code",

@@ -128,10 +128,12 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
 
     if name in elementwise.COMPOSED:
         return elementwise.COMPOSED[name](h, name, args, kwargs, node)
-    from torchship.kernels.frontend import pieces
+    from torchship.kernels.frontend import factories, pieces
 
     if name in pieces.COMPOSED:
         return pieces.COMPOSED[name](h, name, args, kwargs, node)
+    if name in factories.COMPOSED:
+        return factories.COMPOSED[name](h, name, args, kwargs, node)
     if name in ("zeros_like", "ones_like", "full_like"):
         return _like(h, name, args, kwargs, node)
     if name == "masked_fill":
@@ -404,6 +406,8 @@ def reduction(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: 
     if name == "mean" and not x.dtype.is_floating_point:
         raise h.err(KernelTypeError, "mean() of an integer block", node=node,
                     hint="convert with .to(torch.float32) first")
+    if kind in ("argmax", "argmin"):
+        return _arg_reduce(h, x, kind, dims[0], keep)
     counts = [_count(h, x.shape[d]) for d in dims]
     val = x
     for d in reversed(dims):
@@ -416,9 +420,25 @@ def reduction(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: 
     if name in ("max", "min") and dim is not None:
         from torchship.kernels.frontend.calls import MaxResult
 
-        idx = b.emit("reduce", [x], {"kind": "arg" + kind, "dim": dims[0], "keepdim": keep})
-        return MaxResult(val, idx)
+        return MaxResult(val, _arg_reduce(h, x, "arg" + kind, dims[0], keep))
     return val
+
+
+def _arg_reduce(h: Any, x: Value, kind: str, dim: int, keep: bool) -> Value:
+    """argmax/argmin along ``dim``: the first extreme position, or for floats the first NaN
+    where the row holds one, like torch (``tl.argmax`` skips NaN)."""
+    b = h.b
+    attrs = {"dim": dim, "keepdim": keep}
+    if not x.dtype.is_floating_point:
+        return b.emit("reduce", [x], {"kind": kind, **attrs})
+    is_nan = b.emit("ne", [x, x])
+    # NaN lanes out of the value search (an all-NaN chunk would trip the interpreter's nanmax)
+    clean = b.emit("where", [is_nan, float("-inf") if kind == "argmax" else float("inf"), x])
+    idx = b.emit("reduce", [clean], {"kind": kind, **attrs})
+    nan = b.emit("to", [is_nan], {"dtype": torch.int32})
+    first = b.emit("reduce", [nan], {"kind": "argmax", **attrs})
+    any_nan = b.emit("gt", [b.emit("reduce", [nan], {"kind": "max", **attrs}), 0])
+    return b.emit("where", [any_nan, first, idx])
 
 
 def _like(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
