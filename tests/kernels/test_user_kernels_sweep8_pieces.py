@@ -130,3 +130,55 @@ def test_cuts_triton_cannot_express_are_refused(which: str, width: int, says: st
     text = str(info.value)
     assert says in text and "test_user_kernels_sweep8_pieces.py" in text, text
     assert "equal power-of-two parts" in text
+
+
+@ts.kernel
+def rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """GPT-J style: pairs (x[2i], x[2i+1]) rotate; cos/sin hold one value per pair."""
+    out = torch.empty_like(x)
+    for tm in ts.tile(x.size(0), block_size=32):
+        even, odd = x[tm, :].unflatten(-1, (-1, 2)).unbind(-1)
+        c, s = cos[tm, :], sin[tm, :]
+        out[tm, :] = torch.stack((even * c - odd * s, even * s + odd * c), dim=-1).flatten(1)
+    return out
+
+
+@ts.kernel
+def shuffles(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[rows, 4, 8] blocks: permute, transpose of the first two dims, movedim."""
+    a = torch.empty([x.size(0), 8, 4], dtype=x.dtype, device=x.device)
+    b = torch.empty([4, x.size(0), 8], dtype=x.dtype, device=x.device)
+    for tm in ts.tile(x.size(0), block_size=32):
+        v = x[tm, :, :]
+        a[tm, :, :] = v.permute(0, 2, 1) + torch.movedim(v, 1, 2)
+        b[:, tm, :] = v.transpose(0, 1)
+    return a, b
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_interleaved_rope_and_permutes(mode: str, request: pytest.FixtureRequest,
+                                       poison_empty: None) -> None:
+    use(mode, request)
+    x, cos, sin = torch.randn(40, 64), torch.randn(40, 32), torch.randn(40, 32)
+    even, odd = x[:, 0::2], x[:, 1::2]
+    want = torch.stack((even * cos - odd * sin, even * sin + odd * cos), -1).flatten(1)
+    close(rope_interleaved(x, cos, sin), want)
+    y = torch.randn(50, 4, 8)
+    a, b = shuffles(y)
+    close(a, 2 * y.permute(0, 2, 1))
+    close(b, y.transpose(0, 1))
+
+
+@ts.kernel
+def reshaped(x: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x)
+    for tm in ts.tile(x.size(0), block_size=32):
+        out[tm, :] = x[tm, :].reshape(-1, 16, 2).sum(-1).repeat(1, 2)
+    return out
+
+
+def test_reshape_of_a_block_points_to_unflatten(compiled_mode: None) -> None:
+    with pytest.raises(ts.KernelError) as info:
+        reshaped(torch.randn(8, 32))
+    text = str(info.value)
+    assert "x.unflatten(-1, (16, 2))" in text and "sweep8_pieces.py" in text, text

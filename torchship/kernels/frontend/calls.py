@@ -504,8 +504,10 @@ class CallHandler:
                            == [base.ndim - 2, base.ndim - 1]):
             return self.b.emit("trans", [base])
         if meth == "transpose":
-            raise self.err(KernelSyntaxError, "only the last two dims can be transposed",
-                           node=node)
+            order = list(range(base.ndim))
+            a, b = (int(d) % base.ndim for d in args[:2])
+            order[a], order[b] = b, a
+            return pieces.permute(self, base, order, node)
         if meth == "squeeze":
             return self.squeeze(base, args[0] if args else kwargs.get("dim"), node)
         if meth == "unsqueeze":

@@ -1,6 +1,7 @@
 """``torch.cat``/``torch.stack``/``chunk``/``split``/``unbind`` of blocks and slices of a
 block along one dim (``x[..., :h]``, ``x[..., h:]``, ``x[:, 8:16]``), as trees of the
-``join``/``half`` ops (:mod:`torchship.kernels.ops.pieces`).
+``join``/``half`` ops (:mod:`torchship.kernels.ops.pieces`); ``permute``/``movedim`` and
+``flatten``/``unflatten`` of dims of fixed size.
 
 Triton blocks have power-of-two shapes and no slicing, so the pieces are equal, aligned
 power-of-two parts of a dim of fixed size: a constant dim, or a whole (``:``) dim whose size
@@ -11,8 +12,8 @@ pairs and concatenates those; a slice descends the halves that contain it. Anyth
 write instead.
 
 Example:
-    >>> sorted(COMPOSED)
-    ['cat', 'chunk', 'concat', 'concatenate', 'split', 'stack', 'unbind']
+    >>> sorted(COMPOSED)[:7]
+    ['cat', 'chunk', 'concat', 'concatenate', 'flatten', 'movedim', 'permute']
 """
 
 from __future__ import annotations
@@ -202,9 +203,71 @@ def pieces(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast
     return tuple(parts(h, x, dim, count, node, f"{name}()"))
 
 
+def permute(h: Any, x: Value, perm: list[Any], node: ast.AST) -> Value:
+    """``x.permute(*perm)`` (any order of a block's dims; ``tl.permute``)."""
+    if len(perm) == 1 and isinstance(perm[0], (tuple, list)):
+        perm = list(perm[0])
+    norm = [_norm(p, x.ndim, h, node) for p in perm]
+    if sorted(norm) != list(range(x.ndim)):
+        raise h.err(KernelTypeError, f"permute({perm}) is not an order of the block's "
+                    f"{x.ndim} dims", node=node)
+    return x if norm == sorted(norm) else h.b.emit("permute", [x], {"perm": tuple(norm)})
+
+
+def regroup(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+    """``permute``/``movedim``; ``flatten(start, end)`` and ``unflatten(dim, sizes)`` of dims of
+    fixed size (``tl.reshape``); ``reshape``/``view`` are refused with these as the way."""
+    x = h.operand(_arg(args, kwargs, 0, "input", None))
+    if name == "permute":
+        return permute(h, x, list(args[1:]) or list(kwargs.get("dims", ())), node)
+    if name == "movedim":
+        src, dst = (_norm(_arg(args, kwargs, i, k, 0), x.ndim, h, node)
+                    for i, k in ((1, "source"), (2, "destination")))
+        order = [d for d in range(x.ndim) if d != src]
+        order.insert(dst, src)
+        return permute(h, x, order, node)
+    if name in ("reshape", "view"):
+        raise h.err(KernelSyntaxError, f"`{ast.unparse(node)}`: blocks are regrouped with "
+                    "flatten/unflatten (a tile's block has no fixed size to reshape)",
+                    hint="x.unflatten(-1, (16, 2)) splits a dim of fixed size (a constant or "
+                    "a whole `:` dim), x.flatten(-2) merges the last two; then permute",
+                    node=node)
+    dims = list(x.shape)
+    if name == "flatten":
+        lo = _norm(_arg(args, kwargs, 1, "start_dim", 0), x.ndim, h, node) if x.ndim else 0
+        hi = _norm(_arg(args, kwargs, 2, "end_dim", -1), x.ndim, h, node) if x.ndim else 0
+        size = 1
+        for d in range(lo, hi + 1):
+            size *= dim_size(h, x, d, f"`{ast.unparse(node)}`", node)
+        dims[lo:hi + 1] = [ConstDim(size)]
+    else:
+        d = _norm(_arg(args, kwargs, 1, "dim", None), x.ndim, h, node)
+        n = dim_size(h, x, d, f"`{ast.unparse(node)}`", node)
+        sizes = [h.b.const_int(v, "an unflatten size") for v in _arg(args, kwargs, 2, "sizes", ())]
+        known = 1
+        for v in sizes:
+            known *= v if v != -1 else 1
+        sizes = [n // known if v == -1 else v for v in sizes]
+        if known * (n // known) != n or any(not _pow2(v) for v in sizes) or \
+                _prod(sizes) != n:
+            raise h.err(KernelTypeError, f"unflatten of a dim of size {n} into {sizes}: the "
+                        "sizes must be powers of two multiplying to it", node=node)
+        dims[d:d + 1] = [ConstDim(v) for v in sizes]
+    return h.b.emit("regroup", [x], {"dims": tuple(dims)})
+
+
+def _prod(values: list[int]) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
 COMPOSED: dict[str, Callable[..., Any]] = {
-    n: pieces for n in ("cat", "concat", "concatenate", "stack", "chunk", "split", "unbind")}
+    **{n: pieces for n in ("cat", "concat", "concatenate", "stack", "chunk", "split", "unbind")},
+    **{n: regroup for n in ("permute", "movedim", "flatten", "unflatten", "reshape", "view")}}
 #: torch callables of device code -> composition name
-FUNCTIONS: dict[Any, str] = {getattr(torch, n): n for n in COMPOSED}
+FUNCTIONS: dict[Any, str] = {getattr(torch, n): n for n in COMPOSED if n != "view"}
 #: tensor methods of device code -> composition name
-METHODS: dict[str, str] = {n: n for n in ("chunk", "split", "unbind")}
+METHODS: dict[str, str] = {n: n for n in COMPOSED if n not in ("cat", "concat", "concatenate",
+                                                               "stack")}

@@ -1,6 +1,7 @@
-"""Joining and splitting blocks along a dim of known size: the ops under ``torch.cat``,
-``torch.stack``, ``chunk``/``split`` and half-slices of a block (``x[..., :h]``), built on
-Triton's ``tl.join`` / ``tl.split`` / ``tl.permute`` / ``tl.reshape``.
+"""Joining, splitting and regrouping blocks along dims of known size: the ops under
+``torch.cat``, ``torch.stack``, ``chunk``/``split``, half-slices of a block (``x[..., :h]``),
+``permute`` and ``flatten``/``unflatten``, built on Triton's ``tl.join`` / ``tl.split`` /
+``tl.permute`` / ``tl.reshape``.
 
 * ``join(a, b, dim, stack)``: ``tl.join`` puts the two blocks side by side in a new last
   axis of size 2; ``tl.permute`` moves that axis to ``dim`` — that is ``torch.stack`` — and
@@ -8,6 +9,8 @@ Triton's ``tl.join`` / ``tl.split`` / ``tl.permute`` / ``tl.reshape``.
   block's elements come first).
 * ``half(x, dim, which)``: the reverse: ``tl.reshape`` splits ``dim`` (size ``2k``) into
   ``(2, k)``, ``tl.permute`` moves the 2 last and ``tl.split`` returns the halves.
+* ``permute(x, perm)`` is ``tl.permute``; ``regroup(x, dims)`` is ``tl.reshape`` to the new
+  dims (row-major, like torch's ``view`` of a contiguous tensor).
 
 Larger powers of two are trees of these (:mod:`torchship.kernels.frontend.pieces`); the
 frontend makes sure the dims are of a fixed size (Triton blocks have power-of-two shapes and
@@ -89,3 +92,21 @@ def _half_emit(cg: Any, node: Any, args: list[str]) -> str:
 
 
 register(OpDef("half", _half_infer, _half_emit, "view"))
+
+
+def _permute_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+    x: Value = inputs[0]
+    return tuple(x.shape[p] for p in attrs["perm"]), x.dtype
+
+
+register(OpDef("permute", _permute_infer,
+               lambda cg, node, args: f"tl.permute({args[0]}, {tuple(node.attrs['perm'])})",
+               "view"))
+
+
+def _regroup_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+    return tuple(attrs["dims"]), inputs[0].dtype
+
+
+register(OpDef("regroup", _regroup_infer, lambda cg, node, args: (
+    f"tl.reshape({args[0]}, [{', '.join(cg.block(d) for d in node.out.shape)}])"), "view"))
