@@ -3,7 +3,8 @@ slices and ``chunk``/``split``/``unbind`` that give their halves, against torch 
 ``rotate_half`` written three ways (slices at a host int, ``chunk``, ``split``), a kernel
 specialised anew for a second head size, concatenation of four blocks, stacking along a new
 middle or last dim, a 3-D block cut along its middle dim — and the refusals (a tile dim,
-unequal parts, a non-power-of-two whole dim, three blocks) naming the kernel's line.
+unequal parts, a non-power-of-two whole dim, three blocks) naming the kernel's line; GPT-J
+interleaved RoPE (unflatten/unbind/stack/flatten), permutes and ``torch.einsum`` of blocks.
 
 Example:
     pytest -q tests/kernels/test_user_kernels_sweep8_pieces.py
@@ -182,3 +183,55 @@ def test_reshape_of_a_block_points_to_unflatten(compiled_mode: None) -> None:
         reshaped(torch.randn(8, 32))
     text = str(info.value)
     assert "x.unflatten(-1, (16, 2))" in text and "sweep8_pieces.py" in text, text
+
+
+@ts.kernel
+def einsums(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    m, n = a.size(0), b.size(1)
+    mm = torch.empty([m, n], dtype=torch.float32, device=a.device)
+    rows = torch.empty([m], dtype=torch.float32, device=a.device)
+    nm = torch.empty([n, m], dtype=torch.float32, device=a.device)
+    outer = torch.empty([m, 32, 32], dtype=torch.float32, device=a.device)
+    bmn = torch.empty([c.size(0), 16, 16], dtype=torch.float32, device=a.device)
+    for tm in ts.tile(m, block_size=16):
+        x = a[tm, :]
+        mm[tm, :] = torch.einsum("mk,kn->mn", x, b[:, :])
+        rows[tm] = torch.einsum("ij,ij->i", x, x)
+        nm[:, tm] = torch.einsum("mk,kn->nm", x, b[:, :])
+        outer[tm, :, :] = torch.einsum("mi,mj->mij", x, x)
+    for tb in ts.tile(c.size(0), block_size=1):
+        v = c[tb, :, :]
+        bmn[tb, :, :] = torch.einsum("bmk,bnk->bmn", v, v)
+    return mm, rows, nm, outer, bmn
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_einsum_on_blocks(mode: str, request: pytest.FixtureRequest, poison_empty: None) -> None:
+    use(mode, request)
+    a, b, c = torch.randn(40, 32), torch.randn(32, 32), torch.randn(4, 16, 16)
+    mm, rows, nm, outer, bmn = einsums(a, b, c)
+    close(mm, a @ b, atol=1e-4)
+    close(rows, (a * a).sum(1), atol=1e-4)
+    close(nm, (a @ b).T, atol=1e-4)
+    close(outer, a[:, :, None] * a[:, None, :])
+    close(bmn, c @ c.transpose(1, 2), atol=1e-4)
+
+
+def test_einsum_matrix_product_is_a_dot(compiled_mode: None) -> None:
+    args = (torch.randn(40, 32), torch.randn(32, 32), torch.randn(4, 16, 16))
+    assert einsums.to_triton_code(args=args).count("tl.dot(") >= 3
+
+
+@ts.kernel
+def einsum_trace(x: torch.Tensor) -> torch.Tensor:
+    out = torch.empty([x.size(0)], dtype=x.dtype, device=x.device)
+    for tm in ts.tile(x.size(0), block_size=32):
+        out[tm] = torch.einsum("mii->m", x[tm, :, :])
+    return out
+
+
+def test_einsum_traces_are_refused(compiled_mode: None) -> None:
+    with pytest.raises(ts.KernelError) as info:
+        einsum_trace(torch.randn(8, 4, 4))
+    text = str(info.value)
+    assert "subscripts 'mii'" in text and "sweep8_pieces.py" in text, text

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from torchship.kernels import language
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
-from torchship.kernels.frontend import elementwise, factories, gathers, inline, pieces
+from torchship.kernels.frontend import einsum, elementwise, factories, gathers, inline, pieces
 from torchship.kernels.frontend.captures import TensorRef
 from torchship.kernels.frontend.host import is_missing
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
@@ -81,7 +81,8 @@ METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "logcumsumexp", "cu
                           "clamp_min", "clamp_max",
                           "matmul", "square", "type_as", "int", "long", "bool", "atan2", "sort", "argsort", "topk"]}
 METHODS.update({"arc" + n[1:]: n for n in [*_ARC, "atan2"]})
-FUNCTIONS.update({**elementwise.FUNCTIONS, **pieces.FUNCTIONS, **factories.FUNCTIONS})
+FUNCTIONS.update({**elementwise.FUNCTIONS, **pieces.FUNCTIONS, **factories.FUNCTIONS,
+                  **einsum.FUNCTIONS})
 METHODS.update({**elementwise.METHODS, **pieces.METHODS})
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",

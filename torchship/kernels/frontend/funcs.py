@@ -134,6 +134,10 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         return pieces.COMPOSED[name](h, name, args, kwargs, node)
     if name in factories.COMPOSED:
         return factories.COMPOSED[name](h, name, args, kwargs, node)
+    if name == "einsum":
+        from torchship.kernels.frontend.einsum import einsum
+
+        return einsum(h, name, args, kwargs, node)
     if name in ("zeros_like", "ones_like", "full_like"):
         return _like(h, name, args, kwargs, node)
     if name == "masked_fill":
