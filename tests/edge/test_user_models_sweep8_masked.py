@@ -1,8 +1,9 @@
-"""Writes through masks and flat indices a user's model reaches for: LLaVA-style image
+"""Writes through masks, flat indices and views a user's model reaches for: LLaVA-style image
 features placed into the token embeddings with ``masked_scatter``, graph pooling with
-``index_reduce``, ``put``, and the
-clear refusal of data-sized results (``masked_select``, ``nonzero``, ``unique``); numpy
-runtime against eager torch in float64."""
+``index_reduce``, ``put``, slice / row / diagonal assignments (``slice_scatter``, ``copy``,
+``diagonal_scatter``), the clear refusal of data-sized results (``masked_select``,
+``nonzero``, ``unique``), and two small gaps found on the way (``vector_norm`` of any order,
+``searchsorted`` of a number); numpy runtime against eager torch in float64."""
 
 from __future__ import annotations
 
@@ -114,3 +115,44 @@ def test_masked_scatter_over_dynamic_sizes() -> None:
         x, src = torch.randn(b, 4), torch.randn(k)
         np.testing.assert_array_equal(prog.run(x.numpy(), (x > 0).numpy(), src.numpy()),
                                       Merge()(x, x > 0, src).numpy())
+
+
+class InPlaceWrites(nn.Module):
+    """Writes into views of a fresh tensor, as user code does them: a slice assignment over a
+    dynamic length, a strided one, a negative-start one, a row (``select``), and a masked-out
+    diagonal of a static channel Gram matrix (``diagonal().fill_``)."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, t, d = a.shape
+        out = torch.zeros(n, t, 2 * d)
+        out[:, :, :d] = a
+        out[:, :, d:] = b.relu()
+        out[:, 1:, ::2] += 1.0
+        out[:, -1] = 7.0
+        out[..., -2:] = b[..., :2] * 3
+        scores = a.transpose(1, 2) @ b  # [n, d, d]
+        scores.diagonal(dim1=-2, dim2=-1).fill_(-1e4)
+        return out, scores.softmax(-1)
+
+
+def test_in_place_writes_into_slices_rows_and_diagonals() -> None:
+    torch.manual_seed(84)
+    t = Dim("t", min=3, max=16)
+    check_model(InPlaceWrites(), (torch.randn(2, 5, 4), torch.randn(2, 5, 4)), ({1: t}, {1: t}),
+                others=((torch.randn(2, 9, 4), torch.randn(2, 9, 4)),))
+
+
+@pytest.mark.parametrize("offset,d1,d2", [(0, 0, 1), (1, 0, 2), (-2, 2, 1)])
+def test_diagonal_scatter(offset: int, d1: int, d2: int) -> None:
+    x = torch.randn(4, 3, 5)
+    src = torch.diagonal(x, offset, d1, d2).clone().normal_()
+    check(lambda t, s: torch.diagonal_scatter(t, s, offset, d1, d2), [x, src])
+    check(lambda t, s: torch.slice_scatter(t, s[:, :2], 1, 1, 3) * 2, [x, torch.randn(4, 3, 5)])
+
+
+@pytest.mark.parametrize("order", [3, 0.5, 0, float("-inf")])
+def test_vector_norm_of_any_order_and_searchsorted_of_a_number(order: float) -> None:
+    x = torch.randn(3, 5)
+    x[0, 1] = 0.0
+    check(lambda t: torch.linalg.vector_norm(t, order, dim=-1), [x], tol=1e-5)
+    check(lambda t: torch.searchsorted(t[0].sort().values, 0.25, right=order == 3), [x])

@@ -1,7 +1,8 @@
-"""ATen -> core op handlers for writes whose positions come from a mask or a flat index:
-``Tensor.masked_scatter``,
-``Tensor.index_reduce`` and ``Tensor.put``, on the core ``cumsum``, ``index``, ``where`` and
-``scatter``.
+"""ATen -> core op handlers for writes into a region of a tensor: ``Tensor.masked_scatter``,
+``Tensor.index_reduce``, ``Tensor.put``, and the functional forms of in-place writes into a view
+(``x[:, 1:3] = v`` and ``x[2] = v`` become ``slice_scatter`` / ``select_scatter`` of an
+``aten.copy``, ``x.diagonal().fill_(c)`` a ``diagonal_scatter``), on the core ``cumsum``,
+``index``, ``where``, ``expand`` and ``scatter``.
 
 A masked scatter reads its source in order: the ``j``-th selected element (row-major over the
 mask broadcast to ``x``) gets the ``j``-th source element, so each element's source position is
@@ -16,12 +17,14 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from torchship.edge.lower import Lowering, dim_prod, handles
+from torchship.edge.lower import Lowering, dim_prod, handles, rank
 from torchship.edge.lower import out_dtype as _out_dtype
 from torchship.edge.lower_index import _REDUCE, scatter_reduce
 from torchship.edge.lower_nn import Emit, _bind
+from torchship.edge.lower_shapes import _norm_index
 
 aten = torch.ops.aten
 Node = torch.fx.Node
@@ -87,3 +90,58 @@ def _put(lw: Lowering, node: Node) -> int:
     flat = e("reshape", [x], [n], {"shape": [n]})
     y = e("scatter", [flat, idx, e("reshape", [src], [k], {"shape": [k]})], [n], {"axis": 0, "accumulate": accumulate})
     return lw.emit("reshape", [y], {"shape": xs})
+
+
+@handles(aten.copy.default)
+def _copy(lw: Lowering, node: Node) -> int:
+    """``aten.copy(x, src)`` (what ``x[...] = src`` writes into the view): ``src`` in ``x``'s
+    dtype, broadcast to its shape."""
+    dt, shape = lw.out()
+    src = lw.tensor(node.args[1], dt)
+    return src if lw.shape_of(src) == shape else lw.emit("expand", [src], {"shape": shape})
+
+
+@handles(aten.slice_scatter.default)
+def _slice_scatter(lw: Lowering, node: Node) -> int:
+    """``slice_scatter(x, src, dim, start, end, step)``: ``src`` scattered along ``dim`` at
+    ``start, start + step, …`` (one position per slice of ``src``; sizes may be dynamic)."""
+    dt = _out_dtype(lw, node)
+    e = Emit(lw, dt)
+    x, src = lw.tensor(node.args[0], dt), lw.tensor(node.args[1], dt)
+    args = list(node.args[2:]) + [0, None, None, 1][len(node.args) - 2:]
+    dim, start, _, step = args[:4]
+    dim = int(dim) % rank(node.args[0])
+    start = _norm_index(lw.dim(start) if start is not None else None, lw.shape_of(x)[dim], 0)
+    ss = lw.shape_of(src)
+    k = ss[dim]
+    end = start + int(step) * k if isinstance(start, int) and isinstance(k, int) else ["+", start, ["*", int(step), k]]
+    pos = e("arange", [], [k], {"start": start, "end": end, "step": int(step), "dtype": "I64"}, dtype="I64")
+    view = [1] * len(ss)
+    view[dim] = k
+    idx = e("expand", [e("reshape", [pos], view, {"shape": view}, dtype="I64")], ss, {"shape": ss}, dtype="I64")
+    return lw.emit("scatter", [x, idx, src], {"axis": dim, "accumulate": False})
+
+
+@handles(aten.diagonal_scatter.default)
+def _diagonal_scatter(lw: Lowering, node: Node) -> int:
+    """``diagonal_scatter(x, src, offset, dim1, dim2)``: ``dim1``, ``dim2`` (static sizes) moved
+    last and flattened, ``src`` scattered at the diagonal's flat positions, moved back."""
+    dt = _out_dtype(lw, node)
+    e = Emit(lw, dt)
+    x, src = lw.tensor(node.args[0], dt), lw.tensor(node.args[1], dt)
+    r = rank(node.args[0])
+    offset, d1, d2 = (list(node.args[2:]) + [0, 0, 1][len(node.args) - 2:])[:3]
+    d1, d2, offset = int(d1) % r, int(d2) % r, int(offset)
+    xs = lw.shape_of(x)
+    a, b = xs[d1], xs[d2]
+    if not isinstance(a, int) or not isinstance(b, int):
+        raise lw.fail("diagonal_scatter over dynamic dimensions is not supported (static ones are)")
+    perm = [d for d in range(r) if d not in (d1, d2)] + [d1, d2]
+    rest = [xs[d] for d in perm[:-2]]
+    rows = np.arange(max(0, -offset), min(a, b - offset))
+    flat = e("reshape", [e("permute", [x], rest + [a, b], {"perm": perm})], rest + [a * b], {"shape": rest + [a * b]})
+    pos = lw.g.add_const(f"{lw.g.name}.diagonal", (rows * b + rows + offset).reshape([1] * len(rest) + [len(rows)]))
+    idx = e("expand", [pos], lw.shape_of(src), {"shape": lw.shape_of(src)}, dtype="I64")
+    y = e("reshape", [e("scatter", [flat, idx, src], rest + [a * b], {"axis": -1, "accumulate": False})],
+          rest + [a, b], {"shape": rest + [a, b]})
+    return lw.emit("permute", [y], {"perm": [perm.index(d) for d in range(r)]})

@@ -494,10 +494,15 @@ def _vector_norm(lw: Lowering, node: Node) -> int:
         t = g.emit("abs" if order == 1 else "mul", [x] if order == 1 else [x, x], dt, shape, {}, lw.source)
         s = g.emit("sum", [t], dt, out, {"axes": axes, "keepdim": keep}, lw.source)
         return s if order == 1 else lw.emit("sqrt", [s])
-    if order == math.inf:
-        t = g.emit("abs", [x], dt, shape, {}, lw.source)
-        return lw.emit("amax", [t], {"axes": axes, "keepdim": keep})
-    raise lw.fail(f"vector_norm of order {order} is not supported (1, 2 and inf are)")
+    t = g.emit("abs", [x], dt, shape, {}, lw.source)
+    if order in (math.inf, -math.inf):
+        return lw.emit("amax" if order > 0 else "amin", [t], {"axes": axes, "keepdim": keep})
+    if order == 0:  # the count of non-zero entries
+        t = g.emit("cast", [g.emit("ne", [x, lw.const(0.0, dt)], "BOOL", shape, {}, lw.source)], dt, shape, {"dtype": dt}, lw.source)
+        return lw.emit("sum", [t], {"axes": axes, "keepdim": keep})
+    t = g.emit("pow", [t, lw.const(float(order), dt)], dt, shape, {}, lw.source)  # (Σ |x|^p)^(1/p)
+    s = g.emit("sum", [t], dt, out, {"axes": axes, "keepdim": keep}, lw.source)
+    return lw.emit("pow", [s, lw.const(1.0 / float(order), dt)])
 
 
 @handles(aten.argmax.default)

@@ -93,7 +93,7 @@ def _kth(lw: Lowering, node: Node) -> list[int]:
             for v, t in ((vals, dt), (idx, "I64"))]
 
 
-@handles(aten.bucketize.Tensor, aten.searchsorted.Tensor)
+@handles(aten.bucketize.Tensor, aten.searchsorted.Tensor, aten.searchsorted.Scalar)
 def _bucketize(lw: Lowering, node: Node) -> int:
     """``bucketize(x, b)`` / ``searchsorted(b, x)``: per element of ``x`` the count of ``b``
     below it (``right=True`` / ``side="right"``: at or below). ``b`` is 1-D, or N-D
@@ -103,7 +103,8 @@ def _bucketize(lw: Lowering, node: Node) -> int:
         x, b = lw.val(node.args[0]), lw.val(node.args[1])
         right = bool(node.kwargs.get("right", False))
     else:
-        b, x = lw.val(node.args[0]), lw.val(node.args[1])
+        b = lw.val(node.args[0])
+        x = lw.val(node.args[1]) if isinstance(node.args[1], Node) else lw.tensor(node.args[1], lw.g.values[b].dtype)
         right = bool(node.kwargs.get("right", False)) or node.kwargs.get("side") == "right"
         sorter = node.kwargs.get("sorter")
         if sorter is not None:
