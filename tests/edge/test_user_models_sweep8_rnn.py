@@ -83,3 +83,32 @@ def test_one_method_per_length_bucket() -> None:
 def test_a_dynamic_sequence_length_is_refused_with_what_to_do() -> None:
     with pytest.raises(ExportError, match=r"nn.GRU: torch.export unrolls the recurrence.*fixed length"):
         export(Classifier(), (torch.randn(2, 8, 4),), ({0: BATCH, 1: Dim("steps", min=2, max=32)},))
+
+
+class Packed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 6, batch_first=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        return self.gru(packed)[1][-1]
+
+    def padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """What the refusal suggests: the padded batch, each sequence's last real step."""
+        y = self.gru(x)[0]
+        last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, y.shape[-1])
+        return torch.gather(y, 1, last).squeeze(1)
+
+
+def test_packed_sequences_are_refused_and_the_padded_form_matches_them() -> None:
+    torch.manual_seed(87)
+    model = Packed().eval()
+    x, lengths = torch.randn(3, 6, 4), torch.tensor([6, 2, 4])
+    with pytest.raises(ExportError, match=r"packs its sequences.*padded batch"):
+        export(model, (x, lengths))
+    prog = export(model, None, methods={"padded": ((x, lengths), ({0: BATCH}, {0: BATCH}))})
+    with torch.no_grad():
+        ref = model(x, lengths)  # the packed run in eager torch
+    got = prog.method("padded")(x.numpy(), lengths.numpy())
+    assert abs(got - ref.numpy()).max() <= 1e-5 * abs(ref.numpy()).max()

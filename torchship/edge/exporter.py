@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import traceback
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -93,6 +94,14 @@ def _rnn_hint(model: torch.nn.Module, exc: Exception) -> str:
         ''
     """
     rnns = sorted({type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.RNNBase)})
+    packed = any(isinstance(v, torch.nn.utils.rnn.PackedSequence)
+                 for frame, _ in traceback.walk_tb(exc.__traceback__) for v in frame.f_locals.values())
+    if rnns and packed:
+        return ("\n\nThe model packs its sequences (nn.utils.rnn.pack_padded_sequence): a packed batch's shape depends "
+                "on the lengths' values, which a program cannot have. Run the RNN on the padded batch instead and pick "
+                "each sequence's last real step with torch.gather(output, 1, (lengths - 1)...) — the same values for a "
+                "unidirectional RNN; a bidirectional one also reads the padding backwards, so export one method per "
+                "length instead")
     if not rnns or "specialized" not in str(exc):
         return ""
     return (f"\n\nThe model has {'/'.join(f'nn.{r}' for r in rnns)}: torch.export unrolls the recurrence over the "
