@@ -283,10 +283,12 @@ def polygamma(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
     method = bool(args) and isinstance(args[0], Value) and len(args) > 1
     n, x = (args[1], args[0]) if method else (_arg(args, kwargs, 0, "n", None),
                                                _arg(args, kwargs, 1, "input", None))
+    if isinstance(n, Value):  # an int argument: compiled in
+        n = h.b.const_int(n, "polygamma's n")
     if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= POLYGAMMA_MAX:
         raise h.err(KernelTypeError, f"polygamma(n, x) needs n a python int from 0 to "
-                    f"{POLYGAMMA_MAX}, got {n!r}", hint="pass n as a literal (polygamma(1, x) "
-                    "is the trigamma function)", node=node)
+                    f"{POLYGAMMA_MAX}, got {n!r}", hint="pass n as a literal or an int argument "
+                    "(polygamma(1, x) is the trigamma function)", node=node)
     x = h.operand(x)
     return h.b.emit("digamma" if n == 0 else f"polygamma{n}", [x])
 
