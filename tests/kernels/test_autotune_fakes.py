@@ -263,3 +263,23 @@ class BoostTimer:
     def measure(self, fn, config: FakeConfig) -> float:
         fn()
         return cost(config) * (2.0 if self.hot and config in self.throttled else 1.0)
+
+
+class FlakyTimer:
+    """Model timer that fails every measurement of ``flaky`` after the first."""
+
+    name = "flaky"
+
+    def __init__(self, flaky: FakeConfig) -> None:
+        self.flaky, self.seen = flaky, 0
+
+    def prepare(self, device: Any) -> None:
+        pass
+
+    def measure(self, fn, config: FakeConfig) -> float:
+        fn()
+        if config == self.flaky:
+            self.seen += 1
+            if self.seen > 1:
+                raise RuntimeError("unspecified launch failure (flaky)")
+        return cost(config)

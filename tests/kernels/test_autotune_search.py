@@ -208,6 +208,18 @@ def test_confirmation_rounds_rank_finalists_under_sustained_load(isolate):
     assert rep.default_ms == pytest.approx(cost(FakeConfig(64, 4, 2)))
 
 
+def test_a_candidate_failing_a_confirmation_round_cannot_win():
+    from tests.kernels.test_autotune_fakes import FlakyTimer
+
+    flaky, steady = FakeConfig(256, 4, 3), FakeConfig(256, 2, 3)
+    rep = _run([flaky, steady], timer=FlakyTimer(flaky), patience=0)
+    assert rep.config == steady
+    last = rep.confirmed[-1]
+    assert last["config"] == flaky.to_dict() and last["times_ms"][1:] == [math.inf] * 2
+    assert all("flaky" in f and f.startswith("runtime_error") for f in last["failures"])
+    assert "failures" not in rep.confirmed[0]
+
+
 def test_progress_bar_shows_count_best_and_elapsed(capsys):
     rep = _run("random", max_evals=6, patience=0, progress=True, confirm=0)
     out = capsys.readouterr().out

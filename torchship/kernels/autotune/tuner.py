@@ -402,6 +402,7 @@ def _confirm(harness: Harness, report: TuneReport, default: Any, k: int, rounds:
     if len(picks) < 2:
         return
     samples: dict[str, list[float]] = {cid: [] for cid in picks}
+    failures: dict[str, list[str]] = {cid: [] for cid in picks}
     configs = [r.config for r in picks.values()]
     sustained = False
     for _ in range(rounds):
@@ -409,11 +410,14 @@ def _confirm(harness: Harness, report: TuneReport, default: Any, k: int, rounds:
             sustained |= res.sustained
             # a candidate that fails on a re-run is flaky: it cannot win
             samples[cid].append(res.time_ms if res.ok else math.inf)
+            if not res.ok:
+                failures[cid].append(f"{res.status}: {res.error[-300:]}")
     if not sustained:
         samples = {cid: [picks[cid].time_ms, *v] for cid, v in samples.items()}
     scored = sorted((statistics.median(v), cid) for cid, v in samples.items())
     report.confirmed = [{"config": config_dict(picks[cid].config), "times_ms": samples[cid],
-                         "search_ms": picks[cid].time_ms, "sustained": sustained}
+                         "search_ms": picks[cid].time_ms, "sustained": sustained,
+                         **({"failures": failures[cid]} if failures[cid] else {})}
                         for _, cid in scored]
     best_ms, best_cid = scored[0]
     if math.isfinite(best_ms):
