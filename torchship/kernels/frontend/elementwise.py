@@ -280,8 +280,10 @@ def polygamma(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
               node: ast.AST) -> Any:
     """``torch.polygamma(n, x)`` / ``x.polygamma(n)``: digamma for ``n = 0``, the compiled
     series of :mod:`torchship.kernels.ops.specialfns` up to ``POLYGAMMA_MAX``."""
-    method = bool(args) and isinstance(args[0], Value) and len(args) > 1
-    n, x = (args[1], args[0]) if method else (_arg(args, kwargs, 0, "n", None),
+    first = args[0] if args else None  # torch.polygamma(n, x) or x.polygamma(n)
+    n_first = isinstance(first, int) or (isinstance(first, Value) and first.weak and
+                                         not first.shape and not first.dtype.is_floating_point)
+    n, x = (args[1], args[0]) if len(args) > 1 and not n_first else (_arg(args, kwargs, 0, "n", None),
                                                _arg(args, kwargs, 1, "input", None))
     if isinstance(n, Value):  # an int argument: compiled in
         n = h.b.const_int(n, "polygamma's n")
