@@ -119,8 +119,8 @@ def test_masked_scatter_over_dynamic_sizes() -> None:
 
 class InPlaceWrites(nn.Module):
     """Writes into views of a fresh tensor, as user code does them: a slice assignment over a
-    dynamic length, a strided one, a negative-start one, a row (``select``), and a masked-out
-    diagonal of a static channel Gram matrix (``diagonal().fill_``)."""
+    dynamic length, a strided one, a negative-start one, a row (``select``), and attention
+    scores whose diagonal (dynamic length) is masked out and read (``diagonal().fill_``)."""
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, t, d = a.shape
@@ -130,9 +130,12 @@ class InPlaceWrites(nn.Module):
         out[:, 1:, ::2] += 1.0
         out[:, -1] = 7.0
         out[..., -2:] = b[..., :2] * 3
-        scores = a.transpose(1, 2) @ b  # [n, d, d]
+        scores = a @ b.transpose(1, 2)  # [n, t, t]
+        self_score = scores.diagonal(dim1=-2, dim2=-1).clone()
         scores.diagonal(dim1=-2, dim2=-1).fill_(-1e4)
-        return out, scores.softmax(-1)
+        below = torch.diagonal(scores, -1, -2, -1)
+        scores = torch.diagonal_scatter(scores, below * 2, -1, -2, -1) + scores.diagonal(1, -2, -1).sum(-1)[:, None, None]
+        return out, scores.softmax(-1) + self_score[:, :, None]
 
 
 def test_in_place_writes_into_slices_rows_and_diagonals() -> None:

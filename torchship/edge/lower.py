@@ -21,6 +21,8 @@ import sympy
 import torch
 from torch.export.graph_signature import InputKind
 from torch.utils._sympy.functions import CeilToInt, FloorDiv, FloorToInt, ToFloat, TruncToInt
+from torch.utils._sympy.functions import Max as TorchMax
+from torch.utils._sympy.functions import Min as TorchMin
 
 from torchship.edge.graph import Graph
 
@@ -143,9 +145,9 @@ def sym_to_dim(expr: Any) -> Any:
         return ["//", sym_to_dim(expr.args[0]), sym_to_dim(expr.args[1])]
     if isinstance(expr, (TruncToInt, FloorToInt, CeilToInt)):
         return _scaled_size(expr)
-    if isinstance(expr, sympy.Max):
+    if isinstance(expr, (sympy.Max, TorchMax)):
         return ["max", *(sym_to_dim(a) for a in expr.args)]
-    if isinstance(expr, sympy.Min):
+    if isinstance(expr, (sympy.Min, TorchMin)):  # torch's own Min: diagonal(offset) of a dynamic size
         return ["min", *(sym_to_dim(a) for a in expr.args)]
     raise ExportError(f"size expression {expr} ({type(expr).__name__}) is not supported in dynamic shapes")
 

@@ -17,13 +17,13 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from torchship.edge.lower import Lowering, dim_prod, handles, rank
 from torchship.edge.lower import out_dtype as _out_dtype
 from torchship.edge.lower_index import _REDUCE, scatter_reduce
 from torchship.edge.lower_nn import Emit, _bind
+from torchship.edge.lower_select import diagonal_positions
 from torchship.edge.lower_shapes import _norm_index
 
 aten = torch.ops.aten
@@ -124,24 +124,25 @@ def _slice_scatter(lw: Lowering, node: Node) -> int:
 
 @handles(aten.diagonal_scatter.default)
 def _diagonal_scatter(lw: Lowering, node: Node) -> int:
-    """``diagonal_scatter(x, src, offset, dim1, dim2)``: ``dim1``, ``dim2`` (static sizes) moved
-    last and flattened, ``src`` scattered at the diagonal's flat positions, moved back."""
+    """``diagonal_scatter(x, src, offset, dim1, dim2)``: ``dim1``, ``dim2`` moved last and
+    flattened, ``src`` scattered at the diagonal's flat positions ``row · b + col`` (computed at
+    run time over dynamic sizes), moved back."""
     dt = _out_dtype(lw, node)
     e = Emit(lw, dt)
     x, src = lw.tensor(node.args[0], dt), lw.tensor(node.args[1], dt)
     r = rank(node.args[0])
     offset, d1, d2 = (list(node.args[2:]) + [0, 0, 1][len(node.args) - 2:])[:3]
     d1, d2, offset = int(d1) % r, int(d2) % r, int(offset)
-    xs = lw.shape_of(x)
+    xs, ss = lw.shape_of(x), lw.shape_of(src)
     a, b = xs[d1], xs[d2]
-    if not isinstance(a, int) or not isinstance(b, int):
-        raise lw.fail("diagonal_scatter over dynamic dimensions is not supported (static ones are)")
     perm = [d for d in range(r) if d not in (d1, d2)] + [d1, d2]
     rest = [xs[d] for d in perm[:-2]]
-    rows = np.arange(max(0, -offset), min(a, b - offset))
-    flat = e("reshape", [e("permute", [x], rest + [a, b], {"perm": perm})], rest + [a * b], {"shape": rest + [a * b]})
-    pos = lw.g.add_const(f"{lw.g.name}.diagonal", (rows * b + rows + offset).reshape([1] * len(rest) + [len(rows)]))
-    idx = e("expand", [pos], lw.shape_of(src), {"shape": lw.shape_of(src)}, dtype="I64")
-    y = e("reshape", [e("scatter", [flat, idx, src], rest + [a * b], {"axis": -1, "accumulate": False})],
+    ab = dim_prod([a, b])
+    flat = e("reshape", [e("permute", [x], rest + [a, b], {"perm": perm})], rest + [ab], {"shape": rest + [ab]})
+    rows, cols, n = diagonal_positions(lw, a, b, offset, ss[-1])
+    pos = e("add", [e("mul", [rows, lw.dim_tensor(b, "I64")], dtype="I64"), cols], dtype="I64")
+    pos = e("reshape", [pos], [1] * len(rest) + [n], {"shape": [1] * len(rest) + [n]}, dtype="I64")
+    idx = e("expand", [pos], ss, {"shape": ss}, dtype="I64")
+    y = e("reshape", [e("scatter", [flat, idx, src], rest + [ab], {"axis": -1, "accumulate": False})],
           rest + [a, b], {"shape": rest + [a, b]})
     return lw.emit("permute", [y], {"perm": [perm.index(d) for d in range(r)]})

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -172,26 +174,38 @@ def _cdist(lw: Lowering, node: Node) -> int:
     return _bind(lw, s if p == 1.0 else e("pow", [s, e.c(1.0 / p)]))
 
 
+def diagonal_positions(lw: Lowering, a: Any, b: Any, offset: int, n: Any) -> tuple[int, int, Any]:
+    """(row positions, column positions, length) of the ``offset`` diagonal of an ``a × b``
+    matrix: constants for static sizes, else ``arange`` over ``n``, its (dynamic) length.
+
+    Example:
+        >>> # rows, cols, n = diagonal_positions(lw, 4, 5, 1, 4)  -> [0 1 2 3], [1 2 3 4], 4
+    """
+    r0, c0 = max(-offset, 0), max(offset, 0)
+    if isinstance(a, int) and isinstance(b, int):
+        n = max(0, min(a - r0, b - c0))
+        return (lw.g.add_const(f"{lw.g.name}.diag_rows", np.arange(r0, r0 + n, dtype=np.int64)),
+                lw.g.add_const(f"{lw.g.name}.diag_cols", np.arange(c0, c0 + n, dtype=np.int64)), n)
+    pos = [lw.g.emit("arange", [], "I64", [n], {"start": s, "end": n if s == 0 else ["+", n, s], "step": 1,
+                                                "dtype": "I64"}, lw.source) for s in (r0, c0)]
+    return pos[0], pos[1], n
+
+
 @handles(aten.diagonal.default, aten.diagonal_copy.default)
 def _diagonal(lw: Lowering, node: Node) -> int:
     """``diagonal(x, offset, dim1, dim2)``: the two axes moved first, an ``index`` with the
-    constant diagonal positions, the diagonal axis moved last (torch's layout)."""
+    diagonal positions (constants; over dynamic sizes ``arange`` at run time), the diagonal axis
+    moved last (torch's layout)."""
     x = lw.val(node.args[0])
     xs = lw.shape_of(x)
     dt = lw.g.values[x].dtype
     offset = int(_arg(node, 1, "offset", 0))
     d1 = int(_arg(node, 2, "dim1", 0)) % len(xs)
     d2 = int(_arg(node, 3, "dim2", 1)) % len(xs)
-    if not (isinstance(xs[d1], int) and isinstance(xs[d2], int)):
-        raise lw.fail("diagonal of a dynamic dimension is not supported")
-    n = max(0, min(xs[d1] - max(-offset, 0), xs[d2] - max(offset, 0)))
-    rows = np.arange(n) + max(-offset, 0)
-    cols = np.arange(n) + max(offset, 0)
     rest = [d for d in range(len(xs)) if d not in (d1, d2)]
     perm = [d1, d2] + rest
     xp = lw.g.emit("permute", [x], dt, [xs[p] for p in perm], {"perm": perm}, lw.source)
-    i1 = lw.g.add_const(f"{lw.g.name}.diag_rows", rows.astype(np.int64))
-    i2 = lw.g.add_const(f"{lw.g.name}.diag_cols", cols.astype(np.int64))
+    i1, i2, n = diagonal_positions(lw, xs[d1], xs[d2], offset, lw.out()[1][-1])
     y = lw.g.emit("index", [xp, i1, i2], dt, [n] + [xs[d] for d in rest], {}, lw.source)
     back = list(range(1, len(rest) + 1)) + [0]
     return lw.emit("permute", [y], {"perm": back})
