@@ -23,6 +23,7 @@ from torch import nn
 from torch.export import Dim
 
 from tests.edge._util import split_program
+from tests.edge.test_user_models_ops import TopKRouter
 from tests.edge.test_user_models_seq import HiFiGANish
 from torchship.edge import ExportError, export
 from torchship.edge.runtime import ProgramError, loads
@@ -58,6 +59,9 @@ def check_half(model: nn.Module, inputs: tuple[torch.Tensor, ...], dynamic_shape
         assert len(gots) == len(refs)
         for g, r, r64 in zip(gots, refs, refs64):
             assert g.dtype == to_numpy(r).dtype and g.shape == tuple(r.shape)
+            if not r.is_floating_point():
+                np.testing.assert_array_equal(g, r.numpy())
+                continue
             unit = UNIT[r.dtype] * np.abs(r64.numpy()).max()
             g, r, r64 = g.astype(np.float64), r.double().numpy(), r64.numpy()
             assert np.abs(g - r).max() <= 4 * unit
@@ -119,6 +123,12 @@ def test_bf16_transformer_encoder_over_a_dynamic_length() -> None:
 def test_half_vocoder_with_weight_norm_and_transposed_convs(dtype: torch.dtype) -> None:
     torch.manual_seed(90)  # weight_norm's norm in float32 (vector_norm dtype=), the weight read through casts
     check_half(HiFiGANish().to(dtype), (torch.randn(2, 4, 10).to(dtype),))
+
+
+def test_bf16_mixture_of_experts_router_with_integer_outputs() -> None:
+    torch.manual_seed(91)  # top-k indices and expert loads (int64) next to the bf16 mixture
+    check_half(TopKRouter().to(torch.bfloat16), (torch.randn(6, 8).to(torch.bfloat16),), ({0: Dim("tokens", min=1, max=16)},),
+               others=((torch.randn(3, 8).to(torch.bfloat16),),))
 
 
 class MixedBuffer(nn.Module):
