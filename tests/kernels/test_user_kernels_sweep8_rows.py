@@ -3,8 +3,9 @@ argmin with ties and NaN (torch returns the first NaN; whole rows and looped red
 ``max(dim)``'s indices), torch's block factories in device code (``torch.zeros/ones/
 full`` with tiles in the shape, ``torch.arange``, ``device=x.device``), ``torch.where`` with
 python scalars of mixed kinds, ``clamp`` with tensor bounds, a reduction over the middle dim
-of a 3-D block broadcast back with ``keepdim``, int32 sums that wrap like torch's, and a
-scatter-add of rows through an index tensor.
+of a 3-D block broadcast back with ``keepdim``, int32 sums that wrap like torch's, a
+scatter-add of rows through an index tensor, and ``F.normalize``/``F.cosine_similarity``/
+``repeat``/``flip``/``expand_as``/``broadcast_to`` of rows.
 
 Example:
     pytest -q tests/kernels/test_user_kernels_sweep8_rows.py
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import torchship.kernels as ts
 from tests.kernels.test_compiler import close
@@ -188,3 +190,33 @@ def test_scatter_add_of_rows_through_an_index(mode: str, request: pytest.Fixture
     use(mode, request)
     src, index = torch.randn(100, 16), torch.randint(0, 10, (100,))
     close(index_add_rows(src, index, 10), torch.zeros(10, 16).index_add_(0, index, src))
+
+
+@ts.kernel
+def row_geometry(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """F.normalize, F.cosine_similarity against one vector, repeat, flip and expand_as."""
+    unit = torch.empty_like(x)
+    cos = torch.empty([x.size(0)], dtype=x.dtype, device=x.device)
+    tiled = torch.empty([x.size(0), 2 * x.size(1)], dtype=x.dtype, device=x.device)
+    flipped = torch.empty_like(x)
+    for tm in ts.tile(x.size(0), block_size=32):
+        v = x[tm, :]
+        unit[tm, :] = F.normalize(v, dim=-1)
+        cos[tm] = F.cosine_similarity(v, w[None, :], dim=-1)
+        tiled[tm, :] = v.repeat(1, 2)
+        flipped[tm, :] = v.flip(-1) + y[tm].unsqueeze(1).expand_as(v) + \
+            torch.broadcast_to(y[tm][:, None], [tm, 32])
+    return unit, cos, tiled, flipped
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_normalize_cosine_repeat_flip_expand(mode: str, request: pytest.FixtureRequest,
+                                             poison_empty: None) -> None:
+    use(mode, request)
+    x, w, y = torch.randn(45, 32), torch.randn(32), torch.randn(45)
+    x[3] = 0.0  # a zero row: normalize divides by eps
+    unit, cos, tiled, flipped = row_geometry(x, w, y)
+    close(unit, F.normalize(x, dim=-1))
+    close(cos, F.cosine_similarity(x, w[None, :], dim=-1))
+    close(tiled, x.repeat(1, 2))
+    close(flipped, x.flip(-1) + 2 * y[:, None])

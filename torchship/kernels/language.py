@@ -238,9 +238,11 @@ class Tile:
             tensor, index, value = args
             tensor[_convert_index(index)] = value
             return None
-        if func in (torch.zeros, torch.ones, torch.empty, torch.full):
+        if func in (torch.zeros, torch.ones, torch.empty, torch.full, torch.broadcast_to,
+                    torch.Tensor.expand):
             kwargs = dict(kwargs or {})
-            kwargs.setdefault("device", _device())
+            if func in (torch.zeros, torch.ones, torch.empty, torch.full):
+                kwargs.setdefault("device", _device())
             def size(a: Any) -> Any:  # each tile its actual extent
                 if isinstance(a, (list, tuple)):
                     return type(a)(size(x) for x in a)

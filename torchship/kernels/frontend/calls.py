@@ -62,6 +62,8 @@ FUNCTIONS.update({
     torch.zeros_like: "zeros_like", torch.ones_like: "ones_like", torch.full_like: "full_like",
     torch.masked_fill: "masked_fill", torch.logsumexp: "logsumexp",
     torch.linalg.vector_norm: "vector_norm", torch.norm: "norm", torch.any: "any",
+    F.normalize: "normalize", F.cosine_similarity: "cosine_similarity",
+    torch.cosine_similarity: "cosine_similarity",
     torch.all: "all", torch.clamp_min: "clamp_min", torch.clamp_max: "clamp_max",
     F.leaky_relu: "leaky_relu", F.softplus: "softplus", F.mish: "mish",
     F.logsigmoid: "logsigmoid", F.elu: "elu", F.celu: "celu", F.selu: "selu", torch.selu: "selu",

@@ -1,5 +1,5 @@
 """torch ops that device code writes as compositions of core ops: moments (var/std), softmax,
-logsumexp, norms, any/all and activations (leaky_relu, softplus, elu, hardtanh, ...).
+logsumexp, norms, normalize/cosine_similarity, any/all and activations (leaky_relu, softplus, elu, hardtanh, ...).
 
 Half-precision blocks compute in float32 and round once at the end, like torch's kernels.
 Each entry of :data:`COMPOSED` takes ``(handler, name, args, kwargs, node)`` like
@@ -220,9 +220,29 @@ def activation(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
 
 ACTIVATIONS = ("leaky_relu", "softplus", "mish", "logsigmoid", "elu", "celu", "selu",
                "hardtanh", "relu6", "hardsigmoid", "hardswish", "softsign")
+def normalize(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
+              node: ast.AST) -> Any:
+    """``F.normalize(x, p=2, dim=1, eps=1e-12)``: ``x / clamp_min(norm_p(x), eps)``;
+    ``F.cosine_similarity(x1, x2, dim=1, eps=1e-8)`` as torch computes it: each block over
+    its own clamped 2-norm, then the sum of the product."""
+    b = h.b
+    if name == "normalize":
+        x = args[0]
+        p, dim = _arg(args, kwargs, 1, "p", 2.0), _arg(args, kwargs, 2, "dim", 1)
+        eps = _arg(args, kwargs, 3, "eps", 1e-12)
+        n = norm(h, "norm", [x, p, dim, True], {}, node)
+        return b.emit("truediv", [x, b.emit("maximum", [n, eps])])
+    x1, x2 = (h.operand(v) for v in args[:2])
+    dim, eps = _arg(args, kwargs, 2, "dim", 1), _arg(args, kwargs, 3, "eps", 1e-8)
+    units = [b.emit("truediv", [v, b.emit("maximum", [norm(h, "norm", [v, 2, dim, True], {},
+                                                            node), eps])]) for v in (x1, x2)]
+    return reduction(h, "sum", [b.emit("mul", units), dim], {}, node)
+
+
 COMPOSED: dict[str, Callable[..., Any]] = {
     "var": moments, "std": moments, "var_mean": moments, "std_mean": moments,
     "softmax": softmax, "log_softmax": softmax, "logsumexp": logsumexp,
     "vector_norm": norm, "norm": norm, "any": any_all, "all": any_all,
+    "normalize": normalize, "cosine_similarity": normalize,
     **{n: activation for n in ACTIVATIONS},
 }

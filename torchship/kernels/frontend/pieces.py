@@ -1,7 +1,8 @@
 """``torch.cat``/``torch.stack``/``chunk``/``split``/``unbind`` of blocks and slices of a
 block along one dim (``x[..., :h]``, ``x[..., h:]``, ``x[:, 8:16]``), as trees of the
-``join``/``half`` ops (:mod:`torchship.kernels.ops.pieces`); ``permute``/``movedim`` and
-``flatten``/``unflatten`` of dims of fixed size.
+``join``/``half`` ops (:mod:`torchship.kernels.ops.pieces`); ``permute``/``movedim``,
+``flatten``/``unflatten``, ``repeat`` and ``flip`` of dims of fixed size; ``expand``/
+``expand_as``/``broadcast_to``.
 
 Triton blocks have power-of-two shapes and no slicing, so the pieces are equal, aligned
 power-of-two parts of a dim of fixed size: a constant dim, or a whole (``:``) dim whose size
@@ -12,8 +13,8 @@ pairs and concatenates those; a slice descends the halves that contain it. Anyth
 write instead.
 
 Example:
-    >>> sorted(COMPOSED)[:7]
-    ['cat', 'chunk', 'concat', 'concatenate', 'flatten', 'movedim', 'permute']
+    >>> [n for n in COMPOSED if n in ("cat", "stack", "chunk", "flip")]
+    ['cat', 'stack', 'chunk', 'flip']
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
 from torchship.kernels.frontend.compose import _arg
-from torchship.kernels.ir import ConstDim, FullDim, TileDim, Value
+from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
 from torchship.kernels.ops import broadcast_shapes, promote
 
 _HINT = ("pieces of a block are equal power-of-two parts of a dim of fixed size (a constant, "
@@ -256,6 +257,54 @@ def regroup(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: as
     return h.b.emit("regroup", [x], {"dims": tuple(dims)})
 
 
+def copies(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
+    """``repeat`` (a concatenation of copies along fixed-size dims), ``flip`` of fixed-size
+    dims and ``expand``/``expand_as``/``broadcast_to`` (to tiles, ``-1`` or power-of-two
+    sizes on size-1 dims)."""
+    x = h.operand(args[0])
+    rest = list(args[1:])
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        rest = list(rest[0])
+    text = f"`{ast.unparse(node)}`"
+    if name == "repeat":
+        if len(rest) != x.ndim or not all(isinstance(r, int) for r in rest):
+            raise h.err(KernelTypeError, f"{text}: give one int count per dim of the rank-"
+                        f"{x.ndim} block", node=node)
+        for d, r in enumerate(rest):
+            if r != 1:
+                x = _join_all(h, [x] * r, d, False, node, "repeat")
+        return x
+    if name == "flip":
+        dims = rest or list(kwargs.get("dims", ()))
+        for d in (_norm(d, x.ndim, h, node) for d in dims):
+            dim_size(h, x, d, text, node)  # a padded dim would flip its padding in
+            x = h.b.emit("flip", [x], {"dim": d})
+        return x
+    if name == "expand_as":
+        target = list(rest[0].shape)
+    else:
+        target = []
+        for i, r in enumerate(rest):
+            src = x.shape[i - (len(rest) - x.ndim)] if i >= len(rest) - x.ndim else None
+            if isinstance(r, TileInfo):
+                target.append(r.dim)
+            elif r == -1 and src is not None:
+                target.append(src)
+            elif isinstance(r, int) and _pow2(r):
+                target.append(ConstDim(r))
+            else:
+                raise h.err(KernelTypeError, f"{text}: size {r!r} (sizes are tiles, -1 or "
+                            "powers of two)", node=node)
+    try:
+        shape = broadcast_shapes([tuple(x.shape), tuple(target)])
+    except KernelTypeError as exc:
+        raise h.err(KernelTypeError, f"{text}: {exc.message}", node=node) from None
+    if len(shape) != len(target):
+        raise h.err(KernelTypeError, f"{text}: the block has more dims than the target",
+                    node=node)
+    return h.b.emit("broadcast", [x], {"dims": shape})
+
+
 def _prod(values: list[int]) -> int:
     out = 1
     for v in values:
@@ -265,9 +314,11 @@ def _prod(values: list[int]) -> int:
 
 COMPOSED: dict[str, Callable[..., Any]] = {
     **{n: pieces for n in ("cat", "concat", "concatenate", "stack", "chunk", "split", "unbind")},
-    **{n: regroup for n in ("permute", "movedim", "flatten", "unflatten", "reshape", "view")}}
+    **{n: regroup for n in ("permute", "movedim", "flatten", "unflatten", "reshape", "view")},
+    **{n: copies for n in ("repeat", "flip", "expand", "expand_as", "broadcast_to")}}
 #: torch callables of device code -> composition name
-FUNCTIONS: dict[Any, str] = {getattr(torch, n): n for n in COMPOSED if n != "view"}
+FUNCTIONS: dict[Any, str] = {getattr(torch, n): n for n in COMPOSED if hasattr(torch, n) and
+                             n not in ("view", "repeat", "expand", "expand_as")}
 #: tensor methods of device code -> composition name
 METHODS: dict[str, str] = {n: n for n in COMPOSED if n not in ("cat", "concat", "concatenate",
                                                                "stack")}

@@ -10,7 +10,8 @@
 * ``half(x, dim, which)``: the reverse: ``tl.reshape`` splits ``dim`` (size ``2k``) into
   ``(2, k)``, ``tl.permute`` moves the 2 last and ``tl.split`` returns the halves.
 * ``permute(x, perm)`` is ``tl.permute``; ``regroup(x, dims)`` is ``tl.reshape`` to the new
-  dims (row-major, like torch's ``view`` of a contiguous tensor).
+  dims (row-major, like torch's ``view`` of a contiguous tensor); ``broadcast(x, dims)`` is
+  ``tl.broadcast_to``; ``flip(x, dim)`` is ``tl.flip``.
 
 Larger powers of two are trees of these (:mod:`torchship.kernels.frontend.pieces`); the
 frontend makes sure the dims are of a fixed size (Triton blocks have power-of-two shapes and
@@ -110,3 +111,19 @@ def _regroup_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch
 
 register(OpDef("regroup", _regroup_infer, lambda cg, node, args: (
     f"tl.reshape({args[0]}, [{', '.join(cg.block(d) for d in node.out.shape)}])"), "view"))
+
+
+def _broadcast_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+    return tuple(attrs["dims"]), inputs[0].dtype
+
+
+register(OpDef("broadcast", _broadcast_infer, lambda cg, node, args: (
+    f"tl.broadcast_to({args[0]}, [{', '.join(cg.block(d) for d in node.out.shape)}])"), "view"))
+
+
+def _flip_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+    return tuple(inputs[0].shape), inputs[0].dtype
+
+
+register(OpDef("flip", _flip_infer,
+               lambda cg, node, args: f"tl.flip({args[0]}, {node.attrs['dim']})", "view"))
