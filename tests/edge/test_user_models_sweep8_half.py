@@ -179,3 +179,31 @@ def test_int8_quantisation_of_a_half_model_is_refused() -> None:
     model = nn.Linear(3, 2).half().eval()
     with pytest.raises(ExportError, match="quantize='int8' applies to float32 weights; this model holds torch.float16"):
         export(model, (torch.randn(1, 3).half(),), quantize="int8")
+
+
+FACTORY = """
+import torch
+
+
+def make():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
+    return model.to(torch.bfloat16).eval(), (torch.randn(2, 8).to(torch.bfloat16),)
+"""
+
+
+def test_cli_exports_and_runs_a_bf16_model(tmp_path) -> None:
+    from torchship.cli import main
+
+    (tmp_path / "factory.py").write_text(FACTORY)
+    out = tmp_path / "m.tsp"
+    assert main(["edge", "export", f"{tmp_path}/factory.py:make", "-o", str(out), "--input", "3,8:bf16"]) == 0
+    x = torch.randn(3, 8).to(torch.bfloat16)
+    np.save(tmp_path / "x.npy", to_numpy(x))  # saved as raw 2-byte records, read back as bf16
+    assert main(["edge", "run", str(out), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 0
+    got = np.load(tmp_path / "y.npy").view(ml_dtypes.bfloat16).astype(np.float32)
+    namespace: dict = {}
+    exec(FACTORY, namespace)
+    with torch.no_grad():
+        ref = namespace["make"]()[0](x).float().numpy()
+    assert np.abs(got - ref).max() <= 4 * UNIT[torch.bfloat16] * np.abs(ref).max()

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 
@@ -50,7 +51,8 @@ def add_commands(sub: Any) -> None:
     ins.set_defaults(func=_inspect)
 
 
-_DT = {"f32": "float32", "f64": "float64", "i64": "int64", "i32": "int32", "i8": "int8", "u8": "uint8", "bool": "bool"}
+_DT = {"f32": "float32", "f64": "float64", "f16": "float16", "bf16": "bfloat16", "i64": "int64", "i32": "int32", "i8": "int8",
+       "u8": "uint8", "bool": "bool"}
 
 
 def _load_target(target: str) -> Any:
@@ -206,7 +208,9 @@ def _load_npy(path: str) -> np.ndarray:
         raise ValueError(f"--input {path}: no such file") from None
     if magic != b"\x93NUMPY":
         raise ValueError(f"--input {path}: not a .npy file (write one with numpy.save)")
-    return np.load(path, allow_pickle=False)
+    arr = np.load(path, allow_pickle=False)
+    # numpy.save writes an ml_dtypes.bfloat16 array as raw 2-byte records: read them back as bf16
+    return arr.view(ml_dtypes.bfloat16) if arr.dtype.kind == "V" and arr.dtype.itemsize == 2 else arr
 
 
 def _fmt(n: int) -> str:
