@@ -150,6 +150,28 @@ def test_float32_model_with_a_bf16_buffer_and_casts() -> None:
     check_half(MixedBuffer(), (torch.randn(3, 4),))
 
 
+class Autocast(nn.Module):
+    """A float32 model with a ``torch.autocast`` region: torch.export writes its casts out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner, self.outer = nn.Linear(8, 8), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = self.inner(x)
+        return self.outer(h.float().relu())
+
+
+def test_float32_model_with_an_autocast_region() -> None:
+    torch.manual_seed(92)  # (a float64 copy cannot run the region: compared with eager only)
+    model, x = Autocast().eval(), torch.randn(3, 8)
+    got = loads(export(model, (x,)).to_bytes()).run(x.numpy())
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(got - ref).max() <= UNIT[torch.float32] * np.abs(ref).max()
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # 3e38 -> float16 inf, as torch
 def test_casts_round_to_nearest_even_like_torch() -> None:
     tiny = float(np.float32(1e-40))  # a float32 subnormal
