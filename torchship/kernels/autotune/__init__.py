@@ -16,7 +16,8 @@ How a run goes:
    then surrogate-ranked local search), ``random``, ``exhaustive`` (picked automatically for
    spaces smaller than the effort's candidate cap) or a list of configs.
 3. The :class:`Harness` compiles each batch in parallel ``spawn`` worker processes, then checks
-   and times candidates one at a time in a benchmark worker (CUDA events, L2 flush, median);
+   and times candidates one at a time in a benchmark worker (CUDA events, L2 flush, median;
+   the back-to-back time per call instead where it is over 25% longer: a host-bound launch);
    a crash, hang or poisoned CUDA context costs one candidate. The benchmark worker gets CUDA
    arguments as CUDA IPC handles and runs only on copies; compile workers get layouts only
    (random floats, real integer data). The time budget includes starting the workers
@@ -24,8 +25,10 @@ How a run goes:
    Outputs (and arguments the kernel writes) must match the default config's before a
    candidate may win.
 4. The run stops at the effort's candidate cap, the time budget, or when 24 (quick) / 120
-   (full) candidates in a row bring no 1% gain; the top 3 are re-timed; the winner is cached
-   and every candidate is logged as JSON under ``$TORCHSHIP_CACHE_DIR/logs``.
+   (full) candidates in a row bring no 1% gain; the top 3 and the default are re-timed in two
+   interleaved rounds, on a GPU under sustained load (250 ms of launches before each ~100 ms
+   timing: the clock a busy card holds, not the boost it has between compiles); the winner is
+   cached and every candidate is logged as JSON under ``$TORCHSHIP_CACHE_DIR/logs``.
 
 Effort: ``none`` (default config), ``quick`` (<= 64 candidates, 15 s), ``full`` (<= 600, 300 s);
 ``$TORCHSHIP_AUTOTUNE_EFFORT`` sets it for first-call tuning. CLI: ``torchship kernels autotune
