@@ -8,8 +8,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from torchship.weights.frameworks import numpy_adapter, require
@@ -18,8 +16,4 @@ __all__ = ["load", "load_file", "save", "save_file"]
 
 _framework = require("jax.numpy", __name__, "jax")
 
-_fns = numpy_adapter(to_numpy=np.asarray, from_numpy=_framework.array)
-save: Any = _fns["save"]
-save_file: Any = _fns["save_file"]
-load: Any = _fns["load"]
-load_file: Any = _fns["load_file"]
+save, save_file, load, load_file = numpy_adapter(to_numpy=np.asarray, from_numpy=_framework.array).values()

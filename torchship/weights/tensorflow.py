@@ -22,8 +22,4 @@ _framework = require("tensorflow", __name__, "tensorflow")
 def _to_numpy(tensor: Any) -> np.ndarray:
     return tensor.numpy() if hasattr(tensor, "numpy") else np.asarray(tensor)
 
-_fns = numpy_adapter(to_numpy=_to_numpy, from_numpy=_framework.convert_to_tensor)
-save: Any = _fns["save"]
-save_file: Any = _fns["save_file"]
-load: Any = _fns["load"]
-load_file: Any = _fns["load_file"]
+save, save_file, load, load_file = numpy_adapter(to_numpy=_to_numpy, from_numpy=_framework.convert_to_tensor).values()
