@@ -292,7 +292,7 @@ def run_case(case: tuple[str, str, str, str, bool], bench: Bench, opts: argparse
             first_s = time.perf_counter() - t0
             measure("helion", hk, tune_s=first_s if tune else None,
                     effort=opts.helion_effort if tune else "none (default config)",
-                    cap_s=opts.helion_cap if tune else None)
+                    cap_s=opts.helion_cap if tune else None, config=_helion_config(hk, hargs))
         except Exception as exc:  # noqa: BLE001
             impls["helion"] = {"status": f"error: {type(exc).__name__}: {str(exc)[:300]}",
                                "traceback": traceback.format_exc()[-1500:]}
@@ -312,6 +312,15 @@ def _hand_picked(variant: str, shape_key: str, dtype_name: str, bound: Any) -> A
         return None if config == bound.config_space.default() else config
     except Exception:  # noqa: BLE001 - optional helper of another file
         return None
+
+
+def _helion_config(hk: Any, args: tuple[Any, ...]) -> str | None:
+    """The config Helion ran (its tuned winner), as Helion prints it; None where unknown."""
+    try:
+        config = hk.bind(args)._config  # no public accessor in Helion 1.4
+    except Exception:  # noqa: BLE001 - only a record
+        return None
+    return None if config is None else str(config)
 
 
 def _bind(kernel: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
