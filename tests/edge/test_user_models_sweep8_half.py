@@ -229,3 +229,18 @@ def test_cli_exports_and_runs_a_bf16_model(tmp_path) -> None:
     with torch.no_grad():
         ref = namespace["make"]()[0](x).float().numpy()
     assert np.abs(got - ref).max() <= 4 * UNIT[torch.bfloat16] * np.abs(ref).max()
+
+
+class Moves(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([x.reshape(4, 3).t().relu(), -x.reshape(3, 4).flip(0)], 0)
+        return torch.maximum(y, y.amax(0, keepdim=True) * 0.5)  # the * 0.5 rounds; the rest is exact
+
+
+def test_exact_ops_on_bf16_values_need_no_rounding() -> None:
+    x = torch.randn(2, 6).to(torch.bfloat16)
+    prog = export(Moves(), (x,))
+    ops = prog.summary()["methods"]["forward"]["ops"]
+    assert ops["cast"] == 4  # the input up, the mul's result down and up, the output down
+    got = prog.run(to_numpy(x))
+    np.testing.assert_array_equal(got.view(np.uint16), Moves()(x).view(torch.int16).numpy().view(np.uint16))

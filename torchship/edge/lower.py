@@ -56,6 +56,20 @@ def source_of(node: torch.fx.Node) -> tuple[str, str]:
 HALF_TYPES = {torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
+#: ops whose result is some of their inputs' values (moved, selected, negated): on float16 /
+#: bfloat16 inputs the result is exact in that dtype, and needs no rounding
+EXACT_OPS = {
+    aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.permute.default, aten.transpose.int,
+    aten.t.default, aten.expand.default, aten.slice.Tensor, aten.select.int, aten.cat.default, aten.squeeze.dim,
+    aten.squeeze.dims, aten.squeeze.default, aten.unsqueeze.default, aten.clone.default, aten.alias.default,
+    aten.index.Tensor, aten.index_select.default, aten.gather.default, aten.flip.default, aten.relu.default,
+    aten.neg.default, aten.abs.default, aten.amax.default, aten.amin.default, aten.max.dim, aten.min.dim,
+    aten.where.self, aten.maximum.default, aten.minimum.default, aten.split_with_sizes.default,
+    aten.split.Tensor, aten.unbind.int, aten.max_pool2d_with_indices.default, aten.embedding.default,
+    aten.constant_pad_nd.default, aten.detach.default,
+}
+
+
 def torch_dtype(dt: torch.dtype) -> str:
     """Program dtype a torch dtype is computed in (float16 and bfloat16: F32, see
     ``storage_dtype``).
@@ -247,8 +261,9 @@ class Lowering:
         self.env: dict[torch.fx.Node, Any] = {}
         self.node: torch.fx.Node | None = None
         self.source = ""
-        #: F32 value id -> the same value in a 2-byte storage dtype (F16/BF16 results): (dtype, id)
-        self.stored: dict[int, tuple[str, int]] = {}
+        #: F32 value id -> (dtype, id) of the same values in a 2-byte storage dtype (F16/BF16
+        #: results; id None when no cast down was needed: exact ops on such values)
+        self.stored: dict[int, tuple[str, int | None]] = {}
 
     # ------------------------------------------------------------------ helpers
     def fail(self, msg: str) -> ExportError:
@@ -371,12 +386,27 @@ class Lowering:
         for m, vid in zip(metas, results):
             half_dt = HALF_TYPES.get(m.dtype) if isinstance(m, torch.Tensor) else None
             if half_dt and isinstance(vid, int) and self.stored.get(vid, ("",))[0] != half_dt:
-                shape = self.g.values[vid].shape
-                half = self.g.emit("cast", [vid], half_dt, shape, {"dtype": half_dt}, self.source)
-                vid = self.g.emit("cast", [half], "F32", shape, {"dtype": "F32"}, self.source)
-                self.stored[vid] = (half_dt, half)
+                if self._exact(node, half_dt):  # the values are already representable
+                    self.stored[vid] = (half_dt, None)
+                else:
+                    shape = self.g.values[vid].shape
+                    half = self.g.emit("cast", [vid], half_dt, shape, {"dtype": half_dt}, self.source)
+                    vid = self.g.emit("cast", [half], "F32", shape, {"dtype": "F32"}, self.source)
+                    self.stored[vid] = (half_dt, half)
             out.append(vid)
         return out if isinstance(result, list) else out[0]
+
+    def _exact(self, node: torch.fx.Node, half_dt: str) -> bool:
+        """Whether ``node`` only moves or selects values (a view, ``cat``, ``max``, ``relu``, …)
+        whose float inputs all hold ``half_dt`` values already: its result needs no rounding."""
+        if node.target not in EXACT_OPS:
+            return False
+        args = [a for arg in (*node.args, *node.kwargs.values()) for a in (arg if isinstance(arg, (list, tuple)) else [arg])]
+        if any(isinstance(a, float) for a in args):  # a Python float may not be representable
+            return False
+        floats = [a for a in args if isinstance(a, torch.fx.Node) and isinstance(a.meta.get("val"), torch.Tensor)
+                  and a.meta["val"].dtype.is_floating_point]
+        return all(isinstance(self.env.get(a), int) and self.stored.get(self.env[a], ("",))[0] == half_dt for a in floats)
 
     # ------------------------------------------------------------------ driver
     def run(self) -> None:
@@ -437,6 +467,9 @@ class Lowering:
                     half_dt = HALF_TYPES.get(o.meta["val"].dtype)
                     if half_dt and self.stored.get(v, ("",))[0] != half_dt:
                         v = self.rounded(o, v)
+                    if half_dt and self.stored[v][1] is None:  # exact values never cast down: cast now
+                        shape = self.g.values[v].shape
+                        self.stored[v] = (half_dt, self.g.emit("cast", [v], half_dt, shape, {"dtype": half_dt}, self.source))
                     ids.append(self.stored[v][1] if half_dt else v)
                 self.g.outputs = ids
             elif node.op == "get_attr" and isinstance(getattr(self.ep.graph_module, str(node.target), None), torch.fx.GraphModule):
