@@ -312,10 +312,12 @@ class CallHandler:
                                    "separate tensor view made in host code", node=node)
                 if e.lower is not None or e.upper is not None:
                     raise self.err(KernelSyntaxError, f"slice bounds `{ast.unparse(e)}` are not "
-                                   "supported in device code", hint="slice in host code, "
-                                   "before the tile loop (`xa = x[..., :half]`, then "
-                                   "`xa[t, :]` inside it), or tile the range: "
-                                   "for t in ts.tile(begin, end), then x[t]", node=node)
+                                   "supported on a tensor in device code", hint="slice in "
+                                   "host code, before the tile loop (`xa = x[..., :half]`, "
+                                   "then `xa[t, :]` inside it), tile the range (for t in "
+                                   "ts.tile(begin, end), then x[t]), or load the whole dim and "
+                                   "cut the block (`v = x[t, :]`, then `v[:, :half]`: halves, "
+                                   "quarters of a power-of-two dim)", node=node)
                 if axis >= ref.ndim:
                     raise self.err(KernelTypeError, f"too many indices for {ref.ndim}-D tensor "
                                    f"{ref.name!r}", node=node)
