@@ -159,6 +159,28 @@ def test_cholesky_and_triangular_solves_match_float64(upper: bool) -> None:
         assert np.abs(got - ref).max() / np.abs(ref).max() <= 1e-6
 
 
+class OrthogonalMixer(nn.Module):
+    """Orthogonal weights from ``nn.utils.parametrizations.orthogonal`` (``matrix_exp`` for the
+    square one, ``householder_product`` for the tall one: ops with no lowering, computed from
+    the parameters only, so evaluated by torch at export) and a ``matrix_exp`` of an input,
+    which stays refused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.square = nn.utils.parametrizations.orthogonal(nn.Linear(6, 6))
+        self.tall = nn.utils.parametrizations.orthogonal(nn.Linear(6, 9, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tall(torch.tanh(self.square(x)))
+
+
+def test_orthogonal_parametrizations_are_evaluated_at_export() -> None:
+    torch.manual_seed(84)
+    check_model(OrthogonalMixer(), (torch.randn(3, 6),), ({0: BATCH},), others=((torch.randn(5, 6),),))
+    with pytest.raises(ExportError, match="linalg_matrix_exp.default is not supported"):
+        export(Fn(torch.linalg.matrix_exp).eval(), (torch.randn(3, 3),))
+
+
 class Inverse(nn.Module):
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         return torch.linalg.inv(a)

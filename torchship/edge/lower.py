@@ -448,11 +448,17 @@ class Lowering:
                             "docs/edge-ops.md"
                         )
                 if handler is None:
-                    raise self.fail(
-                        f"op {node.target} is not supported by the edge core op set. Supported ops are listed in "
-                        "docs/edge-ops.md; rewrite this part of the model with supported operations"
-                    )
-                self.env[node] = self.rounded(node, handler(self, node))
+                    from torchship.edge.lower_weights import eval_weights_only
+
+                    folded = eval_weights_only(self, node)  # computed from weights only: by torch, now
+                    if folded is None:
+                        raise self.fail(
+                            f"op {node.target} is not supported by the edge core op set. Supported ops are listed in "
+                            "docs/edge-ops.md; rewrite this part of the model with supported operations"
+                        )
+                    self.env[node] = folded
+                else:
+                    self.env[node] = self.rounded(node, handler(self, node))
             elif node.op == "output":
                 outs = node.args[0]
                 flat = list(outs) if isinstance(outs, (list, tuple)) else [outs]
