@@ -52,7 +52,7 @@ def _one_line_error(exc: pytest.ExceptionInfo[SystemExit], *words: str) -> str:
     ([f"{ZOO}:mlpp"], ["no attribute 'mlpp'", "tiny_transformer"]),
     ([f"{ZOO}:_init"], ["callable with no arguments"]),
     ([f"{ZOO}:mlp", "--input", "2,a"], ["--input '2,a'", "non-negative integers"]),
-    ([f"{ZOO}:mlp", "--input", "2,64:f16"], ["unknown dtype 'f16'", "f32"]),
+    ([f"{ZOO}:mlp", "--input", "2,64:f8"], ["unknown dtype 'f8'", "f32"]),
     ([f"{ZOO}:mlp", "--dynamic", "b=1..4@0:5"], ["input 0 has 2 dims, no axis 5"]),
     ([f"{ZOO}:mlp", "--dynamic", "b=4..1@0:0"], ["MIN 4 is larger than MAX 1"]),
     ([f"{ZOO}:mlp", "--dynamic", "b=1..4@0"], ["must look like seq=1..128@0:1,1:1"]),
