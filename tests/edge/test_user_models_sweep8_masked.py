@@ -96,7 +96,8 @@ def test_masked_scatter_with_a_broadcast_mask_and_integers() -> None:
 
 
 @pytest.mark.parametrize("fn", [lambda x: x.masked_select(x > 0), lambda x: torch.nonzero(x > 0),
-                                lambda x: torch.unique(x)], ids=["masked_select", "nonzero", "unique"])
+                                lambda x: torch.unique(x), lambda x: torch.bincount((x > 0).long().flatten())],
+                         ids=["masked_select", "nonzero", "unique", "bincount"])
 def test_data_sized_results_are_refused_with_what_to_do(fn) -> None:
     with pytest.raises(ExportError, match=r"length depends on the tensor's values.*torch.where"):
         export(Fn(fn), (torch.randn(3, 4),))

@@ -1,7 +1,7 @@
 """Ops a program cannot have, refused with what to write instead (rather than the generic
 "not in the core op set"): random sampling (a program is deterministic: pass the noise in),
 ``.item()`` (a tensor value read into Python: keep it a tensor) and ops whose result length depends
-on the data (``masked_select``, ``nonzero``, ``unique``: keep the shape with ``where``).
+on the data (``masked_select``, ``nonzero``, ``unique``, ``bincount``: keep the shape with ``where``).
 
 Example:
     >>> import torchship.edge.lower_refusals  # registers the handlers
@@ -42,7 +42,8 @@ def _item(lw: Lowering, node: Node) -> int:
 
 _DATA_SIZED = [op for op in (aten.masked_select.default, aten.nonzero.default, aten._unique2.default,
                              getattr(aten, "unique_dim", None) and aten.unique_dim.default,
-                             getattr(aten, "unique_consecutive", None) and aten.unique_consecutive.default)
+                             getattr(aten, "unique_consecutive", None) and aten.unique_consecutive.default,
+                             aten.bincount.default)
                if op]
 
 
@@ -50,5 +51,6 @@ _DATA_SIZED = [op for op in (aten.masked_select.default, aten.nonzero.default, a
 def _data_sized(lw: Lowering, node: Node) -> int:
     raise lw.fail(f"{node.target} gives a result whose length depends on the tensor's values, which a program "
                   "with planned memory cannot have. Keep the shape: torch.where(mask, x, fill) or x * mask "
-                  "instead of x[mask] / masked_select, or a fixed count of positions with "
-                  "torch.topk(mask.float(), k) instead of nonzero")
+                  "instead of x[mask] / masked_select, a fixed count of positions with "
+                  "torch.topk(mask.float(), k) instead of nonzero, or "
+                  "torch.zeros(n).scatter_add(0, x, torch.ones_like(x, dtype=torch.float)) for a bincount of n bins")
