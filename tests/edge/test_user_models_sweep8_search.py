@@ -1,16 +1,20 @@
-"""A batched sorted sequence per row into ``torch.searchsorted``: NeRF's hierarchical
-(importance) sampling, inverse-transform sampling of a per-ray piecewise-constant pdf from a
-small coarse network, exported over a dynamic number of rays and run by the numpy runtime
-against eager torch in float64."""
+"""Bucketing: a batched sorted sequence per row into ``torch.searchsorted`` (NeRF's
+hierarchical importance sampling: inverse-transform sampling of a per-ray piecewise-constant
+pdf from a small coarse network, over a dynamic number of rays) and ``torch.histc``; numpy
+runtime against eager torch (float64 for the model, the same dtype for histc's counts)."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.export import Dim
 
+from tests.edge.test_ops import Fn
 from tests.edge.test_user_models_vision import check_model
+from torchship.edge import export
 
 
 class ImportanceSampler(nn.Module):
@@ -46,3 +50,14 @@ def test_nerf_importance_sampling_with_per_ray_searchsorted() -> None:
     rays = Dim("rays", min=1, max=64)
     check_model(ImportanceSampler(), (torch.randn(5, 3), torch.rand(5, 12)), ({0: rays}, {0: rays}),
                 others=((torch.randn(17, 3), torch.rand(17, 12)),))
+
+
+@pytest.mark.parametrize("bins,lo,hi", [(5, -2.0, 2.0), (7, 0.0, 0.0), (4, -0.5, 3.0)])
+def test_histc_matches_torch(bins: int, lo: float, hi: float) -> None:
+    x = torch.randn(4, 9)
+    x[0, :4] = torch.tensor([-2.0, 2.0, float("nan") if lo < hi else 1.0, 0.0])  # edges, NaN (not counted)
+    got = export(Fn(lambda t: torch.histc(t, bins, lo, hi)), (x,)).run(x.numpy())
+    np.testing.assert_array_equal(got, torch.histc(x, bins, lo, hi).numpy())
+    flat = torch.full((3,), 1.5)  # one value: torch widens the range by 1 each way
+    got = export(Fn(lambda t: torch.histc(t, bins)), (flat,)).run(flat.numpy())
+    np.testing.assert_array_equal(got, torch.histc(flat, bins).numpy())

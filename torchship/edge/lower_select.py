@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torchship.edge.lower import Lowering, handles, torch_dtype
+from torchship.edge.lower import Lowering, dim_prod, handles, torch_dtype
 from torchship.edge.lower_nn import Emit, _arg, _bind, index_axes, ranked
 
 aten = torch.ops.aten
@@ -122,6 +122,35 @@ def _bucketize(lw: Lowering, node: Node) -> int:
     count = e("sum", [e("cast", [below], lw.shape_of(below), {"dtype": "I64"}, dtype="I64")], xs,
               {"axes": [len(xs)], "keepdim": False}, dtype="I64")
     return count if out_dt == "I64" else e("cast", [count], xs, {"dtype": out_dt}, dtype=out_dt)
+
+
+@handles(aten.histc.default)
+def _histc(lw: Lowering, node: Node) -> int:
+    """``torch.histc(x, bins, min, max)``: each element's bin ``trunc((x − lo) · bins / (hi −
+    lo))`` in ``x``'s dtype, in torch's order of operations (the last edge in the last bin),
+    elements outside ``[lo, hi]`` or NaN not counted, a ``scatter`` accumulating ones. With
+    ``min = max`` the range is the data's (widened by 1 each way when it is one value), as torch."""
+    x = lw.val(node.args[0])
+    dt = lw.g.values[x].dtype
+    e = Emit(lw, dt)
+    bins = int(_arg(node, 1, "bins", 100))
+    lo, hi = float(_arg(node, 2, "min", 0)), float(_arg(node, 3, "max", 0))
+    n = dim_prod(lw.shape_of(x))
+    flat = e("reshape", [x], [n], {"shape": [n]})
+    if lo == hi:
+        lo_t, hi_t = (e(op, [flat], [], {"axes": [], "keepdim": False}) for op in ("amin", "amax"))
+        same = e("eq", [lo_t, hi_t], [], dtype="BOOL")
+        lo_t = e("where", [same, e("sub", [lo_t, e.c(1.0)]), lo_t])
+        hi_t = e("where", [same, e("add", [hi_t, e.c(1.0)]), hi_t])
+    else:
+        lo_t, hi_t = e.c(lo), e.c(hi)
+    inside = e("logical_and", [e("ge", [flat, lo_t], dtype="BOOL"), e("le", [flat, hi_t], dtype="BOOL")], dtype="BOOL")
+    pos = e("div", [e("mul", [e("sub", [flat, lo_t]), e.c(float(bins))]), e("sub", [hi_t, lo_t])])
+    pos = e("cast", [e("where", [inside, pos, e.c(0.0)], [n])], [n], {"dtype": "I64"}, dtype="I64")
+    pos = e("minimum", [pos, lw.const(bins - 1, "I64")], dtype="I64")
+    ones = e("cast", [inside], [n], {"dtype": dt})
+    zeros = e("full", [], [bins], {"shape": [bins], "value": 0.0, "dtype": dt})
+    return lw.emit("scatter", [zeros, pos, ones], {"axis": 0, "accumulate": True})
 
 
 @handles(aten.unfold.default)
