@@ -25,7 +25,15 @@ import torch.nn.functional as F
 
 from torchship.kernels import language
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
-from torchship.kernels.frontend import einsum, elementwise, factories, gathers, inline, pieces
+from torchship.kernels.frontend import (
+    einsum,
+    elementwise,
+    factories,
+    gathers,
+    inline,
+    pieces,
+    slices,
+)
 from torchship.kernels.frontend.captures import TensorRef
 from torchship.kernels.frontend.host import is_missing
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
@@ -306,21 +314,13 @@ class CallHandler:
                     axis += 1
                 continue
             if isinstance(e, ast.Slice):
-                if e.step is not None:
-                    raise self.err(KernelSyntaxError, "slicing with a step is not supported",
-                                   hint="load the whole block and compute on it, or use a "
-                                   "separate tensor view made in host code", node=node)
-                if e.lower is not None or e.upper is not None:
-                    raise self.err(KernelSyntaxError, f"slice bounds `{ast.unparse(e)}` are not "
-                                   "supported on a tensor in device code", hint="slice in "
-                                   "host code, before the tile loop (`xa = x[..., :half]`, "
-                                   "then `xa[t, :]` inside it), tile the range (for t in "
-                                   "ts.tile(begin, end), then x[t]), or load the whole dim and "
-                                   "cut the block (`v = x[t, :]`, then `v[:, :half]`: halves, "
-                                   "quarters of a power-of-two dim)", node=node)
                 if axis >= ref.ndim:
                     raise self.err(KernelTypeError, f"too many indices for {ref.ndim}-D tensor "
                                    f"{ref.name!r}", node=node)
+                if e.lower is not None or e.upper is not None or e.step is not None:
+                    out.append(slices.bounded_slice(self, ref, axis, e, node))
+                    axis += 1
+                    continue
                 out.append(self._full(ref, axis))
                 axis += 1
                 continue

@@ -2,6 +2,7 @@
 
 An index is a list of :class:`Index` entries, one per written position: ``tile`` (the block of
 a tile variable, masked at the edge), ``full`` (the whole dimension, a :class:`FullDim`),
+``full`` with a ``start`` (a slice ``a:b``: the dim is ``b - a`` wide),
 ``scalar`` (an int operand, dimension dropped), ``none`` (a new size-1 dimension) and
 ``gather`` (an integer block of any rank whose values pick rows; its dims replace the tensor
 dim, as in torch's ``x[idx]``; further adjacent integer blocks pair up with it element-wise,
@@ -39,6 +40,7 @@ class Index:
     value: Any = None  # scalar operand or gather Value
     group: tuple[Dim, ...] | None = None  # first gather of several: their broadcast shape
     paired: bool = False  # a further gather: broadcast into the first one's dims
+    start: Any = None  # a bounded ``full`` slice (x[tm, a:b]): where it starts (frontend.slices)
 
     def dims(self) -> tuple[Dim, ...]:
         if self.kind == "tile":

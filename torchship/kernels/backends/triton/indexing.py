@@ -6,7 +6,9 @@
 - ``tensor_descriptor``: ``tl.make_tensor_descriptor`` (TMA on Hopper; the interpreter emulates
   it) for tensors whose last stride is 1 and whose other strides/base are 16-byte aligned.
 
-Accesses a strategy cannot express (gathers, scalar-only loads, ``None`` entries in stores)
+A slice ``a:b`` (an index entry with a ``start``) adds ``a * stride`` to the base.
+Accesses a strategy cannot express (gathers, scalar-only loads, ``None`` entries in stores,
+slices for descriptors)
 use pointer code; the generated source says so in a comment.
 
 Example:
@@ -66,6 +68,8 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
         d = shape[pos]
         idx, m, _ = cg.dim_info(d)
         terms.append(f"{cg.expand(idx, pos, rank)}{wide} * {stride}")
+        if e.start is not None:  # a slice a:b: its block starts at a
+            terms.append(f"{cg.ref(e.start)}{wide} * {stride}")
         if m is not None:
             masks.append(cg.expand(m, pos, rank))
         pos += 1
@@ -101,6 +105,8 @@ def _block_ptr(cg: Any, node: Node) -> tuple[str, str, list[str]]:
         else:
             extent = cg.ref(e.full.find().size)
             begin = cg.dim_offset(e.full)
+            if e.start is not None:  # a slice a:b: the block pointer's tensor starts at a
+                base.append(f"{cg.ref(e.start)} * {stride}")
         shape.append(extent)
         strides.append(stride)
         offsets.append(begin)
@@ -216,8 +222,8 @@ def _tdesc_ok(cg: Any, node: Node) -> bool:
     index: list[Index] = node.attrs["index"]
     if not getattr(ref, "tdesc_ok", False) or ref.dtype == torch.bool:
         return False  # bool: int1 has no byte size for a descriptor (the interpreter refuses)
-    if any(e.kind in ("gather", "scalar") for e in index):
-        return False
+    if any(e.kind in ("gather", "scalar") or e.start is not None for e in index):
+        return False  # (a slice a:b moves the base: its alignment is unknown)
     if node.op != "load" and any(e.kind == "none" for e in index):
         return False
     real = [e for e in index if e.kind != "none"]

@@ -1,0 +1,129 @@
+"""Slices with bounds on tensor loads and stores in device code, against torch eager: a fused
+QKV projection split with ``qkv[tm, 0:d]``, ``qkv[tm, d:2 * d]``, ``qkv[tm, 2 * d:]``; halves of
+a row written with ``out[tm, :h] = ...``; a window ``x[tm, off:off + w]`` at int arguments
+(every reduction chunk and indexing mode); Python's slice rules (negative bounds, bounds past
+the end clamp, empty windows); and the refusals (a step, a bound computed on the device).
+
+Example:
+    pytest -q tests/kernels/test_user_kernels_sweep9_slices.py
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchship.kernels as ts
+from tests.kernels.test_compiler import close
+from tests.kernels.test_user_kernels_rows import MODES, use
+
+
+@ts.kernel
+def qkv_scores(qkv: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: q·k over the head dim, and v scaled by it (q, k, v cut from one projection)."""
+    n = qkv.size(0)
+    score = torch.empty([n], dtype=torch.float32, device=qkv.device)
+    out = torch.empty([n, d], dtype=qkv.dtype, device=qkv.device)
+    for tm in ts.tile(n, block_size=32):
+        q = qkv[tm, 0:d].float()
+        k = qkv[tm, d:2 * d].float()
+        v = qkv[tm, 2 * d:]
+        s = (q * k).sum(dim=1)
+        score[tm] = s
+        out[tm, :] = (v * s[:, None]).to(qkv.dtype)
+    return score, out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_qkv_split_with_slices(mode: str, request: pytest.FixtureRequest,
+                                     poison_empty: None) -> None:
+    use(mode, request)
+    for n, d in [(70, 24), (33, 64)]:  # one kernel for both head sizes (d is an argument)
+        qkv = torch.randn(n, 3 * d, dtype=torch.float64)
+        q, k, v = qkv.split(d, dim=1)
+        s = (q * k).sum(1)
+        got_s, got_o = qkv_scores(qkv, d)
+        close(got_s, s.float(), atol=1e-5)
+        close(got_o, v * s[:, None], atol=1e-5)
+
+
+@ts.kernel
+def swap_halves(x: torch.Tensor) -> torch.Tensor:
+    """out = cat(x2 * 2, x1 + 1) by writing each half of the row; then the last three columns
+    take x[:, 1:4] (negative start)."""
+    out = torch.empty_like(x)
+    h = x.size(1) // 2
+    for tm in ts.tile(x.size(0), block_size=32):
+        out[tm, :h] = x[tm, h:] * 2
+        out[tm, h:] = x[tm, :h] + 1
+    for tm in ts.tile(x.size(0), block_size=32):
+        out[tm, -3:] = x[tm, 1:4]
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_write_halves_of_a_row(mode: str, request: pytest.FixtureRequest,
+                               poison_empty: None) -> None:
+    use(mode, request)
+    for shape in [(50, 40), (33, 10)]:
+        x = torch.randn(*shape)
+        h = shape[1] // 2
+        want = torch.cat((x[:, h:] * 2, x[:, :h] + 1), dim=1)
+        want[:, -3:] = x[:, 1:4]
+        close(swap_halves(x), want)
+
+
+@ts.kernel
+def window_sum(x: torch.Tensor, off: int, w: int) -> torch.Tensor:
+    out = torch.empty([x.size(0)], dtype=torch.float32, device=x.device)
+    for tm in ts.tile(x.size(0), block_size=32):
+        out[tm] = x[tm, off:off + w].float().sum(dim=1)
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("off", "w"), [(17, 200), (250, 200), (-30, 20), (10, 0), (400, 5)])
+def test_window_follows_pythons_slice_rules(mode: str, request: pytest.FixtureRequest,
+                                            off: int, w: int) -> None:
+    use(mode, request)
+    x = torch.randn(40, 300, dtype=torch.float64)
+    close(window_sum(x, off, w), x[:, off:off + w].sum(1).float(), atol=1e-4)
+
+
+def test_window_in_every_chunk_and_indexing_mode(compiled_mode: None) -> None:
+    x = torch.randn(40, 300, dtype=torch.float64)
+    args = (x.float(), 17, 200)
+    bound = window_sum.bind(args)
+    space = bound.config_space
+    want = x[:, 17:217].sum(1).float()
+    chunks = space.params["reduction_loops[0]"]
+    assert len(chunks) > 2
+    for chunk in chunks:
+        for indexing in space.params["indexing"]:
+            cfg = space.default().replace(reduction_loops=[chunk], indexing=indexing)
+            close(bound.compile(cfg)(*args), want, atol=1e-4)
+    code = window_sum.to_triton_code(space.default(), args=args)
+    assert "x_o1 * x_stride1" in code  # the window starts at its offset argument
+
+
+@ts.kernel
+def bad_slices(x: torch.Tensor, which: str) -> torch.Tensor:
+    out = torch.zeros_like(x)
+    for tm in ts.tile(x.size(0), block_size=32):
+        if which == "step":
+            out[tm, 0:8] = x[tm, ::2]
+        else:
+            out[tm, 0:8] = x[tm, tm.begin:tm.begin + 8]
+    return out
+
+
+@pytest.mark.parametrize(("which", "says"), [
+    ("step", "slicing with a step (`::2` of tensor 'x')"),
+    ("device", "`tm.begin` of tensor 'x' is computed on the device"),
+])
+def test_slices_triton_cannot_express_are_refused(which: str, says: str,
+                                                  compiled_mode: None) -> None:
+    with pytest.raises(ts.KernelError) as info:
+        bad_slices(torch.randn(32, 16), which)
+    text = str(info.value)
+    assert says in text and "test_user_kernels_sweep9_slices.py" in text, text

@@ -1,0 +1,104 @@
+"""Slices with bounds on tensor loads and stores: ``qkv[tm, d:2 * d]``, ``out[tm, :h] = v``.
+
+A bounded slice ``a:b`` of a tensor dim is a whole dim (like ``:``) of extent ``b - a``
+starting at ``a``: padded to a power of two and masked, unified with the full dims it meets.
+The bounds must be known on the host at launch: python ints, tensor sizes, int arguments and
+``+ - * //`` of them. Python's slice rules apply (negative bounds count from the end, bounds
+clamp to the size), computed by the launcher: the extent and the start become two int kernel
+arguments whose host expressions are ``slice(a, b).indices(n)``. Steps other than 1 are
+refused.
+
+Example:
+    >>> host_bound(None, 3)
+    ('3', 3)
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from typing import Any
+
+import torch
+
+from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
+from torchship.kernels.frontend.captures import TensorRef
+from torchship.kernels.ir import FullDim, Value
+from torchship.kernels.ops.memory import Index
+
+__all__ = ["bounded_slice", "host_bound"]
+
+_HOST_OPS = {"add": ("+", operator.add), "sub": ("-", operator.sub),
+             "mul": ("*", operator.mul), "floordiv": ("//", operator.floordiv)}
+
+
+def host_bound(b: Any, x: Any) -> tuple[str, Any] | None:
+    """``(host expression, traced value)`` of a slice bound, or None when it is computed on the
+    device (a tile's position, a loaded value). ``b`` is the launch builder.
+
+    Example:
+        >>> host_bound(None, None), host_bound(None, -2)
+        (('None', None), ('-2', -2))
+    """
+    if x is None or (isinstance(x, int) and not isinstance(x, bool)):
+        return repr(x), x
+    if not isinstance(x, Value) or x.dtype.is_floating_point or x.dtype == torch.bool:
+        return None
+    node = x.node
+    if node is None:
+        param = next((p for p in b.params if p.value is x), None)
+        return None if param is None else (param.getter, b.hints.get(x.id))
+    if node.op == "neg":
+        inner = host_bound(b, node.inputs[0])
+        return None if inner is None else (f"(-{inner[0]})", -inner[1])
+    if node.op not in _HOST_OPS:
+        return None
+    parts = [host_bound(b, v) for v in node.inputs]
+    if any(p is None for p in parts):
+        return None
+    sym, fn = _HOST_OPS[node.op]
+    return f"({parts[0][0]} {sym} {parts[1][0]})", fn(parts[0][1], parts[1][1])
+
+
+def _is_unit_step(e: ast.Slice) -> bool:
+    return e.step is None or (isinstance(e.step, ast.Constant) and e.step.value == 1)
+
+
+def bounded_slice(h: Any, ref: TensorRef, axis: int, e: ast.Slice, node: ast.AST) -> Index:
+    """The index entry of ``ref[..., a:b, ...]`` on ``axis`` (``h``: the call handler)."""
+    text = ast.unparse(e)
+    if not _is_unit_step(e):
+        raise h.err(KernelSyntaxError, f"slicing with a step (`{text}` of tensor {ref.name!r}) is "
+                    "not supported in device code: only steps of 1", hint="make the strided "
+                    f"view in host code (`xs = {ref.name}[..., ::2]`, then `xs[tm, :]` inside "
+                    "the loop), or load the whole dim and cut the block (`v.unflatten(-1, "
+                    "(-1, 2)).unbind(-1)`)", node=node)
+    b = h.b
+    bounds = []
+    for side in (e.lower, e.upper):
+        value = h.expr(side) if side is not None else None
+        got = host_bound(b, value)
+        if got is None:
+            raise h.err(KernelTypeError, f"the slice bound `{ast.unparse(side)}` of tensor "
+                        f"{ref.name!r} is computed on the device: slice bounds must be known "
+                        "at launch (python ints, tensor sizes, int arguments and + - * // of "
+                        "them)", hint="for a range that moves with a tile, index with the tile "
+                        "(`for t in ts.tile(begin, end)`, then x[tm, t]) or gather with an "
+                        "integer block (x[tm, start + torch.arange(0, 32)])", node=node)
+        bounds.append(got)
+    size = b.tensor_size(ref, axis)
+    n_expr = next(p.getter for p in b.params if p.value is size)
+    n = b.hints[size.id]
+    (lo, lo_hint), (hi, hi_hint) = bounds
+    start_h, stop_h, _ = slice(lo_hint, hi_hint).indices(n)
+    sl = f"slice({lo}, {hi}).indices({n_expr})"
+    width = b.param(f"{ref.name}_w{axis}", f"len(range(*{sl}))", torch.int32,
+                    len(range(start_h, stop_h)))
+    if isinstance(lo_hint, int) and lo_hint >= 0 and lo == repr(lo_hint):
+        # a literal start (clamping only matters when the extent is 0); 0 is a plain full dim
+        start: Any = lo_hint or None
+    else:
+        start = b.param(f"{ref.name}_o{axis}", f"{sl}[0]", torch.int32, start_h).value
+    dim = FullDim(width.name, width.value)
+    b.full_dims.append(dim)
+    return Index("full", axis, full=dim, start=start)
