@@ -191,3 +191,12 @@ def test_kernels_autotune_cached_winner_in_microseconds(tmp_path, monkeypatch, c
     assert m, second
     best = re.search(r"\n│ 1 +│ +(\d+\.\d) │", first)  # the first run's table row 1, in µs
     assert best and best.group(1) == m.group(1), (first, second)
+
+
+def test_weights_inspect_numpy_file_gets_a_hint(tmp_path, capsys) -> None:
+    np.save(tmp_path / "w.npy", np.eye(2, dtype=np.float32))
+    np.savez(tmp_path / "w.npz", x=np.eye(2, dtype=np.float32))
+    for name, kind in (("w.npy", "a numpy .npy file"), ("w.npz", "a numpy .npz archive")):
+        assert main(["weights", "inspect", str(tmp_path / name)]) == 1
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"this looks like {kind}, not safetensors" in out and "torchship weights convert" in out, out

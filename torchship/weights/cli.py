@@ -40,13 +40,19 @@ def read_header(path: Path) -> Header:
     try:
         return parse_header(buf, name=str(path), base=blob_offset(buf, name=str(path)))
     except SafetensorError as exc:
-        head = bytes(buf[:4])
-        if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
-            raise SafetensorError(
-                f"{exc} (this looks like a torch.save/pickle checkpoint, not safetensors: "
-                "check it with `torchship weights scan`, convert it with `torchship weights convert`)"
-            ) from None
-        raise
+        head = bytes(buf[:6])
+        if head.startswith(b"\x93NUMPY"):
+            kind = "a numpy .npy file"
+        elif head.startswith(b"PK\x03\x04") and path.suffix == ".npz":
+            kind = "a numpy .npz archive"
+        elif head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
+            kind = "a torch.save/pickle checkpoint"
+        else:
+            raise
+        raise SafetensorError(
+            f"{exc} (this looks like {kind}, not safetensors: "
+            "check it with `torchship weights scan`, convert it with `torchship weights convert`)"
+        ) from None
     finally:
         if hasattr(buf, "close"):
             with contextlib.suppress(BufferError):  # a view still exported: the GC closes it
