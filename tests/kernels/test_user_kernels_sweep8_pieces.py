@@ -178,11 +178,10 @@ def reshaped(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def test_reshape_of_a_block_points_to_unflatten(compiled_mode: None) -> None:
-    with pytest.raises(ts.KernelError) as info:
-        reshaped(torch.randn(8, 32))
-    text = str(info.value)
-    assert "x.unflatten(-1, (16, 2))" in text and "sweep8_pieces.py" in text, text
+def test_reshape_of_a_block_splits_its_fixed_dim(compiled_mode: None) -> None:
+    """(Refused until sweep 9; test_user_kernels_sweep9_views.py covers reshape/view.)"""
+    x = torch.randn(8, 32)
+    close(reshaped(x), x.reshape(8, 16, 2).sum(-1).repeat(1, 2))
 
 
 @ts.kernel

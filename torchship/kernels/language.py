@@ -239,7 +239,7 @@ class Tile:
             tensor[_convert_index(index)] = value
             return None
         if func in (torch.zeros, torch.ones, torch.empty, torch.full, torch.broadcast_to,
-                    torch.Tensor.expand):
+                    torch.Tensor.expand, torch.Tensor.reshape, torch.Tensor.view, torch.reshape):
             kwargs = dict(kwargs or {})
             if func in (torch.zeros, torch.ones, torch.empty, torch.full):
                 kwargs.setdefault("device", _device())

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
+from torchship.kernels.frontend import reshape
 from torchship.kernels.frontend.compose import _arg
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
 from torchship.kernels.ops import broadcast_shapes, promote
@@ -217,7 +218,7 @@ def permute(h: Any, x: Value, perm: list[Any], node: ast.AST) -> Value:
 
 def regroup(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
     """``permute``/``movedim``; ``flatten(start, end)`` and ``unflatten(dim, sizes)`` of dims of
-    fixed size (``tl.reshape``); ``reshape``/``view`` are refused with these as the way."""
+    fixed size (``tl.reshape``); ``reshape``/``view`` (:mod:`.reshape`)."""
     x = h.operand(_arg(args, kwargs, 0, "input", None))
     if name == "permute":
         return permute(h, x, list(args[1:]) or list(kwargs.get("dims", ())), node)
@@ -228,11 +229,7 @@ def regroup(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: as
         order.insert(dst, src)
         return permute(h, x, order, node)
     if name in ("reshape", "view"):
-        raise h.err(KernelSyntaxError, f"`{ast.unparse(node)}`: blocks are regrouped with "
-                    "flatten/unflatten (a tile's block has no fixed size to reshape)",
-                    hint="x.unflatten(-1, (16, 2)) splits a dim of fixed size (a constant or "
-                    "a whole `:` dim), x.flatten(-2) merges the last two; then permute",
-                    node=node)
+        return reshape.reshape(h, x, list(args[1:]) or list(kwargs.get("shape", ())), node)
     dims = list(x.shape)
     if name == "flatten":
         lo = _norm(_arg(args, kwargs, 1, "start_dim", 0), x.ndim, h, node) if x.ndim else 0

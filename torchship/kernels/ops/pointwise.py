@@ -289,3 +289,11 @@ def _where_emit(cg: Any, node: Any, args: list[str]) -> str:
 
 
 register(OpDef("where", _where_infer, _where_emit))
+
+
+def _bitcast_emit(cg: Any, node: Any, args: list[str]) -> str:
+    return f"{args[0]}.to({cg.tl_dtype(node.attrs['dtype'])}, bitcast=True)"
+
+
+#: ``v.view(torch.int32)`` of a float32 block: the same bits read as another dtype of that width
+register(OpDef("bitcast", _cast_infer, _bitcast_emit))
