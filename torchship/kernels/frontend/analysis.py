@@ -3,7 +3,8 @@ block shapes per launch (for the element budget), dot use.
 
 A full dim can be rolled into a looped reduction when (1) no loop-carried value contains it,
 (2) every value containing it is only used in the loop region where it is defined (or deeper),
-(3) no value contains it together with another full dim, and (4) no scan runs along it. Then every value containing the
+(3) no value contains it together with another full dim, and (4) no scan, sort or roll runs
+along it. Then every value containing the
 dim can be recomputed lazily inside the chunk loop of each consumer.
 
 Example:
@@ -68,7 +69,7 @@ def full_dims(launch: Launch) -> list[FullDimInfo]:
                 if isinstance(r, FullDim):
                     bad.add(r.id)
     for node, path in nodes:
-        if node.op in ("scan", "sort_keys", "custom_reduce", "custom_scan"):
+        if node.op in ("scan", "sort_keys", "custom_reduce", "custom_scan", "roll"):
             # needs every element of the dim at once: never chunked
             dim = node.attrs["dim"] if node.op != "sort_keys" else -1
             r = node.inputs[0].shape[dim].find()

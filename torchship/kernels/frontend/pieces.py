@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
-from torchship.kernels.frontend import reshape
+from torchship.kernels.frontend import reshape, roll
 from torchship.kernels.frontend.compose import _arg
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
 from torchship.kernels.ops import broadcast_shapes, promote
@@ -312,7 +312,8 @@ def _prod(values: list[int]) -> int:
 COMPOSED: dict[str, Callable[..., Any]] = {
     **{n: pieces for n in ("cat", "concat", "concatenate", "stack", "chunk", "split", "unbind")},
     **{n: regroup for n in ("permute", "movedim", "flatten", "unflatten", "reshape", "view")},
-    **{n: copies for n in ("repeat", "flip", "expand", "expand_as", "broadcast_to")}}
+    **{n: copies for n in ("repeat", "flip", "expand", "expand_as", "broadcast_to")},
+    "roll": roll.roll}
 #: torch callables of device code -> composition name
 FUNCTIONS: dict[Any, str] = {getattr(torch, n): n for n in COMPOSED if hasattr(torch, n) and
                              n not in ("view", "repeat", "expand", "expand_as")}

@@ -190,6 +190,7 @@ from torchship.kernels.ops import (  # noqa: E402,F401
     pointwise,
     random,
     reduce,
+    roll,
     scan,
     sort,
     specialfns,
