@@ -200,3 +200,33 @@ def test_weights_inspect_numpy_file_gets_a_hint(tmp_path, capsys) -> None:
         assert main(["weights", "inspect", str(tmp_path / name)]) == 1
         out = " ".join(capsys.readouterr().out.split())
         assert f"this looks like {kind}, not safetensors" in out and "torchship weights convert" in out, out
+
+
+def test_edge_run_bf16_output_and_input_count(tmp_path, capsys) -> None:
+    import ml_dtypes
+
+    (tmp_path / "bfm.py").write_text(
+        "import torch\n\n\ndef model():\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.GELU()).to(torch.bfloat16).eval()\n")
+    prog = tmp_path / "m.tsp"
+    assert main(["edge", "export", f"{tmp_path / 'bfm.py'}:model", "-o", str(prog), "--input", "4,16:bf16"]) == 0
+    x = torch.randn(4, 16).to(torch.bfloat16)
+    np.save(tmp_path / "x.npy", x.view(torch.int16).numpy().view(ml_dtypes.bfloat16))
+    capsys.readouterr()
+    assert main(["edge", "run", str(prog)]) == 1
+    out = capsys.readouterr().out.strip()
+    assert out == (f"error: {prog}: forward takes 1 input(s) (BF16[4, 16]), got 0 --input: "
+                   "give one --input FILE.npy per input, in order"), out
+    assert main(["edge", "run", str(prog), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"saved {tmp_path / 'y.npy'} (bfloat16 as raw 2-byte records" in out, out
+    y = np.load(tmp_path / "y.npy").view(ml_dtypes.bfloat16)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bfm", tmp_path / "bfm.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with torch.no_grad():
+        ref = mod.model()(x).float().numpy()
+    np.testing.assert_allclose(y.astype(np.float32), ref, rtol=1e-2, atol=1e-2)

@@ -185,6 +185,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         prog = load(args.program)
         method = prog.method(args.method or ("forward" if "forward" in prog.methods else next(iter(prog.methods))))
+        if len(args.input) != len(method.spec.inputs):
+            raise ValueError(f"{args.program}: {method.name} takes {len(method.spec.inputs)} input(s) "
+                             f"({_sig(method.spec, method.spec.inputs)}), got {len(args.input)} --input: "
+                             "give one --input FILE.npy per input, in order")
         arrays = [_load_npy(p) for p in args.input]
         out = method(*arrays)
     except (ProgramError, OSError, ValueError) as exc:
@@ -194,9 +198,11 @@ def _run(args: argparse.Namespace) -> int:
     for i, o in enumerate(outs):
         console.print(f"output {i}: {o.dtype} {list(o.shape)}  min {o.min() if o.size else 0:.6g}  max {o.max() if o.size else 0:.6g}")
         if args.output:
-            path = args.output if len(outs) == 1 else str(Path(args.output).with_suffix("")) + f"_{i}.npy"
+            stem = str(Path(args.output).with_suffix("")) if args.output.endswith(".npy") else args.output
+            path = f"{stem}.npy" if len(outs) == 1 else f"{stem}_{i}.npy"  # the name np.save writes
             np.save(path, o)
-            console.print(f"  saved {path}")
+            raw = " (bfloat16 as raw 2-byte records: np.load(...).view(ml_dtypes.bfloat16))" if o.dtype == ml_dtypes.bfloat16 else ""
+            console.print(f"  saved {escape(path)}{raw}")
     return 0
 
 
