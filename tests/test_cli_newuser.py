@@ -121,6 +121,14 @@ def test_kernels_cache_list_empty(tmp_path, capsys) -> None:
     assert "no entries, the directory does not exist" in out and str(tmp_path / "none") in out
 
 
+def test_kernels_cache_import_missing_bundle(tmp_path, capsys) -> None:
+    missing = tmp_path / "bundle.json"
+    assert main(["kernels", "cache", "import", str(missing), "--dir", str(tmp_path / "c")]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith(f"error: {missing}: no such file") and "cache export" in out, out
+    assert not (tmp_path / "c").exists()
+
+
 def test_broken_pipe_is_quiet(tmp_path) -> None:
     from torchship.weights.numpy import save_file
 

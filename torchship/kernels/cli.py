@@ -218,8 +218,8 @@ def _cmd_autotune(args: argparse.Namespace) -> int:
         console.print(f"cached winner for {name} ({took}); --force to re-tune")
         console.print(f"best config: {json.dumps(config_dict(report.config))}", markup=False)
         return 0
-    table = Table(title=f"{name}: top configs ({len(report.results)} evaluated, "
-                  f"{report.elapsed_s:.1f} s, {report.stop_reason})")
+    table = Table(title=f"{name}: top configs ({len(report.results)} evaluated in "
+                  f"{report.elapsed_s:.1f} s; stopped: {report.stop_reason})")
     table.add_column("#")
     table.add_column("time (µs)", justify="right")
     table.add_column("vs default", justify="right")
@@ -282,6 +282,10 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         if not args.path:
             console.print(f"[red]error:[/] 'cache {args.cache_action}' needs a bundle path")
             return 2
+        if args.cache_action == "import" and not Path(args.path).is_file():
+            console.print(f"[red]error:[/] {escape(args.path)}: no such file (write a bundle with "
+                          "`torchship kernels cache export FILE` on the machine that tuned)")
+            return 1
         try:
             if args.cache_action == "export":
                 console.print(f"exported {cache.export(args.path)} entries to {args.path}")
