@@ -39,6 +39,15 @@ def test_every_command_and_argument_has_help() -> None:
                 assert action.help, f"`{name} --help`: {action.dest} has no help text"
 
 
+def test_version(capsys) -> None:
+    import torchship
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"torchship {torchship.__version__}"
+
+
 def _one_line_error(exc: pytest.ExceptionInfo[SystemExit], *words: str) -> str:
     text = str(exc.value.code)
     assert text.startswith("error: ") and "\n" not in text, text

@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         >>> build_parser().parse_args(["demo"]).command
         'demo'
     """
+    from torchship import __version__
+
     parser = argparse.ArgumentParser(prog="torchship", description="Ship PyTorch models to production: kernels, weights, edge.")
+    parser.add_argument("--version", action="version", version=f"torchship {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for pillar in PILLARS:
         pillar_parser = sub.add_parser(pillar, help=PILLAR_HELP[pillar], description=PILLAR_HELP[pillar])
