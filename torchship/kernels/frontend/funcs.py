@@ -268,6 +268,8 @@ def _sort(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.
             raise h.err(KernelSyntaxError, "topk(largest=False / sorted=False) is not supported "
                         "in device code", hint="negate the block: torch.topk(-v, k) gives the "
                         "k smallest, negated", node=node)
+        if isinstance(k, Value):  # an int argument: one kernel per k
+            k = h.b.const_int(k, "topk's k")
         if not isinstance(k, int) or k < 1 or k & (k - 1):
             raise h.err(KernelTypeError, f"topk's k must be a power-of-two int, got {k!r}",
                         hint="take the next power of two and store the first k columns "

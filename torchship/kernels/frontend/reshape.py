@@ -30,7 +30,9 @@ __all__ = ["reshape"]
 
 _HINT = ("keep each tile as its own dim (v.reshape(tm, 4, 16) of a [tm, 64] block) and split "
          "or merge only fixed-size dims (constants, whole `:` dims), in powers of two; or "
-         "use unflatten/flatten/permute")
+         "use unflatten/flatten/permute; to interleave two [tk, tn] blocks into [2 * tk, tn] "
+         "for a dot (int4 unpacking), dot each with the matching host view (A[:, 0::2], "
+         "A[:, 1::2])")
 
 
 def _runs(items: list[Any], is_tile: Callable[[Any], bool]) -> tuple[list[list[Any]], list[Any]]:

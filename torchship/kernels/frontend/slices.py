@@ -84,7 +84,10 @@ def bounded_slice(h: Any, ref: TensorRef, axis: int, e: ast.Slice, node: ast.AST
                         "at launch (python ints, tensor sizes, int arguments and + - * // of "
                         "them)", hint="for a range that moves with a tile, index with the tile "
                         "(`for t in ts.tile(begin, end)`, then x[tm, t]) or gather with an "
-                        "integer block (x[tm, start + torch.arange(0, 32)])", node=node)
+                        "integer block (x[tm, start + torch.arange(0, 32)]); for a range "
+                        "twice a tile's (int4 GEMM's A[tm, 2 * tk.begin:2 * tk.begin + 64]) "
+                        "index host views A[:, 0::2], A[:, 1::2] (a_even, a_odd) with the "
+                        "tile", node=node)
         bounds.append(got)
     size = b.tensor_size(ref, axis)
     n_expr = next(p.getter for p in b.params if p.value is size)

@@ -269,7 +269,13 @@ def _cast_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dt
 
 
 def _cast_emit(cg: Any, node: Any, args: list[str]) -> str:
-    return cg.coerce(node.inputs[0], args[0], node.attrs["dtype"], force=True)
+    x, dtype = node.inputs[0], node.attrs["dtype"]
+    if cg.interpret and dtype == torch.bfloat16 and getattr(x, "shape", ()) and \
+            not x.dtype.is_floating_point:
+        # Triton 3.9's interpreter turns ints into garbage bf16 (5 -> 0, -7 -> nan): go
+        # through float32, exact for ints below 2**24 (the GPU converts directly)
+        return f"{cg.coerce(x, args[0], torch.float32, force=True)}.to(tl.bfloat16)"
+    return cg.coerce(x, args[0], dtype, force=True)
 
 
 register(OpDef("to", _cast_infer, _cast_emit))
