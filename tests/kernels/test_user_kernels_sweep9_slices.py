@@ -1,7 +1,8 @@
 """Slices with bounds on tensor loads and stores in device code, against torch eager: a fused
 QKV projection split with ``qkv[tm, 0:d]``, ``qkv[tm, d:2 * d]``, ``qkv[tm, 2 * d:]``; halves of
 a row written with ``out[tm, :h] = ...``; a window ``x[tm, off:off + w]`` at int arguments
-(every reduction chunk and indexing mode); Python's slice rules (negative bounds, bounds past
+(every reduction chunk and indexing mode); Helion's concatenate example as two slice stores per
+row; Python's slice rules (negative bounds, bounds past
 the end clamp, empty windows); and the refusals (a step, a bound computed on the device).
 
 Example:
@@ -127,3 +128,22 @@ def test_slices_triton_cannot_express_are_refused(which: str, says: str,
         bad_slices(torch.randn(32, 16), which)
     text = str(info.value)
     assert says in text and "test_user_kernels_sweep9_slices.py" in text, text
+
+
+@ts.kernel
+def concat_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """torch.cat((x, y), 1) (Helion's concatenate example) as two slice stores per row."""
+    out = torch.empty([x.size(0), x.size(1) + y.size(1)], dtype=x.dtype, device=x.device)
+    for tm in ts.tile(x.size(0), block_size=32):
+        out[tm, :x.size(1)] = x[tm, :]
+        out[tm, x.size(1):] = y[tm, :]
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_concatenate_by_slice_stores(mode: str, request: pytest.FixtureRequest,
+                                     poison_empty: None) -> None:
+    use(mode, request)
+    for wx, wy in [(40, 60), (64, 7)]:  # one kernel for both
+        x, y = torch.randn(50, wx), torch.randn(50, wy)
+        assert torch.equal(concat_rows(x, y), torch.cat((x, y), 1))
