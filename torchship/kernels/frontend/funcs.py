@@ -272,8 +272,8 @@ def _sort(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.
             k = h.b.const_int(k, "topk's k")
         if not isinstance(k, int) or k < 1 or k & (k - 1):
             raise h.err(KernelTypeError, f"topk's k must be a power-of-two int, got {k!r}",
-                        hint="take the next power of two and store the first k columns "
-                        "with a mask", node=node)
+                        hint="take the next power of two (topk(v, 8) for k = 6) into an "
+                        "[n, 8] output and return its host view out[:, :6]", node=node)
         descending = True
     else:
         rest = args[1:]
