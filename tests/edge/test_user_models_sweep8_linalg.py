@@ -74,7 +74,7 @@ def test_kalman_filter_step_with_solve_and_det() -> None:
     check_model(KalmanStep(), inputs(3), ({0: BATCH}, {0: BATCH}, {0: BATCH}), others=(inputs(6),))
 
 
-@pytest.mark.parametrize("n", [1, 3, 6])
+@pytest.mark.parametrize("n", [1, 4])
 def test_inv_det_slogdet_solve_match_float64(n: int) -> None:
     torch.manual_seed(n)
     a = torch.randn(2, 3, n, n) + n * torch.eye(n)

@@ -35,7 +35,7 @@ class Tagger(nn.Module):
 def test_bidirectional_two_layer_lstm_with_projections_and_initial_states() -> None:
     torch.manual_seed(84)
     def inputs(b: int) -> tuple[torch.Tensor, ...]:
-        return torch.randn(b, 5, 6), torch.randn(4, b, 3), torch.randn(4, b, 8)
+        return torch.randn(b, 3, 6), torch.randn(4, b, 3), torch.randn(4, b, 8)
     check_model(Tagger(), inputs(2), ({0: BATCH}, {1: BATCH}, {1: BATCH}), others=(inputs(3),))
 
 
@@ -56,7 +56,7 @@ class SeqFirst(nn.Module):
 
 def test_sequence_first_bidirectional_gru_lstm_and_relu_rnn() -> None:
     torch.manual_seed(85)
-    check_model(SeqFirst(), (torch.randn(4, 2, 4),), ({1: BATCH},), others=((torch.randn(4, 5, 4),),))
+    check_model(SeqFirst(), (torch.randn(3, 2, 4),), ({1: BATCH},), others=((torch.randn(3, 5, 4),),))
 
 
 class Classifier(nn.Module):
