@@ -247,3 +247,15 @@ def test_edge_run_bf16_output_and_input_count(tmp_path, capsys) -> None:
     with torch.no_grad():
         ref = mod.model()(x).float().numpy()
     np.testing.assert_allclose(y.astype(np.float32), ref, rtol=1e-2, atol=1e-2)
+
+
+def test_weights_inspect_diffusers_root_names_subfolders(tmp_path, capsys) -> None:
+    from torchship.weights.numpy import save_file
+
+    for sub in ("unet", "vae"):
+        (tmp_path / sub).mkdir()
+        save_file({"w": np.zeros(2, np.float32)}, str(tmp_path / sub / "diffusion_pytorch_model.safetensors"))
+    assert main(["weights", "verify", str(tmp_path)]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{tmp_path}: directory holds no .safetensors file (subfolders that do: unet, vae; pass one" in out, out
+    assert main(["weights", "verify", str(tmp_path / "unet")]) == 0

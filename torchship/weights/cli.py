@@ -71,7 +71,9 @@ def checkpoint_files(path: str | Path) -> tuple[list[Path], dict[str, list[str]]
     if p.is_dir() and not list(p.glob("*.safetensors.index*.json")):
         plain = sorted(p.glob("*.safetensors"))
         if not plain:
-            raise SafetensorError(f"{p}: directory holds no .safetensors file")
+            subdirs = sorted({f.parent.name for f in p.glob("*/*.safetensors")})
+            hint = f" (subfolders that do: {', '.join(subdirs)}; pass one, e.g. {p / subdirs[0]})" if subdirs else ""
+            raise SafetensorError(f"{p}: directory holds no .safetensors file{hint}")
         return plain, None  # a folder of independent files (or one model.safetensors)
     return shards.resolve(p)
 
