@@ -221,3 +221,33 @@ def test_helion_int4_lines_point_to_host_views(which: str, says: str,
     text = str(info.value)
     assert says in text and "A[:, 0::2], A[:, 1::2]" in text, text
     assert "test_user_kernels_sweep9_ports.py" in text
+
+
+@ts.kernel
+def head_slices(qkv: torch.Tensor, d: int, which: str) -> torch.Tensor:
+    """q * k + v per head of a fused [n, 3 * heads * d] projection: head h's slice at a grid
+    index is refused; the host view [n, 3, heads, d] indexed by h is the way."""
+    n, heads = qkv.size(0), qkv.size(1) // (3 * d)
+    out = torch.empty([n, heads, d], dtype=qkv.dtype, device=qkv.device)
+    q = qkv.view(n, 3, heads, d)
+    for h, tm in ts.tile([heads, n], block_size=[1, 32]):
+        if which == "slice":
+            out[tm, h, :] = qkv[tm, h.begin * d:(h.begin + 1) * d]
+        else:
+            out[tm, h, :] = q[tm, 0, h, :] * q[tm, 1, h, :] + q[tm, 2, h, :]
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_heads_of_a_fused_projection(mode: str, request: pytest.FixtureRequest,
+                                     poison_empty: None) -> None:
+    use(mode, request)
+    qkv = torch.randn(40, 3 * 4 * 16)
+    q = qkv.view(40, 3, 4, 16)
+    assert torch.equal(head_slices(qkv, 16, "view"), q[:, 0] * q[:, 1] + q[:, 2])
+
+
+def test_head_slice_at_a_grid_index_points_to_the_view(compiled_mode: None) -> None:
+    with pytest.raises(ts.KernelError) as info:
+        head_slices(torch.randn(40, 3 * 4 * 16), 16, "slice")
+    assert "q = qkv.view(n, 3, heads, d), then q[tm, 0, h, :]" in str(info.value)
