@@ -134,7 +134,7 @@ def _tile_bounds(cg: Any, e: Index) -> tuple[str, str]:
 def _note_fallback(cg: Any, node: Node) -> None:
     if cg.indexing != "pointer":
         cg.line(f"# {node.attrs['tensor'].name}: {cg.indexing} does not apply to this access "
-                "(gather, scalar, unaligned or 3-D): pointer code")
+                "(gather, scalar, slice start, unaligned or 3-D): pointer code")
 
 
 def _tup(items: list[str]) -> str:
