@@ -259,3 +259,17 @@ def test_weights_inspect_diffusers_root_names_subfolders(tmp_path, capsys) -> No
     out = " ".join(capsys.readouterr().out.split())
     assert f"{tmp_path}: directory holds no .safetensors file (subfolders that do: unet, vae; pass one" in out, out
     assert main(["weights", "verify", str(tmp_path / "unet")]) == 0
+
+
+def test_edge_export_dynamic_dim_missing_an_input_gets_a_hint(tmp_path) -> None:
+    (tmp_path / "two.py").write_text(
+        "import torch\n\n\nclass Add(torch.nn.Module):\n    def forward(self, x, m):\n        return x + m\n\n\n"
+        "def model():\n    return Add(), (torch.randn(2, 16), torch.randn(2, 16))\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["edge", "export", f"{tmp_path / 'two.py'}:model", "-o", str(tmp_path / "m.tsp"),
+              "--dynamic", "seq=1..64@0:1"])
+    text = str(exc.value.code)
+    assert text.startswith("error: ") and text.endswith(
+        "\nhint: input 1 axis 1 also has size 16; if it follows seq, list it too: --dynamic seq=1..64@0:1,1:1"), text
+    assert main(["edge", "export", f"{tmp_path / 'two.py'}:model", "-o", str(tmp_path / "m.tsp"),
+                 "--dynamic", "seq=1..64@0:1,1:1"]) == 0

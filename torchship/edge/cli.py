@@ -134,6 +134,32 @@ def parse_dynamic(specs: list[str], ranks: list[int]) -> Any:
     return tuple(d or None for d in shapes)
 
 
+def dynamic_hint(specs: list[str], inputs: tuple[Any, ...]) -> str:
+    """When torch.export found a ``--dynamic`` dim constant, name the unlisted input axes of
+    the same example size (usually another input that follows the same length, e.g. a mask)
+    and the flag that lists them too; empty when there are none.
+
+    Example:
+        >>> import numpy as np
+        >>> dynamic_hint(["seq=1..128@0:1"], (np.zeros((2, 16)), np.zeros((2, 16))))
+        'hint: input 1 axis 1 also has size 16; if it follows seq, list it too: --dynamic seq=1..128@0:1,1:1'
+    """
+    hints = []
+    for spec in specs:
+        head, _, where = spec.partition("@")
+        listed = [tuple(int(v) for v in item.split(":")) for item in where.split(",")]
+        sizes = {inputs[i].shape[axis] for i, axis in listed}
+        others = [(i, axis) for i, x in enumerate(inputs) for axis, n in enumerate(getattr(x, "shape", ()))
+                  if n in sizes and (i, axis) not in listed]
+        if others:
+            named = ", ".join(f"input {i} axis {a}" for i, a in others)
+            size = "/".join(map(str, sorted(sizes)))
+            flag = ",".join(f"{i}:{a}" for i, a in [*listed, *others])
+            hints.append(f"hint: {named} also has size {size}; if it follows {head.split('=')[0]}, "
+                         f"list it too: --dynamic {head}@{flag}")
+    return "\n".join(hints)
+
+
 def _export(args: argparse.Namespace) -> int:
     try:
         import torch
@@ -163,7 +189,8 @@ def _export(args: argparse.Namespace) -> int:
     try:
         prog = export(model, inputs, dynamic_shapes=dyn, methods=methods, quantize=args.quantize)
     except ExportError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        hint = dynamic_hint(args.dynamic, inputs) if "specialized it to be a constant" in str(exc) else ""
+        raise SystemExit(f"error: {exc}" + (f"\n{hint}" if hint else "")) from None
     prog.save(args.output)
     try:
         _print_summary(args.output)
