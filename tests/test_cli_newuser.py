@@ -273,3 +273,26 @@ def test_edge_export_dynamic_dim_missing_an_input_gets_a_hint(tmp_path) -> None:
         "\nhint: input 1 axis 1 also has size 16; if it follows seq, list it too: --dynamic seq=1..64@0:1,1:1"), text
     assert main(["edge", "export", f"{tmp_path / 'two.py'}:model", "-o", str(tmp_path / "m.tsp"),
                  "--dynamic", "seq=1..64@0:1,1:1"]) == 0
+
+
+def test_edge_export_factory_shapes(tmp_path, capsys) -> None:
+    (tmp_path / "fac.py").write_text(
+        "import torch\n\n\ndef lin():\n    torch.manual_seed(0)\n    return torch.nn.Linear(4, 2)\n\n\n"
+        "def single():\n    return lin(), torch.ones(3, 4)\n\n\n"
+        "def three():\n    return lin(), (), {}\n\n\n"
+        "def func():\n    return (lambda x: x + 1), (torch.ones(3, 4),)\n")
+    fac = tmp_path / "fac.py"
+    for name, words in (("three", ["returned a tuple of 3", "(model, example_inputs)"]),
+                        ("func", ["returned a function, not a torch.nn.Module"])):
+        with pytest.raises(SystemExit) as exc:
+            main(["edge", "export", f"{fac}:{name}", "-o", str(tmp_path / "m.tsp")])
+        _one_line_error(exc, *words)
+    # (model, x) with one bare example tensor: the tensor is the one input
+    assert main(["edge", "export", f"{fac}:single", "-o", str(tmp_path / "m.tsp")]) == 0
+    from torchship.edge import runtime
+
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ref = torch.nn.Linear(4, 2)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(runtime.load(str(tmp_path / "m.tsp")).run(x), ref, rtol=1e-5, atol=1e-6)

@@ -175,7 +175,15 @@ def _export(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: -o {args.output}: directory {out_dir} does not exist")
     parsed = [parse_input(spec) for spec in args.input]
     made = _load_target(args.target)
+    if isinstance(made, tuple) and len(made) != 2:
+        raise SystemExit(f"error: {args.target} returned a tuple of {len(made)}; a factory returns a model "
+                         "or (model, example_inputs)")
     model, inputs = (made if isinstance(made, tuple) else (made, None))
+    if not isinstance(model, torch.nn.Module):
+        raise SystemExit(f"error: {args.target} returned a {type(model).__name__}, not a torch.nn.Module "
+                         "(wrap the function in a Module's forward)")
+    if isinstance(inputs, torch.Tensor):  # (model, x): one example input
+        inputs = (inputs,)
     if parsed:
         inputs = []
         for shape, dtype_name in parsed:
