@@ -202,6 +202,7 @@ def test_kernels_autotune_cached_winner_in_microseconds(tmp_path, monkeypatch, c
             "--max-evals", "1", "--in-process", "--plot", str(tmp_path / "p.png")]
     assert main(argv) == 0
     first = capsys.readouterr().out
+    assert "(CPU: times of Triton's interpreter" in " ".join(first.split()), first
     assert main(argv) == 0
     second = capsys.readouterr().out
     m = re.search(r"cached winner for add \((\d+\.\d) µs\)", second)

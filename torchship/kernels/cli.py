@@ -229,6 +229,9 @@ def _cmd_autotune(args: argparse.Namespace) -> int:
         table.add_row(str(i), f"{r.time_ms * 1e3:.1f}", ratio,
                       Text(json.dumps(config_dict(r.config))))  # Text: no markup in "[None]"
     console.print(table)
+    if any(getattr(x, "device", None) is not None and x.device.type == "cpu" for x in inputs):
+        console.print("(CPU: times of Triton's interpreter, which rank configs for the interpreter "
+                      "only; tune on the GPU, or import a bundle tuned there, for GPU configs)")
     failed: dict[str, int] = {}
     for r in report.results:
         if not r.ok:
