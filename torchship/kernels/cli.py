@@ -231,7 +231,7 @@ def _cmd_autotune(args: argparse.Namespace) -> int:
     console.print(table)
     if any(getattr(x, "device", None) is not None and x.device.type == "cpu" for x in inputs):
         console.print("(CPU: times of Triton's interpreter, which rank configs for the interpreter "
-                      "only; tune on the GPU, or import a bundle tuned there, for GPU configs)")
+                      "only; tune on the GPU for GPU configs)")
     failed: dict[str, int] = {}
     for r in report.results:
         if not r.ok:
