@@ -297,3 +297,22 @@ def test_edge_export_factory_shapes(tmp_path, capsys) -> None:
     with torch.no_grad():
         ref = torch.nn.Linear(4, 2)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(runtime.load(str(tmp_path / "m.tsp")).run(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_convert_npz_output_dir(tmp_path, capsys) -> None:
+    from torchship.weights.numpy import load_file
+
+    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float16)}
+    np.savez(tmp_path / "w.npz", **arrays)
+    out = tmp_path / "new" / "sub"
+    assert main(["weights", "convert", str(tmp_path / "w.npz"), "-o", f"{out}/"]) == 0
+    loaded = load_file(str(out / "w.safetensors"))
+    assert set(loaded) == set(arrays)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(loaded[k], v)
+    capsys.readouterr()
+    assert main(["weights", "convert", str(tmp_path / "w.npz"), "-o", str(tmp_path / "no" / "w.safetensors")]) == 2
+    text = capsys.readouterr().out.strip()
+    assert text == f"refused: -o {tmp_path / 'no' / 'w.safetensors'}: directory {tmp_path / 'no'} does not exist", text
+    assert main(["weights", "convert", str(tmp_path / "missing.npz"), "-o", f"{tmp_path / 'm'}/"]) == 2
+    assert not (tmp_path / "m").exists()

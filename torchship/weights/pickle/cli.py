@@ -24,6 +24,17 @@ from torchship.weights.pickle.scan import ScanReport, scan
 _COLOURS = {"safe": "green", "suspicious": "yellow", "dangerous": "bold red"}
 
 
+def _check_output(src: str, out: str | None) -> None:
+    """``-o DIR/`` (a trailing slash) for a file input is a directory, made if missing (as
+    for a directory of shards); any other ``-o`` needs an existing parent directory."""
+    if out is None or not Path(src).is_file():  # a directory, or missing: convert says
+        return
+    if out.endswith("/"):
+        Path(out).mkdir(parents=True, exist_ok=True)
+    elif not Path(out).resolve().parent.is_dir():
+        raise ConvertError(f"-o {out}: directory {Path(out).resolve().parent} does not exist")
+
+
 def _convert(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json, soft_wrap=True)  # a message stays one line
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -35,6 +46,7 @@ def _convert(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total, description=escape(name[-40:]))
 
         try:
+            _check_output(args.input, args.output)
             report = convert(args.input, args.output, verify=not args.no_verify,
                              progress=progress)
         except ConvertError as exc:
@@ -122,9 +134,10 @@ def add_commands(subparsers: Any) -> None:
     conv = subparsers.add_parser(
         "convert", help="convert a pickle checkpoint (or a directory of shards) to safetensors "
         "without executing it")
-    conv.add_argument("input", help="a .bin/.pt/.pth/.ckpt file or a directory of pickle shards")
+    conv.add_argument("input", help="a .bin/.pt/.pth/.ckpt/.npz/.npy file or a directory of pickle shards")
     conv.add_argument("-o", "--output", default=None,
-                      help="output file (or directory for shards); default: beside the input")
+                      help="output file, or directory (DIR/, made if missing; for shards, always); "
+                           "default: beside the input")
     conv.add_argument("--no-verify", action="store_true", help="skip reading the result back")
     conv.add_argument("--json", action="store_true", help="print the report as JSON")
     conv.set_defaults(func=_convert)
