@@ -209,6 +209,9 @@ def test_kernels_autotune_cached_winner_in_microseconds(tmp_path, monkeypatch, c
     assert m, second
     best = re.search(r"\n│ 1 +│ +(\d+\.\d) │", first)  # the first run's table row 1, in µs
     assert best and best.group(1) == m.group(1), (first, second)
+    assert main(["kernels", "cache", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "1 entries" in listing and "…" not in listing, listing  # long names wrap, never cut
 
 
 def test_weights_inspect_numpy_file_gets_a_hint(tmp_path, capsys) -> None:

@@ -260,7 +260,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     if args.cache_action == "list":
         table = Table(title=f"autotune cache: {cache.root}")
         for col in ("kernel", "args", "device", "time (µs)", "config"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")  # a cut device name or config is unreadable
         n = 0
         for _, e in cache.entries():
             k = e["key"]
