@@ -5,8 +5,11 @@ starting at ``a``: padded to a power of two and masked, unified with the full di
 The bounds must be known on the host at launch: python ints, tensor sizes, int arguments and
 ``+ - * //`` of them. Python's slice rules apply (negative bounds count from the end, bounds
 clamp to the size), computed by the launcher: the extent and the start become two int kernel
-arguments whose host expressions are ``slice(a, b).indices(n)``. Steps other than 1 are
-refused.
+arguments whose host expressions are ``slice(a, b).indices(n)``. A start computed on the
+device is taken when the width is known at launch (:mod:`.affine`: ``qkv[tm, h * d:(h + 1) *
+d]`` with ``h`` a grid index, ``x[i, s:s + w]``): it must not be negative, and the window is
+masked at the tensor's end too (it reads zeros and writes nothing past it, where torch would
+give a shorter slice). Steps other than 1 are refused.
 
 Example:
     >>> host_bound(None, 3)
@@ -22,6 +25,7 @@ from typing import Any
 import torch
 
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
+from torchship.kernels.frontend import affine
 from torchship.kernels.frontend.captures import TensorRef
 from torchship.kernels.ir import FullDim, Value
 from torchship.kernels.ops.memory import Index
@@ -74,24 +78,10 @@ def bounded_slice(h: Any, ref: TensorRef, axis: int, e: ast.Slice, node: ast.AST
                     "the loop), or load the whole dim and cut the block (`v.unflatten(-1, "
                     "(-1, 2)).unbind(-1)`)", node=node)
     b = h.b
-    bounds = []
-    for side in (e.lower, e.upper):
-        value = h.expr(side) if side is not None else None
-        got = host_bound(b, value)
-        if got is None:
-            raise h.err(KernelTypeError, f"the slice bound `{ast.unparse(side)}` of tensor "
-                        f"{ref.name!r} is computed on the device: slice bounds must be known "
-                        "at launch (python ints, tensor sizes, int arguments and + - * // of "
-                        "them)", hint="for head h of a fused row (qkv[tm, h * d:(h + 1) * d] "
-                        "with h a grid index), view it in host code: q = qkv.view(n, 3, heads, "
-                        "d), then q[tm, 0, h, :]; for a range that moves with a tile, index "
-                        "with the tile "
-                        "(`for t in ts.tile(begin, end)`, then x[tm, t]) or gather with an "
-                        "integer block (x[tm, start + torch.arange(0, 32)]); for a range "
-                        "twice a tile's (int4 GEMM's A[tm, 2 * tk.begin:2 * tk.begin + 64]) "
-                        "index host views A[:, 0::2], A[:, 1::2] (a_even, a_odd) with the "
-                        "tile", node=node)
-        bounds.append(got)
+    values = [h.expr(side) if side is not None else None for side in (e.lower, e.upper)]
+    bounds = [host_bound(b, v) for v in values]
+    if None in bounds:
+        return _moving_slice(h, ref, axis, e, values, node)
     size = b.tensor_size(ref, axis)
     n_expr = next(p.getter for p in b.params if p.value is size)
     n = b.hints[size.id]
@@ -108,3 +98,31 @@ def bounded_slice(h: Any, ref: TensorRef, axis: int, e: ast.Slice, node: ast.AST
     dim = FullDim(width.name, width.value)
     b.full_dims.append(dim)
     return Index("full", axis, full=dim, start=start)
+
+
+def _moving_slice(h: Any, ref: TensorRef, axis: int, e: ast.Slice, values: list[Any],
+                  node: ast.AST) -> Index:
+    """``a:b`` with a start computed on the device and a width ``b - a`` known at launch
+    (the device terms cancel: ``h * d:(h + 1) * d``). The start must not be negative; the
+    window is masked at the tensor's end as well as at its width."""
+    lo, hi = values
+    forms = [affine.form_of(h.b, v, host_bound) if v is not None else None for v in values]
+    width = affine.difference(forms[1], forms[0]) if None not in forms else None
+    if width is None:
+        side = e.lower if host_bound(h.b, lo) is None else e.upper
+        raise h.err(KernelTypeError, f"the slice `{ast.unparse(e)}` of tensor {ref.name!r} "
+                    f"has a bound computed on the device (`{ast.unparse(side)}`) and a width "
+                    "that is not known at launch: a device start needs a launch-time width "
+                    "(python ints, tensor sizes, int arguments and + - * of them, as in "
+                    "x[i, s:s + w] or qkv[tm, h * d:(h + 1) * d])", hint="for a range that "
+                    "moves with a tile, index with the tile (`for t in ts.tile(begin, end)`, "
+                    "then x[tm, t]) or gather with an integer block (x[tm, start + "
+                    "torch.arange(0, 32)]); for a range twice a tile's (int4 GEMM's A[tm, 2 * "
+                    "tk.begin:2 * tk.begin + 64] dotted with interleaved nibbles) index host "
+                    "views A[:, 0::2], A[:, 1::2] (a_even, a_odd) with the tile", node=node)
+    expr, hint = width
+    param = h.b.param(f"{ref.name}_w{axis}", f"max(0, {expr})", torch.int32, max(0, hint))
+    dim = FullDim(param.name, param.value)
+    h.b.full_dims.append(dim)
+    return Index("full", axis, full=dim, start=h.operand(lo),
+                 clip=h.b.tensor_size(ref, axis))

@@ -41,6 +41,7 @@ class Index:
     group: tuple[Dim, ...] | None = None  # first gather of several: their broadcast shape
     paired: bool = False  # a further gather: broadcast into the first one's dims
     start: Any = None  # a bounded ``full`` slice (x[tm, a:b]): where it starts (frontend.slices)
+    clip: Any = None  # a start computed on the device: mask start + i < clip (the tensor size)
 
     def dims(self) -> tuple[Dim, ...]:
         if self.kind == "tile":

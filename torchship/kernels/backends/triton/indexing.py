@@ -70,6 +70,8 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
         terms.append(f"{cg.expand(idx, pos, rank)}{wide} * {stride}")
         if e.start is not None:  # a slice a:b: its block starts at a
             terms.append(f"{cg.ref(e.start)}{wide} * {stride}")
+        if e.clip is not None:  # a start computed on the device: stop at the tensor's end
+            masks.append(cg.expand(f"({idx} + {cg.ref(e.start)} < {cg.ref(e.clip)})", pos, rank))
         if m is not None:
             masks.append(cg.expand(m, pos, rank))
         pos += 1
@@ -79,7 +81,8 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
 def _block_ptr_ok(node: Node) -> bool:
     index: list[Index] = node.attrs["index"]
     kinds = {e.kind for e in index}
-    if "gather" in kinds or not (kinds & {"tile", "full"}):
+    if "gather" in kinds or not (kinds & {"tile", "full"}) or any(e.clip is not None
+                                                                   for e in index):
         return False
     return not (node.op != "load" and "none" in kinds)
 
