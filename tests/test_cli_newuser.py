@@ -319,3 +319,15 @@ def test_weights_convert_npz_output_dir(tmp_path, capsys) -> None:
     assert text == f"refused: -o {tmp_path / 'no' / 'w.safetensors'}: directory {tmp_path / 'no'} does not exist", text
     assert main(["weights", "convert", str(tmp_path / "missing.npz"), "-o", f"{tmp_path / 'm'}/"]) == 2
     assert not (tmp_path / "m").exists()
+
+
+def test_weights_scan_long_paths_are_not_cut(tmp_path, capsys) -> None:
+    deep = tmp_path / ("a_long_download_directory_name_" * 2) / "sub"
+    deep.mkdir(parents=True)
+    for name in ("first_model.bin", "second_model.bin"):
+        torch.save({"w": torch.zeros(2)}, deep / name)
+    assert main(["weights", "scan", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out, out
+    cells = "".join(line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│"))
+    assert str(deep / "first_model.bin") in cells and str(deep / "second_model.bin") in cells, cells

@@ -80,10 +80,10 @@ def print_reports(console: Console, reports: list[ScanReport]) -> None:
     Example: ``print_reports(Console(), scan(['m.pt']))``.
     """
     table = Table(title="pickle scan")
-    table.add_column("file")
+    table.add_column("file", overflow="fold")  # a cut path can hide which file is dangerous
     table.add_column("format")
     table.add_column("verdict")
-    table.add_column("globals (not safe first)")
+    table.add_column("globals (not safe first)", overflow="fold")
     for r in reports:
         gl = sorted(r.globals, key=lambda g: -{"dangerous": 2, "suspicious": 1}.get(g.verdict, 0))
         names = ", ".join(f"[{_COLOURS[g.verdict]}]{escape(g.qualname)}[/]" for g in gl[:6])
