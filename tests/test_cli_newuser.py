@@ -78,6 +78,9 @@ def test_edge_export_missing_output_dir(tmp_path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["edge", "export", f"{ZOO}:mlp", "-o", str(tmp_path / "nodir" / "m.tsp")])
     _one_line_error(exc, "-o ", "does not exist")
+    with pytest.raises(SystemExit) as exc:  # a directory as -o: was IsADirectoryError after the export
+        main(["edge", "export", f"{ZOO}:mlp", "-o", str(tmp_path)])
+    _one_line_error(exc, f"-o {tmp_path}: is a directory", f"-o {tmp_path / 'model.tsp'}")
 
 
 def test_edge_export_unsupported_input_dtype_is_one_line(tmp_path) -> None:

@@ -173,6 +173,9 @@ def _export(args: argparse.Namespace) -> int:
     out_dir = Path(args.output).resolve().parent
     if not out_dir.is_dir():
         raise SystemExit(f"error: -o {args.output}: directory {out_dir} does not exist")
+    if Path(args.output).is_dir():
+        raise SystemExit(f"error: -o {args.output}: is a directory; give the program file's name, "
+                         f"e.g. -o {Path(args.output) / 'model.tsp'}")
     parsed = [parse_input(spec) for spec in args.input]
     made = _load_target(args.target)
     if isinstance(made, tuple) and len(made) != 2:
