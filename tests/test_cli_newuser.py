@@ -106,6 +106,12 @@ def test_edge_export_input_dtype_and_run_input_errors(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["edge", "run", str(prog), "--input", str(tmp_path / "nope.npy")]) == 1
     assert capsys.readouterr().out.strip() == f"error: --input {tmp_path / 'nope.npy'}: no such file"
+    for bad, words in ((str(tmp_path / "nodir" / "y.npy"), f"directory {tmp_path / 'nodir'} does not exist"),
+                       (f"{tmp_path}/", "is a directory; give a .npy file name")):
+        assert main(["edge", "run", str(prog), "--input", str(tmp_path / "x.npy"), "-o", bad]) == 1
+        out = capsys.readouterr().out.strip()
+        assert out.startswith(f"error: -o {bad}: {words}") and "\n" not in out, out
+    assert not (tmp_path / ".npy").exists()
     (tmp_path / "x.txt").write_text("1 2 3\n")
     assert main(["edge", "run", str(prog), "--input", str(tmp_path / "x.txt")]) == 1
     out = capsys.readouterr().out.strip()

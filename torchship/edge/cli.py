@@ -221,6 +221,10 @@ def _run(args: argparse.Namespace) -> int:
 
     console = Console(soft_wrap=True)
     try:
+        if args.output and (args.output.endswith("/") or Path(args.output).is_dir()):
+            raise ValueError(f"-o {args.output}: is a directory; give a .npy file name, e.g. -o {Path(args.output) / 'out.npy'}")
+        if args.output and not Path(args.output).resolve().parent.is_dir():
+            raise ValueError(f"-o {args.output}: directory {Path(args.output).resolve().parent} does not exist")
         prog = load(args.program)
         method = prog.method(args.method or ("forward" if "forward" in prog.methods else next(iter(prog.methods))))
         if len(args.input) != len(method.spec.inputs):
