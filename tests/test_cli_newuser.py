@@ -48,6 +48,15 @@ def test_version(capsys) -> None:
     assert capsys.readouterr().out.strip() == f"torchship {torchship.__version__}"
 
 
+def test_bare_command_prints_its_help(capsys) -> None:
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: torchship") and all(p in err for p in ("weights", "kernels", "edge", "demo"))
+    assert main(["weights"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: torchship weights") and all(c in err for c in ("inspect", "verify", "convert", "scan"))
+
+
 def _one_line_error(exc: pytest.ExceptionInfo[SystemExit], *words: str) -> str:
     text = str(exc.value.code)
     assert text.startswith("error: ") and "\n" not in text, text

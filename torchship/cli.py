@@ -65,6 +65,12 @@ def _describe_commands(subparsers: argparse._SubParsersAction) -> None:
             command.description = helps[name]
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` of ``parser``."""
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return actions[0].choices[name]
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from torchship.demo import run_demo
 
@@ -78,7 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["weights", "verify", "missing.safetensors"])  # doctest: +SKIP
         1
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if not argv or (len(argv) == 1 and argv[0] in PILLARS):  # `torchship`, `torchship edge`: what is there
+        shown = _subparser(parser, argv[0]) if argv else parser
+        if shown.get_default("_import_error") is None:
+            shown.print_help(sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     error = getattr(args, "_import_error", None)
     if error is not None:
