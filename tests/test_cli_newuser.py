@@ -349,3 +349,11 @@ def test_weights_scan_long_paths_are_not_cut(tmp_path, capsys) -> None:
     assert "…" not in out, out
     cells = "".join(line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│"))
     assert str(deep / "first_model.bin") in cells and str(deep / "second_model.bin") in cells, cells
+
+
+def test_python_dash_m_torchship_is_the_cli() -> None:
+    proc = subprocess.run([sys.executable, "-m", "torchship", "--version"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    import torchship
+
+    assert proc.returncode == 0 and proc.stdout.strip() == f"torchship {torchship.__version__}"

@@ -339,7 +339,8 @@ def autotune(
         while True:
             elapsed = time.perf_counter() - t_start
             if len(report.results) >= cap:
-                report.stop_reason = f"evaluated {cap} candidates (effort {eff.name})"
+                why = f"effort {eff.name}" if max_evals is None else "max_evals"
+                report.stop_reason = f"evaluated {cap} candidates ({why})"
                 break
             if elapsed >= budget and report.results:  # the first batch always runs
                 report.stop_reason = f"time budget of {budget:g} s reached"

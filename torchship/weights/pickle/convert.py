@@ -303,7 +303,7 @@ def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
             raise ConvertError(f"{src}: no such file or directory")
         if src.suffix == ".safetensors":
             raise ConvertError(f"{src}: already a safetensors file (convert reads pickle "
-                               "checkpoints: .bin, .pt, .pth, .ckpt)")
+                               "checkpoints: .bin, .pt, .pth, .ckpt; and numpy .npz/.npy)")
         target = Path(out) if out is not None else src.with_suffix(".safetensors")
         if target.is_dir():  # "-o some_dir/": the file goes inside it
             target = target / src.with_suffix(".safetensors").name
