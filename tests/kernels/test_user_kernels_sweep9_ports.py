@@ -5,7 +5,8 @@ through a slice at an int argument; int4 GEMM (nibbles sign-extended by shifts, 
 odd columns of A as host views, two dots, bfloat16 — whose int-to-bf16 casts the Triton 3.9
 interpreter got wrong); a top-k router with k an int argument; a grouped GEMM over an offsets
 tensor; a window at a per-row start gathered with ``start + torch.arange``; a head's columns
-through a host view or slices; and the refusal a port of Helion's int4 GEMM meets (its
+through a host view or slices; Helion's causal depthwise conv1d (shifted gathers masked with
+``torch.where``); and the refusal a port of Helion's int4 GEMM meets (its
 interleave merges a tile), pointing to the host views.
 
 Example:
@@ -242,3 +243,30 @@ def test_heads_of_a_fused_projection(mode: str, request: pytest.FixtureRequest, 
     qkv = torch.randn(40, 3 * 4 * 16)
     q = qkv.view(40, 3, 4, 16)
     assert torch.equal(head_slices(qkv, 16, which), q[:, 0] * q[:, 1] + q[:, 2])
+
+
+@ts.kernel
+def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Helion's causal depthwise conv1d: each tap a gather at shifted positions, clamped and
+    masked with torch.where (Helion's hl.load(..., extra_mask=))."""
+    batch, channels, seqlen = x.shape
+    width = weight.size(1)
+    out = torch.empty_like(x)
+    for b, td, tt in ts.tile([batch, channels, seqlen], block_size=[1, 32, 32]):
+        acc = torch.zeros([td, tt], dtype=torch.float32) + bias[td][:, None]
+        for tap in ts.static_range(width):
+            pos = tt.index - (width - 1 - tap)
+            v = x[b.begin, td, torch.clamp(pos, min=0)].float()
+            acc = acc + torch.where(pos[None, :] >= 0, v, 0.0) * weight[td, tap][:, None]
+        out[b, td, tt] = acc[None, :, :].to(out.dtype)
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_causal_conv1d_port(mode: str, request: pytest.FixtureRequest,
+                            poison_empty: None) -> None:
+    use(mode, request)
+    x, w, bias = torch.randn(2, 40, 70), torch.randn(40, 4), torch.randn(40)
+    want = F.conv1d(F.pad(x.double(), (3, 0)), w.double().unsqueeze(1), bias.double(),
+                    groups=40)
+    close(causal_conv1d(x, w, bias), want.float(), atol=1e-5)

@@ -1,8 +1,8 @@
 """``view``/``reshape`` of blocks and ``view(dtype)`` bitcasts in device code, against torch
 eager: splitting a row into heads (``v.view(tm, 4, 16)``, ``-1`` for the tile or for a fixed
-dim, ``torch.reshape`` with a tuple), merging fixed dims back, a whole ``:`` dim of another size
-in the same kernel; float bits read as ints and back (exponent fields, ``abs`` by masking the
-sign, float16 through int16); and the refusals (merging a tile, a non-power-of-two part, a
+dim, ``torch.reshape`` with a tuple), merging fixed dims back, per-group fp8 quantisation
+with the groups made by ``view``; float bits read as ints and back (exponent fields, ``abs``
+by masking the sign, float16 through int16); and the refusals (merging a tile, a non-power-of-two part, a
 bitcast to another width) naming the line.
 
 Example:
@@ -97,3 +97,32 @@ def test_views_triton_cannot_express_are_refused(which: str, says: str,
         bad_views(torch.randn(32, 16), which)
     text = str(info.value)
     assert says in text and "test_user_kernels_sweep9_views.py" in text, text
+
+
+@ts.kernel
+def group_quant(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group fp8 quantisation (Helion's fp8_group_quant) with the groups made in device
+    code: each row viewed as [groups, group], scaled by its group's absmax."""
+    n, hidden = x.shape
+    q = torch.empty([n, hidden], dtype=torch.float8_e4m3fn, device=x.device)
+    scales = torch.empty([n, hidden // group], dtype=torch.float32, device=x.device)
+    for tm in ts.tile(n, block_size=32):
+        g = x[tm, :].float().view(tm, -1, group)
+        scale = g.abs().amax(dim=-1).clamp(min=1e-10) / 448.0
+        q[tm, :] = torch.clamp(g / scale[:, :, None], -448.0, 448.0).reshape(tm, hidden).to(
+            q.dtype)
+        scales[tm, :] = scale
+    return q, scales
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_group_quantisation_with_a_view(mode: str, request: pytest.FixtureRequest,
+                                        poison_empty: None) -> None:
+    use(mode, request)
+    x = torch.randn(40, 512)
+    g = x.reshape(40, 4, 128)  # float32 like the kernel: fp8 rounding sees the same values
+    scale = g.abs().amax(-1).clamp(min=1e-10) / 448.0
+    want = torch.clamp(g / scale[..., None], -448.0, 448.0).reshape(40, 512)
+    q, scales = group_quant(x, 128)
+    assert torch.equal(scales, scale)
+    assert torch.equal(q, want.to(torch.float8_e4m3fn))
