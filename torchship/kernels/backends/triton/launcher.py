@@ -243,20 +243,21 @@ def build_launcher(launch: Launch, cg: TritonCodegen, config: Config, device_typ
     for d in launch.full_dims:
         groups.setdefault(d.find().id, []).append(d)
     for dims in groups.values():
-        getters = sorted({_host(cg, d.size) for d in dims})
+        labels = {}  # each size's getter -> the label of a dim it is the size of
+        for d in dims:
+            labels.setdefault(_host(cg, d.size), d.label)
+        getters = sorted(labels)
+        where = f"filename={launch.loc.filename!r}, lineno={launch.loc.lineno}"
         static = dims[0].find().static
-        if static is not None:
-            lines.append(f"    if {getters[0]} != {static}:")
-            lines.append(f"        raise KernelLaunchError('{dims[0].find().label} is ' + "
-                         f"str({getters[0]}) + ' but the kernel combines it with a block of "
-                         f"size {static}', filename={launch.loc.filename!r}, "
-                         f"lineno={launch.loc.lineno})")
+        for g in getters if static is not None else []:
+            lines.append(f"    if {g} != {static}:")
+            lines.append(f"        raise KernelLaunchError({labels[g] + ' is '!r} + str({g}) + "
+                         f"' but the kernel combines it with a block of size {static}', {where})")
         for g in getters[1:]:
             lines.append(f"    if {getters[0]} != {g}:")
-            lines.append(f"        raise KernelLaunchError('size mismatch: {dims[0].label} "
-                         f"and another full dimension combined with it differ: ' + "
-                         f"str({getters[0]}) + ' != ' + str({g}), filename={launch.loc.filename!r}, "
-                         f"lineno={launch.loc.lineno})")
+            what = f"size mismatch: {labels[getters[0]]} and {labels[g]}, combined by the kernel, differ: "
+            lines.append(f"        raise KernelLaunchError({what!r} + str({getters[0]}) + ' != ' + "
+                         f"str({g}), {where})")
     counts = []
     for i, t in enumerate(launch.grid_tiles):
         if isinstance(t, TileInfo):
