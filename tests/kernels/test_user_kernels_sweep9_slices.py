@@ -3,7 +3,9 @@ QKV projection split with ``qkv[tm, 0:d]``, ``qkv[tm, d:2 * d]``, ``qkv[tm, 2 * 
 a row written with ``out[tm, :h] = ...``; a window ``x[tm, off:off + w]`` at int arguments
 (every reduction chunk and indexing mode); Helion's concatenate example as two slice stores per
 row; Python's slice rules (negative bounds, bounds past
-the end clamp, empty windows); and the refusals (a step, device bounds whose width is not known at launch).
+the end clamp, empty windows); steps (GPT-J RoPE's pairs loaded and stored with ``0::2``,
+``1::step``; a stepped window at a device start); and the refusals (a negative step, device
+bounds whose width is not known at launch).
 
 Example:
     pytest -q tests/kernels/test_user_kernels_sweep9_slices.py
@@ -108,18 +110,58 @@ def test_window_in_every_chunk_and_indexing_mode(compiled_mode: None) -> None:
 
 
 @ts.kernel
+def rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     step: int) -> torch.Tensor:
+    """GPT-J RoPE with the pairs loaded and stored by stepped slices (x[tm, 0::2], ...)."""
+    out = torch.empty_like(x)
+    for tm in ts.tile(x.size(0), block_size=32):
+        even, odd = x[tm, 0::2], x[tm, 1::step]
+        c, s = cos[tm, :], sin[tm, :]
+        out[tm, 0::2] = even * c - odd * s
+        out[tm, 1::step] = even * s + odd * c
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stepped_slices(mode: str, request: pytest.FixtureRequest, poison_empty: None) -> None:
+    use(mode, request)
+    for d in (64, 40):
+        x, cos, sin = torch.randn(50, d), torch.randn(50, d // 2), torch.randn(50, d // 2)
+        even, odd = x[:, 0::2], x[:, 1::2]
+        want = torch.stack((even * cos - odd * sin, even * sin + odd * cos), -1).flatten(1)
+        close(rope_interleaved(x, cos, sin, 2), want)
+
+
+@ts.kernel
+def strided_window(x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros([x.size(0), 16], dtype=x.dtype, device=x.device)
+    for i in ts.grid(x.size(0)):
+        s = starts[i]
+        out[i, :] = x[i, s:s + 32:2]
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stepped_window_at_a_device_start(mode: str, request: pytest.FixtureRequest) -> None:
+    use(mode, request)
+    x, starts = torch.randn(4, 100), torch.tensor([0, 7, 40, 68])
+    want = torch.stack([x[i, starts[i]:starts[i] + 32:2] for i in range(4)])
+    assert torch.equal(strided_window(x, starts), want)
+
+
+@ts.kernel
 def bad_slices(x: torch.Tensor, which: str) -> torch.Tensor:
     out = torch.zeros_like(x)
     for tm in ts.tile(x.size(0), block_size=32):
         if which == "step":
-            out[tm, 0:8] = x[tm, ::2]
+            out[tm, 0:8] = x[tm, 8:0:-1]
         else:
             out[tm, 0:8] = x[tm, tm.begin:tm.end]
     return out
 
 
 @pytest.mark.parametrize(("which", "says"), [
-    ("step", "slicing with a step (`::2` of tensor 'x')"),
+    ("step", "the slice `8:0:-1` of tensor 'x' has a step below 1"),
     ("device", "a device start needs a launch-time width"),
 ])
 def test_slices_triton_cannot_express_are_refused(which: str, says: str,

@@ -9,7 +9,8 @@ arguments whose host expressions are ``slice(a, b).indices(n)``. A start compute
 device is taken when the width is known at launch (:mod:`.affine`: ``qkv[tm, h * d:(h + 1) *
 d]`` with ``h`` a grid index, ``x[i, s:s + w]``): it must not be negative, and the window is
 masked at the tensor's end too (it reads zeros and writes nothing past it, where torch would
-give a shorter slice). Steps other than 1 are refused.
+give a shorter slice). A positive step (a literal or an int argument: ``x[tm, 1::2]``)
+multiplies the dim's stride; steps below 1 are refused, as torch refuses them.
 
 Example:
     >>> host_bound(None, 3)
@@ -64,32 +65,36 @@ def host_bound(b: Any, x: Any) -> tuple[str, Any] | None:
     return f"({parts[0][0]} {sym} {parts[1][0]})", fn(parts[0][1], parts[1][1])
 
 
-def _is_unit_step(e: ast.Slice) -> bool:
-    return e.step is None or (isinstance(e.step, ast.Constant) and e.step.value == 1)
+def _step(h: Any, ref: TensorRef, e: ast.Slice, node: ast.AST) -> int:
+    """The slice's step: a positive compile-time int (torch slices take no negative steps)."""
+    if e.step is None:
+        return 1
+    step = h.b.const_int(h.expr(e.step), "a slice step",
+                         hint=f"use a literal or an int argument: {ref.name}[tm, 0::2]")
+    if step < 1:
+        raise h.err(KernelSyntaxError, f"the slice `{ast.unparse(e)}` of tensor {ref.name!r} "
+                    "has a step below 1 (torch slices take positive steps)", hint="flip the "
+                    "loaded block instead (v.flip(1)) or make the view in host code",
+                    node=node)
+    return step
 
 
 def bounded_slice(h: Any, ref: TensorRef, axis: int, e: ast.Slice, node: ast.AST) -> Index:
-    """The index entry of ``ref[..., a:b, ...]`` on ``axis`` (``h``: the call handler)."""
-    text = ast.unparse(e)
-    if not _is_unit_step(e):
-        raise h.err(KernelSyntaxError, f"slicing with a step (`{text}` of tensor {ref.name!r}) is "
-                    "not supported in device code: only steps of 1", hint="make the strided "
-                    f"view in host code (`xs = {ref.name}[..., ::2]`, then `xs[tm, :]` inside "
-                    "the loop), or load the whole dim and cut the block (`v.unflatten(-1, "
-                    "(-1, 2)).unbind(-1)`)", node=node)
+    """The index entry of ``ref[..., a:b:s, ...]`` on ``axis`` (``h``: the call handler)."""
+    step = _step(h, ref, e, node)
     b = h.b
     values = [h.expr(side) if side is not None else None for side in (e.lower, e.upper)]
     bounds = [host_bound(b, v) for v in values]
     if None in bounds:
-        return _moving_slice(h, ref, axis, e, values, node)
+        return _moving_slice(h, ref, axis, e, values, step, node)
     size = b.tensor_size(ref, axis)
     n_expr = next(p.getter for p in b.params if p.value is size)
     n = b.hints[size.id]
     (lo, lo_hint), (hi, hi_hint) = bounds
-    start_h, stop_h, _ = slice(lo_hint, hi_hint).indices(n)
-    sl = f"slice({lo}, {hi}).indices({n_expr})"
+    start_h, stop_h, _ = slice(lo_hint, hi_hint, step).indices(n)
+    sl = f"slice({lo}, {hi}{f', {step}' if step != 1 else ''}).indices({n_expr})"
     width = b.param(f"{ref.name}_w{axis}", f"len(range(*{sl}))", torch.int32,
-                    len(range(start_h, stop_h)))
+                    len(range(start_h, stop_h, step)))
     if isinstance(lo_hint, int) and lo_hint >= 0 and lo == repr(lo_hint):
         # a literal start (clamping only matters when the extent is 0); 0 is a plain full dim
         start: Any = lo_hint or None
@@ -97,11 +102,11 @@ def bounded_slice(h: Any, ref: TensorRef, axis: int, e: ast.Slice, node: ast.AST
         start = b.param(f"{ref.name}_o{axis}", f"{sl}[0]", torch.int32, start_h).value
     dim = FullDim(width.name, width.value)
     b.full_dims.append(dim)
-    return Index("full", axis, full=dim, start=start)
+    return Index("full", axis, full=dim, start=start, step=step if step != 1 else None)
 
 
 def _moving_slice(h: Any, ref: TensorRef, axis: int, e: ast.Slice, values: list[Any],
-                  node: ast.AST) -> Index:
+                  step: int, node: ast.AST) -> Index:
     """``a:b`` with a start computed on the device and a width ``b - a`` known at launch
     (the device terms cancel: ``h * d:(h + 1) * d``). The start must not be negative; the
     window is masked at the tensor's end as well as at its width."""
@@ -121,8 +126,10 @@ def _moving_slice(h: Any, ref: TensorRef, axis: int, e: ast.Slice, values: list[
                     "tk.begin:2 * tk.begin + 64] dotted with interleaved nibbles) index host "
                     "views A[:, 0::2], A[:, 1::2] (a_even, a_odd) with the tile", node=node)
     expr, hint = width
+    if step != 1:
+        expr, hint = f"({expr} + {step - 1}) // {step}", (hint + step - 1) // step
     param = h.b.param(f"{ref.name}_w{axis}", f"max(0, {expr})", torch.int32, max(0, hint))
     dim = FullDim(param.name, param.value)
     h.b.full_dims.append(dim)
-    return Index("full", axis, full=dim, start=h.operand(lo),
+    return Index("full", axis, full=dim, start=h.operand(lo), step=step if step != 1 else None,
                  clip=h.b.tensor_size(ref, axis))

@@ -42,6 +42,7 @@ class Index:
     paired: bool = False  # a further gather: broadcast into the first one's dims
     start: Any = None  # a bounded ``full`` slice (x[tm, a:b]): where it starts (frontend.slices)
     clip: Any = None  # a start computed on the device: mask start + i < clip (the tensor size)
+    step: int | None = None  # a slice a:b:step (step > 1): element i sits at a + i * step
 
     def dims(self) -> tuple[Dim, ...]:
         if self.kind == "tile":

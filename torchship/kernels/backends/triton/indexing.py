@@ -6,7 +6,8 @@
 - ``tensor_descriptor``: ``tl.make_tensor_descriptor`` (TMA on Hopper; the interpreter emulates
   it) for tensors whose last stride is 1 and whose other strides/base are 16-byte aligned.
 
-A slice ``a:b`` (an index entry with a ``start``) adds ``a * stride`` to the base.
+A slice ``a:b:s`` (an index entry with a ``start``/``step``) adds ``a * stride`` to the base
+and multiplies the stride by ``s``.
 Accesses a strategy cannot express (gathers, scalar-only loads, ``None`` entries in stores,
 slices for descriptors)
 use pointer code; the generated source says so in a comment.
@@ -67,11 +68,13 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
             continue
         d = shape[pos]
         idx, m, _ = cg.dim_info(d)
-        terms.append(f"{cg.expand(idx, pos, rank)}{wide} * {stride}")
+        step = f" * {e.step}" if e.step is not None else ""  # a slice a:b:step
+        terms.append(f"{cg.expand(idx, pos, rank)}{wide} * {stride}{step}")
         if e.start is not None:  # a slice a:b: its block starts at a
             terms.append(f"{cg.ref(e.start)}{wide} * {stride}")
         if e.clip is not None:  # a start computed on the device: stop at the tensor's end
-            masks.append(cg.expand(f"({idx} + {cg.ref(e.start)} < {cg.ref(e.clip)})", pos, rank))
+            masks.append(cg.expand(f"({idx}{step} + {cg.ref(e.start)} < {cg.ref(e.clip)})", pos,
+                                   rank))
         if m is not None:
             masks.append(cg.expand(m, pos, rank))
         pos += 1
@@ -81,8 +84,8 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
 def _block_ptr_ok(node: Node) -> bool:
     index: list[Index] = node.attrs["index"]
     kinds = {e.kind for e in index}
-    if "gather" in kinds or not (kinds & {"tile", "full"}) or any(e.clip is not None
-                                                                   for e in index):
+    if "gather" in kinds or not (kinds & {"tile", "full"}) or any(
+            e.clip is not None or e.step is not None for e in index):
         return False
     return not (node.op != "load" and "none" in kinds)
 
@@ -225,8 +228,9 @@ def _tdesc_ok(cg: Any, node: Node) -> bool:
     index: list[Index] = node.attrs["index"]
     if not getattr(ref, "tdesc_ok", False) or ref.dtype == torch.bool:
         return False  # bool: int1 has no byte size for a descriptor (the interpreter refuses)
-    if any(e.kind in ("gather", "scalar") or e.start is not None for e in index):
-        return False  # (a slice a:b moves the base: its alignment is unknown)
+    if any(e.kind in ("gather", "scalar") or e.start is not None or e.step is not None
+           for e in index):
+        return False  # (a slice a:b moves the base: its alignment is unknown; a:b:s strides)
     if node.op != "load" and any(e.kind == "none" for e in index):
         return False
     real = [e for e in index if e.kind != "none"]
