@@ -123,3 +123,12 @@ def test_resaving_a_directory_drops_the_earlier_checkpoint(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*names, "model.safetensors.index.json", "notes.txt"])
     back = ours_np.load_file(tmp_path)
     assert back.keys() == old.keys() and all(np.array_equal(back[k], v) for k, v in old.items())
+
+
+def test_a_diffusers_root_names_its_subfolders(tmp_path) -> None:
+    for sub in ("unet", "vae"):
+        (tmp_path / sub).mkdir()
+        ours_pt.save_file({"w": torch.ones(2)}, tmp_path / sub / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(SafetensorError, match=r"subfolders that do: unet, vae; pass one"):
+        ours_pt.load_file(tmp_path)
+    assert torch.equal(ours_pt.load_file(tmp_path / "vae")["w"], torch.ones(2))

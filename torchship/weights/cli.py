@@ -71,9 +71,7 @@ def checkpoint_files(path: str | Path) -> tuple[list[Path], dict[str, list[str]]
     if p.is_dir() and not list(p.glob("*.safetensors.index*.json")):
         plain = sorted(p.glob("*.safetensors"))
         if not plain:
-            subdirs = sorted({f.parent.name for f in p.glob("*/*.safetensors")})
-            hint = f" (subfolders that do: {', '.join(subdirs)}; pass one, e.g. {p / subdirs[0]})" if subdirs else ""
-            raise SafetensorError(f"{p}: directory holds no .safetensors file{hint}")
+            raise SafetensorError(f"{p}: directory holds no .safetensors file{shards.subfolder_hint(p)}")
         return plain, None  # a folder of independent files (or one model.safetensors)
     return shards.resolve(p)
 

@@ -197,6 +197,20 @@ def read_index(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     return shards
 
 
+def subfolder_hint(directory: Path) -> str:
+    """For a directory without .safetensors files: the subfolders that have some (a diffusers
+    repository root has unet/, text_encoder/, ...), as a hint to append to an error.
+
+    Example:
+        >>> subfolder_hint(Path("no-such-dir"))
+        ''
+    """
+    subdirs = sorted({f.parent.name for f in directory.glob("*/*.safetensors")})
+    if not subdirs:
+        return ""
+    return f" (subfolders that do: {', '.join(subdirs)}; pass one, e.g. {directory / subdirs[0]})"
+
+
 def resolve(path: str | os.PathLike[str]) -> tuple[list[Path], dict[str, list[str]] | None]:
     """Files that make up the checkpoint at ``path`` (a file, an index, or a directory holding
     an index or a ``model.safetensors``, else exactly one ``*.safetensors.index*.json`` or one
@@ -217,7 +231,7 @@ def resolve(path: str | os.PathLike[str]) -> tuple[list[Path], dict[str, list[st
             # adapter_model.safetensors, variants (model.safetensors.index.fp16.json): one of a kind
             found = sorted(p.glob("*.safetensors.index*.json")) or sorted(p.glob("*.safetensors"))
             if len(found) != 1:
-                listed = ", ".join(f.name for f in found[:6]) or "none"
+                listed = ", ".join(f.name for f in found[:6]) or f"none{subfolder_hint(p)}"
                 raise SafetensorError(
                     f"{p}: directory holds neither {INDEX_NAME} nor {SINGLE_NAME}, and not exactly "
                     f"one other index or .safetensors file (found: {listed}); pass the file to load"
