@@ -116,20 +116,24 @@ def test_compiled_once_then_cached(monkeypatch: pytest.MonkeyPatch, compiled_mod
             out[t] = x[t] * 2
         return out
 
-    for n in (10, 50, 77):  # new sizes: same kernel
+    for n in (40, 50, 64):  # new sizes in one power-of-two bucket: same kernel
         torch.testing.assert_close(twice(torch.ones(n)), 2 * torch.ones(n))
     assert len(calls) == 1
-    twice(torch.ones(5, dtype=torch.float64))  # new dtype: new bound kernel, new compile
+    twice(torch.ones(77))  # another bucket: its own bound kernel (space, default, tuning)
     assert len(calls) == 2
-    bound = twice.bind((torch.ones(3),))
+    twice(torch.ones(50, dtype=torch.float64))  # new dtype: new bound kernel, new compile
+    assert len(calls) == 3
+    bound = twice.bind((torch.ones(33),))
     hook = bound._runner.args[0].L[0]
     assert hook.fast is not None and len(hook.fast_cache) == 1
 
 
 def test_key_is_json_and_stable() -> None:
     b1 = softmax.bind((torch.randn(4, 8),))
-    b2 = softmax.bind((torch.randn(9, 33),))
+    b2 = softmax.bind((torch.randn(3, 7),))  # the same power-of-two buckets
     assert b1 is b2 and b1.key_dict() == b2.key_dict()
+    b3 = softmax.bind((torch.randn(9, 33),))
+    assert b3 is not b1 and b3.key_dict() != b1.key_dict()
     assert softmax.bind((torch.randn(1, 8),)) is not b1  # size-1 dims are part of the key
     assert len(b1.source_hash) == 16
 
@@ -142,3 +146,17 @@ def test_power_of_two_full_dims_drop_their_mask_through_a_constexpr() -> None:
     for cols in (64, 67):
         x = torch.randn(8, cols, dtype=torch.float64).float()
         torch.testing.assert_close(softmax(x), torch.softmax(x.double(), dim=1).float())
+
+
+def test_a_small_first_call_does_not_set_the_space_of_a_large_one() -> None:
+    from examples.kernels import load
+
+    fn = load("matmul").matmul.fn
+    first_small = ts.kernel(fn)
+    small = first_small.bind((torch.randn(8, 8), torch.randn(8, 8)))
+    large = first_small.bind((torch.randn(256, 256), torch.randn(256, 256)))
+    fresh = ts.kernel(fn).bind((torch.randn(256, 256), torch.randn(256, 256)))
+    assert large is not small
+    assert large.config_space.params == fresh.config_space.params
+    assert large.config_space.default() == fresh.config_space.default()
+    assert small.config_space.default().block_sizes != large.config_space.default().block_sizes

@@ -57,10 +57,13 @@ def _interpret_mode() -> bool:
 
 
 def _arg_key(a: Any) -> Any:
+    # a tensor's sizes by power-of-two bucket (0: size 1, -1: size 0): the config space and
+    # its default derive from next_pow2 of the sizes, so each bucket gets its own space,
+    # default and autotuned config (a small first call no longer sets the blocks of a large
+    # later one)
     if isinstance(a, torch.Tensor):
-        shape = a.shape
-        ones = tuple([s == 1 for s in shape]) if 1 in shape else None
-        return (a.dtype, a.dim(), a.is_cuda, ones, a.is_contiguous())
+        buckets = tuple([(s - 1).bit_length() if s else -1 for s in a.shape])
+        return (a.dtype, a.dim(), a.is_cuda, buckets, a.is_contiguous())
     if isinstance(a, bool):
         return ("b", a)
     if isinstance(a, int):
@@ -83,8 +86,8 @@ def _make_fast_key(args: tuple[Any, ...]) -> Callable[[tuple[Any, ...]], tuple[A
     for n, a in zip(names, args):
         if type(a) is torch.Tensor:
             body.append(f"    s_{n} = {n}.shape")
-            parts.append(f"({n}.dtype, {n}.dim(), {n}.is_cuda, tuple([s == 1 for s in s_{n}]) "
-                         f"if 1 in s_{n} else None, {n}.is_contiguous())")
+            parts.append(f"({n}.dtype, {n}.dim(), {n}.is_cuda, tuple([(s - 1).bit_length() if s "
+                         f"else -1 for s in s_{n}]), {n}.is_contiguous())")
         else:
             parts.append(f"_arg_key({n})")
     if not names:
