@@ -222,7 +222,7 @@ def test_block_size_shapes_and_scalar_accumulators(mode: str, request: pytest.Fi
 @ts.kernel
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding on [seq, heads, dim]: the halves are host-code views (device code
-    takes no slice bounds), written back through views of the output."""
+    could also slice the block), written back through views of the output."""
     s, h, d = x.size()
     out = torch.empty_like(x)
     xa, xb = x[..., : d // 2], x[..., d // 2:]
