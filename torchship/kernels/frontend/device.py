@@ -588,10 +588,17 @@ def _target_names(parsed: ParsedKernel, target: ast.AST) -> list[str]:
 
 
 def _assigned_in(body: list[ast.stmt]) -> set[str]:
+    """Names a loop body rebinds, less the targets of its nested loops (bound afresh by each
+    loop, so a tile name reused by a later sibling loop is not loop-carried)."""
     out: set[str] = set()
+    targets: set[int] = set()
     for stmt in body:
         for n in ast.walk(stmt):
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            if isinstance(n, ast.For):
+                targets.update(id(t) for t in ast.walk(n.target))
+    for stmt in body:
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and id(n) not in targets:
                 out.add(n.id)
     return out
 
