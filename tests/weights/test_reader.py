@@ -128,8 +128,8 @@ def test_program_file_embedded_weights(tmp_path) -> None:
 def test_open_errors(tmp_path, arr_file) -> None:
     with pytest.raises(SafetensorError, match="cannot open"):
         safe_open(tmp_path / "missing.safetensors", framework="np")
-    with pytest.raises(SafetensorError, match="framework 'jax' is not supported"):
-        safe_open(arr_file, framework="jax")
+    with pytest.raises(SafetensorError, match="framework 'jnp' is not supported"):
+        safe_open(arr_file, framework="jnp")
     with pytest.raises(SafetensorError, match="CPU only"):
         safe_open(arr_file, framework="np", device="cuda")
     empty = tmp_path / "empty.safetensors"

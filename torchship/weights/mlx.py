@@ -16,4 +16,7 @@ __all__ = ["load", "load_file", "save", "save_file"]
 
 _framework = require("mlx.core", __name__, "mlx")
 
-save, save_file, load, load_file = numpy_adapter(to_numpy=np.asarray, from_numpy=_framework.array).values()
+from_numpy = _framework.array
+"""A numpy array as this framework's array (what ``safe_open(framework=...)`` returns)."""
+
+save, save_file, load, load_file = numpy_adapter(to_numpy=np.asarray, from_numpy=from_numpy).values()

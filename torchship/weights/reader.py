@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import importlib
 import mmap
 import operator
 import os
@@ -45,7 +46,12 @@ from torchship.weights.format import (
 PROGRAM_MAGIC = b"TSHPPROG"
 """First 8 bytes of a torchship program file; bytes 8..16 hold the weights blob offset."""
 
-_FRAMEWORKS = {"pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np"}
+_FRAMEWORKS = {
+    "pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np",
+    "flax": "flax", "jax": "flax", "tf": "tensorflow", "tensorflow": "tensorflow", "mlx": "mlx", "paddle": "paddle",
+}
+"""``framework=`` names (any case) -> ``pt``, ``np`` or the ``torchship.weights.<adapter>`` whose
+``from_numpy`` turns the numpy views into that framework's arrays."""
 BACKENDS = ("mmap", "pread")
 """The ``backend=`` values safetensors 0.8 takes; both are served from the private mapping."""
 
@@ -336,8 +342,8 @@ class TensorSlice:
             if self._info.dtype == "F4" and torch_fw:
                 shape = (*shape[:-1], shape[-1] // 2)
             tensor = self._handle._tensor(self._key, self._buf)[normalize_index(index, shape, name=self._key)]
-        if not torch_fw:
-            return np.asarray(tensor)  # an array, never a numpy scalar (as safetensors returns)
+        if not torch_fw:  # an array, never a numpy scalar (as safetensors returns)
+            return self._handle._to_framework(np.asarray(tensor))
         device = self._handle._device
         return tensor.to(device) if device.type != "cpu" else tensor
 
@@ -345,8 +351,13 @@ class TensorSlice:
 class safe_open:  # noqa: N801 - drop-in name
     """Open a safetensors file (or a torchship program file) lazily, like ``safetensors.safe_open``.
 
-    ``framework`` is ``"pt"`` (torch tensors) or ``"np"`` (numpy arrays); ``device`` applies to
-    torch (``"cpu"``, ``"cuda"``, ``"cuda:1"``, an int or a ``torch.device``; None means the CPU).
+    ``framework`` is ``"pt"`` (torch tensors), ``"np"`` (numpy arrays), or ``"flax"``/``"jax"``,
+    ``"tf"``/``"tensorflow"``, ``"mlx"``: that framework's arrays, made from the numpy views by the
+    adapter ``torchship.weights.flax``/``.tensorflow``/``.mlx`` (without the framework installed,
+    the first tensor read raises its ``FrameworkMissingError``, a ``ModuleNotFoundError``, as
+    safetensors raises one then; ``"paddle"`` is refused at open). ``device`` applies to
+    torch (``"cpu"``, ``"cuda"``, ``"cuda:1"``, an int or a ``torch.device``; None means the CPU);
+    the other frameworks load to the CPU only.
     ``backend`` is ``"mmap"`` or ``"pread"`` as in safetensors; both read through the private
     mapping (safetensors' ``pread`` serves Apple MPS, which torchship does not target).
 
@@ -363,11 +374,15 @@ class safe_open:  # noqa: N801 - drop-in name
             raise SafetensorTypeError(f"framework must be a str, got {type(framework).__name__}")
         fw = _FRAMEWORKS.get(framework.lower())
         if fw is None:
-            raise SafetensorError(f"framework {framework!r} is not supported (use 'pt' or 'np')")
+            raise SafetensorError(
+                f"framework {framework!r} is not supported (use 'pt', 'np', 'flax', 'tf' or 'mlx')"
+            )
+        if fw == "paddle":
+            importlib.import_module("torchship.weights.paddle")  # raises its FrameworkMissingError
         self._framework = fw
         self._name = os.fspath(filename)
-        if fw == "np" and device is not None and str(device) != "cpu":
-            raise SafetensorError(f"framework 'np' loads to the CPU only, got device {device!r}")
+        if fw != "pt" and device is not None and str(device) != "cpu":
+            raise SafetensorError(f"framework {framework!r} loads to the CPU only, got device {device!r}")
         self._device = device
         try:
             self._buf: Any = map_file(filename)
@@ -435,9 +450,15 @@ class safe_open:  # noqa: N801 - drop-in name
     def _tensor(self, key: str, buf: Any = None) -> Any:
         self._info(key)
         buf = self._live_buf() if buf is None else buf
+        if self._framework == "pt":
+            return self._torch.cpu_view(buf, self._header, key, name=self._name)
+        return numpy_view(buf, self._header, key, name=self._name)
+
+    def _to_framework(self, array: np.ndarray) -> Any:
+        """A numpy array as this handle's framework's array (``np``: the array itself)."""
         if self._framework == "np":
-            return numpy_view(buf, self._header, key, name=self._name)
-        return self._torch.cpu_view(buf, self._header, key, name=self._name)
+            return array
+        return importlib.import_module(f"torchship.weights.{self._framework}").from_numpy(array)
 
     # -- tensors ---------------------------------------------------------------------------
     def get_tensor(self, name: str) -> Any:
@@ -446,9 +467,9 @@ class safe_open:  # noqa: N801 - drop-in name
         start = self._header.data_start + info.start
         advise_willneed(self._live_buf(), start, start + info.nbytes)
         tensor = self._tensor(name)
-        if self._framework == "pt" and self._device.type != "cpu":
-            tensor = tensor.to(self._device)
-        return tensor
+        if self._framework != "pt":
+            return self._to_framework(tensor)
+        return tensor.to(self._device) if self._device.type != "cpu" else tensor
 
     def get_tensors(self) -> dict[str, Any]:
         """Load every tensor, in data order; to a GPU this streams through pinned buffers.
@@ -468,7 +489,9 @@ class safe_open:  # noqa: N801 - drop-in name
                 pending.result()
             return result
         advise_willneed(buf, *span)  # async readahead overlaps the caller's first reads
-        return {key: self._tensor(key) for key in keys}
+        if self._framework == "pt":
+            return {key: self._tensor(key) for key in keys}
+        return {key: self._to_framework(self._tensor(key)) for key in keys}
 
     def get_slice(self, name: str) -> TensorSlice:
         """A lazy slice handle. Example: ``f.get_slice("w")[1:, ..., -1]``."""

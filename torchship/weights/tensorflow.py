@@ -22,4 +22,8 @@ _framework = require("tensorflow", __name__, "tensorflow")
 def _to_numpy(tensor: Any) -> np.ndarray:
     return tensor.numpy() if hasattr(tensor, "numpy") else np.asarray(tensor)
 
-save, save_file, load, load_file = numpy_adapter(to_numpy=_to_numpy, from_numpy=_framework.convert_to_tensor).values()
+
+from_numpy = _framework.convert_to_tensor
+"""A numpy array as a TensorFlow tensor (what ``safe_open(framework="tf")`` returns)."""
+
+save, save_file, load, load_file = numpy_adapter(to_numpy=_to_numpy, from_numpy=from_numpy).values()
