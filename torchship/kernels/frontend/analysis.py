@@ -3,7 +3,7 @@ block shapes per launch (for the element budget), dot use.
 
 A full dim can be rolled into a looped reduction when (1) no loop-carried value contains it,
 (2) every value containing it is only used in the loop region where it is defined (or deeper),
-(3) no value contains it together with another full dim, and (4) no scan, sort or roll runs
+(3) no value contains it together with another full dim, and (4) no scan, sort (a top-k prefix too) or roll runs
 along it. Then every value containing the
 dim can be recomputed lazily inside the chunk loop of each consumer.
 
@@ -75,6 +75,8 @@ def full_dims(launch: Launch) -> list[FullDimInfo]:
             r = node.inputs[0].shape[dim].find()
             if isinstance(r, FullDim):
                 bad.add(r.id)
+        if node.op == "topk_prefix":  # a whole top-k block relabelled: never chunked
+            bad.add(node.out.shape[-1].find().id)
         shapes = [node.out.shape] if node.out is not None else []
         if node.op in ("store", "atomic_add", "load"):
             shapes.append(index_shape(node.attrs["index"]))

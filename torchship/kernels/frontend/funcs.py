@@ -270,10 +270,9 @@ def _sort(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.
                         "k smallest, negated", node=node)
         if isinstance(k, Value):  # an int argument: one kernel per k
             k = h.b.const_int(k, "topk's k")
-        if not isinstance(k, int) or k < 1 or k & (k - 1):
-            raise h.err(KernelTypeError, f"topk's k must be a power-of-two int, got {k!r}",
-                        hint="take the next power of two (topk(v, 8) for k = 6) into an "
-                        "[n, 8] output and return its host view out[:, :6]", node=node)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise h.err(KernelTypeError, f"topk's k must be a positive int, got {k!r}",
+                        hint="a literal or an int argument", node=node)
         descending = True
     else:
         rest = args[1:]
@@ -293,11 +292,29 @@ def _sort(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.
                     hint="convert to float32 / int32 first", node=node)
     if k is not None and isinstance(d, ConstDim) and k > d.n:
         raise h.err(KernelTypeError, f"topk: k={k} exceeds the dim's size {d.n}", node=node)
-    keys = h.b.emit("sort_keys", [x], {"k": k, "descending": descending})
+    pow2 = None if k is None else 1 << (k - 1).bit_length()
+    if pow2 is not None and pow2 != k:
+        # the prefix becomes a whole dim, whose padded block is at least 16 (the launcher's)
+        pow2 = max(16, pow2)
+        if isinstance(d, ConstDim) and d.n < pow2:
+            raise h.err(KernelTypeError, f"topk: k={k} (not a power of two) of a {d.n}-wide "
+                        "constant block: its top k would be padded to 16 lanes, wider than "
+                        "the block", hint=f"load the dim whole (x[tm, :]) or take "
+                        f"topk(v, {1 << (k - 1).bit_length()}) and store its first {k} columns "
+                        "through a host view", node=node)
+    keys = h.b.emit("sort_keys", [x], {"k": pow2, "descending": descending})
     indices = h.b.emit("sort_indices", [keys])
     if name == "argsort":
         return indices
-    return MaxResult(h.b.emit("sort_values", [keys], {"dtype": x.dtype}), indices)
+    values = h.b.emit("sort_values", [keys], {"dtype": x.dtype})
+    if k is not None and k != pow2:
+        # the first k of the top power of two: a whole dim of extent k (padded to `pow2`,
+        # masked), so `out[tm, :] = values` stores k columns and reductions skip the rest
+        size = h.b.param("topk_k", repr(k), torch.int32, k)
+        dim = FullDim(size.name, size.value)
+        h.b.full_dims.append(dim)
+        values, indices = (h.b.emit("topk_prefix", [v], {"dim": dim}) for v in (values, indices))
+    return MaxResult(values, indices)
 
 
 def _round(h: Any, x: Any, decimals: Any, node: ast.AST) -> Any:

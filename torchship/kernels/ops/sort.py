@@ -90,3 +90,12 @@ def _indices_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch
 
 register(OpDef("sort_indices", _indices_infer,
                lambda cg, node, args: f"{args[0]} & {2**32 - 1}"))
+
+
+def _prefix_infer(inputs: list[Any], attrs: dict[str, Any]) -> tuple[Any, torch.dtype]:
+    return (*inputs[0].shape[:-1], attrs["dim"]), inputs[0].dtype
+
+
+# ``topk`` with k not a power of two: the top power-of-two block, its last dim relabelled as a
+# whole dim of extent k (whose padded block is that power of two); its mask hides the rest
+register(OpDef("topk_prefix", _prefix_infer, lambda cg, node, args: args[0], "view"))
