@@ -18,11 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import json
 import mmap
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -277,11 +279,13 @@ def _reject_constant(text: str) -> Any:
 
 
 def _pairs_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
+    result = dict(pairs)  # at C speed; a duplicate shows as a shorter dict
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
     return result
 
 
@@ -327,14 +331,28 @@ def _parse_entry(where: str, key: str, value: Any) -> tuple[str, tuple[int, ...]
             f"{tensor}: unknown dtype {dtype!r} (dtypes are case-sensitive: {', '.join(DTYPES)})"
         )
     shape = value["shape"]
-    if not isinstance(shape, list) or not all(_u64(d) for d in shape):
+    if not isinstance(shape, list) or not all(map(_u64, shape)):
         raise SafetensorError(f"{tensor}: shape {shape!r} must be a list of non-negative integers")
     offsets = value["data_offsets"]
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_u64(o) for o in offsets):
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_u64, offsets)):
         raise SafetensorError(
             f"{tensor}: data_offsets {offsets!r} must be a list of two non-negative integers"
         )
     return dtype, tuple(shape), offsets[0], offsets[1]
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a header makes a few objects per tensor and no cycles,
+    and the collections they trigger doubled the parse time of large headers (300,000 tensors:
+    3.3 s -> 1.6 s)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def parse_header(buf: Any, *, name: str = "<buffer>", base: int = 0) -> Header:
@@ -348,6 +366,11 @@ def parse_header(buf: Any, *, name: str = "<buffer>", base: int = 0) -> Header:
         >>> parse_header(serialize_header([], None)).tensors
         {}
     """
+    with _gc_paused():
+        return _parse_header(buf, name, base)
+
+
+def _parse_header(buf: Any, name: str, base: int) -> Header:
     view = buf if isinstance(buf, (bytes, bytearray, mmap.mmap)) else memoryview(buf).cast("B")
     total = len(view)
     if base < 0 or base > total:
