@@ -35,6 +35,7 @@ from torchship.kernels.frontend import (
     slices,
 )
 from torchship.kernels.frontend.captures import TensorRef
+from torchship.kernels.frontend.conditions import host_truth
 from torchship.kernels.frontend.host import is_missing
 from torchship.kernels.ir import ConstDim, FullDim, TileDim, TileInfo, Value
 from torchship.kernels.ops.memory import Index
@@ -187,6 +188,8 @@ class CallHandler:
             return self.b.emit(_CMPS[op], [self.operand(left), self.operand(right)])
         if isinstance(node, ast.BoolOp):
             vals = [self.expr(v) for v in node.values]
+            vals = [v if not isinstance(v, Value) or (t := host_truth(self.b, v)) is None else t
+                    for v in vals]
             if any(isinstance(v, Value) for v in vals):
                 raise self.err(KernelSyntaxError, "`and`/`or` on blocks are not supported",
                                hint="use & and | on bool blocks", node=node)
@@ -196,6 +199,8 @@ class CallHandler:
             return res
         if isinstance(node, ast.IfExp):
             cond = self.expr(node.test)
+            if isinstance(cond, Value) and (known := host_truth(self.b, cond)) is not None:
+                cond = known
             if isinstance(cond, Value):
                 raise self.err(KernelSyntaxError, "`a if cond else b` on a device value is not "
                                "supported", hint="use torch.where(cond, a, b)", node=node)

@@ -23,6 +23,7 @@ import torch
 from torchship.kernels.errors import KernelError, KernelSyntaxError, KernelTypeError
 from torchship.kernels.frontend import captures
 from torchship.kernels.frontend.captures import BlockSym, Param, TensorRef
+from torchship.kernels.frontend.conditions import host_truth
 from torchship.kernels.frontend.host import ParsedKernel, Site, is_missing, resolve_static
 from torchship.kernels.ir import Carried, Launch, Loc, Loop, Node, TileInfo, Value
 from torchship.kernels.ops import OPS
@@ -392,6 +393,8 @@ class DeviceBuilder:
             return
         if isinstance(stmt, ast.If):
             cond = self.expr(stmt.test)
+            known = host_truth(self, cond) if isinstance(cond, Value) else None
+            cond = cond if known is None else known
             if isinstance(cond, Value):
                 raise self.error(
                     KernelSyntaxError,
