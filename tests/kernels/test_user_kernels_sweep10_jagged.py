@@ -1,7 +1,7 @@
 """Helion's jagged examples ported the way a Helion user would, in both modes against torch
 eager in float64: a jagged layer norm (three passes over each row's packed values through a
-flat view and a 3-D index block) and a jagged-dense batched matmul (3-D dots of gathered
-rows). Helion writes a jagged row with ``hl.store(out, [idx], v, extra_mask=valid)``; here the
+flat view and a 3-D index block), a jagged-dense batched matmul (3-D dots of gathered
+rows) and the simplified jagged HSTU attention (SiLU scores, causal, per batch and head). Helion writes a jagged row with ``hl.store(out, [idx], v, extra_mask=valid)``; here the
 output starts zeroed and ``ts.atomic_add`` adds 0 at the invalid lanes (pointed at row 0).
 
 Example:
@@ -114,3 +114,52 @@ def test_jagged_dense_bmm(mode: str, with_bias: bool, request: pytest.FixtureReq
                       for i, (s, e) in enumerate(zip(OFFSETS[:-1], OFFSETS[1:]))])
     got = jagged_dense_bmm(torch.tensor(OFFSETS), jagged, dense, bias if with_bias else None)
     close(got, want, atol=1e-4)
+
+
+@ts.kernel
+def jagged_hstu_attention(max_seq_len: int, alpha: float, q: torch.Tensor, k: torch.Tensor,
+                          v: torch.Tensor, seq_offsets: torch.Tensor) -> torch.Tensor:
+    """Causal ``silu(q @ k.T * alpha) / max_seq_len @ v`` within each packed sequence;
+    q, k, v are ``[total, heads, dim]`` (``dim`` a power of two)."""
+    scale = 1.0 / max_seq_len
+    heads, dim_v = q.size(1), v.size(2)
+    q_flat, k_flat, v_flat = q.view(-1), k.view(-1), v.view(-1)
+    out = torch.zeros_like(v)
+    out_flat = out.view(-1)
+    for tb, th in ts.tile([seq_offsets.size(0) - 1, heads], block_size=[1, 1]):
+        starts = seq_offsets[tb]
+        lengths = seq_offsets[tb.index + 1] - starts
+        longest = lengths.amax()
+        dim_idx = torch.arange(0, dim_v)
+        for tq in ts.tile(0, longest, block_size=32):
+            q_valid = (tq.index[None, :] < lengths[:, None])[:, :, None]
+            q_base = (starts[:, None] + tq.index[None, :]) * heads + th.begin
+            q_idx = torch.where(q_valid, q_base[:, :, None] * dim_v + dim_idx[None, None, :], 0)
+            q_blk = q_flat[q_idx]
+            acc = ts.zeros([tb, tq, dim_v], dtype=torch.float32)
+            for tkv in ts.tile(0, longest, block_size=32):
+                kv_valid = (tkv.index[None, :] < lengths[:, None])[:, :, None]
+                kv_base = (starts[:, None] + tkv.index[None, :]) * heads + th.begin
+                kv_idx = torch.where(kv_valid, kv_base[:, :, None] * dim_v
+                                     + dim_idx[None, None, :], 0)
+                k_blk = torch.where(kv_valid, k_flat[kv_idx], 0.0)
+                v_blk = torch.where(kv_valid, v_flat[kv_idx], 0.0)
+                scores = F.silu(torch.matmul(q_blk, k_blk.transpose(1, 2)) * alpha) * scale
+                scores = torch.where(tq.index[:, None] >= tkv.index[None, :], scores, 0.0)
+                acc = ts.dot(scores.to(v.dtype), v_blk, acc=acc)
+            ts.atomic_add(out_flat, [q_idx], torch.where(q_valid, acc, 0.0).to(out.dtype))
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_jagged_hstu_attention(mode: str, request: pytest.FixtureRequest) -> None:
+    use(mode, request)
+    heads, dim = 2, 32
+    q, k, v = (torch.randn(90, heads, dim) for _ in range(3))
+    alpha = 1.0 / dim**2
+    want = torch.zeros(90, heads, dim, dtype=torch.float64)
+    for s, e in zip(OFFSETS[:-1], OFFSETS[1:]):
+        qb, kb, vb = (t[s:e].double().transpose(0, 1) for t in (q, k, v))
+        scores = F.silu(qb @ kb.transpose(1, 2) * alpha) / 49
+        want[s:e] = (torch.tril(scores) @ vb).transpose(0, 1)
+    close(jagged_hstu_attention(49, alpha, q, k, v, torch.tensor(OFFSETS)), want, atol=1e-5)
