@@ -26,6 +26,7 @@ from typing import Any
 from torchship.weights.format import (
     SafetensorError,
     SafetensorFileNotFoundError,
+    os_error_kind,
     plan_layout,
     tensor_nbytes,
 )
@@ -211,6 +212,16 @@ def subfolder_hint(directory: Path) -> str:
     return f" (subfolders that do: {', '.join(subdirs)}; pass one, e.g. {directory / subdirs[0]})"
 
 
+def _probe(check: Any, path: Path) -> bool:
+    """``check(path)`` (``Path.is_dir``/``is_file``), an unreachable path (a parent directory
+    without search permission) raising what ``safe_open`` raises for it instead of the bare
+    ``PermissionError`` that ``pathlib`` lets through."""
+    try:
+        return check(path)
+    except OSError as exc:
+        raise os_error_kind(type(exc))(f"{path}: cannot open: {exc.strerror or exc}") from exc
+
+
 def resolve(path: str | os.PathLike[str]) -> tuple[list[Path], dict[str, list[str]] | None]:
     """Files that make up the checkpoint at ``path`` (a file, an index, or a directory holding
     an index or a ``model.safetensors``, else exactly one ``*.safetensors.index*.json`` or one
@@ -221,10 +232,10 @@ def resolve(path: str | os.PathLike[str]) -> tuple[list[Path], dict[str, list[st
         ([PosixPath('ckpt/model-00001-of-00002.safetensors'), ...], {...})
     """
     p = Path(path)
-    if p.is_dir():
-        if (p / INDEX_NAME).is_file():
+    if _probe(Path.is_dir, p):
+        if _probe(Path.is_file, p / INDEX_NAME):
             p = p / INDEX_NAME
-        elif (p / SINGLE_NAME).is_file():
+        elif _probe(Path.is_file, p / SINGLE_NAME):
             return [p / SINGLE_NAME], None
         else:
             # diffusers' diffusion_pytorch_model.safetensors(.index.json), PEFT's
