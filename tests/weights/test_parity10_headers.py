@@ -56,6 +56,10 @@ REFUSED = {
     "list value": '{"__metadata__":{"a":["x"]},' + W + "}",
     "string metadata": '{"__metadata__":"x",' + W + "}",
     "NUL padding": '{"__metadata__":{"format":"pt"},' + W + "}\x00\x00\x00",
+    "form feed padding": '{"__metadata__":{"format":"pt"},' + W + "}  \x0c ",
+    "vertical tab before": '\x0b{"__metadata__":{"format":"pt"},' + W + "}",
+    "no-break space before": '\xa0{"__metadata__":{"format":"pt"},' + W + "}",
+    "U+2028 after": '{"__metadata__":{"format":"pt"},' + W + "}\u2028",
     "raw control character": '{"__metadata__":{"a":"x\x01y"},' + W + "}",
     "raw newline in a string": '{"__metadata__":{"a":"x\ny"},' + W + "}",
 }

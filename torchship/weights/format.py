@@ -23,6 +23,7 @@ import functools
 import gc
 import json
 import mmap
+import re
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ MAX_HEADER_SIZE = 100_000_000
 
 _U64_LIMIT = 1 << 64
 _METADATA_KEY = "__metadata__"
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 class SafetensorError(Exception):
@@ -392,10 +394,9 @@ def _parse_header(buf: Any, name: str, base: int) -> Header:
         raise SafetensorError(f"{name}: header is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
     if text.startswith("\ufeff"):
         raise SafetensorError(f"{name}: header starts with a UTF-8 byte order mark; JSON must not")
-    stripped = text.strip(" \t\n\r")
-    try:
-        obj, end = _DECODER.raw_decode(stripped)
-        if end != len(stripped):
+    try:  # JSON whitespace around the object, matched by a regex: str.strip(" \t\n\r") took 0.65 s on a 100 MB padding
+        obj, end = _DECODER.raw_decode(text, _JSON_SPACE.match(text).end())
+        if _JSON_SPACE.match(text, end).end() != len(text):
             raise ValueError(f"trailing characters at character {end}")
     except _DuplicateKey as exc:
         raise SafetensorError(f"{name}: duplicate key {exc.key!r} in header JSON") from None
