@@ -1,10 +1,10 @@
 """Helion examples ported the way a Helion user would, in both modes against torch eager:
 the squeeze-and-excitation block (forward storing two intermediates and reading one back in
 the same program, and its three backward kernels as separate launches where Helion puts
-``hl.barrier()``), FP8 attention (e4m3 dots with an online exp2 softmax), a jagged layer
-norm (three passes over a row's packed values) and a jagged-dense batched matmul (3-D dots
-of gathered rows). Helion's ``hl.store(..., extra_mask=)`` of a jagged row is written as
-``ts.atomic_add`` into a zeroed output with the invalid lanes adding 0.
+``hl.barrier()``), FP8 attention (e4m3 dots with an online exp2 softmax), and the two-pass
+RMS-norm backward (per-program partial rows of grad_w over an inner ``ts.tile(mb.begin,
+mb.end)``, summed on the host); host arithmetic on a ``ts.register_block_size`` symbol (Helion sizes the
+partials by it) is refused with the way around.
 
 Example:
     pytest -q tests/kernels/test_user_kernels_sweep10_ports.py
@@ -143,3 +143,57 @@ def test_fp8_attention(mode: str, request: pytest.FixtureRequest) -> None:
     want = _attention_reference(q8, k8, v8).view(batch, heads, seq, dim)
     # P and the output are rounded to e4m3 (3 mantissa bits: steps of 6.25% relative)
     close(got.double(), want, atol=0.05, rtol=0.1)
+
+
+@ts.kernel
+def rms_norm_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                      inv_rms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Helion's two-pass RMS-norm backward: each program sums grad_w over a block of rows
+    (an inner tile loop from the outer tile's begin to its end) into its own partial row
+    ``grad_weight[mb_cta.id, :]``; the host adds the partials."""
+    m, n = x.size()
+    m_block = 64  # Helion: hl.register_block_size(m); host arithmetic needs an int here
+    grad_x = torch.empty_like(x)
+    grad_weight = x.new_empty([(m + m_block - 1) // m_block, n], dtype=torch.float32)
+    for mb_cta in ts.tile(m, block_size=m_block):
+        grad_w_m = torch.zeros([n], dtype=torch.float32, device=x.device)
+        for mb in ts.tile(mb_cta.begin, mb_cta.end, block_size=32):
+            x_m = x[mb, :].to(torch.float32)
+            do_m = grad_out[mb, :].to(torch.float32)
+            r = inv_rms[mb].to(torch.float32)[:, None]
+            grad_w_m += (x_m * do_m * r).sum(0)
+            w_do = weight[None, :].to(torch.float32) * do_m
+            grad_x[mb, :] = (w_do * r - x_m * r * r * r * (w_do * x_m).mean(-1)[:, None]
+                             ).to(x.dtype)
+        grad_weight[mb_cta.id, :] = grad_w_m
+    return grad_x, grad_weight.sum(0).to(weight.dtype)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rms_norm_backward_with_partial_rows(mode: str, request: pytest.FixtureRequest,
+                                            poison_empty: None) -> None:
+    use(mode, request)
+    x, w = torch.randn(150, 48), torch.randn(48)
+    inv_rms = torch.rsqrt(x.double().pow(2).mean(-1) + 1e-5).float()
+    xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
+    y = xd * torch.rsqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-5) * wd
+    grad_out = torch.randn(150, 48)
+    y.backward(grad_out.double())
+    grad_x, grad_w = rms_norm_backward(grad_out, x, w, inv_rms)
+    close(grad_x, xd.grad, atol=1e-4)
+    close(grad_w, wd.grad, atol=1e-4)
+
+
+@ts.kernel
+def partials_sized_by_a_symbol(x: torch.Tensor) -> torch.Tensor:
+    m = x.size(0)
+    block = ts.register_block_size(32, 64)
+    partial = torch.zeros([(m + block - 1) // block], dtype=torch.float32, device=x.device)
+    for tm in ts.tile(m, block_size=block):
+        partial[tm.id] = x[tm].sum()
+    return partial.sum()
+
+
+def test_host_arithmetic_on_a_block_size_symbol_is_refused(compiled_mode: None) -> None:
+    with pytest.raises(ts.KernelError, match=r"(?s)register_block_size\(32, 64\).*block = 64"):
+        partials_sized_by_a_symbol(torch.randn(100))

@@ -34,6 +34,21 @@ class BlockSym:
     def __repr__(self) -> str:
         return f"BlockSym(#{self.index}, lo={self.lo}, hi={self.hi})"
 
+    def _host_arithmetic(self, *_: Any) -> Any:
+        """Host code computing with the symbol (Helion sizes partial sums by it) is refused:
+        the host code is traced once for every block size the config space offers."""
+        from torchship.kernels.errors import KernelTypeError
+
+        raise KernelTypeError(
+            f"host code computes with a ts.register_block_size({self.lo}, {self.hi}) symbol "
+            "(e.g. cdiv(m, block) rows of partial sums); it is a block size only inside tile "
+            "loops", hint="fix the block with an int in host code (block = 64; ts.tile(m, "
+            "block_size=block)), or size the partials by the smallest block "
+            f"((m + {self.lo - 1}) // {self.lo}) and index them with the tile's id")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _host_arithmetic
+    __floordiv__ = __rfloordiv__ = __truediv__ = __rtruediv__ = __mod__ = _host_arithmetic
+
 
 @dataclass(eq=False)
 class Param:
