@@ -76,13 +76,35 @@ def _exported(model: torch.nn.Module, name: str, inputs: tuple[Any, ...], dynami
             dynamic_shapes = tuple(dynamic_shapes.get(p) for p in params[: len(inputs)])
         dynamic_shapes = (tuple(dynamic_shapes),)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _DirectCdist():
             warnings.simplefilter("ignore", FutureWarning)
             ep = torch.export.export(mod, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)
             ep = ep.run_decompositions(_table())
     except Exception as exc:  # torch.export's own diagnostics are the most useful here
         raise ExportError(f"torchship.edge.export: torch.export failed for method {name!r}: {exc}{_rnn_hint(model, exc)}") from exc
     return ep, prefix
+
+
+class _DirectCdist(torch.overrides.TorchFunctionMode):
+    """``torch.cdist``'s default ``compute_mode`` picks the ``|a|² + |b|² − 2ab`` matmul form
+    when either point count exceeds 25, so a dynamic point count whose range crosses 25 would be
+    specialised (torch.export: "Constraints violated"). While exporting, the default becomes
+    ``"donot_use_mm_for_euclid_dist"`` — the differences themselves, which ``_cdist_forward``
+    lowers to at any size (more accurate than the matmul form, the same within rounding).
+
+    Example:
+        >>> a = torch.randn(30, 3)
+        >>> with _DirectCdist():
+        ...     d = torch.cdist(a, a)
+        >>> bool(d.diagonal().eq(0).all())
+        True
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if func is torch.functional.cdist and kwargs.get("compute_mode", "use_mm_for_euclid_dist_if_necessary") == "use_mm_for_euclid_dist_if_necessary":
+            kwargs["compute_mode"] = "donot_use_mm_for_euclid_dist"
+        return func(*args, **kwargs)
 
 
 def _rnn_hint(model: torch.nn.Module, exc: Exception) -> str:
@@ -260,9 +282,14 @@ def export(
     try:  # the runtime's own load-time checks, so a program that would not load is not written
         prog.runtime()
     except ProgramError as exc:
+        floats = ("do not broadcast" in str(exc)) * (
+            " — or, with dynamic dims, a size torch.export fixed at the example's value without saying so: "
+            "one computed through Python floats from a dynamic size (F.interpolate(pos, scale_factor=(h + 0.1) / n), "
+            "as DINO's interpolate_pos_encoding writes, is traced as a constant; pass integer sizes, "
+            "F.interpolate(pos, size=(h, w))")
         raise ExportError(
             f"the exported program fails the runtime's checks: {exc}. This is usually a model "
-            "torch cannot run eagerly either (e.g. an int64 input into a float layer: cast it); "
+            f"torch cannot run eagerly either (e.g. an int64 input into a float layer: cast it){floats}; "
             "otherwise please report it") from None
     if quantize:
         meta["quantize"] = quantize

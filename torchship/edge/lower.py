@@ -555,3 +555,16 @@ def _sym_float(lw: Lowering, node: torch.fx.Node) -> int:
 for _t in (aten.sym_size.int, operator.mul, operator.add, operator.floordiv, operator.sub, torch.sym_max, torch.sym_min,
            torch.sym_float, operator.truediv, math.trunc, math.floor, math.ceil, torch.sym_int):
     HANDLERS[_t] = COMPLEX_HANDLERS[_t] = _sym
+
+
+def _size_check(lw: Lowering, node: torch.fx.Node) -> None:
+    """A comparison of sizes feeding only torch's run-time assertions (``u0 >= 0`` for the
+    length of a ``y[mask]`` read back through its mask) is dropped with them."""
+    if any(u.target is not aten._assert_scalar.default for u in node.users):
+        raise lw.fail(f"a comparison of sizes ({node.target.__name__}) used as a value is not supported")
+
+
+#: comparisons of sizes in an exported graph (they only feed run-time assertions)
+SIZE_COMPARISONS = (operator.ge, operator.gt, operator.le, operator.lt, operator.eq, operator.ne)
+for _t in SIZE_COMPARISONS:
+    HANDLERS[_t] = _size_check

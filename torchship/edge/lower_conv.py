@@ -213,12 +213,24 @@ def _adaptive_max(lw: Lowering, node: Node) -> list[Any]:
     """Adaptive max pooling. An output size that divides the input size is a ``max_pool2d``
     with kernel = stride = input / output (the windows torch uses then); otherwise, per axis,
     an ``index`` of each window's rows ``⌊i·H/OH⌋ .. ⌈(i+1)·H/OH⌉ − 1`` (shorter windows repeat
-    their last row, which leaves a maximum unchanged) and an ``amax`` over them."""
+    their last row, which leaves a maximum unchanged) and an ``amax`` over them. A dynamic
+    height or width pooled to 1 (``adaptive_max_pool1d(x, 1)`` over a dynamic point count, as
+    DGCNN's global pooling) is an ``amax`` over that axis first."""
     x = lw.val(node.args[0])
     xs = lw.shape_of(x)
-    if len(xs) != 4 or not all(isinstance(d, int) for d in xs[2:]):
-        raise lw.fail("adaptive_max_pool2d needs a 4-D NCHW input with static height and width")
-    size = [xs[2 + i] if v is None else int(v) for i, v in enumerate(node.args[1])]
+    wanted = [None if v is None else lw.dim(v) for v in node.args[1]]
+    dynamic = [2 + i for i in range(2) if len(xs) == 4 and not isinstance(xs[2 + i], int) and wanted[i] not in (None, xs[2 + i])]
+    if len(xs) == 4 and dynamic and all(wanted[a - 2] == 1 for a in dynamic):
+        shape = [1 if a in dynamic else d for a, d in enumerate(xs)]
+        x = lw.g.emit("amax", [x], lw.g.values[x].dtype, shape, {"axes": dynamic, "keepdim": True}, lw.source)
+        xs = shape
+    kept = len(xs) == 4 and all(wanted[a - 2] in (None, d) for a, d in enumerate(xs) if a >= 2)
+    if len(xs) != 4 or not (kept or all(isinstance(d, int) for d in xs[2:])):
+        raise lw.fail("adaptive_max_pool2d needs a 4-D NCHW input with static height and width, or a dynamic one "
+                      "pooled to 1 (a global max: or write x.amax(dim))")
+    if kept:  # nothing (more) to pool
+        return _first_output_only(lw, node, [x, None], "adaptive_max_pool2d indices")
+    size = [xs[2 + i] if v is None else int(v) for i, v in enumerate(wanted)]
     if any(xs[2 + i] % size[i] for i in range(2)):
         dt = lw.g.values[x].dtype
         for axis in (2, 3):

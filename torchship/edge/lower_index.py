@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from torchship.edge.lower import Lowering, dim_prod, handles
+from torchship.edge.lower import SIZE_COMPARISONS, Lowering, dim_prod, handles
 from torchship.edge.lower import out_dtype as _out_dtype
 from torchship.edge.lower_nn import Emit, _bind, _broadcast
 
@@ -109,13 +109,40 @@ def _prod(lw: Lowering, node: Node) -> int:
     return _bind(lw, x)
 
 
-def _mask_put(lw: Lowering, e: Emit, x: int, mask: int, values: int, accumulate: bool) -> int:
-    """``x[mask] = v`` / ``x[mask] += v`` for a one-element ``v``: a ``where`` on the mask
-    broadcast over the trailing axes."""
+#: what ``y[mask]`` lowers to when it is only written back through the same mask
+MASKED_READ = "y[mask] read for x[mask] = y[mask]"
+
+
+def masked_read(node: Node) -> str | None:
+    """``MASKED_READ`` when the boolean-mask read ``node`` (``y[mask]``, a data-dependent
+    length) is only written back through the same mask (``x[mask] = y[mask]``, as PointNet++'s
+    ball query pads its groups) — that write is ``where(mask, y, x)``, whatever the count —
+    and its length only checked by torch's run-time assertions (dropped); else None.
+
+    Example:
+        >>> # masked_read(index_node)  -> MASKED_READ, and _index_put reads index_node.args[0]
+    """
+    writes = 0
+    for user in node.users:
+        if user.target is aten.sym_size.int and all(
+                c.target in SIZE_COMPARISONS and all(a.target is aten._assert_scalar.default for a in c.users) for c in user.users):
+            continue
+        if (user.target not in (aten.index_put.default, aten._unsafe_index_put.default) or user.args[2] is not node
+                or user.args[0] is node or list(user.args[1]) != list(node.args[1])):
+            return None
+        writes += 1
+    return MASKED_READ if writes else None
+
+
+def _mask_put(lw: Lowering, e: Emit, x: int, mask: int, values: int, accumulate: bool,
+              elementwise: bool = False) -> int:
+    """``x[mask] = v`` / ``x[mask] += v`` for a one-element ``v``, or (``elementwise``) for
+    ``v = y[mask]`` with ``values`` being ``y``: a ``where`` on the mask broadcast over the
+    trailing axes."""
     xs, ms = lw.shape_of(x), lw.shape_of(mask)
     if ms != xs[: len(ms)]:
         raise lw.fail(f"a boolean mask of shape {ms} must match the leading axes of {xs}")
-    if math.prod(int(d) for d in lw.shape_of(values) if isinstance(d, int)) != 1:
+    if not elementwise and math.prod(int(d) for d in lw.shape_of(values) if isinstance(d, int)) != 1:
         raise lw.fail("x[mask] = values needs one value (the count of True entries is known "
                       "only at run time); use torch.where(mask, values, x), or x.masked_scatter(mask, "
                       "values) to place one value per True entry in order")
@@ -123,7 +150,7 @@ def _mask_put(lw: Lowering, e: Emit, x: int, mask: int, values: int, accumulate:
     if len(ms) < len(xs):
         mshape = ms + [1] * (len(xs) - len(ms))
         m = e("reshape", [mask], mshape, {"shape": mshape}, dtype="BOOL")
-    v = e("reshape", [values], [], {"shape": []})
+    v = values if elementwise else e("reshape", [values], [], {"shape": []})
     if accumulate:
         return e("add", [x, e("where", [m, v, e.c(0.0)])])
     return e("where", [m, v, x], xs)
@@ -185,14 +212,15 @@ def _index_put(lw: Lowering, node: Node) -> int:
     entries = list(node.args[1])
     while entries and entries[-1] is None:
         entries.pop()
-    values = lw.tensor(node.args[2], dt)
+    elementwise = isinstance(node.args[2], Node) and lw.val(node.args[2]) == MASKED_READ
+    values = lw.tensor(node.args[2].args[0] if elementwise else node.args[2], dt)
     accumulate = bool(node.args[3] if len(node.args) > 3 else node.kwargs.get("accumulate", False))
     vals = [None if i is None else lw.val(i) for i in entries]
     masks = [v for v in vals if v is not None and lw.g.values[v].dtype == "BOOL"]
     if masks:
         if len(vals) != 1:
             raise lw.fail("index_put with a boolean mask beside other indices is not supported")
-        return _bind(lw, _mask_put(lw, e, x, masks[0], values, accumulate))
+        return _bind(lw, _mask_put(lw, e, x, masks[0], values, accumulate, elementwise))
     if not vals:
         raise lw.fail("index_put with no index tensor is not supported")
     return _bind(lw, _int_put(lw, e, x, vals, values, accumulate))

@@ -231,7 +231,12 @@ def _index(lw: Lowering, node: Node) -> int:
         return lw.val(node.args[0])
     vals = [None if i is None else lw.val(i) for i in entries]
     if any(v is not None and lw.g.values[v].dtype == "BOOL" for v in vals):
-        raise lw.fail("boolean-mask indexing has a data-dependent shape and is not supported; use torch.where")
+        from torchship.edge.lower_index import masked_read
+
+        read = masked_read(node)  # y[mask] written back by x[mask] = y[mask]
+        if read is None:
+            raise lw.fail("boolean-mask indexing has a data-dependent shape and is not supported; use torch.where")
+        return read
     return _bind(lw, index_axes(lw, lw.val(node.args[0]), vals))
 
 

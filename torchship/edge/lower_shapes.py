@@ -186,7 +186,8 @@ def _full(lw: Lowering, node: Node) -> int:
         value = node.args[0]
     else:
         value = 1.0 if "ones" in t else 0.0
-    if isinstance(value, Node):
-        raise lw.fail("full with a tensor fill value is not supported")
     dt, shape = lw.out()
+    if isinstance(value, Node):  # a (dynamic) size, e.g. ``idx[d2 > r * r] = n`` with n = x.shape[1]
+        size = lw.tensor(value, dt)
+        return size if not shape else lw.emit("expand", [size], {"shape": shape})
     return lw.emit("full", [], {"shape": shape, "value": float(value), "dtype": dt})
