@@ -3,7 +3,7 @@ the squeeze-and-excitation block (forward storing two intermediates and reading 
 the same program, and its three backward kernels as separate launches where Helion puts
 ``hl.barrier()``), FP8 attention (e4m3 dots with an online exp2 softmax), and the two-pass
 RMS-norm backward (per-program partial rows of grad_w over an inner ``ts.tile(mb.begin,
-mb.end)``, summed on the host); host arithmetic on a ``ts.register_block_size`` symbol (Helion sizes the
+mb.end)``, summed on the host; ``x.new_zeros`` in device code); host arithmetic on a ``ts.register_block_size`` symbol (Helion sizes the
 partials by it) is refused with the way around.
 
 Example:
@@ -156,7 +156,7 @@ def rms_norm_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     grad_x = torch.empty_like(x)
     grad_weight = x.new_empty([(m + m_block - 1) // m_block, n], dtype=torch.float32)
     for mb_cta in ts.tile(m, block_size=m_block):
-        grad_w_m = torch.zeros([n], dtype=torch.float32, device=x.device)
+        grad_w_m = x.new_zeros(n, dtype=torch.float32)
         for mb in ts.tile(mb_cta.begin, mb_cta.end, block_size=32):
             x_m = x[mb, :].to(torch.float32)
             do_m = grad_out[mb, :].to(torch.float32)
@@ -197,3 +197,21 @@ def partials_sized_by_a_symbol(x: torch.Tensor) -> torch.Tensor:
 def test_host_arithmetic_on_a_block_size_symbol_is_refused(compiled_mode: None) -> None:
     with pytest.raises(ts.KernelError, match=r"(?s)register_block_size\(32, 64\).*block = 64"):
         partials_sized_by_a_symbol(torch.randn(100))
+
+
+@ts.kernel
+def new_blocks(x: torch.Tensor) -> torch.Tensor:
+    """``x.new_full/new_ones`` with a tile in the shape: ``x``'s dtype unless ``dtype=``."""
+    m, n = x.size()
+    out = torch.empty([m, n], dtype=torch.float32, device=x.device)
+    for tm in ts.tile(m, block_size=32):
+        base = x.new_full([tm, n], 2)  # float16 like x
+        out[tm, :] = (base * x[tm, :]).float() + x.new_ones([tm, n], dtype=torch.float32)
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_new_factories_of_a_tensor_argument(mode: str, request: pytest.FixtureRequest) -> None:
+    use(mode, request)
+    x = torch.randn(50, 24).half()
+    close(new_blocks(x), (2 * x).double() + 1)

@@ -239,7 +239,9 @@ class Tile:
             tensor[_convert_index(index)] = value
             return None
         if func in (torch.zeros, torch.ones, torch.empty, torch.full, torch.broadcast_to,
-                    torch.Tensor.expand, torch.Tensor.reshape, torch.Tensor.view, torch.reshape):
+                    torch.Tensor.expand, torch.Tensor.reshape, torch.Tensor.view, torch.reshape,
+                    torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_empty,
+                    torch.Tensor.new_full):
             kwargs = dict(kwargs or {})
             if func in (torch.zeros, torch.ones, torch.empty, torch.full):
                 kwargs.setdefault("device", _device())

@@ -256,7 +256,7 @@ class CallHandler:
                 return base.ndim
             if attr == "device":
                 return None  # device= of a block factory: blocks live where the kernel runs
-            if attr in ("size", "stride", "dim", "item"):
+            if attr in ("size", "stride", "dim", "item", *factories.NEW_METHODS):
                 return ("method", base, attr)
             raise self.err(KernelSyntaxError, f"tensor attribute {attr!r} is not available in "
                            "device code", hint="read it in host code and pass the value",
@@ -423,6 +423,8 @@ class CallHandler:
         kwargs = {k.arg: self.expr(k.value) for k in node.keywords if k.arg}
         if isinstance(fobj, tuple) and len(fobj) == 3 and fobj[0] == "method":
             _, base, meth = fobj
+            if isinstance(base, TensorRef) and meth in factories.NEW_METHODS:
+                return factories.new_block(self, base.dtype, meth, args, kwargs, node)
             if isinstance(base, TensorRef):
                 return self.tensor_method(base, meth, args, node)
             return self.method(base, meth, args, kwargs, node)

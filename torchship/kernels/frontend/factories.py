@@ -1,6 +1,7 @@
 """torch's block factories in device code: ``torch.zeros/ones/empty/full(shape, ...)`` with
 tiles and ints in the shape (Helion writes ``torch.zeros([tile_m, tile_n], device=x.device)``)
-and ``torch.arange(start, end, step)`` with compile-time ints; ``device=`` is accepted and
+``t.new_zeros/new_ones/new_empty/new_full`` of a tensor argument (its dtype by default), and
+``torch.arange(start, end, step)`` with compile-time ints; ``device=`` is accepted and
 ignored (a block lives where the kernel runs).
 
 They become the same ops as ``ts.zeros``/``ts.full`` (a shape entry that is a tile is the
@@ -48,6 +49,18 @@ def factory(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: as
         shape, value = _shape(args, kwargs), 1 if name == "ones" else 0
     dtype = dtype or torch.get_default_dtype()
     return funcs.call(h, "full", [shape, value, dtype], {}, node)
+
+
+NEW_METHODS = {"new_zeros": "torch_zeros", "new_ones": "ones", "new_empty": "empty",
+        "new_full": "torch_full"}
+
+
+def new_block(h: Any, dtype: torch.dtype, meth: str, args: list[Any], kwargs: dict[str, Any],
+              node: ast.AST) -> Value:
+    """``t.new_zeros/new_ones/new_empty/new_full(shape, ...)`` of a tensor argument ``t`` in
+    device code: the torch factory with ``t``'s dtype unless ``dtype=`` says otherwise
+    (Helion's RMS-norm backward: ``x.new_zeros(n, dtype=torch.float32)``)."""
+    return factory(h, NEW_METHODS[meth], args, {**kwargs, "dtype": kwargs.get("dtype") or dtype}, node)
 
 
 def _arange(h: Any, args: list[Any], dtype: Any, node: ast.AST) -> Value:
