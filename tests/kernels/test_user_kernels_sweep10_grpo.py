@@ -1,9 +1,11 @@
-"""Helion's GRPO loss (forward and backward) and bf16 x int16 GEMMs, ported the way a Helion
-user would, in both modes against torch eager in float64: host slicing of the logits
-(``logits[:, :-1, :]``), optional tensors (``if old_logp is None``), in-place updates of
-values (``loss *= mask``), ``if beta != 0.0 and ref_logp is not None:`` on a float argument
-(decided at launch, one kernel per value), an online log-sum-exp over the vocabulary, the backward as one
-launch per ``(b, l)`` tile looping over the vocabulary, and a host store after the launch.
+"""Helion's GRPO loss (forward and backward), bf16 x int16 GEMMs and KL divergence, ported
+the way a Helion user would, in both modes against torch eager in float64: host slicing of
+the logits (``logits[:, :-1, :]``), optional tensors (``if old_logp is None``), in-place
+updates of values (``loss *= mask``), ``if beta != 0.0 and ref_logp is not None:`` on a
+float argument (decided at launch, one kernel per value), an online log-sum-exp over the
+vocabulary, the backward as one launch per ``(b, l)`` tile looping over the vocabulary, a
+host store after the launch, and ``F.kl_div(..., reduction="none")`` in device code (other
+reductions refused).
 
 Example:
     pytest -q tests/kernels/test_user_kernels_sweep10_grpo.py
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import torchship.kernels as ts
 from tests.kernels.test_compiler import close
@@ -199,3 +202,42 @@ def test_if_on_scalar_arguments_is_decided_at_launch(mode: str,
     for scale, shift in ((2.0, 3), (0.5, 0), (2.0, 0), (3.0, 3)):
         want = x.double() * (scale if scale > 1.0 else 1.0) + (shift if shift != 0 else -1)
         close(branch_on_arguments(x, scale, shift), want)
+
+
+@ts.kernel
+def kl_div_rows(y_pred: torch.Tensor, y_true: torch.Tensor, log_target: bool) -> torch.Tensor:
+    """Helion's kl_div (batchmean) with torch's pointwise loss: per-row sums, host mean."""
+    b, v = y_pred.size()
+    rows = torch.empty([b], dtype=torch.float32, device=y_pred.device)
+    for tb in ts.tile(b, block_size=32):
+        acc = ts.zeros([tb], dtype=torch.float32)
+        for tv in ts.tile(v, block_size=32):
+            acc += F.kl_div(y_pred[tb, tv], y_true[tb, tv], reduction="none",
+                            log_target=log_target).sum(dim=-1)
+        rows[tb] = acc
+    return rows.sum() / b
+
+
+@ts.kernel
+def kl_div_mean(y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(y_pred)
+    for tb, tv in ts.tile(y_pred.size()):
+        out[tb, tv] = F.kl_div(y_pred[tb, tv], y_true[tb, tv])
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_kl_div_pointwise_like_torch(mode: str, request: pytest.FixtureRequest) -> None:
+    use(mode, request)
+    y_pred = torch.randn(40, 70).log_softmax(-1)
+    y_true = torch.randn(40, 70).softmax(-1)
+    y_true[0, :5] = 0.0  # xlogy(0, 0) is 0
+    for log_target, target in ((False, y_true), (True, y_true.clamp_min(1e-30).log())):
+        want = F.kl_div(y_pred.double(), target.double(), reduction="batchmean",
+                        log_target=log_target)
+        close(kl_div_rows(y_pred, target, log_target), want)
+
+
+def test_kl_div_reduction_in_device_code_is_refused(compiled_mode: None) -> None:
+    with pytest.raises(ts.KernelError, match=r"(?s)reduction='mean'.*reduction=\"none\""):
+        kl_div_mean(torch.randn(8, 8), torch.rand(8, 8))

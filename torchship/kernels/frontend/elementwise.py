@@ -152,6 +152,8 @@ def logs(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
     """xlogy / xlog1py (0 where x is 0, nan where y is nan), entr, logit (``eps`` clamps)."""
     b = h.b
     x = h.operand(args[0])
+    if name == "kl_div":
+        return _kl_div(h, x, args, kwargs, node)
     if name in ("xlogy", "xlog1py"):
         y = _block(h, name, _arg(args, kwargs, 1, "other", None), node)
         prod = b.emit("mul", [x, b.emit("log" if name == "xlogy" else "log1p", [y])])
@@ -170,6 +172,21 @@ def logs(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         work = b.emit("minimum", [b.emit("maximum", [work, eps]), 1.0 - eps])
     return _back(h, b.emit("log", [b.emit("truediv", [work, b.emit("sub", [1.0, work])])]),
                  x.dtype)
+
+
+def _kl_div(h: Any, x: Any, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Value:
+    """``F.kl_div(input, target, reduction="none", log_target=)``: torch's pointwise loss,
+    ``xlogy(t, t) - t * input`` (``exp(t) * (t - input)`` for a log target)."""
+    reduction = _arg(args, kwargs, 4, "reduction", "mean")
+    if reduction != "none" or len(args) > 2 and args[2] is not None:
+        raise h.err(KernelTypeError, f"F.kl_div(reduction={reduction!r}) in device code would "
+                    "reduce each block on its own", hint="pass reduction=\"none\" and reduce "
+                    "the block yourself (loss.sum(dim=1), then / n on the host for batchmean)",
+                    node=node)
+    t = h.operand(_arg(args, kwargs, 1, "target", None))
+    if _arg(args, kwargs, 5, "log_target", False):
+        return h.b.emit("mul", [h.b.emit("exp", [t]), h.b.emit("sub", [t, x])])
+    return h.b.emit("sub", [logs(h, "xlogy", [t, t], {}, node), h.b.emit("mul", [t, x])])
 
 
 def misc(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.AST) -> Any:
@@ -306,7 +323,7 @@ _GROUPS: dict[Callable[..., Any], tuple[str, ...]] = {
     logical: ("logical_and", "logical_or", "logical_xor", "logical_not"),
     division: ("div", "true_divide", "floor_divide", "remainder", "fmod"),
     optim: ("lerp", "addcmul", "addcdiv"),
-    logs: ("xlogy", "xlog1py", "entr", "logit"),
+    logs: ("xlogy", "xlog1py", "entr", "logit", "kl_div"),
     misc: ("nan_to_num", "hypot", "copysign", "frac", "sgn", "sinc", "heaviside",
            "float_power", "rad2deg", "deg2rad"),
     shrink: ("softshrink", "hardshrink", "tanhshrink", "threshold"),
@@ -322,14 +339,14 @@ _ALIASES = {"divide": "div", "greater": "gt", "greater_equal": "ge", "less": "lt
 #: torch callables of device code -> op or composition name
 FUNCTIONS: dict[Any, str] = {
     **{getattr(torch, n): n for n in COMPOSED if hasattr(torch, n) and n not in
-       ("contiguous", "detach", "item")},
+       ("contiguous", "detach", "item", "kl_div")},
     **{getattr(torch, a): n for a, n in _ALIASES.items()},
     torch.special.xlogy: "xlogy", torch.special.xlog1py: "xlog1py", torch.special.entr: "entr",
     torch.special.logit: "logit", torch.special.ndtr: "ndtr", torch.special.sinc: "sinc",
     torch.special.ndtri: "ndtri", torch.special.log_ndtr: "log_ndtr",
     **{getattr(torch.special, n): n for n in ("i0", "i0e", "i1", "i1e", "polygamma")},
     F.softshrink: "softshrink", F.hardshrink: "hardshrink", F.tanhshrink: "tanhshrink",
-    F.threshold: "threshold",
+    F.threshold: "threshold", F.kl_div: "kl_div",
 }
 #: tensor methods of device code -> op or composition name
 METHODS: dict[str, str] = {
