@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -150,6 +151,33 @@ def test_pointnet2_sampling_and_ball_query_over_a_point_count_crossing_25() -> N
     check_model(model, (torch.rand(2, 64, 3), torch.randn(2, 64, 3)), ({0: BATCH, 1: points}, {0: BATCH, 1: points}),
                 others=((torch.rand(3, 100, 3), torch.randn(3, 100, 3)), (torch.rand(1, 20, 3), torch.randn(1, 20, 3))))
 
+
+
+class FeaturePropagation(nn.Module):
+    """PointNet++ segmentation's upsampling: each point's 3 nearest coarse points (a ``sort`` of
+    squared distances), inverse-distance weights, the coarse features gathered by batch and
+    point indices, concatenated with the skip features, a shared MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Conv1d(8 + 4, 16, 1), nn.BatchNorm1d(16), nn.ReLU())
+
+    def forward(self, xyz1: torch.Tensor, xyz2: torch.Tensor, points1: torch.Tensor, points2: torch.Tensor) -> torch.Tensor:
+        dists, idx = ((xyz1[:, :, None] - xyz2[:, None]) ** 2).sum(-1).sort(dim=-1)
+        recip = 1.0 / (dists[:, :, :3] + 1e-8)
+        weight = recip / recip.sum(dim=2, keepdim=True)
+        rows = torch.arange(xyz1.shape[0]).view(-1, 1, 1).repeat(1, xyz1.shape[1], 3)
+        interpolated = (points2[rows, idx[:, :, :3], :] * weight[..., None]).sum(dim=2)
+        return self.mlp(torch.cat([points1, interpolated], dim=-1).permute(0, 2, 1))
+
+
+def test_pointnet2_feature_propagation_over_dynamic_fine_and_coarse_counts() -> None:
+    torch.manual_seed(128)
+    # the coarse count needs min > 3: torch.export guards that a [:3] slice of it is not the whole axis
+    fine, coarse = Dim("fine", min=4, max=128), Dim("coarse", min=4, max=32)
+    check_model(FeaturePropagation(), (torch.rand(2, 20, 3), torch.rand(2, 6, 3), torch.randn(2, 20, 4), torch.randn(2, 6, 8)),
+                ({0: BATCH, 1: fine}, {0: BATCH, 1: coarse}, {0: BATCH, 1: fine}, {0: BATCH, 1: coarse}),
+                others=((torch.rand(1, 50, 3), torch.rand(1, 9, 3), torch.randn(1, 50, 4), torch.randn(1, 9, 8)),))
 
 class ReferenceBallQuery(nn.Module):
     """PointNet++'s widely copied PyTorch ball query, as written there."""
@@ -294,3 +322,31 @@ def test_adaptive_max_pool_of_a_dynamic_width(size: tuple[int | None, int | None
 def test_adaptive_max_pool_of_a_dynamic_width_to_another_size_is_refused() -> None:
     with pytest.raises(ExportError, match="pooled to 1"):
         export(AdaptiveMax((2, 3)), (torch.randn(2, 3, 6, 5),), ({3: Dim("w", min=1, max=40)},))
+
+
+class SparseAdjacency(nn.Module):
+    def __init__(self, index_add: bool) -> None:
+        super().__init__()
+        self.index_add, self.lin = index_add, nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        h, (row, col) = self.lin(x), edge_index
+        if self.index_add:  # what the refusal says to write
+            return torch.zeros_like(h).index_add_(0, row, w[:, None] * h[col])
+        return torch.sparse.mm(torch.sparse_coo_tensor(edge_index, w, (x.shape[0], x.shape[0])), h)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")
+def test_a_sparse_adjacency_is_refused_with_the_index_add_form_which_matches_it() -> None:
+    torch.manual_seed(127)
+    sparse, summed = SparseAdjacency(False), SparseAdjacency(True)
+    summed.load_state_dict(sparse.state_dict())
+    x, edge_index, w = torch.randn(5, 4), torch.randint(0, 5, (2, 7)), torch.rand(7)
+    with pytest.raises(ExportError, match=r"sparse tensors .*index_add_\(0, row, w\[:, None\] \* h\[col\]\)"):
+        export(sparse, (x, edge_index, w))
+    edges = Dim("edges", min=1, max=64)
+    prog = check_model(summed, (x, edge_index, w), ({0: Dim("nodes", min=1, max=16)}, {1: edges}, {0: edges}))
+    with torch.no_grad():
+        ref = sparse.double()(x.double(), edge_index, w.double()).numpy()
+    got = prog.run(x.numpy(), edge_index.numpy(), w.numpy())
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()

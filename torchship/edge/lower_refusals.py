@@ -1,7 +1,8 @@
 """Ops a program cannot have, refused with what to write instead (rather than the generic
 "not in the core op set"): random sampling (a program is deterministic: pass the noise in),
 ``.item()`` (a tensor value read into Python: keep it a tensor) and ops whose result length depends
-on the data (``masked_select``, ``nonzero``, ``unique``, ``bincount``: keep the shape with ``where``).
+on the data (``masked_select``, ``nonzero``, ``unique``, ``bincount``: keep the shape with ``where``),
+and sparse tensors (a graph network's sparse adjacency: ``index_add`` over the edges instead).
 
 Example:
     >>> import torchship.edge.lower_refusals  # registers the handlers
@@ -54,3 +55,18 @@ def _data_sized(lw: Lowering, node: Node) -> int:
                   "instead of x[mask] / masked_select, a fixed count of positions with "
                   "torch.topk(mask.float(), k) instead of nonzero, or "
                   "torch.zeros(n).scatter_add(0, x, torch.ones_like(x, dtype=torch.float)) for a bincount of n bins")
+
+
+_SPARSE = [getattr(getattr(aten, name), overload) for name, overload in (
+    ("_sparse_coo_tensor_with_dims_and_tensors", "default"), ("_sparse_csr_tensor_unsafe", "default"),
+    ("_sparse_compressed_tensor_unsafe", "default"), ("to_sparse", "default"), ("to_sparse", "sparse_dim"),
+    ("_to_sparse", "default"), ("_to_sparse", "sparse_dim"),
+) if hasattr(getattr(aten, name, None), overload)]
+
+
+@handles(*_SPARSE)
+def _sparse(lw: Lowering, node: Node) -> int:
+    raise lw.fail(f"sparse tensors ({node.target}) are not supported: a program holds dense tensors. For the "
+                  "product of a sparse adjacency A (indices edge_index = (row, col), values w) with node "
+                  "features h, sum the messages per row: torch.zeros_like(h).index_add_(0, row, w[:, None] * h[col]); "
+                  "a small dense A also works: torch.zeros(n, n).index_put_((row, col), w, accumulate=True) @ h")
