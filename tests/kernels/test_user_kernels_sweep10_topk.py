@@ -16,19 +16,7 @@ import torch
 import torchship.kernels as ts
 from tests.kernels.test_compiler import close
 from tests.kernels.test_user_kernels_rows import MODES, use
-
-
-@ts.kernel
-def router(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax weights of each row's top ``k`` logits and their experts."""
-    n = logits.size(0)
-    weights = torch.empty([n, k], dtype=torch.float32, device=logits.device)
-    experts = torch.empty([n, k], dtype=torch.int64, device=logits.device)
-    for tm in ts.tile(n, block_size=32):
-        vals, idx = torch.topk(logits[tm, :].float(), k, dim=-1)
-        weights[tm, :] = torch.softmax(vals, dim=-1)
-        experts[tm, :] = idx
-    return weights, experts
+from tests.kernels.test_user_kernels_sweep9_ports import topk_router as router
 
 
 @ts.kernel
