@@ -6,7 +6,8 @@ tensors, the Triton interpreter; the test's own assertions check that against to
 runs again with the tensor arguments moved to CUDA (default config, no autotuning), and the
 GPU outputs are compared with the interpreter's. NaN and inf positions must match exactly;
 finite values must match within ``--rtol`` of the largest magnitude of each output. One line
-per kernel; ``OUT/kernels_gpu_tests.json`` records every call.
+per kernel; ``OUT/kernels_gpu_tests.json`` records every call, and each mismatching call is kept
+in ``OUT/mismatches/`` (inputs and both outputs as ``.pt``, the GPU's Triton source as ``.py``).
 
 Example:
     $ python benchmarks/kernels_gpu_tests.py --out bench-out tests/kernels/test_user_kernels_sweep8_pieces.py
@@ -40,9 +41,20 @@ def _to(value: Any, device: str) -> Any:
     return value
 
 
+def _half_rtol(dtype: Any, rtol: float) -> float:
+    """``rtol``, widened to two units in the last place for a 2-byte float output (the GPU's
+    fast exp/division and the interpreter's numpy ones may round a half result either way)."""
+    import torch
+
+    if dtype in (torch.float16, torch.bfloat16):
+        return max(rtol, 2 * torch.finfo(dtype).eps)
+    return rtol
+
+
 def compare(cpu: Any, gpu: Any, rtol: float) -> str | None:
     """None when ``gpu`` matches ``cpu`` (same structure, NaN/inf positions, values within
-    ``rtol`` of each output's largest finite magnitude), else what differs.
+    ``rtol`` of each output's largest finite magnitude; two float16/bfloat16 ulps at least),
+    else what differs.
 
     Example:
         >>> import torch
@@ -75,14 +87,18 @@ def compare(cpu: Any, gpu: Any, rtol: float) -> str | None:
         return None
     scale = max(c64[fin].abs().max().item(), 1e-30)
     err = (c64[fin] - g64[fin]).abs().max().item() / scale
-    return None if err <= rtol else f"max difference {err:.2e} of the largest magnitude"
+    if err <= _half_rtol(cpu.dtype, rtol):
+        return None
+    return f"max difference {err:.2e} of the largest magnitude ({cpu.dtype})"
 
 
 class GpuTwin:
     """A kernel that, on each call, also runs on CUDA and records whether the outputs agree."""
 
-    def __init__(self, kernel: Any, name: str, log: list[dict[str, Any]], rtol: float) -> None:
+    def __init__(self, kernel: Any, name: str, log: list[dict[str, Any]], rtol: float,
+                 keep: Path | None = None) -> None:
         self._kernel, self._name, self._log, self._rtol = kernel, name, log, rtol
+        self._keep = keep
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._kernel, attr)
@@ -97,18 +113,39 @@ class GpuTwin:
             torch.cuda.synchronize()
             why = compare(out, gpu, self._rtol)
             rec["verdict"] = "ok" if why is None else f"MISMATCH {why}"
+            if why is not None and self._keep is not None:
+                try:
+                    self._save(rec, args, kwargs, out, gpu)
+                except Exception as exc:  # noqa: BLE001 - keeping is best effort
+                    rec["save_error"] = f"{type(exc).__name__}: {exc}"[:300]
         except Exception as exc:  # noqa: BLE001 - recorded
             rec["verdict"] = f"FAILED {type(exc).__name__}: {str(exc)[:300]}"
             rec["traceback"] = traceback.format_exc()[-1500:]
         self._log.append(rec)
         return out
 
+    def _save(self, rec: dict[str, Any], args: Any, kwargs: Any, cpu: Any, gpu: Any) -> None:
+        """Keep a mismatching call (inputs, both outputs, the GPU's Triton source) to study."""
+        import torch
+
+        assert self._keep is not None
+        self._keep.mkdir(parents=True, exist_ok=True)
+        stem = f"{self._name.rsplit('.', 1)[-1]}_{len(self._log)}"
+        rec["saved"] = f"{stem}.pt"
+        torch.save({"args": args, "kwargs": kwargs, "cpu": cpu, "gpu": _to(gpu, "cpu")},
+                   self._keep / f"{stem}.pt")
+        try:
+            src = self._kernel.to_triton_code(args=_to(args, "cuda"), kwargs=_to(kwargs, "cuda"))
+            (self._keep / f"{stem}.py").write_text(src)
+        except Exception as exc:  # noqa: BLE001 - a reference-mode kernel has no source
+            rec["source_error"] = f"{type(exc).__name__}: {exc}"[:300]
+
 
 class _Wrap:
     """pytest plugin: wrap the collected modules' kernels."""
 
-    def __init__(self, log: list[dict[str, Any]], rtol: float) -> None:
-        self.log, self.rtol = log, rtol
+    def __init__(self, log: list[dict[str, Any]], rtol: float, keep: Path) -> None:
+        self.log, self.rtol, self.keep = log, rtol, keep
 
     def pytest_collection_modifyitems(self, session: Any, config: Any, items: list[Any]) -> None:
         from torchship.kernels.runtime import Kernel
@@ -117,7 +154,7 @@ class _Wrap:
             for name, obj in list(vars(module).items()):
                 if isinstance(obj, Kernel):
                     setattr(module, name, GpuTwin(obj, f"{module.__name__}.{name}", self.log,
-                                                  self.rtol))
+                                                  self.rtol, self.keep))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,10 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("files", nargs="+")
     p.add_argument("--out", default="bench-out")
     p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("-k", default="", help="pytest -k expression: run only these tests")
     opts = p.parse_args(argv)
     log: list[dict[str, Any]] = []
-    code = pytest.main([*opts.files, "-q", "-p", "no:cacheprovider", "-p", "no:randomly"],
-                       plugins=[_Wrap(log, opts.rtol)])
+    out = Path(opts.out)
+    extra = ["-k", opts.k] if opts.k else []
+    code = pytest.main([*opts.files, "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *extra],
+                       plugins=[_Wrap(log, opts.rtol, out / "mismatches")])
     by_kernel: dict[str, list[str]] = {}
     for rec in log:
         by_kernel.setdefault(rec["kernel"], []).append(rec["verdict"])
@@ -148,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; first problem: {fails[0]}" if fails else ""), flush=True)
     print(f"{len(by_kernel) - bad} of {len(by_kernel)} kernels agree on every call "
           f"(pytest exit {int(code)})", flush=True)
-    out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "kernels_gpu_tests.json").write_text(json.dumps(
         {"files": opts.files, "pytest_exit": int(code), "calls": log}, indent=1))

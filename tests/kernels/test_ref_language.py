@@ -175,6 +175,17 @@ def test_tile_index_arithmetic_causal_mask_on_kernel_device() -> None:
     assert devices.type == "meta"
 
 
+def test_factories_without_device_follow_the_kernel_device() -> None:
+    """torch.arange/full/zeros in a body with no device= land where the arguments are (on a
+    GPU, CPU factories met CUDA blocks and raised 'Expected all tensors to be on the same
+    device')."""
+    def body(x: torch.Tensor) -> list[torch.device]:
+        return [torch.arange(3).device, torch.full([2], 1.0).device, torch.zeros(2).device]
+
+    assert {d.type for d in ref.run(body, (torch.zeros(1, device="meta"),))} == {"meta"}
+    assert torch.zeros(1).device.type == "cpu"  # the default is restored afterwards
+
+
 # ---------------------------------------------------------------------------- zeros / full / dot
 
 

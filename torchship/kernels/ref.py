@@ -108,7 +108,8 @@ def run(
     ``register_block_size`` symbols take, clamped to their bounds); ``tunables`` picks values
     for ``ts.register_tunable`` knobs by name. Autograd is off, as in a compiled kernel, and
     matrix products of blocks with different dtypes (``torch.addmm(acc_fp32, a_fp16, b_fp16)``)
-    promote like the compiler instead of raising.
+    promote like the compiler instead of raising, and tensor factories without ``device=``
+    create on the device of the kernel's tensor arguments.
 
     Example:
         >>> run(lambda x: x + 1, (torch.ones(2),)).tolist()
@@ -125,7 +126,9 @@ def run(
     if block_size is not None:
         tokens.append((language._ref_block_size, language._ref_block_size.set(block_size)))
     try:
-        with torch.no_grad(), _MixedPrecisionMatmul():
+        # factories in the body (torch.arange(n), torch.full(...)) without device= land on the
+        # kernel's device, as they do in a compiled kernel
+        with torch.no_grad(), torch.device(device), _MixedPrecisionMatmul():
             return fn(*args, **kwargs)
     finally:
         for var, token in reversed(tokens):

@@ -63,7 +63,8 @@ def combine_call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
     if name == "ts_reduce":
         other = args[3] if len(args) > 3 else kwargs.get("other", 0)
         keep = bool(args[4] if len(args) > 4 else kwargs.get("keep_dims", False))
-        attrs = {"dim": dim, "keepdim": keep, "other": other}
+        attrs = {"dim": dim, "keepdim": keep, "other": other,
+                 "ordered": not _commutative(fn, items, isinstance(x, tuple))}
         op = "custom_reduce"
     else:
         reverse = bool(args[3] if len(args) > 3 else kwargs.get("reverse", False))
@@ -82,6 +83,50 @@ def combine_call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
     outs = tuple(h.b.emit(op, list(items), {**attrs, "fn": combine, "output": i})
                  for i in range(len(items)))
     return outs if isinstance(x, tuple) else outs[0]
+
+
+def _commutative(fn: Any, items: tuple[Value, ...], as_tuple: bool) -> bool:
+    """Whether ``fn(a, b) == fn(b, a)`` on 64 sample pairs (ties, signed zeros, infinities
+    and random values), run eagerly in float64 / int64 / bool. A reduction by a function that
+    is not (a linear recurrence, "keep the left one on ties") must fold in order; one that
+    raises here is treated as not commutative (the order-keeping form is always right).
+
+    Example:
+        >>> x = Value((), torch.float32)
+        >>> _commutative(lambda a, b: a + b, (x,), False), _commutative(lambda a, b: 2 * a + b, (x,), False)
+        (True, False)
+    """
+    g = torch.Generator().manual_seed(0)
+
+    def sample(v: Value) -> torch.Tensor:
+        if v.dtype == torch.bool:
+            return torch.rand(64, generator=g) < 0.5
+        if not v.dtype.is_floating_point:
+            return torch.randint(-3, 4, (64,), generator=g, dtype=torch.int64)
+        special = torch.tensor([0.0, -0.0, 1.0, -1.0, float("inf"), float("-inf")],
+                               dtype=torch.float64)
+        small = torch.randint(-2, 3, (26,), generator=g).double()  # ties
+        return torch.cat([special, small, torch.randn(32, generator=g, dtype=torch.float64)])
+
+    def same(p: Any, q: Any) -> bool:
+        if not isinstance(p, torch.Tensor) or not isinstance(q, torch.Tensor):
+            return bool(p == q)
+        if p.is_floating_point():
+            return torch.equal(p.isnan(), q.isnan()) and bool(
+                ((p == q) & (p.signbit() == q.signbit()) | p.isnan()).all())
+        return torch.equal(p, q)
+
+    a = tuple(sample(v) for v in items)
+    b = tuple(sample(v)[torch.randperm(64, generator=g)] for v in items)
+    try:
+        with torch.no_grad():
+            ab = fn(a, b) if as_tuple else fn(a[0], b[0])
+            ba = fn(b, a) if as_tuple else fn(b[0], a[0])
+    except Exception:  # noqa: BLE001 - not runnable eagerly: keep the order to be safe
+        return False
+    ab = ab if isinstance(ab, tuple) else (ab,)
+    ba = ba if isinstance(ba, tuple) else (ba,)
+    return len(ab) == len(ba) and all(same(p, q) for p, q in zip(ab, ba))
 
 
 def _trace(h: Any, fn: Any, items: tuple[Value, ...], as_tuple: bool, what: str,

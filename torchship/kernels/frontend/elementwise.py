@@ -90,7 +90,7 @@ def _trunc_div(h: Any, a: Any, d: Any) -> Value:
     quotient plus 1 where a division with a remainder had operands of opposite signs."""
     b = h.b
     if promote([a, d])[0].is_floating_point:
-        return b.emit("trunc", [b.emit("truediv", [a, d])])
+        return b.emit("trunc", [b.emit("truediv_rn", [a, d])])
     floor = b.emit("floordiv", [a, d])
     inexact = b.emit("ne", [b.emit("mod", [a, d]), 0])
     opposite = b.emit("ne", [b.emit("lt", [a, 0]), b.emit("lt", [d, 0])])

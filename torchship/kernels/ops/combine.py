@@ -110,8 +110,8 @@ def _operands(cg: Any, node: Any, masked: bool) -> str:
     return out[0] if len(out) == 1 else f"({', '.join(out)})"
 
 
-def _finish(cg: Any, node: Any, expr: str) -> str:
-    if len(node.inputs) > 1:
+def _finish(cg: Any, node: Any, expr: str, single: bool = False) -> str:
+    if len(node.inputs) > 1 and not single:
         expr = f"{expr}[{node.attrs['output']}]"
     out = node.out.dtype
     return expr if work_dtype(out) == out else f"({expr}).to({cg.tl(out)})"
@@ -120,8 +120,37 @@ def _finish(cg: Any, node: Any, expr: str) -> str:
 def _reduce_emit(cg: Any, node: Any, args: list[str]) -> str:
     fn = helper_name(cg, node.attrs["fn"])
     kd = ", keep_dims=True" if node.attrs["keepdim"] else ""
-    return _finish(cg, node, f"tl.reduce({_operands(cg, node, True)}, {node.attrs['dim']}, "
-                             f"{fn}{kd})")
+    dim = node.attrs["dim"]
+    if not node.attrs.get("ordered"):
+        return _finish(cg, node, f"tl.reduce({_operands(cg, node, True)}, {dim}, {fn}{kd})")
+    # A combine function that is not commutative: on a GPU tl.reduce reassociates AND swaps
+    # operands (in-thread, then across lanes), so it folds in an order of its own. A scan
+    # keeps the order; with the padded lanes at the identity its last lane is the fold,
+    # picked out by a reduce that keeps the operand of the higher lane (commutative).
+    n = len(node.inputs)
+    scan = cg.fresh("ordered_scan")
+    cg.line(f"{scan} = tl.associative_scan({_operands(cg, node, True)}, {dim}, {fn})")
+    x = node.inputs[0]
+    lane = cg.expand(f"tl.arange(0, {cg.block(x.shape[dim])})", dim, x.ndim)
+    full = "[" + ", ".join(cg.block(d) for d in x.shape) + "]"
+    parts = [f"{scan}[{i}]" for i in range(n)] if n > 1 else [scan]
+    pick = _pick_last_helper(cg, n)
+    return _finish(cg, node, f"tl.reduce(({', '.join(parts)}, tl.broadcast_to({lane}, {full})),"
+                             f" {dim}, {pick}{kd})[{node.attrs['output']}]", single=True)
+
+
+def _pick_last_helper(cg: Any, n: int) -> str:
+    """A ``@triton.jit`` combine of ``n`` values and a lane number that keeps the values of
+    the higher lane: commutative and associative, so any reduction order picks the last."""
+    name = f"_ts_pick_last{n}"
+    if name not in cg.helpers:
+        a = [f"a{i}" for i in range(n)]
+        b = [f"b{i}" for i in range(n)]
+        picks = ", ".join(f"tl.where(later, {y}, {x})" for x, y in zip(a, b))
+        cg.helpers[name] = (f"@triton.jit\ndef {name}({', '.join(a)}, lane_a, {', '.join(b)}, "
+                            f"lane_b):\n    later = lane_b > lane_a\n"
+                            f"    return {picks}, tl.maximum(lane_a, lane_b)\n\n")
+    return name
 
 
 def _scan_emit(cg: Any, node: Any, args: list[str]) -> str:

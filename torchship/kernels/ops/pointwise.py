@@ -99,6 +99,33 @@ for _name, _fmt in [("add", "{a} + {b}"), ("sub", "{a} - {b}"), ("mul", "{a} * {
 _binary("truediv", "{a} / {b}", "float")
 
 
+def fmod_expr(cg: Any, a: str, b: str, dtype: torch.dtype) -> str:
+    """C's ``fmod(a, b)`` of two float expressions of ``dtype``, exact. The interpreter's ``%``
+    is numpy's fmod; on a GPU Triton's ``%`` computes ``a - b * trunc(a / b)`` (``1e30 % 7``
+    came out as -2.8e22 on an H100, ``-0.0 % 1`` as +0.0), so it calls libdevice's ``fmod``
+    there (float32 for half operands: the remainder is exact in the operands' dtype)."""
+    if cg.interpret:
+        return f"{a} % {b}"
+    cg.helpers.setdefault("_ts_libdevice", "from triton.language.extra import libdevice as "
+                                           "_ts_libdevice\n")
+    if dtype in _HALF:
+        return (f"_ts_libdevice.fmod(({a}).to(tl.float32), ({b}).to(tl.float32))"
+                f".to({cg.tl(dtype)})")
+    return f"_ts_libdevice.fmod({a}, {b})"
+
+
+def div_rn_expr(cg: Any, a: str, b: str, dtype: torch.dtype) -> str:
+    """``a / b`` correctly rounded, as torch divides. Triton's ``/`` of float32 is
+    ``div.full.f32`` on a GPU (within 2 ulp: -3e37 / 7 came out one ulp off on an H100); that
+    is fine for a true division but not where the quotient is rounded to an integer next."""
+    if dtype in _HALF:
+        return (f"tl.math.div_rn(({a}).to(tl.float32), ({b}).to(tl.float32))"
+                f".to({cg.tl(dtype)})")
+    if dtype == torch.float64:
+        return f"({a}) / ({b})"  # div.rn.f64 already (div_rn takes float32 only)
+    return f"tl.math.div_rn({a}, {b})"
+
+
 def _floor_quotient(cg: Any, node: Any, args: list[str]) -> tuple[str, str, str, torch.dtype]:
     """(a, b, floor(a / b), dtype). Floats follow torch's ``div_floor_floating``: the quotient
     of ``a - fmod(a, b)`` (exact), one less where the remainder's sign is not the divisor's,
@@ -109,9 +136,10 @@ def _floor_quotient(cg: Any, node: Any, args: list[str]) -> tuple[str, str, str,
     a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
     if work.is_floating_point:
         a, b = _bind(cg, a, "fa"), _bind(cg, b, "fb")
-        r = _bind(cg, f"{a} % {b}", "fmod")  # C fmod (frem), exact
+        r = _bind(cg, fmod_expr(cg, a, b, work), "fmod")
         off = _bind(cg, f"({r} != 0) & (({b} < 0) != ({r} < 0))", "fd_off")
-        div = _bind(cg, f"({a} - {r}) / {b} - tl.where({off}, 1.0, 0.0)", "fd_div")
+        quotient = div_rn_expr(cg, f"{a} - {r}", b, work)
+        div = _bind(cg, f"{quotient} - tl.where({off}, 1.0, 0.0)", "fd_div")
         fl = _bind(cg, f"tl.floor({div})", "fd_floor")
         fl = f"tl.where({div} - {fl} > 0.5, {fl} + 1.0, {fl})"
         zero = f"0.0 * ({a} / {b})"  # copysign(0, a / b): a / b is finite here
@@ -139,7 +167,7 @@ def _mod(cg: Any, node: Any, args: list[str]) -> str:
     if work.is_floating_point:
         a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
         b = _bind(cg, b, "fb")
-        r = _bind(cg, f"{a} % {b}", "fmod")
+        r = _bind(cg, fmod_expr(cg, a, b, work), "fmod")
         return f"tl.where(({r} != 0) & (({b} < 0) != ({r} < 0)), {r} + {b}, {r})"
     a, b, q, _ = _floor_quotient(cg, node, args)
     return f"{a} - ({q}) * {b}"
@@ -149,12 +177,20 @@ def _fmod(cg: Any, node: Any, args: list[str]) -> str:
     """torch.fmod: C's ``fmod`` (Triton's ``%`` is ``frem`` / ``srem``), the dividend's sign."""
     work = _compute_dtype(node.inputs, "same")
     a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
-    return f"{a} % {b}"
+    return fmod_expr(cg, a, b, work) if work.is_floating_point else f"{a} % {b}"
+
+
+def _truediv_rn(cg: Any, node: Any, args: list[str]) -> str:
+    work = _compute_dtype(node.inputs, "float")
+    a, b = (cg.coerce(x, e, work) for x, e in zip(node.inputs, args))
+    return div_rn_expr(cg, a, b, work)
 
 
 register(OpDef("floordiv", _binary_infer("same"), _floordiv))
 register(OpDef("mod", _binary_infer("same"), _mod))
 register(OpDef("fmod", _binary_infer("same"), _fmod))
+# a / b correctly rounded (the quotient of a rounding division; see div_rn_expr)
+register(OpDef("truediv_rn", _binary_infer("float"), _truediv_rn))
 for _name, _op in [("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="),
                    ("ne", "!=")]:
     _binary(_name, "{a} " + _op + " {b}", "bool")

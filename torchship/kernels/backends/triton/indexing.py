@@ -215,6 +215,14 @@ def store(cg: Any, node: Node, args: list[str], atomic: bool) -> str:
         if rank:
             full = "[" + ", ".join(cg.block(d) for d in shape) + "]"
             value = f"tl.broadcast_to({value}, {full})"
+            if cg.interpret:
+                # Triton 3.6's interpreter reads the pointer, value and mask buffers of an
+                # atomic as dense arrays: a broadcast (stride-0) one gives wrong lanes.
+                # An elementwise op with a full block makes each a fresh dense array
+                every = f"tl.full({full}, 1, tl.int1)"
+                ptr = f"({ptr}) + tl.zeros({full}, tl.int32)"
+                value = f"tl.where({every}, {value}, {value})"
+                mask = mask and f"({mask}) & {every}"
         m = f", mask={mask}" if mask else ""
         return f"tl.atomic_add({ptr}, {value}{m}, sem=\"relaxed\")"
     if mask is None:
