@@ -87,13 +87,16 @@ def _code(source: str) -> str:
 
 @ts.kernel
 def remainders(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    out = torch.empty([4, a.size(0)], dtype=a.dtype, device=a.device)
+    out = torch.empty([7, a.size(0)], dtype=a.dtype, device=a.device)
     for t in ts.tile(a.size(0), block_size=64):
         x, y = a[t], b[t]
         out[0, t] = torch.fmod(x, y)
         out[1, t] = x % y
         out[2, t] = x // y
         out[3, t] = torch.div(x, y, rounding_mode="trunc")
+        out[4, t] = torch.fmod(x, 3)  # Python numbers: an int, a float
+        out[5, t] = x % -0.75
+        out[6, t] = x // 2.5
     return out
 
 
@@ -106,16 +109,17 @@ def test_gpu_remainders_use_exact_fmod_and_division(dtype: torch.dtype, as_h100:
     a, b = torch.ones(64, dtype=dtype), torch.ones(64, dtype=dtype)
     src = remainders.to_triton_code(args=(a, b))
     code = _code(src)
-    assert code.count("_ts_libdevice.fmod(") == 3 and " % " not in code
+    assert code.count("_ts_libdevice.fmod(") == 6 and " % " not in code
     if dtype != torch.float64:  # float64 `/` is div.rn.f64 already
-        assert code.count("tl.math.div_rn(") == 2
+        assert code.count("tl.math.div_rn(") == 3
     compile_for_sm90(src, tmp_path, {"a": dtype, "b": dtype, "out": dtype})
 
 
 def test_interpreter_remainders_match_torch(compiled_mode: None) -> None:
     a = torch.tensor([1e30, -3e37, 16777216.0, -0.0, 5.5, -7.25] * 11)[:64]
     b = torch.tensor([7.0, 7.0, 0.75, 1.0, -2.0, 0.5] * 11)[:64]
-    want = torch.stack([torch.fmod(a, b), a % b, a // b, torch.div(a, b, rounding_mode="trunc")])
+    want = torch.stack([torch.fmod(a, b), a % b, a // b, torch.div(a, b, rounding_mode="trunc"),
+                        torch.fmod(a, 3), a % -0.75, a // 2.5])
     got = remainders(a, b)
     assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
 

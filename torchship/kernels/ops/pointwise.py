@@ -108,10 +108,12 @@ def fmod_expr(cg: Any, a: str, b: str, dtype: torch.dtype) -> str:
         return f"{a} % {b}"
     cg.helpers.setdefault("_ts_libdevice", "from triton.language.extra import libdevice as "
                                            "_ts_libdevice\n")
+    # (both operands cast: libdevice wants one dtype, and either may be a Python number)
     if dtype in _HALF:
-        return (f"_ts_libdevice.fmod(({a}).to(tl.float32), ({b}).to(tl.float32))"
+        return (f"_ts_libdevice.fmod(tl.cast({a}, tl.float32), tl.cast({b}, tl.float32))"
                 f".to({cg.tl(dtype)})")
-    return f"_ts_libdevice.fmod({a}, {b})"
+    t = cg.tl(dtype)
+    return f"_ts_libdevice.fmod(tl.cast({a}, {t}), tl.cast({b}, {t}))"
 
 
 def div_rn_expr(cg: Any, a: str, b: str, dtype: torch.dtype) -> str:
@@ -119,11 +121,11 @@ def div_rn_expr(cg: Any, a: str, b: str, dtype: torch.dtype) -> str:
     ``div.full.f32`` on a GPU (within 2 ulp: -3e37 / 7 came out one ulp off on an H100); that
     is fine for a true division but not where the quotient is rounded to an integer next."""
     if dtype in _HALF:
-        return (f"tl.math.div_rn(({a}).to(tl.float32), ({b}).to(tl.float32))"
+        return (f"tl.math.div_rn(tl.cast({a}, tl.float32), tl.cast({b}, tl.float32))"
                 f".to({cg.tl(dtype)})")
     if dtype == torch.float64:
         return f"({a}) / ({b})"  # div.rn.f64 already (div_rn takes float32 only)
-    return f"tl.math.div_rn({a}, {b})"
+    return f"tl.math.div_rn(tl.cast({a}, tl.float32), tl.cast({b}, tl.float32))"
 
 
 def _floor_quotient(cg: Any, node: Any, args: list[str]) -> tuple[str, str, str, torch.dtype]:
