@@ -190,6 +190,16 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1))))
 
 
+def _block_cap(bp: BlockParamSpec, gpu: bool) -> int:
+    """The largest block size searched: 256 in a dot, 4096 for a grid tile and, on a GPU, 8192
+    for an inner loop's tile (cross entropy 4096x32000 bf16 on an H100: 8192 wide on 4 warps
+    104.0 µs, 4096 104.8; a row in one 16384/32768 block was slower, 110.9 µs at best;
+    ``benchmarks/kernels_probe_loops.py``)."""
+    if bp.in_dot:
+        return 256
+    return 8192 if gpu and not bp.grid else 4096
+
+
 class ConfigSpace:
     """The valid configs of one bound kernel (derived from its IR by the compiler).
 
@@ -227,7 +237,7 @@ class ConfigSpace:
         for i, bp in enumerate(self.block_params):
             lo = max(bp.lo, self.dot_lo if bp.in_dot else 1)
             cap = _next_pow2(bp.extent)
-            hi = min(bp.hi, max(cap, lo), 256 if bp.in_dot else 4096)
+            hi = min(bp.hi, max(cap, lo), _block_cap(bp, gpu))
             if not gpu:
                 lo = max(lo, min(16, hi))  # the interpreter pays per program: no tiny blocks
             if bp.dot_batch and bp.lo <= 1:
@@ -320,7 +330,7 @@ class ConfigSpace:
         if name.startswith("block_sizes["):
             bp = self.block_params[int(name[12:-1])]
             lo = max(bp.lo, self.dot_lo if bp.in_dot else 1)
-            return lo <= value <= min(bp.hi, 256 if bp.in_dot else 4096)
+            return lo <= value <= min(bp.hi, _block_cap(bp, True))
         if name.startswith("reduction_loops["):
             red = self.reductions[int(name[16:-1])]
             return red.rollable and (self.dot_lo if red.in_dot else 32) <= value <= 4096
