@@ -36,6 +36,7 @@ from torchship.kernels.language import (
     tile,
     zeros,
 )
+from torchship.kernels.masked import load, store
 from torchship.kernels.runtime import BoundKernel, Kernel, kernel
 
 __all__ = [
@@ -55,12 +56,14 @@ __all__ = [
     "full",
     "grid",
     "kernel",
+    "load",
     "rand",
     "randn",
     "reduce",
     "register_block_size",
     "register_tunable",
     "static_range",
+    "store",
     "tile",
     "zeros",
 ]

@@ -31,6 +31,7 @@ from torchship.kernels.frontend import (
     factories,
     gathers,
     inline,
+    masked,
     pieces,
     slices,
 )
@@ -93,7 +94,7 @@ METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "logcumsumexp", "cu
                           "matmul", "square", "type_as", "int", "long", "bool", "atan2", "sort", "argsort", "topk"]}
 METHODS.update({"arc" + n[1:]: n for n in [*_ARC, "atan2"]})
 FUNCTIONS.update({**elementwise.FUNCTIONS, **pieces.FUNCTIONS, **factories.FUNCTIONS,
-                  **einsum.FUNCTIONS})
+                  **einsum.FUNCTIONS, **masked.FUNCTIONS})
 METHODS.update({**elementwise.METHODS, **pieces.METHODS})
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +82,26 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
     return " + ".join(terms), (" & ".join(masks) if masks else None), rank
 
 
+def _extra_mask(cg: Any, node: Node, rank: int) -> str | None:
+    """The access's ``ts.load/ts.store(extra_mask=)`` block, lined up with its rank."""
+    pos = 1 if node.op == "store" else 0
+    if len(node.inputs) <= pos:
+        return None
+    mask = node.inputs[pos]
+    expr = cg.ref(mask)
+    if mask.ndim < rank:
+        expr = f"{expr}[{', '.join(['None'] * (rank - mask.ndim) + [':'] * mask.ndim)}]"
+    return expr
+
+
+def _and(mask: str | None, extra: str | None) -> str | None:
+    return mask if extra is None else extra if mask is None else f"({mask}) & ({extra})"
+
+
 def _block_ptr_ok(node: Node) -> bool:
     index: list[Index] = node.attrs["index"]
+    if len(node.inputs) > (node.op != "load"):
+        return False  # an extra mask: pointer code
     kinds = {e.kind for e in index}
     if "gather" in kinds or not (kinds & {"tile", "full"}) or any(
             e.clip is not None or e.step is not None for e in index):
@@ -165,7 +184,7 @@ def _eviction_hint(cg: Any, node: Node) -> str:
 
 def load(cg: Any, node: Node) -> str:
     """Triton expression loading the node's block."""
-    other = "0.0" if node.out.dtype.is_floating_point else "0"
+    other = _other(node)
     # block pointers of a bool tensor hold int8 elements (pointers convert)
     as_bool = " != 0" if node.attrs["tensor"].dtype == torch.bool else ""
     hint = _eviction_hint(cg, node)
@@ -178,10 +197,20 @@ def load(cg: Any, node: Node) -> str:
     if cg.indexing == "tensor_descriptor" and _tdesc_ok(cg, node):
         return _tdesc_load(cg, node)
     _note_fallback(cg, node)
-    ptr, mask, _ = pointer_terms(cg, node)
+    ptr, mask, rank = pointer_terms(cg, node)
+    mask = _and(mask, _extra_mask(cg, node, rank))
     if mask is None:
         return f"tl.load({ptr}{hint})"
     return f"tl.load({ptr}, mask={mask}, other={other}{hint})"
+
+
+def _other(node: Node) -> str:
+    """The value a masked load reads at its dropped lanes (``ts.load(other=)``, else 0)."""
+    other = node.attrs.get("other", 0)
+    if not node.out.dtype.is_floating_point:
+        return str(int(other))
+    f = float(other)
+    return repr(f) if math.isfinite(f) else f'float("{f}")'
 
 
 def _value_for(cg: Any, node: Node, args: list[str], target_rank: int) -> str:
@@ -211,6 +240,7 @@ def store(cg: Any, node: Node, args: list[str], atomic: bool) -> str:
     if not atomic:
         _note_fallback(cg, node)
     ptr, mask, _ = pointer_terms(cg, node)
+    mask = _and(mask, _extra_mask(cg, node, rank))
     if atomic:
         if rank:
             full = "[" + ", ".join(cg.block(d) for d in shape) + "]"
@@ -234,6 +264,8 @@ def store(cg: Any, node: Node, args: list[str], atomic: bool) -> str:
 def _tdesc_ok(cg: Any, node: Node) -> bool:
     ref = node.attrs["tensor"]
     index: list[Index] = node.attrs["index"]
+    if len(node.inputs) > (node.op != "load"):
+        return False  # an extra mask: pointer code
     if not getattr(ref, "tdesc_ok", False) or ref.dtype == torch.bool:
         return False  # bool: int1 has no byte size for a descriptor (the interpreter refuses)
     if any(e.kind in ("gather", "scalar") or e.start is not None or e.step is not None

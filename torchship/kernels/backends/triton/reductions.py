@@ -198,6 +198,6 @@ def _zero_padded(v: Value, d: Any) -> bool:
         if not isinstance(src, Value):
             return False
         node = src.node
-    if node is None or node.op != "load":
+    if node is None or node.op != "load" or node.attrs.get("other", 0) != 0:
         return False
     return any(x.same(d) for x in node.out.shape)
