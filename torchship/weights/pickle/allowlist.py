@@ -27,7 +27,7 @@ from torchship.weights.pickle.numpy_values import (
     np_scalar,
 )
 from torchship.weights.pickle.values import as_int, check_hashable, int_tuple, short_repr
-from torchship.weights.pickle.vm import Callable_
+from torchship.weights.pickle.vm import Callable_, GlobalRef
 
 
 @dataclass(frozen=True)
@@ -509,3 +509,19 @@ def classify(module: str, name: str) -> tuple[str, str]:
         return "suspicious", f"{module}.{name}: cannot be resolved statically"
     return "suspicious", (f"{module}.{name} is not on the allowlist: loading would import "
                           f"{module} and build an arbitrary object")
+
+
+def skippable(ref: GlobalRef) -> bool:
+    """Whether ``convert(strict=False)`` may keep an object of class ``ref`` as a placeholder
+    (reported, never built) instead of refusing: a class the scanner calls suspicious, not a
+    global that runs code, not a torch tensor type we refuse for its own reason.
+
+    Example:
+        >>> skippable(GlobalRef("argparse", "Namespace", 0, "GLOBAL"))
+        True
+        >>> skippable(GlobalRef("os", "system", 0, "GLOBAL"))
+        False
+    """
+    verdict, _ = classify(ref.module, ref.name)
+    return (verdict == "suspicious" and unstorable(ref.qualname) is None
+            and not ref.module.startswith("<"))

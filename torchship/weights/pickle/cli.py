@@ -48,7 +48,7 @@ def _convert(args: argparse.Namespace) -> int:
         try:
             _check_output(args.input, args.output)
             report = convert(args.input, args.output, verify=not args.no_verify,
-                             progress=progress)
+                             progress=progress, strict=not args.skip_objects)
         except ConvertError as exc:
             console.print(f"[bold red]refused:[/] {escape(str(exc))}")
             return 2
@@ -140,6 +140,10 @@ def add_commands(subparsers: Any) -> None:
                            "default: beside the input")
     conv.add_argument("--no-verify", action="store_true", help="skip reading the result back")
     conv.add_argument("--json", action="store_true", help="print the report as JSON")
+    conv.add_argument("--skip-objects", action="store_true",
+                      help="do not refuse objects of classes that run no code themselves "
+                           "(argparse.Namespace hyper-parameters, a pickled nn.Module): convert "
+                           "the tensors (a module's as its state_dict) and list what was skipped")
     conv.set_defaults(func=_convert)
     sc = subparsers.add_parser(
         "scan", help="report what pickle checkpoints would run; exit code 0 only if all are safe")

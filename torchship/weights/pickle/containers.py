@@ -35,9 +35,10 @@ from torchship.weights.pickle.allowlist import (
     TensorRef,
     make_tensor,
     resolve,
+    skippable,
     unstorable,
 )
-from torchship.weights.pickle.vm import Limits, Machine, PickleVMError, Trace, short_repr
+from torchship.weights.pickle.vm import Limits, Machine, Opaque, PickleVMError, Trace, short_repr
 from torchship.weights.reader import PROGRAM_MAGIC
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -124,6 +125,8 @@ class Container:
         self.machines: list[Machine] = []  # every machine run, kept for the scanner
         self._data_map: mmap.mmap | None = None
         self._handed_out: tuple[int, int] | None = None
+        self.skip_objects = False  # convert(strict=False): objects of non-dangerous classes are
+        # kept as placeholders (flatten reports them) instead of refusing the file
 
     def close(self) -> None:
         """Release the file. Example: ``c.close()``."""
@@ -214,7 +217,8 @@ class Container:
                 persistent: Any = None) -> Machine:
         """A machine wired to the allowlist and this container's limits. Example: internal."""
         m = Machine(data, resolve=resolve, persistent_load=persistent, strict=strict,
-                    limits=self.limits, source=source, start=start, explain=unstorable)
+                    limits=self.limits, source=source, start=start, explain=unstorable,
+                    skip=skippable if self.skip_objects else None)
         self.machines.append(m)
         return m
 
@@ -313,8 +317,15 @@ class LegacyContainer(_RawRecords):
         def persistent(pid: Any, offset: int) -> Any:
             if not isinstance(pid, tuple) or not pid:
                 raise PickleVMError(f"unexpected persistent id {short_repr(pid)}", offset, source)
-            if pid[0] == "module" and not strict:
+            if pid[0] == "module" and (not strict or self.skip_objects):
+                if self.skip_objects and len(pid) > 1 and isinstance(pid[1], Opaque):
+                    return pid[1]  # the module's class: its objects become placeholders
                 return None  # the class itself is a global the scanner already recorded
+            if pid[0] == "module" and len(pid) > 1 and isinstance(pid[1], Opaque):
+                raise PickleVMError(f"refusing global '{pid[1].ref.qualname}': a whole-module "
+                                    "pickle (torch.save(model)) names its class; "
+                                    "convert(strict=False) / --skip-objects keeps its parameters "
+                                    "and buffers", offset, source)
             if pid[0] != "storage" or len(pid) != 6:
                 raise PickleVMError(f"unexpected persistent id {short_repr(pid)} (whole-module "
                                     "pickles are not weights)", offset, source)

@@ -83,8 +83,9 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 def _entries_for(path: str, report: ConvertReport, crcs: dict[str, int], recorded: set[str],
-                 progress: ProgressFn | None) -> tuple[Any, dict[str, Entry], dict[str, str]]:
+                 progress: ProgressFn | None, strict: bool) -> tuple[Any, dict[str, Entry], dict[str, str]]:
     container = open_container(path)
+    container.skip_objects = not strict
     report.container = container.kind
     try:
         return container, *_plan(container, report, crcs, recorded, progress)
@@ -192,10 +193,10 @@ def _drop(mapped: mmap.mmap, start: int, stop: int) -> None:
 
 
 def _convert_one(path: str, out: str, verify: bool, progress: ProgressFn | None,
-                 report: ConvertReport) -> dict[str, Entry]:
+                 report: ConvertReport, strict: bool) -> dict[str, Entry]:
     crcs: dict[str, int] = {}
     recorded: set[str] = set()
-    container, entries, metadata = _entries_for(path, report, crcs, recorded, progress)
+    container, entries, metadata = _entries_for(path, report, crcs, recorded, progress, strict)
     try:
         save_entries(entries, out, metadata)
     finally:
@@ -243,7 +244,7 @@ def _shard_sources(directory: Path) -> tuple[list[Path], Path | None]:
 
 
 def _convert_shards(files: list[Path], out_dir: Path, verify: bool, progress: ProgressFn | None,
-                    report: ConvertReport) -> None:
+                    report: ConvertReport, strict: bool) -> None:
     """Shard by shard; on any failure the shards already written by this call are removed."""
     weight_map: dict[str, str] = {}
     total = 0
@@ -252,7 +253,7 @@ def _convert_shards(files: list[Path], out_dir: Path, verify: bool, progress: Pr
         for i, f in enumerate(files):
             name = shards.shard_name(i, n)
             entries = _wrap_errors(str(f), lambda f=f, name=name: _convert_one(
-                str(f), str(out_dir / name), verify, progress, report))
+                str(f), str(out_dir / name), verify, progress, report, strict))
             for key in entries:
                 if key in weight_map:
                     raise ConvertError(f"{f}: tensor {key!r} also appears in {weight_map[key]}")
@@ -273,12 +274,18 @@ def _convert_shards(files: list[Path], out_dir: Path, verify: bool, progress: Pr
 
 
 def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
-            verify: bool = True, progress: ProgressFn | None = None) -> ConvertReport:
+            verify: bool = True, progress: ProgressFn | None = None,
+            strict: bool = True) -> ConvertReport:
     """Convert a pickle checkpoint (file) or a directory of pickle shards to safetensors.
 
     ``out`` defaults to the input with a ``.safetensors`` suffix (file) or the input directory
     (shards). Nothing in the checkpoint is executed; a global outside the allowlist stops the
     conversion with :class:`ConvertError` naming it, its offset and the call it would make.
+    With ``strict=False`` an object of a class that does not run code on its own (an
+    ``argparse.Namespace`` of hyper-parameters, a Lightning ``AttributeDict``, a model class)
+    is not refused: it is never built, its dotted path and class go to ``report.dropped``, and
+    the parameters and buffers of a pickled ``nn.Module`` are kept under their state_dict
+    names. Globals that run code (``os.system``, ``eval``, ...) are refused either way.
 
     Example:
         >>> convert("pytorch_model.bin")  # doctest: +SKIP
@@ -294,10 +301,10 @@ def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
         if len(files) == 1 and index is None:
             target = out_dir / "model.safetensors"
             _wrap_errors(str(files[0]), lambda: _convert_one(str(files[0]), str(target), verify,
-                                                              progress, report))
+                                                              progress, report, strict))
             shards.remove_stale(out_dir, [target.name])
         else:
-            _convert_shards(files, out_dir, verify, progress, report)
+            _convert_shards(files, out_dir, verify, progress, report, strict)
     else:
         if not src.exists():
             raise ConvertError(f"{src}: no such file or directory")
@@ -310,7 +317,7 @@ def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
         if target.resolve() == src.resolve():
             raise ConvertError(f"{src}: output would overwrite the input")
         _wrap_errors(str(src), lambda: _convert_one(str(src), str(target), verify, progress,
-                                                     report))
+                                                     report, strict))
     report.verified = verify
     report.seconds = time.perf_counter() - start
     return report

@@ -72,6 +72,8 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
         return value.item()
     if isinstance(value, TorchDtype):
         return repr(value)  # "torch.bfloat16", as hyper-parameters print it
+    if isinstance(value, Opaque):
+        raise ValueError(f"holds a {value.class_name()} object, which convert does not build")
     raise ValueError(f"a {type(value).__name__} has no JSON form")
 
 
@@ -98,7 +100,33 @@ def _has_tensor(value: Any, budget: list[int], path: set[int], depth: int = 0) -
         found = any(_has_tensor(v, budget, path, depth + 1) for v in items)
         path.discard(id(value))
         return found
+    if isinstance(value, Opaque):
+        return _has_tensor([value.args, value.state, value.contents], budget, path, depth + 1)
     return False
+
+
+def module_tensors(node: Opaque) -> dict[str, Any] | None:
+    """The ``state_dict`` entries of a pickled ``nn.Module`` (``torch.save(model)``), read from
+    the ``__dict__`` its BUILD carries: ``_parameters`` (None entries left out), ``_buffers``
+    minus ``_non_persistent_buffers_set``, and each child of ``_modules`` under its name; None
+    when ``node`` does not carry a module's state. Nothing of the class is imported or run.
+
+    Example:
+        >>> from torchship.weights.pickle.decoder import GlobalRef
+        >>> m = Opaque(GlobalRef("torch.nn", "Linear", 0, "GLOBAL"), "instantiate")
+        >>> m.state = {"_parameters": {"weight": 1, "bias": None}, "_buffers": {}, "_modules": {}}
+        >>> module_tensors(m)
+        {'weight': 1}
+    """
+    state = node.state
+    if not isinstance(state, dict) or not all(
+            isinstance(state.get(k), dict) for k in ("_parameters", "_buffers", "_modules")):
+        return None
+    skip = state.get("_non_persistent_buffers_set") or set()
+    out: dict[str, Any] = {k: v for k, v in state["_parameters"].items() if v is not None}
+    out.update((k, v) for k, v in state["_buffers"].items() if v is not None and k not in skip)
+    out.update((k, v) for k, v in state["_modules"].items() if v is not None)
+    return out
 
 
 def flatten(value: Any, prefix: str = "") -> Flat:
@@ -114,9 +142,6 @@ def flatten(value: Any, prefix: str = "") -> Flat:
 
     def leaf(name: str, node: Any, record: bool = True) -> bool:
         name = name or "value"
-        if isinstance(node, Opaque):
-            out.dropped[name] = f"built by non-allowlisted code ({node.describe()})"
-            return False
         try:
             text = json.dumps(_jsonable(node), ensure_ascii=False)
         except (ValueError, TypeError, RecursionError) as exc:
@@ -130,8 +155,34 @@ def flatten(value: Any, prefix: str = "") -> Flat:
         out.values[name] = text
         return True
 
+    def opaque(name: str, node: Opaque, depth: int, submodule: bool = False) -> None:
+        cls = node.class_name()
+        parts = module_tensors(node)
+        if parts is not None:
+            if not submodule:  # one line per pickled model, not per layer
+                out.dropped[name or "value"] = (
+                    f"a {cls} object (torch.save of a module): its parameters and buffers are "
+                    "kept under their state_dict names; the module itself is not built")
+            for key, child in parts.items():
+                child_name = f"{name}.{key}" if name else str(key)
+                if isinstance(child, Opaque):
+                    _count_node(budget, depth + 1)
+                    opaque(child_name, child, depth + 1, submodule=True)
+                else:
+                    walk(child_name, child, depth + 1)
+        elif _has_tensor(node, [MAX_NODES], set()):
+            raise RebuildError(f"{name or 'the checkpoint'}: tensors inside a {cls} object; "
+                               f"convert does not build {cls}, so it cannot tell what they are "
+                               "(save them in a dict, e.g. a state_dict)")
+        else:
+            out.dropped[name or "value"] = (f"skipped: an object built by {cls} (loading it "
+                                            f"would import {cls}; nothing was run)")
+
     def walk(name: str, node: Any, depth: int) -> None:
         _count_node(budget, depth)
+        if isinstance(node, Opaque):
+            opaque(name, node, depth)
+            return
         if isinstance(node, TensorRef):
             out.tensors[name or "tensor"] = node
             return

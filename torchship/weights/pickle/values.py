@@ -29,6 +29,21 @@ class Opaque:
     ref: GlobalRef
     action: str = "global"
     args: Any = None
+    state: Any = None  # what BUILD would have handed to __setstate__ (kept as data)
+    contents: list[Any] = field(default_factory=list)  # values SETITEM(S)/APPEND(S) would add
+
+    def class_name(self) -> str:
+        """The class this placeholder stands for: the global itself, or the class handed to
+        ``copyreg._reconstructor`` / ``copyreg.__newobj__`` (how protocols 0-1 build objects).
+
+        Example:
+            >>> Opaque(GlobalRef("argparse", "Namespace", 0, "GLOBAL"), "instantiate").class_name()
+            'argparse.Namespace'
+        """
+        if (self.ref.module == "copyreg" and isinstance(self.args, tuple) and self.args
+                and isinstance(self.args[0], Opaque)):
+            return self.args[0].ref.qualname
+        return self.ref.qualname
 
     def describe(self) -> str:
         """Short text: the global, or the call that produced this value.

@@ -69,7 +69,8 @@ class Machine:
     ``resolve(module, name)`` returns our implementation of an allowlisted global or None;
     ``persistent_load(pid, offset)`` turns a persistent id into a value (torch storages);
     ``explain(qualname)`` may say why a known global is refused in strict mode (it replaces the
-    generic "not on the allowlist" reason).
+    generic "not on the allowlist" reason); ``skip(ref)`` True lets strict mode keep going past
+    an object of that class (a placeholder that records its arguments and state; nothing runs).
 
     Example:
         >>> m = Machine(b"\\x80\\x02]q\\x00(K\\x01K\\x02e.")
@@ -88,6 +89,7 @@ class Machine:
         source: str = "<pickle>",
         start: int = 0,
         explain: Callable[[str], str | None] | None = None,
+        skip: Callable[[GlobalRef], bool] | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.decoder = Decoder(data, start, source, self.limits.max_bytes)
@@ -95,6 +97,7 @@ class Machine:
         self.explain = explain or (lambda qualname: None)
         self.persistent_load = persistent_load
         self.strict = strict
+        self.skip = skip or (lambda ref: False)
         self.source = source
         self.stack: list[Any] = []
         self.metastack: list[list[Any]] = []
@@ -144,7 +147,7 @@ class Machine:
         qual = target.ref.qualname if isinstance(target, Opaque) else type(target).__name__
         event = Event(self.offset, self.opcode, action, description, qual)
         self.trace.events.append(event)
-        if self.strict:
+        if self.strict and not (isinstance(target, Opaque) and self.skip(target.ref)):
             ref = target.ref if isinstance(target, Opaque) else None
             why = self.explain(ref.qualname) if ref else None
             if ref and why:
@@ -214,7 +217,8 @@ class Machine:
                 if d.frame_end >= 0:
                     raise self.fail("STOP inside an unfinished FRAME")
                 self.trace.end = d.pos
-                unknown = [ref for ref, allowed in self.trace.globals if not allowed]
+                unknown = [ref for ref, allowed in self.trace.globals
+                           if not allowed and not self.skip(ref)]
                 if self.strict and unknown:
                     ref = unknown[0]
                     raise PickleVMError(
@@ -433,6 +437,7 @@ class Machine:
         if isinstance(target, Opaque):
             self._event("setitem", target, f"call {target.describe()}.__setitem__"
                         f"({short_repr(items[0]) if items else ''}, ...)")
+            target.contents.extend(items[1::2])
             return
         if not isinstance(target, dict):
             raise self.fail(f"{self.opcode} on a {type(target).__name__}, expected a dict")
@@ -459,6 +464,7 @@ class Machine:
         target = self._top()
         if isinstance(target, Opaque):
             self._event("append", target, f"call {target.describe()}.extend(...)")
+            target.contents.extend(items)
             return
         if not isinstance(target, list):
             raise self.fail(f"{self.opcode} on a {type(target).__name__}, expected a list")
@@ -546,6 +552,7 @@ class Machine:
         if isinstance(target, Opaque):
             self._event("setstate", target,
                         f"call {target.describe()}.__setstate__({short_repr(state, 60)})")
+            target.state = state
             return
         if hasattr(type(target), "setstate"):  # one of our own data objects
             try:
