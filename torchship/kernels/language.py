@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from torchship.kernels.frontend.captures import NoHostArithmetic
+
 __all__ = [
     "BlockSizeSymbol",
     "Tile",
@@ -76,7 +78,7 @@ def _device() -> torch.device:
 
 
 @dataclass(frozen=True, eq=False)
-class BlockSizeSymbol:
+class BlockSizeSymbol(NoHostArithmetic):
     """A block size chosen by the config, shared by every loop that names it.
 
     Created by :func:`register_block_size`; pass it as ``block_size=`` to :func:`tile`.

@@ -217,7 +217,8 @@ class CallHandler:
         if isinstance(v, TileInfo):
             raise self.err(KernelTypeError, f"tile {v.name!r} used as a number",
                            hint=f"use {v.name}.index (positions), {v.name}.begin or "
-                           f"{v.name}.end")
+                           f"{v.name}.end; a reshape to `{v.name} * 2` rows merges the tile: "
+                           "view the tensor in host code (x.view(2 * m, n // 2)) and tile that")
         if isinstance(v, TensorRef) and v.ndim == 0:  # a 0-d tensor: its one element
             return self.b.emit("load", [], {"tensor": v, "index": []})
         if isinstance(v, TensorRef):

@@ -20,23 +20,26 @@ import torch
 
 from torchship.kernels.ir import Value
 
-__all__ = ["BlockSym", "Param", "TensorRef", "spec_of"]
+__all__ = ["BlockSym", "NoHostArithmetic", "Param", "TensorRef", "spec_of"]
 
 
-@dataclass(eq=False)
-class BlockSym:
-    """A ``ts.register_block_size(lo, hi)`` symbol in compiled mode (``index``: call order)."""
+class NoHostArithmetic:
+    """Refuses host arithmetic on a ``ts.register_block_size(lo, hi)`` symbol (Helion sizes
+    partial sums by ``cdiv(m, block)``) in both modes: the host code is traced once for every
+    block size the config space offers, so a size computed from the symbol has no value.
 
-    index: int
+    Example:
+        >>> try:
+        ...     BlockSym(0, 32, 64) + 1
+        ... except Exception as e:
+        ...     print(e.hint)
+        fix the block with an int in host code (block = 64; ts.tile(m, block_size=block)), or size the partials by the smallest block ((m + 31) // 32) and index them with the tile's id
+    """
+
     lo: int
     hi: int
 
-    def __repr__(self) -> str:
-        return f"BlockSym(#{self.index}, lo={self.lo}, hi={self.hi})"
-
     def _host_arithmetic(self, *_: Any) -> Any:
-        """Host code computing with the symbol (Helion sizes partial sums by it) is refused:
-        the host code is traced once for every block size the config space offers."""
         from torchship.kernels.errors import KernelTypeError
 
         raise KernelTypeError(
@@ -48,6 +51,23 @@ class BlockSym:
 
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _host_arithmetic
     __floordiv__ = __rfloordiv__ = __truediv__ = __rtruediv__ = __mod__ = _host_arithmetic
+    __rmod__ = __divmod__ = __rdivmod__ = __pow__ = __rpow__ = __neg__ = _host_arithmetic
+    __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = _host_arithmetic
+    __lt__ = __le__ = __gt__ = __ge__ = _host_arithmetic
+    # int(bs), range(0, n, bs): a size computed from the symbol
+    __int__ = __index__ = __float__ = _host_arithmetic
+
+
+@dataclass(eq=False)
+class BlockSym(NoHostArithmetic):
+    """A ``ts.register_block_size(lo, hi)`` symbol in compiled mode (``index``: call order)."""
+
+    index: int
+    lo: int
+    hi: int
+
+    def __repr__(self) -> str:
+        return f"BlockSym(#{self.index}, lo={self.lo}, hi={self.hi})"
 
 
 @dataclass(eq=False)

@@ -7,7 +7,9 @@ same tiles in the same order, and each run's new sizes (powers of two, one ``-1`
 must multiply to the run's size. That is one ``tl.reshape`` (row-major, like torch's ``view``
 of a contiguous tensor). A ``-1`` may also stand for a tile the new shape leaves out
 (``v.view(-1, 4, 16)`` of a ``[tm, 64]`` block). Merging a tile with other dims
-(``v.reshape(-1)`` of ``[tm, 4]``) is refused: a tile's block has no fixed size.
+(``v.reshape(-1)`` of ``[tm, 4]``, ``[tb, tm, d] -> [tb * tm, d]``) is refused: a tile's
+block has no fixed size, and its edge mask would have to follow the merged rows; the refusal
+names the host view to tile instead (``x.view(b * m, d)``).
 ``v.view(dtype)`` reads the same bits as a dtype of the same width.
 
 Example:
@@ -32,7 +34,14 @@ _HINT = ("keep each tile as its own dim (v.reshape(tm, 4, 16) of a [tm, 64] bloc
          "or merge only fixed-size dims (constants, whole `:` dims), in powers of two; or "
          "use unflatten/flatten/permute; to interleave two [tk, tn] blocks into [2 * tk, tn] "
          "for a dot (int4 unpacking), dot each with the matching host view (A[:, 0::2], "
-         "A[:, 1::2])")
+         "A[:, 1::2]); to merge a tile with other dims, view the tensor in host code "
+         "(x.view(b * m, d)) and tile the merged dim")
+
+_MERGE_HINT = ("merge in host code and tile the merged dim: [tb, tm, d] -> [tb * tm, d] is "
+               "x.view(b * m, d)[tr, :] with `for tr in ts.tile(b * m)`, and [tm, 64] -> "
+               "[2 * tm, 32] is x.view(2 * m, 32)[tr, :] with a tile tr of twice the rows; a "
+               "dot takes the 3-D block as is (ts.dot(x[tb, tm, :], w[tb, :, tn])); splitting "
+               "a fixed-size dim keeps the tile: v.reshape(tm, 2, 32)")
 
 
 def _runs(items: list[Any], is_tile: Callable[[Any], bool]) -> tuple[list[list[Any]], list[Any]]:
@@ -101,7 +110,7 @@ def reshape(h: Any, x: Value, sizes: list[Any], node: ast.AST) -> Value:
     if len(named) != len(src_tiles) or any(a is not b for a, b in zip(named, src_tiles)):
         have = ", ".join(t.name for t in src_tiles) or "none"
         raise h.err(KernelSyntaxError, f"{text} merges or moves a tile (the block's tiles: "
-                    f"{have}): a tile's block has no fixed size to reshape", hint=_HINT,
+                    f"{have}): a tile's block has no fixed size to reshape", hint=_MERGE_HINT,
                     node=node)
     dst_runs, _ = _runs(target, lambda s: isinstance(s, TileInfo))
     new_runs: list[list[int]] = []

@@ -84,7 +84,7 @@ def pointer_terms(cg: Any, node: Node) -> tuple[str, str | None, int]:
 
 def _extra_mask(cg: Any, node: Node, rank: int) -> str | None:
     """The access's ``ts.load/ts.store(extra_mask=)`` block, lined up with its rank."""
-    pos = 1 if node.op == "store" else 0
+    pos = 0 if node.op == "load" else 1  # a store's (or atomic add's) value comes first
     if len(node.inputs) <= pos:
         return None
     mask = node.inputs[pos]
