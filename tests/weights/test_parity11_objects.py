@@ -144,7 +144,7 @@ def test_timm_ema_checkpoint_with_args(tmp_path) -> None:
 def test_object_holding_tensors_is_refused_by_class_and_path(tmp_path) -> None:
     ns = argparse.Namespace(lr=0.1, pos_weight=torch.ones(3))
     torch.save({"state_dict": _model().state_dict(), "hyper_parameters": ns}, tmp_path / "t.ckpt")
-    with pytest.raises(ConvertError, match=r"t\.ckpt: hyper_parameters: tensors inside a argparse\.Namespace"):
+    with pytest.raises(ConvertError, match=r"t\.ckpt: hyper_parameters: tensors inside an object of class argparse\.Namespace"):
         convert(tmp_path / "t.ckpt", tmp_path / "t.safetensors", strict=False)
     assert not (tmp_path / "t.safetensors").exists()
 

@@ -99,6 +99,10 @@ def _plan(container: Any, report: ConvertReport, crcs: dict[str, int], recorded:
     """Entries (read lazily) and metadata; ``crcs`` gets each tensor's CRC-32 (``recorded``:
     the names whose CRC is the one the checkpoint's zip stored, known before reading)."""
     flat = flatten(container.load(strict=True).value)
+    if not flat.tensors and flat.objects:
+        raise ConvertError(f"{container.path}: no tensors to convert: it holds "
+                           f"{_objects(flat.objects)} and plain values (settings, not weights); "
+                           "nothing written")
     kept, tied = dedupe(flat.tensors)
     total = len(kept)
     entries: dict[str, Entry] = {}
@@ -213,11 +217,35 @@ def _convert_one(path: str, out: str, verify: bool, progress: ProgressFn | None,
     return entries
 
 
-def _wrap_errors(path: str, fn: Callable[[], Any]) -> Any:
+def _objects(objects: dict[str, str]) -> str:
+    shown = ", ".join(f"an object of class {cls} at {where!r}" for where, cls in list(objects.items())[:3])
+    return shown + (f" and {len(objects) - 3} more objects" if len(objects) > 3 else "")
+
+
+def _lenient_hint(path: str) -> str:
+    """After a strict refusal: what ``strict=False`` would do with the file (converting only in
+    memory, nothing written), or "" when it would refuse too."""
+    try:
+        with open_container(path) as container:
+            container.skip_objects = True
+            flat = flatten(container.load(strict=True).value)
+    except (PickleVMError, ContainerError, RebuildError, OSError):
+        return ""
+    if not flat.tensors:
+        return (f"; it holds no tensors at all, only {_objects(flat.objects)} and plain values "
+                "(settings, not weights)")
+    return (f"; convert(strict=False) (CLI: --skip-objects) converts its {len(flat.tensors)} "
+            f"tensor(s) and skips {_objects(flat.objects)}, building nothing")
+
+
+def _wrap_errors(path: str, fn: Callable[[], Any], strict: bool = True) -> Any:
     try:
         return fn()
     except (PickleVMError, ContainerError, RebuildError, SafetensorError, OSError) as exc:
-        raise ConvertError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+        text = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        if strict and isinstance(exc, PickleVMError):
+            text += _lenient_hint(path)
+        raise ConvertError(text) from None
 
 
 def _shard_sources(directory: Path) -> tuple[list[Path], Path | None]:
@@ -253,7 +281,7 @@ def _convert_shards(files: list[Path], out_dir: Path, verify: bool, progress: Pr
         for i, f in enumerate(files):
             name = shards.shard_name(i, n)
             entries = _wrap_errors(str(f), lambda f=f, name=name: _convert_one(
-                str(f), str(out_dir / name), verify, progress, report, strict))
+                str(f), str(out_dir / name), verify, progress, report, strict), strict)
             for key in entries:
                 if key in weight_map:
                     raise ConvertError(f"{f}: tensor {key!r} also appears in {weight_map[key]}")
@@ -301,7 +329,7 @@ def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
         if len(files) == 1 and index is None:
             target = out_dir / "model.safetensors"
             _wrap_errors(str(files[0]), lambda: _convert_one(str(files[0]), str(target), verify,
-                                                              progress, report, strict))
+                                                              progress, report, strict), strict)
             shards.remove_stale(out_dir, [target.name])
         else:
             _convert_shards(files, out_dir, verify, progress, report, strict)
@@ -317,7 +345,7 @@ def convert(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = N
         if target.resolve() == src.resolve():
             raise ConvertError(f"{src}: output would overwrite the input")
         _wrap_errors(str(src), lambda: _convert_one(str(src), str(target), verify, progress,
-                                                     report, strict))
+                                                     report, strict), strict)
     report.verified = verify
     report.seconds = time.perf_counter() - start
     return report

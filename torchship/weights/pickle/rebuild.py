@@ -49,6 +49,7 @@ class Flat:
     tensors: dict[str, Any] = field(default_factory=dict)  # name -> TensorRef | np.ndarray
     values: dict[str, str] = field(default_factory=dict)  # name -> JSON text
     dropped: dict[str, str] = field(default_factory=dict)  # name -> why
+    objects: dict[str, str] = field(default_factory=dict)  # name -> class of a skipped object
 
 
 def _jsonable(value: Any, depth: int = 0) -> Any:
@@ -157,6 +158,7 @@ def flatten(value: Any, prefix: str = "") -> Flat:
 
     def opaque(name: str, node: Opaque, depth: int, submodule: bool = False) -> None:
         cls = node.class_name()
+        out.objects[name or "value"] = cls
         parts = module_tensors(node)
         if parts is not None:
             if not submodule:  # one line per pickled model, not per layer
@@ -171,7 +173,7 @@ def flatten(value: Any, prefix: str = "") -> Flat:
                 else:
                     walk(child_name, child, depth + 1)
         elif _has_tensor(node, [MAX_NODES], set()):
-            raise RebuildError(f"{name or 'the checkpoint'}: tensors inside a {cls} object; "
+            raise RebuildError(f"{name or 'the checkpoint'}: tensors inside an object of class {cls}; "
                                f"convert does not build {cls}, so it cannot tell what they are "
                                "(save them in a dict, e.g. a state_dict)")
         else:

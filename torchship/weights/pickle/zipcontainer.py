@@ -105,9 +105,11 @@ class ZipContainer(Container):
                           "torch archives have exactly one")
         if any(n.endswith("constants.pkl") or "/code/" in n for n in names) and not lenient:
             self.close()
-            raise ContainerError(path, "this is a TorchScript archive (constants.pkl / code/): it "
-                                 "holds a program, not just weights, and is refused; export the "
-                                 "state_dict with torch.save instead")
+            raise ContainerError(path, "this is a TorchScript archive (torch.jit.save: "
+                                 "constants.pkl / code/): it holds a program, not just weights, "
+                                 "and is refused. In a trusted environment, m = torch.jit.load"
+                                 "(path); torch.save(m.state_dict(), 'weights.pt') writes a file "
+                                 "to convert")
         bo = self.members.get(f"{self.root}/byteorder")
         if bo is not None:
             order = self.member_bytes(bo).decode("ascii", "replace")
