@@ -112,3 +112,26 @@ def test_rotary_attention(mode: str, causal: bool, request: pytest.FixtureReques
     qr, kr = _rope(q.double(), cos, sin), _rope(k.double(), cos, sin)
     want = torch.nn.functional.scaled_dot_product_attention(qr, kr, v.double(), is_causal=causal)
     close(rotary_attention(q, k, v, cos.float(), sin.float(), causal), want, atol=1e-4)
+
+
+@ts.kernel
+def rotary_cat(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Helion's rotate-half: the block's halves cut at ``d // 2`` of an int argument (folded
+    to a compile-time width, the kernel specialised on ``d``) and joined back with ``cat``."""
+    s, d = x.size()
+    out = torch.empty_like(x)
+    for tm in ts.tile(s, block_size=32):
+        v = x[tm, :]
+        rot = torch.cat([-v[:, d // 2:], v[:, :d // 2]], dim=-1)
+        out[tm, :] = v * cos[tm, :] + rot * sin[tm, :]
+    return out
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rotary_half_slices_of_an_int_argument(mode: str, request: pytest.FixtureRequest) -> None:
+    use(mode, request)
+    for d in (64, 32, 64):  # the kernel is specialised on d: a second width must not reuse
+        x, cos, sin = (torch.randn(40, d) for _ in range(3))
+        xd = x.double()
+        want = xd * cos + torch.cat([-xd[:, d // 2:], xd[:, :d // 2]], -1) * sin
+        close(rotary_cat(x, cos, sin), want)

@@ -169,16 +169,13 @@ class DeviceBuilder:
 
     def const_int(self, x: Any, what: str,
                   hint: str = "use a literal such as 64, or a tile") -> int:
-        """A compile-time int: a literal, or a captured int (then specialised on its value)."""
-        if isinstance(x, int) and not isinstance(x, bool):
-            return x
-        if isinstance(x, Value) and x.node is None and x.id in self.hints:
-            for p in self.params:
-                if p.value is x and p.getter.startswith("c[") and p.getter.count("[") == 1:
-                    idx = int(p.getter[2:-1])
-                    self.specialized.add(idx)
-                    p.constexpr = True
-                    return int(self.hints[x.id])
+        """A compile-time int: a literal, a captured int (then specialised on its value), or
+        ``+ - * // %`` of those (``d // 2``)."""
+        from torchship.kernels.frontend.constfold import fold_int
+
+        value = fold_int(self, x)
+        if value is not None:
+            return value
         raise self.error(KernelTypeError, f"{what} must be a compile-time int (a literal or an "
                          "int argument), not a value computed on the device", hint=hint)
 
