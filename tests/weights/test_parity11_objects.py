@@ -168,3 +168,30 @@ def test_cli_skip_objects(tmp_path) -> None:
     done = subprocess.run([*cmd, "--skip-objects"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "argparse.Namespace" in json.loads(done.stdout)["dropped"]["args"]
+
+
+def test_whole_module_with_tied_and_shared_layers(tmp_path) -> None:
+    """A language-model head tied to its embedding and one layer used twice: the converter
+    stores each storage once and records the other names as tied, like save_model."""
+    emb, head, shared = torch.nn.Embedding(5, 4), torch.nn.Linear(4, 5, bias=False), torch.nn.Linear(4, 4)
+    head.weight = emb.weight
+    model = torch.nn.Sequential(emb, shared, shared, head)
+    torch.save(model, tmp_path / "lm.pt")
+    report, got = check_lenient(tmp_path / "lm.pt", tmp_path, {"value": "torch.nn.modules.container.Sequential"})
+    assert set(got) | set(report.tied) == set(model.state_dict())
+    assert report.tied["3.weight"] == "0.weight" and report.tied["2.bias"] == "1.bias"
+
+
+def test_self_referencing_objects_end(tmp_path) -> None:
+    """An object whose state refers back to itself, and a module listed as its own child: the
+    walk is bounded (torch.load(weights_only=False) on the second would recurse forever)."""
+    ns = argparse.Namespace(lr=0.1)
+    ns.parent = ns
+    torch.save({"w": torch.ones(2), "args": ns}, tmp_path / "cycle.pt")
+    report = convert(tmp_path / "cycle.pt", tmp_path / "cycle.safetensors", strict=False)
+    assert report.tensors == 1 and "argparse.Namespace" in report.dropped["args"]
+    layer = torch.nn.Linear(2, 2)
+    layer._modules["again"] = layer
+    torch.save(layer, tmp_path / "loop.pt")
+    with pytest.raises(ConvertError, match=r"loop\.pt: checkpoint structure nests deeper than"):
+        convert(tmp_path / "loop.pt", tmp_path / "loop.safetensors", strict=False)
