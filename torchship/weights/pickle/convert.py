@@ -70,6 +70,7 @@ class ConvertReport:
     tied: dict[str, str] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
+    objects: dict[str, str] = field(default_factory=dict)  # path -> class, kept unbuilt (strict=False)
     views_copied: int = 0
     verified: bool = False
     seconds: float = 0.0
@@ -132,6 +133,7 @@ def _plan(container: Any, report: ConvertReport, crcs: dict[str, int], recorded:
     report.tied.update(tied)
     report.values.update(flat.values)
     report.dropped.update(flat.dropped)
+    report.objects.update(flat.objects)
     report.tensors += len(entries)
     return entries, metadata
 
