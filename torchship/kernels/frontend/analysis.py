@@ -69,7 +69,8 @@ def full_dims(launch: Launch) -> list[FullDimInfo]:
                 if isinstance(r, FullDim):
                     bad.add(r.id)
     for node, path in nodes:
-        if node.op in ("scan", "sort_keys", "custom_reduce", "custom_scan", "roll"):
+        if node.op in ("scan", "sort_keys", "custom_reduce", "custom_scan", "roll",
+                       "take_along"):
             # needs every element of the dim at once: never chunked
             dim = node.attrs["dim"] if node.op != "sort_keys" else -1
             r = node.inputs[0].shape[dim].find()

@@ -34,6 +34,7 @@ from torchship.kernels.frontend import (
     masked,
     pieces,
     slices,
+    takealong,
 )
 from torchship.kernels.frontend.captures import TensorRef
 from torchship.kernels.frontend.conditions import host_truth
@@ -94,8 +95,8 @@ METHODS = {n: n for n in [*TORCH_UNARY, "cumsum", "cumprod", "logcumsumexp", "cu
                           "matmul", "square", "type_as", "int", "long", "bool", "atan2", "sort", "argsort", "topk"]}
 METHODS.update({"arc" + n[1:]: n for n in [*_ARC, "atan2"]})
 FUNCTIONS.update({**elementwise.FUNCTIONS, **pieces.FUNCTIONS, **factories.FUNCTIONS,
-                  **einsum.FUNCTIONS, **masked.FUNCTIONS})
-METHODS.update({**elementwise.METHODS, **pieces.METHODS})
+                  **einsum.FUNCTIONS, **masked.FUNCTIONS, **takealong.FUNCTIONS})
+METHODS.update({**elementwise.METHODS, **pieces.METHODS, **takealong.METHODS})
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.Pow: "pow", ast.BitAnd: "and_", ast.BitOr: "or_", ast.BitXor: "xor",
            ast.MatMult: "matmul", ast.FloorDiv: "floordiv", ast.Mod: "mod",

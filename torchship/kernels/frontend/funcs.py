@@ -134,6 +134,10 @@ def call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any], node: ast.A
         return pieces.COMPOSED[name](h, name, args, kwargs, node)
     if name in factories.COMPOSED:
         return factories.COMPOSED[name](h, name, args, kwargs, node)
+    if name in ("gather", "embedding"):
+        from torchship.kernels.frontend.takealong import take_along
+
+        return take_along(h, name, args, kwargs, node)
     if name in ("ts_load", "ts_store"):
         from torchship.kernels.frontend.masked import masked_access
 

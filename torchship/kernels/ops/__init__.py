@@ -183,6 +183,7 @@ def _dim_desc(d: Dim) -> str:
 from torchship.kernels.ops import (  # noqa: E402,F401
     combine,
     create,
+    gather,
     mathfns,
     matmul,
     memory,
