@@ -62,12 +62,13 @@ def _group_norm(lw: Lowering, node: Node) -> list[Any]:
     xv = lw.val(x)
     e = Emit(lw, lw.g.values[xv].dtype)
     xs = lw.shape_of(xv)
-    grouped = [xs[0], int(groups), -1]
-    if not all(isinstance(d, int) for d in xs[1:]):
-        raise lw.fail("group_norm needs static channel and spatial sizes")
-    grouped[2] = int(np.prod(xs[1:])) // int(groups)
+    if not isinstance(xs[1], int):
+        raise lw.fail("group_norm needs a static channel count")
+    # [N, C, *spatial] -> [N, G, C/G, *spatial]: the spatial sizes may be dynamic (wav2vec2's
+    # first feature-extractor conv over a dynamic audio length)
+    grouped = [xs[0], int(groups), xs[1] // int(groups), *xs[2:]]
     y = e("reshape", [xv], grouped, {"shape": grouped})
-    y = _normalize(e, y, [2], float(eps))
+    y = _normalize(e, y, list(range(2, len(grouped))), float(eps))
     y = e("reshape", [y], xs, {"shape": xs})
     y = _affine(lw, e, y, weight, bias)
     return _first_output_only(lw, node, [y, None, None], "group_norm saved mean/rstd outputs")
