@@ -40,6 +40,8 @@ _LAZY: dict[str, str] = {
     "register_block_size": "torchship.kernels",
     "register_tunable": "torchship.kernels",
     "static_range": "torchship.kernels",
+    "load": "torchship.kernels",
+    "store": "torchship.kernels",
     "Tile": "torchship.kernels",
     "ConfigSpace": "torchship.kernels",
     "KernelError": "torchship.kernels",
