@@ -15,7 +15,7 @@ from torch import nn
 from torch.export import Dim
 
 from tests.edge.test_user_models_vision import check_model
-from torchship.edge import export
+from torchship.edge import ExportError, export
 
 transformers = pytest.importorskip("transformers")
 
@@ -115,3 +115,25 @@ def test_kv_cache_decode_steps_match_the_full_prompt() -> None:
     assert cache.shape == (2, 1, 1, kv_heads, len(prompt), 8)
     got = np.concatenate(got)
     assert np.abs(got - ref).max() / np.abs(ref).max() <= 1e-5
+
+
+def test_static_cache_recipe_is_refused_with_the_form_that_exports() -> None:
+    """transformers' ExecuTorch recipe writes a StaticCache in place; torch.export traces it but
+    its decomposition fails ("expected compiled_fn to be GraphModule"): the error names the
+    in-place ops and their model lines, and says to pass the cache in and out (as above)."""
+    from transformers.integrations.executorch import TorchExportableModuleForDecoderOnlyLM
+
+    model, _ = _lm("llama", "sdpa")
+    model.generation_config.cache_implementation = "static"
+    recipe = TorchExportableModuleForDecoderOnlyLM(model, batch_size=1, max_cache_len=16).model
+
+    class Step(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.recipe = recipe
+
+        def forward(self, ids: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+            return self.recipe(input_ids=ids, cache_position=position)
+
+    with pytest.raises(ExportError, match=r"(?s)index_copy_ at .*modeling_llama.py:\d+.*DynamicCache\(ddp_cache_data"):
+        export(Step(), (torch.tensor([[5]]), torch.tensor([0])))

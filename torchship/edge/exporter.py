@@ -36,7 +36,7 @@ from torchship.edge import (  # noqa: F401  (register the ATen handlers)
     lower_special,
 )
 from torchship.edge.graph import Graph
-from torchship.edge.lower import ExportError, Lowering, sym_to_dim
+from torchship.edge.lower import ExportError, Lowering, source_of, sym_to_dim
 from torchship.edge.passes import run_passes
 from torchship.edge.program import Program
 from torchship.edge.runtime.dims import ProgramError, linear_form
@@ -75,14 +75,39 @@ def _exported(model: torch.nn.Module, name: str, inputs: tuple[Any, ...], dynami
             params = list(inspect.signature(getattr(model, name)).parameters)
             dynamic_shapes = tuple(dynamic_shapes.get(p) for p in params[: len(inputs)])
         dynamic_shapes = (tuple(dynamic_shapes),)
+    ep = None
     try:
         with warnings.catch_warnings(), _DirectCdist():
             warnings.simplefilter("ignore", FutureWarning)
             ep = torch.export.export(mod, tuple(inputs), dynamic_shapes=dynamic_shapes, strict=False)
             ep = ep.run_decompositions(_table())
     except Exception as exc:  # torch.export's own diagnostics are the most useful here
-        raise ExportError(f"torchship.edge.export: torch.export failed for method {name!r}: {exc}{_rnn_hint(model, exc)}") from exc
+        hint = _rnn_hint(model, exc) or (_mutation_hint(ep) if ep is not None else "")
+        raise ExportError(f"torchship.edge.export: torch.export failed for method {name!r}: {exc}{hint}") from exc
     return ep, prefix
+
+
+def _mutation_hint(ep: torch.export.ExportedProgram) -> str:
+    """Why ``run_decompositions`` failed on a graph torch.export traced but left in-place ops in
+    (``index_copy_`` into a tensor that is no registered buffer of the model, as transformers'
+    ``StaticCache`` in ``TorchExportableModuleForDecoderOnlyLM`` does): the ops and model lines,
+    and the form that exports — the cache as inputs and outputs.
+
+    Example:
+        >>> ep = torch.export.export(torch.nn.ReLU(), (torch.randn(2),))
+        >>> _mutation_hint(ep)
+        ''
+    """
+    mutating = [n for n in ep.graph.nodes if isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable]
+    if not mutating:
+        return ""
+    lines = sorted({f"{n.target.name()} at {where} `{code}`" for n in mutating for where, code in [source_of(n)]})
+    return ("\n\nThe traced graph still writes tensors in place (" + "; ".join(lines[:4])
+            + ("; ..." if len(lines) > 4 else "") + "): tensors the model creates or holds outside its registered "
+            "buffers (a transformers StaticCache, TorchExportableModuleForDecoderOnlyLM), which torch.export's "
+            "decomposition cannot make functional. Pass such state as inputs and return the new state as outputs "
+            "instead — for a KV cache: build transformers.DynamicCache(ddp_cache_data=[(k, v), ...]) from input "
+            "tensors, and return the grown keys/values (with a dynamic past length, Dim(min=0))")
 
 
 class _DirectCdist(torch.overrides.TorchFunctionMode):
