@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from torchship.kernels.combine_args import combine_args
 from torchship.kernels.frontend.captures import NoHostArithmetic
 
 __all__ = [
@@ -530,7 +531,7 @@ def associative_scan(combine_fn: Callable[..., Any], input: Any, dim: int,
 
 def _combine(fn: Callable[..., Any], a: tuple[Any, ...], b: tuple[Any, ...],
              like: Any) -> tuple[Any, ...]:
-    out = fn(a, b) if isinstance(like, tuple) else (fn(a[0], b[0]),)
+    out = fn(*combine_args(fn, a, b)) if isinstance(like, tuple) else (fn(a[0], b[0]),)
     return tuple(o.to(x.dtype) if isinstance(o, torch.Tensor) else torch.full_like(x, o)
                  for o, x in zip(out, a))
 

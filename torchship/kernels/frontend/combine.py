@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from torchship.kernels.combine_args import combine_args
 from torchship.kernels.errors import KernelSyntaxError, KernelTypeError
 from torchship.kernels.frontend import inline
 from torchship.kernels.ir import TileDim, Value
@@ -58,7 +59,9 @@ def combine_call(h: Any, name: str, args: list[Any], kwargs: dict[str, Any],
     if isinstance(d, TileDim) and d.tile.grid and name == "ts_scan":
         raise h.err(KernelSyntaxError, f"{what} along a tiled dimension of the launch grid "
                     f"({d.tile.name!r}) would restart in every program",
-                    hint="take the whole dimension in the block (x[tm, :])", node=node)
+                    hint="take the whole dimension in the block (x[tm, :]); a segment sum "
+                    "over sorted ids (Helion's scan within each tile) is one "
+                    "ts.atomic_add(out, [ids[te], tf], x[te, tf])", node=node)
     combine = _trace(h, fn, items, isinstance(x, tuple), what, node)
     if name == "ts_reduce":
         other = args[3] if len(args) > 3 else kwargs.get("other", 0)
@@ -120,8 +123,8 @@ def _commutative(fn: Any, items: tuple[Value, ...], as_tuple: bool) -> bool:
     b = tuple(sample(v)[torch.randperm(64, generator=g)] for v in items)
     try:
         with torch.no_grad():
-            ab = fn(a, b) if as_tuple else fn(a[0], b[0])
-            ba = fn(b, a) if as_tuple else fn(b[0], a[0])
+            ab = fn(*combine_args(fn, a, b)) if as_tuple else fn(a[0], b[0])
+            ba = fn(*combine_args(fn, b, a)) if as_tuple else fn(b[0], a[0])
     except Exception:  # noqa: BLE001 - not runnable eagerly: keep the order to be safe
         return False
     ab = ab if isinstance(ab, tuple) else (ab,)
@@ -138,8 +141,8 @@ def _trace(h: Any, fn: Any, items: tuple[Value, ...], as_tuple: bool, what: str,
     saved = b.region
     b.region = body
     try:
-        ret = inline.inline_call(b, fn, [tuple(left), tuple(right)] if as_tuple else
-                                 [left[0], right[0]], {}, node)
+        ret = inline.inline_call(b, fn, combine_args(fn, tuple(left), tuple(right))
+                                 if as_tuple else [left[0], right[0]], {}, node)
         results = list(ret) if isinstance(ret, tuple) else [ret]
         if len(results) != len(items):
             raise h.err(KernelTypeError, f"{what}: the combine function returns "
