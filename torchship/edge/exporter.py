@@ -28,6 +28,7 @@ from torchship.edge import (  # noqa: F401  (register the ATen handlers)
     lower_index,
     lower_linalg,
     lower_masked,
+    lower_moe,
     lower_nn,
     lower_ops,
     lower_refusals,

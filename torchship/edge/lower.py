@@ -438,7 +438,7 @@ class Lowering:
                     else:
                         raise self.fail(f"input {node.name} is not a tensor ({type(v).__name__}); pass tensors only")
             elif node.op == "call_function":
-                handler = HANDLERS.get(node.target)
+                handler = HANDLERS.get(node.target) or HANDLERS.get(str(node.target))  # custom ops by name
                 if any(is_complex(a) for a in (node, *node.all_input_nodes)):
                     handler = COMPLEX_HANDLERS.get(node.target)
                     if handler is None:

@@ -365,11 +365,15 @@ def _circular_pad(lw: Lowering, node: Node) -> int:
 
 @handles(aten.cumsum.default, aten.cumprod.default)
 def _cumsum(lw: Lowering, node: Node) -> int:
-    """Running sum / product in torch's result dtype (integers and bool accumulate in int64)."""
+    """Running sum / product in torch's result dtype (integers and bool accumulate in int64; a
+    narrower integer ``dtype=``, as transformers' MoE offsets ``cumsum(..., dtype=torch.int32)``,
+    accumulates in int64 and is cast: the same values, wrapping included)."""
     dt = _out_dtype(lw, node)
-    x = lw.tensor(node.args[0], dt)
+    work = "I64" if dt in ("I32", "I16", "I8", "U8") else dt
+    x = lw.tensor(node.args[0], work)
     op = "cumprod" if node.target is aten.cumprod.default else "cumsum"
-    return lw.emit(op, [x], {"axis": int(node.args[1]) % max(len(lw.shape_of(x)), 1)})
+    y = lw.emit(op, [x], {"axis": int(node.args[1]) % max(len(lw.shape_of(x)), 1)}, dtype=work)
+    return y if work == dt else lw.emit("cast", [y], {"dtype": dt})
 
 
 @handles(aten.cummax.default, aten.cummin.default)

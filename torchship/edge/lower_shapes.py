@@ -177,8 +177,11 @@ def _constant(lw: Lowering, node: Node, t: torch.Tensor) -> int:
 
 @handles(aten.full.default, aten.zeros.default, aten.ones.default, aten.full_like.default,
          aten.zeros_like.default, aten.ones_like.default, aten.scalar_tensor.default, aten.new_ones.default,
-         aten.new_zeros.default, aten.new_full.default)
+         aten.new_zeros.default, aten.new_full.default, aten.empty.memory_format, aten.empty_permuted.default,
+         aten.empty_strided.default, aten.new_empty.default)
 def _full(lw: Lowering, node: Node) -> int:
+    """A constant-filled tensor; ``empty`` (``torch.empty_like`` of an index to be filled by a
+    write, as transformers' MoE inverse permutation) is zeros, one of the contents torch allows."""
     t = str(node.target)
     if "full" in t:
         value = node.args[-1] if "like" not in t else node.args[1]
