@@ -79,7 +79,22 @@ def test_example_random_shape_and_config(
     config = bound.config_space.sample(rng)
     got = bound.compile(config)(*args, **kwargs)
     shapes = [tuple(a.shape) for a in args]
+    expected = run_reference(mod, args, kwargs)
     check_close(
-        got, run_reference(mod, args, kwargs), mod.TOLERANCE[torch.float32],
+        got, expected, _tolerance(mod, args, kwargs, expected),
         f"{variant} shapes={shapes} {config} RANDOM_SEED={seed}",
     )
+
+
+def _tolerance(mod: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+               expected: Any) -> dict[str, float]:
+    """The example's float32 tolerance, widened to twice torch's own float32 error on these
+    inputs: random shapes include rows where float32 cancels (a layer norm of two nearly equal
+    values: torch's float32 layer_norm was 2.3e-5 off the float64 one, the tolerance 1e-5)."""
+    tol = dict(mod.TOLERANCE[torch.float32])
+    eager = mod.reference(*args, **kwargs)
+    pairs = zip(eager, expected) if isinstance(expected, tuple) else [(eager, expected)]
+    err = max(((e.double() - x.double()).abs().max().item() for e, x in pairs
+               if e.is_floating_point() and e.numel()), default=0.0)
+    tol["atol"] = max(tol["atol"], 2 * err)
+    return tol
