@@ -191,3 +191,23 @@ def test_register_cap_knob(compiled_mode: None, poison_empty: None) -> None:
     assert "maxnreg" not in L.build_launcher(launch, cg, cfg, "cpu", 132)
     with pytest.raises(Exception, match="maxnreg=7"):
         Config(maxnreg=7)
+
+
+def test_warp_specialised_programs_need_eight_warps() -> None:
+    """Triton 3.6 failed to compile every 4-warp ``persistent_ws`` bmm tile for sm_90 (and no
+    8-warp one): the GPU space rejects such configs with the reason, and never samples them."""
+    from torchship.kernels.config import ConfigSpace
+    from torchship.kernels.errors import KernelConfigError
+
+    space = load("matmul").VARIANTS["matmul"][0].bind(
+        (torch.randn(64, 32), torch.randn(32, 48))).config_space
+    gpu = ConfigSpace(space.block_params, space.launches, space.reductions, space.tunables,
+                      indexing=space.params["indexing"], device="cuda")
+    ws = gpu.default().replace(pid_type="persistent_ws")
+    gpu.validate(ws.replace(num_warps=8))
+    with pytest.raises(KernelConfigError, match="persistent_ws' needs num_warps >= 8"):
+        gpu.validate(ws.replace(num_warps=4))
+    rng = random.Random(0)
+    sampled = [gpu.sample(rng) for _ in range(300)]
+    assert any(c.pid_type == "persistent_ws" for c in sampled)
+    assert all(c.num_warps >= 8 for c in sampled if c.pid_type == "persistent_ws")

@@ -379,18 +379,14 @@ class ConfigSpace:
         smem = self._smem_problem(choice)
         if smem:
             return smem
+        if threads and choice.get("pid_type") == "persistent_ws" and choice["num_warps"] < 8:
+            # Triton 3.6's warp specialisation (NVGPUWarpSpecialization) failed to compile
+            # every bmm tile with 4 warps for sm_90 and none with 8 (132 tiles each, compiled
+            # on CPU for sm_90); an H100 run met the same failure for causal attention
+            return "pid_type='persistent_ws' needs num_warps >= 8 (Triton's warp specialisation)"
         for li, launch in enumerate(self.launches):
             for shape in launch.value_shapes:
-                elems = 1
-                for kind, idx in shape:
-                    if kind == "B":
-                        elems *= choice[f"block_sizes[{idx}]"]
-                    elif kind == "R":
-                        chunk = choice[f"reduction_loops[{idx}]"]
-                        red = self.reductions[idx]
-                        elems *= chunk if chunk else max(16, _next_pow2(red.size))
-                    else:
-                        elems *= idx
+                elems = self._elems(choice, shape)
                 if elems > self.max_elems:
                     return (
                         f"launch {li}: a block of {elems} elements exceeds the budget of "
@@ -439,7 +435,7 @@ class ConfigSpace:
                 raise KernelConfigError(f"{name}={value!r} is not one of {self.params[name]}")
         problem = self._budget_problem(choice)
         if problem:
-            raise KernelConfigError(f"block sizes too large: {problem}")
+            raise KernelConfigError(f"config not valid on {self.device}: {problem}")
 
     def complete(self, config: Config) -> Config:
         """``config`` with the knobs it leaves out taken from :meth:`default`: a user's
