@@ -379,7 +379,8 @@ class ConfigSpace:
         smem = self._smem_problem(choice)
         if smem:
             return smem
-        if threads and choice.get("pid_type") == "persistent_ws" and choice["num_warps"] < 8:
+        if threads and self.device == "cuda" and choice.get("pid_type") == "persistent_ws" \
+                and choice["num_warps"] < 8:
             # Triton 3.6's warp specialisation (NVGPUWarpSpecialization) failed to compile
             # every bmm tile with 4 warps for sm_90 and none with 8 (132 tiles each, compiled
             # on CPU for sm_90); an H100 run met the same failure for causal attention
