@@ -12,12 +12,11 @@ return that framework's arrays, with the same values, for ``get_tensor`` and ``g
 from __future__ import annotations
 
 import sys
-import types
 
 import numpy as np
 import pytest
 
-from tests.weights.test_parity8_frameworks import ADAPTERS, _Array, _installed
+from tests.weights.test_parity8_frameworks import ADAPTERS, _Array, _installed, _stand_in
 from torchship.weights import safe_open
 from torchship.weights.format import SafetensorError
 from torchship.weights.frameworks import FrameworkMissingError
@@ -41,18 +40,6 @@ def path(tmp_path) -> str:
     file = str(tmp_path / "m.safetensors")
     peer_np.save_file(arrays, file, metadata={"format": "np"})
     return file
-
-
-def _stand_in(monkeypatch, adapter: str) -> None:
-    """Install a stand-in for ``adapter``'s framework module(s), seen by both libraries."""
-    parts = ADAPTERS[adapter][0].split(".")
-    for i in range(1, len(parts) + 1):
-        fake = types.ModuleType(".".join(parts[:i]))
-        fake.array = fake.convert_to_tensor = _Array
-        monkeypatch.setitem(sys.modules, fake.__name__, fake)
-        if i > 1:
-            setattr(sys.modules[".".join(parts[: i - 1])], parts[i - 1], fake)
-    monkeypatch.delitem(sys.modules, f"torchship.weights.{adapter}", raising=False)
 
 
 def _skip_if_installed(adapter: str) -> None:
