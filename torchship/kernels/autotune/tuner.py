@@ -558,8 +558,8 @@ def loop_seeds(space: Any, default: Any) -> list[Any]:
     three; two and four times the loop block on 4 warps and one stage; then the default with
     ``evict_first`` loads. So the search times the usual winners first (cross entropy
     8192x128256 bf16 on an H100: a 4096-wide loop block, 8 warps, 1 stage takes 841 µs; the
-    default 2048/8/2, 1007 µs; later, 4096 on 4 warps 696 µs against 727 on 8. Row sums of 4096^2 read once: evict_first
-    17.4 -> 16.2 µs, var_mean 31.8 -> 27.7 µs).
+    default 2048/8/2, 1007 µs; later, 4096 on 4 warps 696 µs against 727 on 8. Row sums of
+    4096^2 read once: evict_first 17.4 -> 16.2 µs, var_mean 31.8 -> 27.7 µs).
 
     Example:
         >>> loop_seeds(None, None)

@@ -109,23 +109,19 @@ def fmod_expr(cg: Any, a: str, b: str, dtype: torch.dtype) -> str:
     cg.helpers.setdefault("_ts_libdevice", "from triton.language.extra import libdevice as "
                                            "_ts_libdevice\n")
     # (both operands cast: libdevice wants one dtype, and either may be a Python number)
-    if dtype in _HALF:
-        return (f"_ts_libdevice.fmod(tl.cast({a}, tl.float32), tl.cast({b}, tl.float32))"
-                f".to({cg.tl(dtype)})")
-    t = cg.tl(dtype)
-    return f"_ts_libdevice.fmod(tl.cast({a}, {t}), tl.cast({b}, {t}))"
+    t = cg.tl(torch.float32 if dtype in _HALF else dtype)
+    r = f"_ts_libdevice.fmod(tl.cast({a}, {t}), tl.cast({b}, {t}))"
+    return f"{r}.to({cg.tl(dtype)})" if dtype in _HALF else r
 
 
 def div_rn_expr(cg: Any, a: str, b: str, dtype: torch.dtype) -> str:
     """``a / b`` correctly rounded, as torch divides. Triton's ``/`` of float32 is
     ``div.full.f32`` on a GPU (within 2 ulp: -3e37 / 7 came out one ulp off on an H100); that
     is fine for a true division but not where the quotient is rounded to an integer next."""
-    if dtype in _HALF:
-        return (f"tl.math.div_rn(tl.cast({a}, tl.float32), tl.cast({b}, tl.float32))"
-                f".to({cg.tl(dtype)})")
     if dtype == torch.float64:
         return f"({a}) / ({b})"  # div.rn.f64 already (div_rn takes float32 only)
-    return f"tl.math.div_rn(tl.cast({a}, tl.float32), tl.cast({b}, tl.float32))"
+    q = f"tl.math.div_rn(tl.cast({a}, tl.float32), tl.cast({b}, tl.float32))"
+    return f"{q}.to({cg.tl(dtype)})" if dtype in _HALF else q
 
 
 def _floor_quotient(cg: Any, node: Any, args: list[str]) -> tuple[str, str, str, torch.dtype]:
